@@ -1,0 +1,227 @@
+"""Geometry helpers: footprints of pixel windows in EPSG:4326, GSD, bbox validation.
+
+Footprints are computed from the densified outline of a pixel window, reprojected with GDAL
+(``rasterio.warp.transform_geom``) with antimeridian cutting, so a window that straddles the
+180th meridian becomes a MultiPolygon in lon/lat instead of a polygon wrapping the globe.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rsia_geo._types import BBox
+from rsia_geo.errors import InvalidBBoxError
+
+__all__ = [
+    "bbox_to_geometry",
+    "gsd_metres",
+    "pixel_to_xy",
+    "validate_bbox",
+    "window_footprint",
+    "window_centre",
+]
+
+_EARTH_RADIUS_M = 6_371_008.8
+
+
+def pixel_to_xy(transform: Any, col: float, row: float) -> tuple[float, float]:
+    """Map pixel coordinates to CRS coordinates with an affine transform.
+
+    Args:
+        transform: An ``affine.Affine`` (or anything with ``a``..``f`` coefficients).
+        col: Column (x) in pixels.
+        row: Row (y) in pixels.
+
+    Returns:
+        ``(x, y)`` in the CRS.
+    """
+    t = transform
+    return (t.a * col + t.b * row + t.c, t.d * col + t.e * row + t.f)
+
+
+def _densified_ring(
+    transform: Any, col_off: float, row_off: float, width: float, height: float, densify: int
+) -> list[tuple[float, float]]:
+    """Return the window outline in CRS coordinates, ``densify`` points per edge."""
+    corners = [
+        (col_off, row_off),
+        (col_off + width, row_off),
+        (col_off + width, row_off + height),
+        (col_off, row_off + height),
+    ]
+    ring: list[tuple[float, float]] = []
+    for (c0, r0), (c1, r1) in zip(corners, corners[1:] + corners[:1], strict=False):
+        for k in range(densify):
+            t = k / densify
+            ring.append(pixel_to_xy(transform, c0 + (c1 - c0) * t, r0 + (r1 - r0) * t))
+    ring.append(ring[0])
+    return ring
+
+
+def window_footprint(
+    crs: Any,
+    transform: Any,
+    col_off: float,
+    row_off: float,
+    width: float,
+    height: float,
+    *,
+    densify: int = 21,
+) -> Any:
+    """Footprint of a pixel window as a shapely geometry in EPSG:4326.
+
+    Args:
+        crs: The raster's CRS (anything ``rasterio.crs.CRS.from_user_input`` takes).
+        transform: The raster's affine geotransform.
+        col_off: Window column offset in pixels.
+        row_off: Window row offset in pixels.
+        width: Window width in pixels.
+        height: Window height in pixels.
+        densify: Points per edge, so curved edges after reprojection are followed.
+
+    Returns:
+        A shapely Polygon, or a MultiPolygon when the footprint crosses the antimeridian.
+    """
+    from rasterio.crs import CRS
+    from rasterio.warp import transform_geom
+    from shapely.geometry import shape
+
+    ring = _densified_ring(transform, col_off, row_off, width, height, max(1, densify))
+    geom = {"type": "Polygon", "coordinates": [ring]}
+    src = CRS.from_user_input(crs)
+    if src == CRS.from_epsg(4326):
+        out = shape(geom)
+        if out.bounds[0] < -180 or out.bounds[2] > 180:
+            return _split_lonlat(out)
+        return out
+    out_geom = transform_geom(src, "EPSG:4326", geom, antimeridian_cutting=True, precision=-1)
+    return shape(out_geom)
+
+
+def _split_lonlat(poly: Any) -> Any:
+    """Split a lon/lat polygon whose longitudes run past +-180 into a MultiPolygon in range."""
+    from shapely.affinity import translate
+    from shapely.geometry import MultiPolygon, box
+
+    parts: list[Any] = []
+    for shift in (-360.0, 0.0, 360.0):
+        piece = translate(poly, xoff=shift).intersection(box(-180, -90, 180, 90))
+        if not piece.is_empty:
+            parts.extend(getattr(piece, "geoms", [piece]))
+    return parts[0] if len(parts) == 1 else MultiPolygon(parts)
+
+
+def window_centre(
+    crs: Any, transform: Any, col_off: float, row_off: float, width: float, height: float
+) -> tuple[float, float]:
+    """Centre of a pixel window as ``(lon, lat)`` with lon in [-180, 180].
+
+    Args:
+        crs: The raster's CRS.
+        transform: The raster's affine geotransform.
+        col_off: Window column offset in pixels.
+        row_off: Window row offset in pixels.
+        width: Window width in pixels.
+        height: Window height in pixels.
+
+    Returns:
+        The centre point in EPSG:4326.
+    """
+    from rasterio.warp import transform as warp_transform
+
+    x, y = pixel_to_xy(transform, col_off + width / 2.0, row_off + height / 2.0)
+    xs, ys = warp_transform(crs, "EPSG:4326", [x], [y])
+    lon = ((xs[0] + 180.0) % 360.0) - 180.0
+    return float(lon), float(ys[0])
+
+
+def gsd_metres(crs: Any, transform: Any, lat: float) -> float:
+    """Ground sample distance in metres of one pixel (mean of x and y sizes).
+
+    Args:
+        crs: The raster's CRS.
+        transform: The raster's affine geotransform.
+        lat: Latitude of the place of interest, used when the CRS is geographic.
+
+    Returns:
+        Pixel size in metres.
+    """
+    from rasterio.crs import CRS
+
+    src = CRS.from_user_input(crs)
+    px = (math.hypot(transform.a, transform.d) + math.hypot(transform.b, transform.e)) / 2.0
+    if src.is_geographic:
+        return (
+            px
+            * math.pi
+            / 180.0
+            * _EARTH_RADIUS_M
+            * math.sqrt(max(math.cos(math.radians(lat)), 1e-12))
+        )
+    factor = src.linear_units_factor[1] if src.linear_units_factor else 1.0
+    gsd = px * float(factor)
+    if src.to_epsg() == 3857:  # web mercator pixels shrink on the ground by cos(lat)
+        gsd *= math.cos(math.radians(lat))
+    return gsd
+
+
+def validate_bbox(bbox: Any, *, name: str = "bbox") -> BBox:
+    """Check a lon/lat bounding box and return it as a tuple of floats.
+
+    ``minx > maxx`` is allowed and means the box crosses the antimeridian (STAC convention).
+
+    Args:
+        bbox: Four numbers ``(minx, miny, maxx, maxy)`` in EPSG:4326.
+        name: Argument name for error messages.
+
+    Returns:
+        The bbox as a tuple of four floats.
+
+    Raises:
+        InvalidBBoxError: Wrong length, non-finite values, latitudes or longitudes out of range,
+            or ``miny > maxy``.
+    """
+    try:
+        values = tuple(float(v) for v in bbox)
+    except (TypeError, ValueError) as exc:
+        raise InvalidBBoxError(
+            f"{name}={bbox!r} is not four numbers; pass (minx, miny, maxx, maxy) in lon/lat"
+        ) from exc
+    if len(values) != 4:
+        raise InvalidBBoxError(
+            f"{name}={bbox!r} has {len(values)} values; pass (minx, miny, maxx, maxy) in lon/lat"
+        )
+    minx, miny, maxx, maxy = values
+    if not all(math.isfinite(v) for v in values):
+        raise InvalidBBoxError(f"{name}={bbox!r} contains non-finite values")
+    if not (-180 <= minx <= 180 and -180 <= maxx <= 180):
+        raise InvalidBBoxError(
+            f"{name}={bbox!r}: longitudes must lie in [-180, 180]; is the box in a projected CRS? "
+            "Convert it to EPSG:4326 lon/lat first"
+        )
+    if not (-90 <= miny <= 90 and -90 <= maxy <= 90):
+        raise InvalidBBoxError(
+            f"{name}={bbox!r}: latitudes must lie in [-90, 90]; "
+            "the order is (minx, miny, maxx, maxy)"
+        )
+    if miny > maxy:
+        raise InvalidBBoxError(f"{name}={bbox!r}: miny {miny} > maxy {maxy}; swap them")
+    return (minx, miny, maxx, maxy)
+
+
+def bbox_to_geometry(bbox: BBox) -> Any:
+    """Shapely geometry of a lon/lat bbox; a MultiPolygon when it crosses the antimeridian.
+
+    Args:
+        bbox: A validated ``(minx, miny, maxx, maxy)``.
+
+    Returns:
+        Polygon or MultiPolygon in EPSG:4326.
+    """
+    from shapely.geometry import MultiPolygon, box
+
+    minx, miny, maxx, maxy = bbox
+    if minx <= maxx:
+        return box(minx, miny, maxx, maxy)
+    return MultiPolygon([box(minx, miny, 180.0, maxy), box(-180.0, miny, maxx, maxy)])

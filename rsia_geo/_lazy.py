@@ -1,0 +1,60 @@
+"""Lazy imports of optional heavy dependencies with actionable errors."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+from rsia_geo.errors import DependencyNotFoundError
+
+__all__ = ["has_module", "lazy_import"]
+
+# module name -> (pip distribution, rsia_geo extra that provides it)
+_PROVIDERS: dict[str, tuple[str, str]] = {
+    "torch": ("torch==2.14.1", "model"),
+    "torchaudio": ("torchaudio==2.11.0", "model"),
+    "torchvision": ("torchvision==0.29.1", "model"),
+    "torchgeo": ("torchgeo==0.8.1", "model"),
+    "timm": ("timm", "model"),
+    "safetensors": ("safetensors", "model"),
+    "soundfile": ("soundfile", "audio"),
+    "qdrant_client": ("qdrant-client", "index"),
+    "qdrant_edge": ("qdrant-edge-py", "index"),
+    "geopandas": ("geopandas", "geo"),
+}
+
+
+def has_module(name: str) -> bool:
+    """Return whether ``name`` can be imported, without importing it.
+
+    Args:
+        name: Top-level module name.
+
+    Returns:
+        True when the module is installed.
+    """
+    return importlib.util.find_spec(name) is not None
+
+
+def lazy_import(name: str) -> ModuleType:
+    """Import a module on first use, naming the extra that provides it when it is missing.
+
+    Args:
+        name: Dotted module name, e.g. ``"torch"`` or ``"qdrant_client.models"``.
+
+    Returns:
+        The imported module.
+
+    Raises:
+        DependencyNotFoundError: The module (or its top-level package) is not installed.
+    """
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        top = name.split(".")[0]
+        dist, extra = _PROVIDERS.get(top, (top, "all"))
+        raise DependencyNotFoundError(
+            f"{name!r} is required for this feature but is not installed. "
+            f"Install it with: pip install 'rsia_geo[{extra}]' (or: pip install '{dist}')"
+        ) from exc

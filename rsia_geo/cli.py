@@ -1,0 +1,306 @@
+"""Command-line interface: ``rsia-geo`` (also ``python -m rsia_geo``).
+
+The CLI is an edge: it parses arguments, calls the library, and maps exceptions to exit codes
+through one table (:data:`EXIT_CODES`). The library never exits or prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rsia_geo.errors import (
+    CatalogError,
+    DependencyNotFoundError,
+    InvalidBBoxError,
+    InvalidTileSpecError,
+    RasterError,
+    RsiaError,
+)
+
+__all__ = ["EXIT_CODES", "main"]
+
+EXIT_CODES: dict[type[BaseException], int] = {
+    DependencyNotFoundError: 3,
+    InvalidBBoxError: 2,
+    InvalidTileSpecError: 2,
+    CatalogError: 4,
+    RasterError: 5,
+    RsiaError: 1,
+}
+"""Exit code per exception class; the most specific match wins."""
+
+
+def _exit_code(exc: BaseException) -> int:
+    for cls in type(exc).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return 1
+
+
+def _parse_datetime(text: str) -> _dt.datetime:
+    try:
+        value = _dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO date/time, e.g. 2020-09-02 or 2020-09-02T10:30:00Z"
+        ) from exc
+    return value if value.tzinfo else value.replace(tzinfo=_dt.UTC)
+
+
+def _cmd_catalog_build(args: argparse.Namespace) -> int:
+    from rsia_geo.catalog import build_catalog
+
+    cat = build_catalog(
+        args.sources,
+        args.out,
+        catalog_id=args.id,
+        default_datetime=args.datetime,
+        copy_assets=args.copy_assets,
+        on_error="skip" if args.skip_bad else "raise",
+    )
+    items = list(cat.get_items())
+    print(f"catalog {cat.id!r}: {len(items)} items -> {Path(args.out) / 'catalog.json'}")
+    for item in items:
+        print(f"  {item.id}  {item.datetime:%Y-%m-%d}  assets={list(item.assets)}")
+    for s in cat.extra_fields.get("rsia:skipped", []):
+        print(f"  skipped {s['item']}: {s['reason']}")
+    return 0
+
+
+def _cmd_catalog_info(args: argparse.Namespace) -> int:
+    from rsia_geo.catalog import iter_items, select_bands
+
+    for item in iter_items(args.catalog):
+        try:
+            sel = select_bands(item, args.bands)
+            chosen = ", ".join(
+                f"{b}<-{k}[{i}]" for b, (k, i) in zip(sel.bands, sel.sources, strict=False)
+            )
+        except RsiaError as exc:
+            chosen = f"(bands unavailable: {exc})"
+        print(f"{item.id}  {item.datetime}  bbox={[round(v, 5) for v in item.bbox or []]}")
+        print(f"  assets: {list(item.assets)}")
+        print(f"  bands:  {chosen}")
+    return 0
+
+
+def _tile_spec(args: argparse.Namespace) -> Any:
+    from rsia_geo.tiles import TileSpec
+
+    return TileSpec(
+        size=args.size,
+        overlap=args.overlap,
+        units=args.units,
+        scales=tuple(args.scales),
+        out_size=args.out_size,
+        min_valid=args.min_valid,
+        scaling=args.scaling,
+    )
+
+
+def _cmd_tiles(args: argparse.Namespace) -> int:
+    from rsia_geo.tiles import SkippedTile, TileSet, iter_tiles
+
+    result = TileSet()
+
+    def on_skip(s: SkippedTile) -> None:
+        result.skipped.append(s)
+
+    spec = _tile_spec(args)
+    result.tiles.extend(
+        iter_tiles(args.catalog, spec, bands=args.bands, bbox=args.bbox, on_skip=on_skip)
+    )
+    by_item: dict[str, list[Any]] = {}
+    for t in result.tiles:
+        by_item.setdefault(t.item_id, []).append(t)
+    for item_id, tiles in by_item.items():
+        levels = sorted({t.level for t in tiles})
+        print(
+            f"{item_id}: {len(tiles)} tiles, levels {levels}, crs {tiles[0].crs}, "
+            f"scaling {tiles[0].scaling.method}"
+        )
+        for t in tiles[: args.show]:
+            lon, lat = t.centre
+            print(
+                f"  {t.id}  L{t.level} window={t.window}  centre=({lon:.5f}, {lat:.5f})  "
+                f"gsd={t.gsd:.2f} m  valid={t.valid_fraction:.2f}"
+            )
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for s in result.skipped:
+        groups.setdefault((s.item_id, s.kind), []).append(s)
+    print(f"total: {len(result.tiles)} tiles, {len(result.skipped)} skipped")
+    labels = {"nodata": "mostly nodata", "edge": "mostly outside the raster"}
+    for (item_id, kind), skipped in groups.items():
+        reason = labels.get(kind, skipped[0].reason)
+        print(f"  skipped {len(skipped):3d} x {item_id}: {reason}")
+    if args.out:
+        gdf = result.to_geodataframe()
+        gdf.to_file(args.out, driver="GeoJSON" if args.out.endswith("json") else None)
+        print(f"wrote {len(gdf)} footprints to {args.out}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from rsia_geo.catalog import build_catalog
+    from rsia_geo.sample_data import sample_data_dir
+
+    work = Path(args.workdir)
+    cat_dir = work / "catalog"
+    print(f"[1/2] building a STAC catalog of the sample rasters in {sample_data_dir()}")
+    build_catalog(
+        [sample_data_dir()],
+        cat_dir,
+        catalog_id="rsia-sample",
+        default_datetime=_dt.datetime(2020, 1, 1, tzinfo=_dt.UTC),
+        copy_assets=True,
+    )
+    print(f"      -> {cat_dir / 'catalog.json'}")
+    print("[2/2] tiling it (128 px tiles at levels 1 and 2, RGB)")
+    ns = argparse.Namespace(
+        catalog=str(cat_dir / "catalog.json"),
+        size=128,
+        overlap=0,
+        units="px",
+        scales=[1, 2],
+        out_size=None,
+        min_valid=0.5,
+        scaling="auto",
+        bands=None,
+        bbox=None,
+        show=3,
+        out=str(work / "tiles.geojson"),
+    )
+    return _cmd_tiles(ns)
+
+
+def _add_tile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", type=float, default=256, help="tile side (default 256)")
+    p.add_argument("--overlap", type=float, default=0, help="overlap between tiles (default 0)")
+    p.add_argument("--units", choices=["px", "m"], default="px", help="units of size/overlap")
+    p.add_argument(
+        "--scales",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="scale levels; level f covers size*f pixels (default 1)",
+    )
+    p.add_argument("--out-size", type=int, default=None, help="output pixels per tile side")
+    p.add_argument(
+        "--min-valid",
+        type=float,
+        default=0.5,
+        help="skip tiles with a smaller valid-pixel fraction (default 0.5)",
+    )
+    p.add_argument(
+        "--scaling",
+        choices=["auto", "dtype", "reflectance", "percentile"],
+        default="auto",
+        help="how raw values map to [0, 1] (default auto)",
+    )
+    p.add_argument(
+        "--bands",
+        nargs="+",
+        default=None,
+        help="bands by eo common name or band name (default red green blue)",
+    )
+    p.add_argument(
+        "--bbox",
+        type=float,
+        nargs=4,
+        metavar=("MINX", "MINY", "MAXX", "MAXY"),
+        default=None,
+        help="only tiles intersecting this lon/lat box",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser.
+
+    Returns:
+        The parser with all subcommands.
+    """
+    from rsia_geo import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="rsia-geo",
+        description="Spoken, region-restricted search over your own georeferenced imagery.",
+    )
+    parser.add_argument("--version", action="version", version=f"rsia_geo {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cat = sub.add_parser("catalog", help="build or inspect STAC catalogs")
+    cat_sub = cat.add_subparsers(dest="catalog_command", required=True)
+    b = cat_sub.add_parser("build", help="build a STAC catalog from local rasters")
+    b.add_argument("sources", nargs="+", help="raster files or folders")
+    b.add_argument("-o", "--out", required=True, help="output folder for catalog.json")
+    b.add_argument("--id", default="rsia-catalog", help="catalog id")
+    b.add_argument(
+        "--datetime",
+        type=_parse_datetime,
+        default=None,
+        help="acquisition date for rasters that carry none (ISO, e.g. 2020-09-02)",
+    )
+    b.add_argument(
+        "--copy-assets",
+        action="store_true",
+        help="copy rasters into the catalog folder (portable catalog)",
+    )
+    b.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip unreadable rasters (listed) instead of stopping",
+    )
+    b.set_defaults(func=_cmd_catalog_build)
+    i = cat_sub.add_parser("info", help="list items, assets and the bands that would be read")
+    i.add_argument("catalog", help="catalog/collection/item JSON path or URL")
+    i.add_argument("--bands", nargs="+", default=None)
+    i.set_defaults(func=_cmd_catalog_info)
+
+    t = sub.add_parser("tiles", help="cut a catalog's items into georeferenced tiles")
+    t.add_argument("catalog", help="catalog/collection/item JSON path or URL")
+    _add_tile_args(t)
+    t.add_argument("--show", type=int, default=3, help="tiles to print per item")
+    t.add_argument("--out", default=None, help="write tile footprints (.geojson or .gpkg)")
+    t.set_defaults(func=_cmd_tiles)
+
+    d = sub.add_parser("demo", help="run the main job on the bundled sample data")
+    d.add_argument("--workdir", default="out/demo", help="where to write outputs")
+    d.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI.
+
+    Args:
+        argv: Arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The process exit code: 0 on success, see :data:`EXIT_CODES` otherwise.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except RsiaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
