@@ -21,6 +21,7 @@ __all__ = [
     "InvalidAudioError",
     "InvalidBBoxError",
     "InvalidTileSpecError",
+    "ModelConfigError",
     "ModelMismatchError",
     "RasterError",
     "RsiaError",
@@ -85,6 +86,10 @@ class CheckpointError(RsiaError, ValueError):
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """A model checkpoint or weights file does not exist."""
+
+
+class ModelConfigError(RsiaError, ValueError):
+    """A model configuration is unknown or inconsistent."""
 
 
 class ModelMismatchError(RsiaError, ValueError):

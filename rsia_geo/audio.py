@@ -1,0 +1,264 @@
+"""Speech input: decode, check and normalise audio for the ALAC audio encoder.
+
+:func:`load_audio` turns a path, bytes, a file object or an array into a mono float32
+waveform at 16 kHz, with its DC offset removed and (optionally) leading and trailing silence
+trimmed. Every unusable input raises an :class:`~rsia_geo.errors.AudioError` subclass that names
+the problem and the fix:
+
+* :class:`~rsia_geo.errors.AudioDecodeError`: unknown or corrupt container, unreadable file;
+* :class:`~rsia_geo.errors.InvalidAudioError`: empty, all-silent, NaN/inf samples, longer than
+  ``max_seconds``, or a sample rate outside ``[MIN_SAMPLE_RATE, MAX_SAMPLE_RATE]``.
+
+Decoding uses ``soundfile`` (libsndfile: WAV, FLAC, OGG/Vorbis, Opus and MP3 with
+libsndfile >= 1.1). Resampling uses torchaudio's band-limited sinc interpolation.
+
+The feature extractors (:func:`cepstrum_features`, :func:`logmel_features`) are defined in
+:mod:`rsia_geo.models.frontend` because they run as part of the model.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rsia_geo.errors import AudioDecodeError, InvalidAudioError
+
+__all__ = [
+    "MAX_SAMPLE_RATE",
+    "MIN_SAMPLE_RATE",
+    "SAMPLE_RATE",
+    "AudioClip",
+    "load_audio",
+    "trim_silence",
+]
+
+SAMPLE_RATE = 16_000
+"""Sample rate of the model's audio front end, Hz."""
+MIN_SAMPLE_RATE = 4_000
+MAX_SAMPLE_RATE = 384_000
+SILENCE_PEAK = 1e-4
+"""Peak amplitude (full scale = 1) under which a clip counts as silent."""
+
+
+@dataclass(frozen=True)
+class AudioClip:
+    """A decoded, checked mono waveform.
+
+    Attributes:
+        samples: float32 samples in [-1, 1] (approximately), mono.
+        sample_rate: Hz.
+        source_rate: Sample rate of the input before resampling.
+        source_channels: Channel count of the input before downmixing.
+    """
+
+    samples: np.ndarray
+    sample_rate: int
+    source_rate: int
+    source_channels: int
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return len(self.samples) / self.sample_rate
+
+
+def _describe(source: Any) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return repr(str(source))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes>"
+    return f"<{type(source).__name__}>"
+
+
+def _decode(source: Any) -> tuple[np.ndarray, int]:
+    """Decode a path, bytes or file object to (samples, channels) float32 and its rate."""
+    import soundfile as sf
+
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise AudioDecodeError(f"audio file {str(path)!r} does not exist; check the path")
+        if path.stat().st_size == 0:
+            raise InvalidAudioError(f"audio file {str(path)!r} is empty (0 bytes)")
+        fobj: Any = str(path)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise InvalidAudioError("audio bytes are empty (0 bytes)")
+        fobj = io.BytesIO(bytes(source))
+    elif hasattr(source, "read"):
+        fobj = source
+    else:
+        raise AudioDecodeError(
+            f"cannot read audio from {_describe(source)}; pass a path, bytes, a binary file "
+            "object, or an array with sample_rate="
+        )
+    try:
+        data, rate = sf.read(fobj, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioDecodeError(
+            f"cannot decode audio from {_describe(source)}: {exc}. Supported containers: "
+            "WAV, FLAC, OGG/Vorbis/Opus, MP3; convert others (e.g. ffmpeg -i in.m4a out.wav)"
+        ) from exc
+    return data, int(rate)
+
+
+def _from_array(array: Any, sample_rate: int | None) -> tuple[np.ndarray, int]:
+    if sample_rate is None:
+        raise InvalidAudioError(
+            "an audio array needs its sample rate: pass sample_rate=... (e.g. 16000)"
+        )
+    if hasattr(array, "detach"):  # torch tensor
+        array = array.detach().cpu().numpy()
+    arr = np.asarray(array)
+    if arr.dtype.kind == "c" or arr.dtype.kind not in "iuf":
+        raise InvalidAudioError(f"audio array has dtype {arr.dtype}; pass real-valued samples")
+    if arr.dtype.kind == "i":
+        arr = arr.astype(np.float64) / float(2 ** (8 * arr.dtype.itemsize - 1))
+    elif arr.dtype.kind == "u":
+        half = float(2 ** (8 * arr.dtype.itemsize - 1))
+        arr = (arr.astype(np.float64) - half) / half
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    elif arr.ndim == 2:
+        # (channels, samples) when the first axis is clearly the short one
+        if arr.shape[0] <= 8 and arr.shape[1] > arr.shape[0]:
+            arr = arr.T
+    else:
+        raise InvalidAudioError(
+            f"audio array has shape {arr.shape}; pass (samples,), (samples, channels) or "
+            "(channels, samples)"
+        )
+    return arr.astype(np.float32), int(sample_rate)
+
+
+def trim_silence(
+    samples: np.ndarray,
+    sample_rate: int,
+    *,
+    threshold_db: float = -40.0,
+    frame_ms: float = 25.0,
+    pad_ms: float = 100.0,
+) -> np.ndarray:
+    """Cut leading and trailing silence.
+
+    A frame is silent when its RMS is more than ``-threshold_db`` dB below the loudest frame.
+
+    Args:
+        samples: Mono waveform.
+        sample_rate: Hz.
+        threshold_db: Level relative to the loudest frame under which frames are silent.
+        frame_ms: Analysis frame length.
+        pad_ms: Silence kept on each side of the speech.
+
+    Returns:
+        The trimmed waveform (the input unchanged when nothing is silent).
+    """
+    frame = max(1, int(sample_rate * frame_ms / 1000))
+    n = len(samples) // frame
+    if n < 2:
+        return samples
+    frames = samples[: n * frame].reshape(n, frame).astype(np.float64)
+    rms = np.sqrt((frames**2).mean(axis=1) + 1e-20)
+    level = 20 * np.log10(rms / rms.max())
+    loud = np.flatnonzero(level > threshold_db)
+    if loud.size == 0:
+        return samples
+    pad = int(sample_rate * pad_ms / 1000)
+    start = max(0, loud[0] * frame - pad)
+    stop = min(len(samples), (loud[-1] + 1) * frame + pad)
+    return samples[start:stop]
+
+
+def _resample(samples: np.ndarray, orig: int, target: int) -> np.ndarray:
+    if orig == target:
+        return samples
+    from rsia_geo._lazy import lazy_import
+
+    torch = lazy_import("torch")
+    functional = lazy_import("torchaudio.functional")
+    g = math.gcd(orig, target)
+    out = functional.resample(torch.from_numpy(np.ascontiguousarray(samples)), orig // g,
+                              target // g)
+    return np.asarray(out.numpy(), dtype=np.float32)
+
+
+def load_audio(
+    source: Any,
+    *,
+    sample_rate: int | None = None,
+    target_rate: int = SAMPLE_RATE,
+    max_seconds: float = 60.0,
+    min_seconds: float = 0.1,
+    trim: bool = False,
+    remove_dc: bool = True,
+) -> AudioClip:
+    """Decode and check audio, returning a mono waveform at ``target_rate``.
+
+    Args:
+        source: A path, bytes, a binary file object, or an array/tensor of samples (then
+            ``sample_rate`` is required). Arrays may be ``(samples,)``, ``(samples, channels)``
+            or ``(channels, samples)``; integer samples are scaled to [-1, 1].
+        sample_rate: Sample rate of an array input, Hz.
+        target_rate: Output sample rate, Hz.
+        max_seconds: Longer inputs are refused (a spoken query is a few seconds).
+        min_seconds: Shorter inputs (after trimming) are refused.
+        trim: Cut leading and trailing silence.
+        remove_dc: Subtract the mean.
+
+    Returns:
+        The clip.
+
+    Raises:
+        AudioDecodeError: The container is unknown, corrupt or unreadable.
+        InvalidAudioError: Empty, silent, non-finite, too short or long, or a bad sample rate.
+    """
+    if isinstance(source, np.ndarray) or hasattr(source, "detach") or isinstance(source, list):
+        data, rate = _from_array(source, sample_rate)
+    else:
+        if sample_rate is not None:
+            raise InvalidAudioError(
+                "sample_rate= is only for array input; encoded audio carries its own rate"
+            )
+        data, rate = _decode(source)
+    what = _describe(source)
+    if not (MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE):
+        raise InvalidAudioError(
+            f"audio {what} has sample rate {rate} Hz, outside [{MIN_SAMPLE_RATE}, "
+            f"{MAX_SAMPLE_RATE}] Hz; is sample_rate= right?"
+        )
+    if data.size == 0 or data.shape[0] == 0:
+        raise InvalidAudioError(f"audio {what} has no samples")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise InvalidAudioError(f"audio {what} has {bad} NaN/inf samples; fix the recording")
+    seconds = data.shape[0] / rate
+    if seconds > max_seconds:
+        raise InvalidAudioError(
+            f"audio {what} lasts {seconds:.1f} s, more than max_seconds={max_seconds:g}; "
+            "cut it to the spoken query (or raise max_seconds)"
+        )
+    channels = data.shape[1]
+    mono = data.mean(axis=1, dtype=np.float64)
+    if remove_dc:
+        mono = mono - mono.mean()
+    if np.abs(mono).max() < SILENCE_PEAK:
+        raise InvalidAudioError(
+            f"audio {what} is silent (peak below {SILENCE_PEAK:g} of full scale); "
+            "check the microphone or the file"
+        )
+    mono32 = mono.astype(np.float32)
+    if trim:
+        mono32 = trim_silence(mono32, rate)
+    if mono32.shape[0] / rate < min_seconds:
+        raise InvalidAudioError(
+            f"audio {what} lasts {mono32.shape[0] / rate:.3f} s (after trimming), less than "
+            f"min_seconds={min_seconds:g}"
+        )
+    out = _resample(mono32, rate, target_rate)
+    return AudioClip(out, target_rate, rate, channels)

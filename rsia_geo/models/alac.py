@@ -1,0 +1,250 @@
+"""The ALAC model: image and speech encoders, and their pairwise interactive-alignment score.
+
+Image branch: backbone tokens -> RELA -> LayerNorm -> mean over tokens -> Linear -> ``f_v``.
+Audio branch: waveform -> front end -> ResNet-18 (to layer3) -> pooled -> ``f_a``.
+
+Two scores compare an image and a clip:
+
+* the **dual-encoder cosine** ``cos(f_v, f_a)``: one vector per side, so it can be served by a
+  vector database (this is what goes into Qdrant, L2-normalised);
+* the **interactive alignment (IA)** score, ALAC's test-time score: for a pair (v, a),
+  ``a' = sigmoid(v * a) * a``, ``v' = sigmoid(v * a') * v`` (the second gate uses the already
+  gated ``a'``), ``S = cos(v', a')``. It has no parameters but needs both raw vectors, so it is
+  used to rescore the top candidates. Adaptive knowledge transfer trains the cosine to agree with
+  it.
+
+In eval mode both encoders are independent of the batch their inputs come in (BatchNorm uses
+running statistics, and RELA normalises per sample).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from rsia_geo.errors import ModelConfigError
+
+from rsia_geo.models.audio_encoder import AudioEncoder, AudioEncoderConfig
+from rsia_geo.models.backbones import BackboneConfig, build_backbone
+from rsia_geo.models.frontend import AudioFrontend, AudioFrontendConfig
+from rsia_geo.models.rela import RELA
+
+__all__ = ["ALACConfig", "ALACModel", "cosine_scores", "ia_scores"]
+
+
+@dataclass(frozen=True)
+class ALACConfig:
+    """Everything needed to rebuild a model (stored as JSON beside the weights).
+
+    Attributes:
+        model_id: Identifier of the configuration / trained model.
+        version: Version of the trained weights.
+        embed_dim: Size of ``f_v`` and ``f_a``.
+        backbone: Image backbone and preprocessing.
+        rela_branch_dim: Channels per RELA branch (0 disables RELA: LayerNorm on raw tokens).
+        frontend: Audio front end.
+        audio: Audio encoder.
+        training: Free-form summary of the training data and run.
+    """
+
+    model_id: str = "alac-efficientnet-lite0"
+    version: str = "0"
+    embed_dim: int = 256
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    rela_branch_dim: int = 128
+    frontend: AudioFrontendConfig = field(default_factory=AudioFrontendConfig)
+    audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form.
+
+        Returns:
+            Nested dicts of the fields.
+        """
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ALACConfig:
+        """Rebuild from :meth:`to_dict` output.
+
+        Args:
+            d: The dict.
+
+        Returns:
+            The configuration.
+        """
+        bb = dict(d.get("backbone", {}))
+        for key in ("mean", "std"):
+            if key in bb:
+                bb[key] = tuple(bb[key])
+        return cls(
+            model_id=d.get("model_id", "unknown"),
+            version=str(d.get("version", "0")),
+            embed_dim=int(d.get("embed_dim", 256)),
+            backbone=BackboneConfig(**bb),
+            rela_branch_dim=int(d.get("rela_branch_dim", 128)),
+            frontend=AudioFrontendConfig(**d.get("frontend", {})),
+            audio=AudioEncoderConfig(**d.get("audio", {})),
+            training=dict(d.get("training", {})),
+        )
+
+
+def ia_gate(v: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interactive-alignment gating of broadcastable ``v`` and ``a``.
+
+    Args:
+        v: Image vectors ``(..., D)``.
+        a: Audio vectors ``(..., D)``.
+
+    Returns:
+        ``(v', a')`` with ``a' = sigmoid(v*a)*a`` and ``v' = sigmoid(v*a')*v``.
+    """
+    a_g = torch.sigmoid(v * a) * a
+    v_g = torch.sigmoid(v * a_g) * v
+    return v_g, a_g
+
+
+def ia_scores(v: torch.Tensor, a: torch.Tensor, *, chunk: int = 256) -> torch.Tensor:
+    """IA score matrix ``S[i, j] = cos(v'_ij, a'_ij)`` for all image/audio pairs.
+
+    Computed in blocks of ``chunk`` x ``chunk`` pairs so that N x M matrices of any size fit
+    in memory.
+
+    Args:
+        v: Raw image embeddings ``(N, D)``.
+        a: Raw audio embeddings ``(M, D)``.
+        chunk: Block side.
+
+    Returns:
+        ``(N, M)`` scores in [-1, 1].
+    """
+    out = v.new_empty((v.shape[0], a.shape[0]))
+    for i in range(0, v.shape[0], chunk):
+        vi = v[i : i + chunk, None, :]
+        for j in range(0, a.shape[0], chunk):
+            aj = a[None, j : j + chunk, :]
+            vg, ag = ia_gate(vi, aj)
+            out[i : i + chunk, j : j + chunk] = nn.functional.cosine_similarity(vg, ag, dim=-1)
+    return out
+
+
+def cosine_scores(v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Dual-encoder cosine matrix ``(N, M)``.
+
+    Args:
+        v: Image embeddings ``(N, D)``.
+        a: Audio embeddings ``(M, D)``.
+
+    Returns:
+        ``(N, M)`` cosines.
+    """
+    return nn.functional.normalize(v, dim=-1) @ nn.functional.normalize(a, dim=-1).T
+
+
+class ALACModel(nn.Module):
+    """ALAC image and audio encoders.
+
+    Args:
+        config: Model configuration.
+    """
+
+    def __init__(self, config: ALACConfig | None = None) -> None:
+        super().__init__()
+        cfg = config or ALACConfig()
+        self.config = cfg
+        self.backbone = build_backbone(cfg.backbone)
+        d = self.backbone.out_dim
+        if cfg.rela_branch_dim > 0:
+            self.rela: nn.Module = RELA(d, cfg.rela_branch_dim)
+            d = 3 * cfg.rela_branch_dim
+        else:
+            self.rela = nn.Identity()
+        self.norm = nn.LayerNorm(d)
+        self.image_proj = nn.Linear(d, cfg.embed_dim)
+        self.frontend = AudioFrontend(cfg.frontend)
+        audio_cfg = cfg.audio
+        if audio_cfg.embed_dim != cfg.embed_dim:
+            raise ModelConfigError(
+                f"audio.embed_dim={audio_cfg.embed_dim} must equal embed_dim={cfg.embed_dim}"
+            )
+        self.audio_encoder = AudioEncoder(audio_cfg)
+
+    # ---------------------------------------------------------------- image branch
+
+    def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone token map of [0, 1] images (cacheable when the backbone is frozen)."""
+        out: torch.Tensor = self.backbone(images)
+        return out
+
+    def image_head(self, tokens: torch.Tensor) -> torch.Tensor:
+        """RELA -> LayerNorm -> mean-pool -> Linear: tokens ``(B, N, D)`` -> ``f_v``."""
+        out: torch.Tensor = self.image_proj(self.norm(self.rela(tokens)).mean(dim=1))
+        return out
+
+    def forward_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw image embeddings ``f_v`` ``(B, embed_dim)`` of [0, 1] images."""
+        return self.image_head(self.image_tokens(images))
+
+    # ---------------------------------------------------------------- audio branch
+
+    def audio_features(self, waves: torch.Tensor,
+                       lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Front-end features ``(B, 1, frames, bins)`` of waveforms ``(B, samples)``."""
+        out: torch.Tensor = self.frontend(waves, lengths)
+        return out
+
+    def forward_audio_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """Raw audio embeddings ``f_a`` from front-end features."""
+        out: torch.Tensor = self.audio_encoder(feats)
+        return out
+
+    def forward_audio(self, waves: torch.Tensor,
+                      lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw audio embeddings ``f_a`` ``(B, embed_dim)`` of 16 kHz waveforms."""
+        return self.forward_audio_features(self.audio_features(waves, lengths))
+
+    # ---------------------------------------------------------------- serving API
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+        """Embed [0, 1] images in eval mode.
+
+        Args:
+            images: ``(B, C, S, S)`` with ``S = config.backbone.input_size``.
+            normalize: L2-normalise (for cosine search); False gives raw ``f_v`` for IA.
+
+        Returns:
+            float32 ``(B, embed_dim)``.
+        """
+        was = self.training
+        self.eval()
+        try:
+            v = self.forward_image(images).float()
+        finally:
+            self.train(was)
+        return nn.functional.normalize(v, dim=-1) if normalize else v
+
+    @torch.no_grad()
+    def encode_audio(self, waves: torch.Tensor, lengths: torch.Tensor | None = None, *,
+                     normalize: bool = True) -> torch.Tensor:
+        """Embed 16 kHz waveforms in eval mode.
+
+        Args:
+            waves: ``(B, samples)``, clips zero-padded at the end.
+            lengths: Valid samples per clip (so padding does not change a clip's embedding).
+            normalize: L2-normalise; False gives raw ``f_a`` for IA.
+
+        Returns:
+            float32 ``(B, embed_dim)``.
+        """
+        was = self.training
+        self.eval()
+        try:
+            a = self.forward_audio(waves, lengths).float()
+        finally:
+            self.train(was)
+        return nn.functional.normalize(a, dim=-1) if normalize else a

@@ -1,0 +1,150 @@
+"""The ALAC training objective.
+
+``L = L_triplet + w_nce * L_nce + w_akt * L_akt`` (ALAC: w_nce = w_akt = 0.1) over a batch of B
+(image, clip) pairs, where pair i's image and clip match:
+
+* **Triplet** on the IA score matrix ``S`` (B x B), margin 0.2, **summed over all negatives in
+  both directions** (no hardest-negative mining, no averaging), as the reference code does.
+* **NT-Xent** on the L2-normalised raw embeddings, temperature 0.1,
+  ``0.75 * CE(image -> audio) + 0.25 * CE(audio -> image)``, each averaged over the batch.
+* **AKT** (adaptive knowledge transfer): the detached IA score ``s1 = S`` teaches the plain
+  dual-encoder cosine ``s2 = cos(f_v, f_a)``:
+  ``L_akt = B * sum_ij W_ij * SmoothL1(s1_ij - s2_ij)``, ``W = softmax_dim0(p1 * I + p2 * (1 - I))``.
+
+Fixes relative to the reference code:
+
+* **False negatives are masked.** Several clips of one image can share a batch; pairs whose
+  image ids match are neither negatives in the triplet nor in the NT-Xent denominators.
+* **AKT weights adapt.** The reference builds ``M`` once from the initial ``p1 = p2 = 1``, so
+  ``W`` is uniform (1/B) forever. Here ``W`` is rebuilt from ``p1, p2`` at every step, and
+  ``p1, p2`` are trained on the reference's auxiliary objective
+  ``B * sum W * SmoothL1(s1 - s2) / |s1|`` (see :meth:`ALACLoss.akt_weight_loss`) by their own
+  optimiser. ``akt_adaptive=False`` reproduces the uniform weighting for comparison.
+* No batch size is hard-coded: any B works, including a last partial batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rsia_geo.models.alac import cosine_scores, ia_scores
+
+__all__ = ["ALACLoss"]
+
+
+class ALACLoss(nn.Module):
+    """ALAC loss with false-negative masking and truly adaptive AKT weights.
+
+    Args:
+        margin: Triplet margin.
+        temperature: NT-Xent temperature.
+        nce_directions: Weights of image->audio and audio->image cross-entropies.
+        w_nce: Weight of the NT-Xent term.
+        w_akt: Weight of the AKT term.
+        akt_adaptive: Rebuild the AKT weights from ``p1, p2`` every step (False: uniform, as
+            the reference code effectively runs).
+    """
+
+    def __init__(
+        self,
+        *,
+        margin: float = 0.2,
+        temperature: float = 0.1,
+        nce_directions: tuple[float, float] = (0.75, 0.25),
+        w_triplet: float = 1.0,
+        w_nce: float = 0.1,
+        w_akt: float = 0.1,
+        akt_adaptive: bool = True,
+    ) -> None:
+        super().__init__()
+        self.margin = margin
+        self.temperature = temperature
+        self.nce_directions = nce_directions
+        self.w_triplet = w_triplet
+        self.w_nce = w_nce
+        self.w_akt = w_akt
+        self.akt_adaptive = akt_adaptive
+        self.p1 = nn.Parameter(torch.ones(()))
+        self.p2 = nn.Parameter(torch.ones(()))
+
+    def akt_weights(self, b: int) -> torch.Tensor:
+        """``W = softmax_dim0(p1 * I + p2 * (1 - I))`` for a batch of ``b`` pairs.
+
+        Args:
+            b: Batch size.
+
+        Returns:
+            ``(b, b)`` weights whose columns sum to 1 (uniform 1/b when not adaptive).
+        """
+        eye = torch.eye(b, device=self.p1.device)
+        if not self.akt_adaptive:
+            return torch.full((b, b), 1.0 / b, device=self.p1.device)
+        m = self.p1 * eye + self.p2 * (1.0 - eye)
+        return m.softmax(dim=0)
+
+    @staticmethod
+    def _masks(image_ids: torch.Tensor | None, b: int,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        eye = torch.eye(b, dtype=torch.bool, device=device)
+        if image_ids is None:
+            return eye, ~eye
+        same = image_ids[:, None] == image_ids[None, :]
+        return eye, ~same  # positives, true negatives
+
+    def forward(
+        self, v: torch.Tensor, a: torch.Tensor, image_ids: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Loss of a batch of matched pairs.
+
+        Args:
+            v: Raw image embeddings ``(B, D)``.
+            a: Raw audio embeddings ``(B, D)``; ``a[i]`` describes ``v[i]``'s image.
+            image_ids: ``(B,)`` image identity per pair, to mask false negatives.
+
+        Returns:
+            ``loss`` (total) and its parts ``triplet``, ``nce``, ``akt`` and ``scores`` (S).
+        """
+        b = v.shape[0]
+        pos, neg = self._masks(image_ids, b, v.device)
+        s = ia_scores(v, a, chunk=max(b, 1))
+        diag = s.diagonal()
+        # image anchor (row i): negatives are other clips; audio anchor (column j): other images
+        cost_i2a = (self.margin + s - diag[:, None]).clamp(min=0) * neg
+        cost_a2i = (self.margin + s - diag[None, :]).clamp(min=0) * neg
+        triplet = cost_i2a.sum() + cost_a2i.sum()
+
+        logits = cosine_scores(v, a) / self.temperature
+        logits = logits.masked_fill(~(pos | neg), float("-inf"))
+        target = torch.arange(b, device=v.device)
+        ce_i2a = nn.functional.cross_entropy(logits, target)
+        ce_a2i = nn.functional.cross_entropy(logits.T, target)
+        nce = self.nce_directions[0] * ce_i2a + self.nce_directions[1] * ce_a2i
+
+        s1 = s.detach()
+        s2 = cosine_scores(v, a)
+        w = self.akt_weights(b).detach()
+        akt = b * (w * nn.functional.smooth_l1_loss(s2, s1, reduction="none")).sum()
+
+        total = self.w_triplet * triplet + self.w_nce * nce + self.w_akt * akt
+        return {"loss": total, "triplet": triplet.detach(), "nce": nce.detach(),
+                "akt": akt.detach(), "scores": s1}
+
+    def akt_weight_loss(self, v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Objective for ``p1, p2`` (the reference code's, on detached scores).
+
+        ``B * sum_ij W_ij * SmoothL1(s1_ij - s2_ij) / |s1_ij|``; gradients reach only ``p1, p2``.
+
+        Args:
+            v: Raw image embeddings ``(B, D)``.
+            a: Raw audio embeddings ``(B, D)``.
+
+        Returns:
+            Scalar loss.
+        """
+        b = v.shape[0]
+        with torch.no_grad():
+            s1 = ia_scores(v, a, chunk=max(b, 1))
+            s2 = cosine_scores(v, a)
+            err = nn.functional.smooth_l1_loss(s2, s1, reduction="none") / s1.abs().clamp(1e-3)
+        return b * (self.akt_weights(b) * err).sum()
