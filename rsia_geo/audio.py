@@ -68,6 +68,10 @@ class AudioClip:
         return len(self.samples) / self.sample_rate
 
 
+def _is_tensor(obj: Any) -> bool:
+    return type(obj).__module__.startswith("torch") and hasattr(obj, "detach")
+
+
 def _describe(source: Any) -> str:
     if isinstance(source, (str, os.PathLike)):
         return repr(str(source))
@@ -113,7 +117,7 @@ def _from_array(array: Any, sample_rate: int | None) -> tuple[np.ndarray, int]:
         raise InvalidAudioError(
             "an audio array needs its sample rate: pass sample_rate=... (e.g. 16000)"
         )
-    if hasattr(array, "detach"):  # torch tensor
+    if _is_tensor(array):
         array = array.detach().cpu().numpy()
     arr = np.asarray(array)
     if arr.dtype.kind == "c" or arr.dtype.kind not in "iuf":
@@ -218,7 +222,7 @@ def load_audio(
         AudioDecodeError: The container is unknown, corrupt or unreadable.
         InvalidAudioError: Empty, silent, non-finite, too short or long, or a bad sample rate.
     """
-    if isinstance(source, np.ndarray) or hasattr(source, "detach") or isinstance(source, list):
+    if isinstance(source, (np.ndarray, list)) or _is_tensor(source):
         data, rate = _from_array(source, sample_rate)
     else:
         if sample_rate is not None:

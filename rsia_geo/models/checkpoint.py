@@ -42,14 +42,16 @@ def build_model(config: ALACConfig, *, pretrained: bool = True) -> ALACModel:
     Returns:
         The model (train mode).
     """
-    if not pretrained:
-        opts = {k: v for k, v in config.backbone.options.items()
-                if k not in ("weights_path", "weights")}
-        opts["pretrained"] = False
-        config = dataclasses.replace(
-            config, backbone=dataclasses.replace(config.backbone, options=opts)
-        )
-    return ALACModel(config)
+    if pretrained:
+        return ALACModel(config)
+    opts = {k: v for k, v in config.backbone.options.items()
+            if k not in ("weights_path", "weights")}
+    opts["pretrained"] = False
+    model = ALACModel(dataclasses.replace(
+        config, backbone=dataclasses.replace(config.backbone, options=opts)
+    ))
+    model.config = config  # record the configuration as given, not the no-download variant
+    return model
 
 
 def _sha256(path: Path) -> str:

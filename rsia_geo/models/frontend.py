@@ -153,8 +153,10 @@ class AudioFrontend(nn.Module):
         t = mag.shape[-1]
         valid = torch.arange(t, device=wave.device)[None] < frames_valid[:, None]  # (b, t)
         if c.kind == "cepstrum":
-            coeffs = torch.einsum("kf,bft->bkt", self.dct, mag)
-            db = 10.0 * torch.log10(torch.clamp(coeffs, min=1e-10))
+            # float64: the DCT of a linear spectrum cancels large terms, and the dB of the
+            # small results is sensitive to float32 rounding
+            coeffs = torch.einsum("kf,bft->bkt", self.dct.double(), mag.double())
+            db = (10.0 * torch.log10(torch.clamp(coeffs, min=1e-10))).float()
             masked = db.masked_fill(~valid[:, None, :], float("-inf"))
             peak = masked.amax(dim=(1, 2), keepdim=True)
             feats = torch.maximum(db, peak - c.top_db)
