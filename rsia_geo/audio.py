@@ -187,8 +187,9 @@ def _resample(samples: np.ndarray, orig: int, target: int) -> np.ndarray:
     torch = lazy_import("torch")
     functional = lazy_import("torchaudio.functional")
     g = math.gcd(orig, target)
-    out = functional.resample(torch.from_numpy(np.ascontiguousarray(samples)), orig // g,
-                              target // g)
+    out = functional.resample(
+        torch.from_numpy(np.ascontiguousarray(samples)), orig // g, target // g
+    )
     return np.asarray(out.numpy(), dtype=np.float32)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -179,6 +180,85 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _cmd_tiles(ns)
 
 
+def _cmd_data_voice(args: argparse.Namespace) -> int:
+    from rsia_geo.training.voicing import read_manifest, voice_captions
+
+    manifest = voice_captions(
+        args.captions,
+        args.out,
+        splits=args.splits,
+        voices_per_caption=args.voices_per_caption,
+        engines=args.engines,
+        eval_voices=args.eval_voices,
+        seed=args.seed,
+        workers=args.workers,
+        limit=args.limit,
+        image_root=args.image_root,
+        progress=not args.no_progress,
+    )
+    rows = read_manifest(manifest)
+    by_split: dict[str, int] = {}
+    for r in rows:
+        by_split[r["split"]] = by_split.get(r["split"], 0) + 1
+    print(f"{len(rows)} clips in {manifest}: {by_split}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from rsia_geo.training.train import TrainConfig, train
+
+    overrides = json.loads(args.model_overrides) if args.model_overrides else {}
+    cfg = TrainConfig(
+        manifest=args.manifest if len(args.manifest) > 1 else args.manifest[0],
+        out_dir=args.out,
+        model=args.model,
+        model_overrides=overrides,
+        train_split=args.train_split,
+        val_split=args.val_split,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        akt_adaptive=not args.akt_uniform,
+        views=args.views,
+        spec_augment=not args.no_spec_augment,
+        max_train_images=args.max_train_images,
+        max_val_images=args.max_val_images,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    result = train(cfg, progress=not args.no_progress)
+    best = result["best"]
+    print(f"best epoch {best['epoch']}: val mR {best['mR']:.2f} -> {result['best_checkpoint']}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from rsia_geo.training.evaluate import evaluate
+
+    report = evaluate(
+        args.checkpoint,
+        args.manifest,
+        split=args.split,
+        rescore_k=args.rescore_k,
+        rerank_k=args.rerank_k,
+        out_dir=args.out,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{report['model_id']} on {report['split']}: {report['images']} images, "
+        f"{report['clips']} clips"
+    )
+    keys = ["i2a_r1", "i2a_r5", "i2a_r10", "a2i_r1", "a2i_r5", "a2i_r10", "mR"]
+    print(f"{'variant':28s} " + " ".join(f"{k:>7s}" for k in keys))
+    for name, m in report["metrics"].items():
+        print(f"{name:28s} " + " ".join(f"{m[k]:7.2f}" for k in keys))
+    if report.get("class_map"):
+        print(f"per-class mAP (audio->image, pipeline): mean {report['class_map']['mean']:.2f}")
+    if args.out:
+        print(f"report: {Path(args.out) / 'report.json'}, plot: {Path(args.out) / 'recall.png'}")
+    return 0
+
+
 def _add_tile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=float, default=256, help="tile side (default 256)")
     p.add_argument("--overlap", type=float, default=0, help="overlap between tiles (default 0)")
@@ -269,6 +349,68 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--show", type=int, default=3, help="tiles to print per item")
     t.add_argument("--out", default=None, help="write tile footprints (.geojson or .gpkg)")
     t.set_defaults(func=_cmd_tiles)
+
+    data = sub.add_parser("data", help="build training data")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    v = data_sub.add_parser("voice", help="speak captions with offline speech synthesis")
+    v.add_argument("captions", help="captions JSON (UCM or Karpathy format)")
+    v.add_argument("-o", "--out", required=True, help="output folder (audio/, manifest.jsonl)")
+    v.add_argument("--splits", nargs="+", default=None, help="splits to voice (default all)")
+    v.add_argument("--voices-per-caption", type=int, default=1)
+    v.add_argument(
+        "--engines",
+        nargs="+",
+        default=None,
+        help="espeak-ng, flite, festival (default: all installed)",
+    )
+    v.add_argument(
+        "--eval-voices",
+        choices=["heldout", "train"],
+        default="heldout",
+        help="voices for val/test splits (default: held-out speakers)",
+    )
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--workers", type=int, default=2)
+    v.add_argument("--limit", type=int, default=None, help="images per split (smoke runs)")
+    v.add_argument("--image-root", default=None, help="folder image paths are relative to")
+    v.add_argument("--no-progress", action="store_true")
+    v.set_defaults(func=_cmd_data_voice)
+
+    tr = sub.add_parser("train", help="train ALAC on voiced image-caption pairs")
+    tr.add_argument("manifest", nargs="+", help="manifest.jsonl from `rsia-geo data voice`")
+    tr.add_argument("-o", "--out", required=True, help="run folder (resumes if it exists)")
+    tr.add_argument("--model", default="alac-efficientnet-lite0", help="registry config")
+    tr.add_argument(
+        "--model-overrides", default=None, help='JSON, e.g. \'{"audio": {"width": 0.5}}\''
+    )
+    tr.add_argument("--train-split", default="train")
+    tr.add_argument("--val-split", default="val")
+    tr.add_argument("--epochs", type=int, default=60)
+    tr.add_argument("--batch-size", type=int, default=60)
+    tr.add_argument("--lr", type=float, default=2e-4)
+    tr.add_argument(
+        "--akt-uniform",
+        action="store_true",
+        help="reproduce the reference code's uniform AKT weights",
+    )
+    tr.add_argument("--views", type=int, default=4, help="cached rotations per image (1-4)")
+    tr.add_argument("--no-spec-augment", action="store_true")
+    tr.add_argument("--max-train-images", type=int, default=None)
+    tr.add_argument("--max-val-images", type=int, default=None)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--threads", type=int, default=2)
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("evaluate", help="retrieval metrics of a checkpoint on a voiced split")
+    ev.add_argument("checkpoint", help="checkpoint folder (model.safetensors + config.json)")
+    ev.add_argument("manifest", help="manifest.jsonl")
+    ev.add_argument("--split", default="val")
+    ev.add_argument("--rescore-k", type=int, default=50, help="cosine candidates IA-rescored")
+    ev.add_argument("--rerank-k", type=int, default=30, help="BSWFR k")
+    ev.add_argument("-o", "--out", default=None, help="folder for report.json and recall.png")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
 
     d = sub.add_parser("demo", help="run the main job on the bundled sample data")
     d.add_argument("--workdir", default="out/demo", help="where to write outputs")

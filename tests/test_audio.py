@@ -18,8 +18,10 @@ def _tone(seconds=1.0, rate=16000, freq=440.0, channels=1, amp=0.5):
     return np.repeat(x[:, None], channels, axis=1).astype(np.float32)
 
 
-@pytest.mark.parametrize(("fmt", "subtype"), [("WAV", "PCM_16"), ("FLAC", "PCM_16"),
-                                              ("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III")])
+@pytest.mark.parametrize(
+    ("fmt", "subtype"),
+    [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III")],
+)
 def test_decode_containers_from_path_bytes_and_file(tmp_path, fmt, subtype):
     if fmt not in sf.available_formats():
         pytest.skip(f"libsndfile here has no {fmt}")
@@ -68,27 +70,48 @@ def test_dc_removed_and_silence_trimmed():
 @pytest.mark.parametrize(
     ("make", "kwargs", "error", "match"),
     [
-        (lambda p: np.zeros(0, np.float32), {"sample_rate": 16000}, InvalidAudioError,
-         "no samples"),
-        (lambda p: np.zeros(16000, np.float32), {"sample_rate": 16000}, InvalidAudioError,
-         "silent"),
-        (lambda p: np.array([0.1, np.nan, 0.2] * 1000, np.float32), {"sample_rate": 16000},
-         InvalidAudioError, "NaN/inf"),
-        (lambda p: np.array([0.1, np.inf] * 1000, np.float32), {"sample_rate": 16000},
-         InvalidAudioError, "NaN/inf"),
-        (lambda p: _tone(2.0)[:, 0], {"sample_rate": 16000, "max_seconds": 1.0},
-         InvalidAudioError, "max_seconds"),
-        (lambda p: _tone(0.01)[:, 0], {"sample_rate": 16000}, InvalidAudioError,
-         "min_seconds"),
+        (
+            lambda p: np.zeros(0, np.float32),
+            {"sample_rate": 16000},
+            InvalidAudioError,
+            "no samples",
+        ),
+        (
+            lambda p: np.zeros(16000, np.float32),
+            {"sample_rate": 16000},
+            InvalidAudioError,
+            "silent",
+        ),
+        (
+            lambda p: np.array([0.1, np.nan, 0.2] * 1000, np.float32),
+            {"sample_rate": 16000},
+            InvalidAudioError,
+            "NaN/inf",
+        ),
+        (
+            lambda p: np.array([0.1, np.inf] * 1000, np.float32),
+            {"sample_rate": 16000},
+            InvalidAudioError,
+            "NaN/inf",
+        ),
+        (
+            lambda p: _tone(2.0)[:, 0],
+            {"sample_rate": 16000, "max_seconds": 1.0},
+            InvalidAudioError,
+            "max_seconds",
+        ),
+        (lambda p: _tone(0.01)[:, 0], {"sample_rate": 16000}, InvalidAudioError, "min_seconds"),
         (lambda p: _tone(1.0)[:, 0], {"sample_rate": 100}, InvalidAudioError, "sample rate 100"),
-        (lambda p: _tone(1.0)[:, 0], {"sample_rate": 10_000_000}, InvalidAudioError,
-         "sample rate"),
+        (lambda p: _tone(1.0)[:, 0], {"sample_rate": 10_000_000}, InvalidAudioError, "sample rate"),
         (lambda p: _tone(1.0)[:, 0], {}, InvalidAudioError, "sample_rate="),
-        (lambda p: np.ones((2, 2, 2), np.float32), {"sample_rate": 16000}, InvalidAudioError,
-         "shape"),
+        (
+            lambda p: np.ones((2, 2, 2), np.float32),
+            {"sample_rate": 16000},
+            InvalidAudioError,
+            "shape",
+        ),
         (lambda p: b"", {}, InvalidAudioError, "empty"),
-        (lambda p: b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk", {}, AudioDecodeError,
-         "cannot decode"),
+        (lambda p: b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk", {}, AudioDecodeError, "cannot decode"),
         (lambda p: b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, {}, AudioDecodeError, "WAV, FLAC"),
         (lambda p: p / "missing.wav", {}, AudioDecodeError, "does not exist"),
         (lambda p: 12345, {}, AudioDecodeError, "cannot read audio"),
@@ -118,8 +141,9 @@ def test_empty_and_truncated_files(tmp_path):
 def test_synthesised_speech_decodes(tmp_path):
     from rsia_geo.training.voices import Voice, synthesize
 
-    p = synthesize("an airplane parked at the airport", Voice("espeak-ng", "en-us+f3"),
-                   tmp_path / "q.wav")
+    p = synthesize(
+        "an airplane parked at the airport", Voice("espeak-ng", "en-us+f3"), tmp_path / "q.wav"
+    )
     clip = load_audio(p, trim=True)
     assert clip.source_rate == 22050 and clip.sample_rate == 16000
     assert 1.0 < clip.duration < 4.0

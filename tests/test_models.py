@@ -44,8 +44,13 @@ torch.manual_seed(0)
         (BackboneConfig("efficientnet_lite0", 224, options={"pretrained": False}), 49, 1280),
         (BackboneConfig("efficientnet_lite0", 256, options={"pretrained": False}), 64, 1280),
         (BackboneConfig("torchgeo_resnet18", 224), 49, 512),
-        (BackboneConfig("torchgeo_resnet18", 224, 4, (0.5,) * 4, (0.25,) * 4,
-                        {"layer": "layer3"}), 196, 256),
+        (
+            BackboneConfig(
+                "torchgeo_resnet18", 224, 4, (0.5,) * 4, (0.25,) * 4, {"layer": "layer3"}
+            ),
+            196,
+            256,
+        ),
         (BackboneConfig("torchgeo_resnet50", 128), 16, 2048),
     ],
 )
@@ -65,8 +70,11 @@ def test_backbone_rejects_wrong_input_and_config():
     with pytest.raises(ModelConfigError, match="mean/std need 4"):
         build_backbone(BackboneConfig("torchgeo_resnet18", in_chans=4))
     with pytest.raises(CheckpointNotFoundError, match="local file"):
-        build_backbone(BackboneConfig("torchgeo_resnet18", options={
-            "weights": "ResNet18_Weights.SENTINEL2_RGB_MOCO"}))
+        build_backbone(
+            BackboneConfig(
+                "torchgeo_resnet18", options={"weights": "ResNet18_Weights.SENTINEL2_RGB_MOCO"}
+            )
+        )
     with pytest.raises(ModelConfigError, match="unknown model config"):
         get_config("nope")
 
@@ -75,8 +83,9 @@ def test_torchgeo_weights_load_from_local_file(tmp_path):
     src = build_backbone(BackboneConfig("torchgeo_resnet18", 64))
     path = tmp_path / "weights.pth"
     torch.save(src.net.state_dict(), path)
-    dst = build_backbone(BackboneConfig("torchgeo_resnet18", 64,
-                                        options={"weights_path": str(path)}))
+    dst = build_backbone(
+        BackboneConfig("torchgeo_resnet18", 64, options={"weights_path": str(path)})
+    )
     x = torch.rand(1, 3, 64, 64)
     src.eval(), dst.eval()
     torch.testing.assert_close(src(x), dst(x))
@@ -88,8 +97,15 @@ def test_pretrained_efficientnet_loads_offline_and_differs_from_random():
     assert pre.load_report["loaded"] == 245
     rnd = build_backbone(BackboneConfig("efficientnet_lite0", options={"pretrained": False}))
     assert not torch.equal(pre.net.conv_stem.weight, rnd.net.conv_stem.weight)
-    four = build_backbone(BackboneConfig("efficientnet_lite0", in_chans=4, mean=(0.5,) * 4,
-                                         std=(0.5,) * 4, options={"pretrained": True}))
+    four = build_backbone(
+        BackboneConfig(
+            "efficientnet_lite0",
+            in_chans=4,
+            mean=(0.5,) * 4,
+            std=(0.5,) * 4,
+            options={"pretrained": True},
+        )
+    )
     assert four.net.conv_stem.weight.shape[1] == 4
 
 
@@ -116,10 +132,15 @@ def test_crossformer_stage3_has_no_position_bias():
 
 def test_crossformer_loads_official_layout_checkpoint(tmp_path):
     """A full 4-stage CrossFormer-S state dict (official names) loads into the truncated model."""
-    full = CrossFormer(CrossFormerConfig(depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
-                                         group_size=(7, 7, 7, 7),
-                                         merge_sizes=((2, 4), (2, 4), (2, 4)),
-                                         position_bias=(True, True, True, True)))
+    full = CrossFormer(
+        CrossFormerConfig(
+            depths=(2, 2, 6, 2),
+            num_heads=(3, 6, 12, 24),
+            group_size=(7, 7, 7, 7),
+            merge_sizes=((2, 4), (2, 4), (2, 4)),
+            position_bias=(True, True, True, True),
+        )
+    )
     state = dict(full.state_dict())
     state["norm.weight"] = torch.ones(768)
     state["head.weight"] = torch.zeros(1000, 768)
@@ -133,10 +154,13 @@ def test_crossformer_loads_official_layout_checkpoint(tmp_path):
     assert "layers.3.blocks.0.attn.qkv.weight" in report["skipped"]
     assert "head.weight" in report["skipped"] and "norm.weight" in report["skipped"]
     assert "layers.2.blocks.0.attn.pos.pos_proj.weight" in report["skipped"]
-    torch.testing.assert_close(bb.net.layers[2].blocks[1].attn.qkv.weight,
-                               full.layers[2].blocks[1].attn.qkv.weight)
-    torch.testing.assert_close(bb.net.layers[1].downsample.reductions[1].weight,
-                               full.layers[1].downsample.reductions[1].weight)
+    torch.testing.assert_close(
+        bb.net.layers[2].blocks[1].attn.qkv.weight, full.layers[2].blocks[1].attn.qkv.weight
+    )
+    torch.testing.assert_close(
+        bb.net.layers[1].downsample.reductions[1].weight,
+        full.layers[1].downsample.reductions[1].weight,
+    )
     direct = load_crossformer_weights(CrossFormer(), state)
     assert len(direct["loaded"]) == len(report["loaded"])
 
@@ -236,8 +260,11 @@ def test_loss_gradients_reach_every_trainable_parameter():
         out = loss_fn(model.forward_image(images), model.forward_audio(waves), ids)
         out["loss"].backward()
         opt.step()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad
-               and (p.grad is None or p.grad.abs().sum() == 0)]
+    missing = [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)
+    ]
     assert missing == []
     assert loss_fn.p1.grad is None  # AKT weights are trained by their own objective
 
@@ -323,10 +350,12 @@ def test_checkpoint_round_trip_is_bit_identical(tmp_path):
     assert again.config == model.config
     assert again.checkpoint_meta["metrics"] == {"mR": 1.0}
     half = load_checkpoint(save_checkpoint(model, tmp_path / "half", half=True))
-    torch.testing.assert_close(model.encode_images(images), half.encode_images(images),
-                               atol=5e-3, rtol=5e-3)
+    torch.testing.assert_close(
+        model.encode_images(images), half.encode_images(images), atol=5e-3, rtol=5e-3
+    )
     assert (tmp_path / "half" / "model.safetensors").stat().st_size < 0.6 * (
-        tmp_path / "ckpt" / "model.safetensors").stat().st_size
+        tmp_path / "ckpt" / "model.safetensors"
+    ).stat().st_size
 
 
 def test_checkpoint_errors(tmp_path):

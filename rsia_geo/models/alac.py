@@ -26,7 +26,6 @@ import torch
 from torch import nn
 
 from rsia_geo.errors import ModelConfigError
-
 from rsia_geo.models.audio_encoder import AudioEncoder, AudioEncoderConfig
 from rsia_geo.models.backbones import BackboneConfig, build_backbone
 from rsia_geo.models.frontend import AudioFrontend, AudioFrontendConfig
@@ -175,6 +174,25 @@ class ALACModel(nn.Module):
 
     # ---------------------------------------------------------------- image branch
 
+    def preprocess_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize [0, 1] images to the backbone's input size (bilinear, antialiased).
+
+        Training and serving both go through this, so tiles are resampled exactly as the
+        training images were.
+
+        Args:
+            images: ``(B, C, H, W)`` in [0, 1].
+
+        Returns:
+            ``(B, C, S, S)`` with ``S = config.backbone.input_size``.
+        """
+        s = self.config.backbone.input_size
+        if images.shape[-2:] == (s, s):
+            return images
+        return nn.functional.interpolate(
+            images, size=(s, s), mode="bilinear", align_corners=False, antialias=True
+        )
+
     def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone token map of [0, 1] images (cacheable when the backbone is frozen)."""
         out: torch.Tensor = self.backbone(images)
@@ -186,13 +204,14 @@ class ALACModel(nn.Module):
         return out
 
     def forward_image(self, images: torch.Tensor) -> torch.Tensor:
-        """Raw image embeddings ``f_v`` ``(B, embed_dim)`` of [0, 1] images."""
-        return self.image_head(self.image_tokens(images))
+        """Raw image embeddings ``f_v`` ``(B, embed_dim)`` of [0, 1] images (any size)."""
+        return self.image_head(self.image_tokens(self.preprocess_images(images)))
 
     # ---------------------------------------------------------------- audio branch
 
-    def audio_features(self, waves: torch.Tensor,
-                       lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def audio_features(
+        self, waves: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Front-end features ``(B, 1, frames, bins)`` of waveforms ``(B, samples)``."""
         out: torch.Tensor = self.frontend(waves, lengths)
         return out
@@ -202,8 +221,9 @@ class ALACModel(nn.Module):
         out: torch.Tensor = self.audio_encoder(feats)
         return out
 
-    def forward_audio(self, waves: torch.Tensor,
-                      lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_audio(
+        self, waves: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Raw audio embeddings ``f_a`` ``(B, embed_dim)`` of 16 kHz waveforms."""
         return self.forward_audio_features(self.audio_features(waves, lengths))
 
@@ -214,7 +234,7 @@ class ALACModel(nn.Module):
         """Embed [0, 1] images in eval mode.
 
         Args:
-            images: ``(B, C, S, S)`` with ``S = config.backbone.input_size``.
+            images: ``(B, C, H, W)`` in [0, 1]; resized to the backbone's input size.
             normalize: L2-normalise (for cosine search); False gives raw ``f_v`` for IA.
 
         Returns:
@@ -229,8 +249,9 @@ class ALACModel(nn.Module):
         return nn.functional.normalize(v, dim=-1) if normalize else v
 
     @torch.no_grad()
-    def encode_audio(self, waves: torch.Tensor, lengths: torch.Tensor | None = None, *,
-                     normalize: bool = True) -> torch.Tensor:
+    def encode_audio(
+        self, waves: torch.Tensor, lengths: torch.Tensor | None = None, *, normalize: bool = True
+    ) -> torch.Tensor:
         """Embed 16 kHz waveforms in eval mode.
 
         Args:

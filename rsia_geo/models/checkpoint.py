@@ -44,12 +44,13 @@ def build_model(config: ALACConfig, *, pretrained: bool = True) -> ALACModel:
     """
     if pretrained:
         return ALACModel(config)
-    opts = {k: v for k, v in config.backbone.options.items()
-            if k not in ("weights_path", "weights")}
+    opts = {
+        k: v for k, v in config.backbone.options.items() if k not in ("weights_path", "weights")
+    }
     opts["pretrained"] = False
-    model = ALACModel(dataclasses.replace(
-        config, backbone=dataclasses.replace(config.backbone, options=opts)
-    ))
+    model = ALACModel(
+        dataclasses.replace(config, backbone=dataclasses.replace(config.backbone, options=opts))
+    )
     model.config = config  # record the configuration as given, not the no-download variant
     return model
 
@@ -136,8 +137,9 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(path: str | Path, *, verify: bool = True,
-                    map_location: str = "cpu") -> ALACModel:
+def load_checkpoint(
+    path: str | Path, *, verify: bool = True, map_location: str = "cpu"
+) -> ALACModel:
     """Rebuild a model from a checkpoint folder, in eval mode.
 
     Args:

@@ -71,7 +71,7 @@ class CrossFormerConfig:
 
 def _split_dims(total: int, n: int) -> list[int]:
     """Channels per kernel size: halve for each but the last, which takes the rest's share."""
-    return [total // 2 ** (i + 1) if i < n - 1 else total // 2 ** i for i in range(n)]
+    return [total // 2 ** (i + 1) if i < n - 1 else total // 2**i for i in range(n)]
 
 
 class DropPath(nn.Module):
@@ -113,8 +113,9 @@ class DynamicPosBias(nn.Module):
         self.pos_proj = nn.Linear(2, self.pos_dim)
 
         def block(out: int) -> nn.Sequential:
-            return nn.Sequential(nn.LayerNorm(self.pos_dim), nn.ReLU(inplace=True),
-                                 nn.Linear(self.pos_dim, out))
+            return nn.Sequential(
+                nn.LayerNorm(self.pos_dim), nn.ReLU(inplace=True), nn.Linear(self.pos_dim, out)
+            )
 
         self.pos1 = block(self.pos_dim)
         self.pos2 = block(self.pos_dim)
@@ -163,8 +164,17 @@ class Attention(nn.Module):
 class CrossFormerBlock(nn.Module):
     """Pre-norm block: SDA or LDA attention, then MLP, each with a residual."""
 
-    def __init__(self, dim: int, resolution: int, num_heads: int, group: int, long_distance: bool,
-                 mlp_ratio: float, drop_path: float, position_bias: bool) -> None:
+    def __init__(
+        self,
+        dim: int,
+        resolution: int,
+        num_heads: int,
+        group: int,
+        long_distance: bool,
+        mlp_ratio: float,
+        drop_path: float,
+        position_bias: bool,
+    ) -> None:
         super().__init__()
         self.resolution = resolution
         if resolution <= group:  # one group covers everything: plain SDA
@@ -236,14 +246,30 @@ class PatchMerging(nn.Module):
 class Stage(nn.Module):
     """Blocks of one stage (alternating SDA/LDA) and an optional merging at the end."""
 
-    def __init__(self, dim: int, resolution: int, depth: int, num_heads: int, group: int,
-                 mlp_ratio: float, drop_paths: Sequence[float], position_bias: bool,
-                 merge_sizes: Sequence[int] | None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        resolution: int,
+        depth: int,
+        num_heads: int,
+        group: int,
+        mlp_ratio: float,
+        drop_paths: Sequence[float],
+        position_bias: bool,
+        merge_sizes: Sequence[int] | None,
+    ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            CrossFormerBlock(dim, resolution, num_heads, group, long_distance=i % 2 == 1,
-                             mlp_ratio=mlp_ratio, drop_path=drop_paths[i],
-                             position_bias=position_bias)
+            CrossFormerBlock(
+                dim,
+                resolution,
+                num_heads,
+                group,
+                long_distance=i % 2 == 1,
+                mlp_ratio=mlp_ratio,
+                drop_path=drop_paths[i],
+                position_bias=position_bias,
+            )
             for i in range(depth)
         )
         self.downsample = (
@@ -269,8 +295,10 @@ class CrossFormer(nn.Module):
         cfg = config or CrossFormerConfig()
         self.config = cfg
         n = len(cfg.depths)
-        if not (len(cfg.num_heads) == len(cfg.group_size) == len(cfg.position_bias) == n
-                and len(cfg.merge_sizes) >= n - 1):
+        if not (
+            len(cfg.num_heads) == len(cfg.group_size) == len(cfg.position_bias) == n
+            and len(cfg.merge_sizes) >= n - 1
+        ):
             raise ModelConfigError(f"inconsistent CrossFormer config: {cfg}")
         self.patch_embed = PatchEmbed(cfg.patch_sizes, cfg.in_chans, cfg.embed_dim)
         dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
@@ -278,13 +306,19 @@ class CrossFormer(nn.Module):
         self.layers = nn.ModuleList()
         for i in range(n):
             start = sum(cfg.depths[:i])
-            self.layers.append(Stage(
-                dim=cfg.embed_dim * 2**i, resolution=res // 2**i, depth=cfg.depths[i],
-                num_heads=cfg.num_heads[i], group=cfg.group_size[i], mlp_ratio=cfg.mlp_ratio,
-                drop_paths=dpr[start : start + cfg.depths[i]],
-                position_bias=cfg.position_bias[i],
-                merge_sizes=cfg.merge_sizes[i] if i < n - 1 else None,
-            ))
+            self.layers.append(
+                Stage(
+                    dim=cfg.embed_dim * 2**i,
+                    resolution=res // 2**i,
+                    depth=cfg.depths[i],
+                    num_heads=cfg.num_heads[i],
+                    group=cfg.group_size[i],
+                    mlp_ratio=cfg.mlp_ratio,
+                    drop_paths=dpr[start : start + cfg.depths[i]],
+                    position_bias=cfg.position_bias[i],
+                    merge_sizes=cfg.merge_sizes[i] if i < n - 1 else None,
+                )
+            )
         self.apply(self._init_weights)
 
     @staticmethod

@@ -68,8 +68,14 @@ class AudioFrontendConfig:
         Returns:
             The configuration.
         """
-        return cls(kind="cepstrum", n_fft=4096, win_length=1024, hop_length=200, n_coeffs=64,
-                   max_frames=300)
+        return cls(
+            kind="cepstrum",
+            n_fft=4096,
+            win_length=1024,
+            hop_length=200,
+            n_coeffs=64,
+            max_frames=300,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form.
@@ -106,14 +112,19 @@ class AudioFrontend(nn.Module):
         self.config = config
         self.register_buffer("window", torch.hann_window(config.win_length), persistent=False)
         if config.kind == "cepstrum":
-            self.register_buffer("dct", _dct_matrix(config.n_fft // 2 + 1, config.n_coeffs),
-                                 persistent=False)
+            self.register_buffer(
+                "dct", _dct_matrix(config.n_fft // 2 + 1, config.n_coeffs), persistent=False
+            )
         elif config.kind == "logmel":
             import torchaudio
 
             self.mel = torchaudio.transforms.MelScale(
-                n_mels=config.n_coeffs, sample_rate=config.sample_rate, f_min=config.f_min,
-                f_max=config.f_max, n_stft=config.n_fft // 2 + 1, norm="slaney",
+                n_mels=config.n_coeffs,
+                sample_rate=config.sample_rate,
+                f_min=config.f_min,
+                f_max=config.f_max,
+                n_stft=config.n_fft // 2 + 1,
+                norm="slaney",
                 mel_scale="slaney",
             )
         else:
@@ -121,9 +132,16 @@ class AudioFrontend(nn.Module):
 
     def _stft_magnitude(self, wave: torch.Tensor) -> torch.Tensor:
         c = self.config
-        spec = torch.stft(wave, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
-                          window=self.window, center=True, pad_mode="constant",
-                          return_complex=True)
+        spec = torch.stft(
+            wave,
+            n_fft=c.n_fft,
+            hop_length=c.hop_length,
+            win_length=c.win_length,
+            window=self.window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
         return spec.abs()  # (batch, freq, frames)
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -166,7 +184,7 @@ class AudioFrontend(nn.Module):
             logmel = torch.log(mel + 1e-6)
             w = valid[:, None, :].float()
             mean = (logmel * w).sum(-1, keepdim=True) / w.sum(-1, keepdim=True).clamp(min=1)
-            feats = ((logmel - mean) * w)
+            feats = (logmel - mean) * w
         feats = feats.transpose(1, 2)  # (b, t, k)
         if feats.shape[1] >= c.max_frames:
             feats = feats[:, : c.max_frames]

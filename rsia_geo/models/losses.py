@@ -84,8 +84,9 @@ class ALACLoss(nn.Module):
         return m.softmax(dim=0)
 
     @staticmethod
-    def _masks(image_ids: torch.Tensor | None, b: int,
-               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _masks(
+        image_ids: torch.Tensor | None, b: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         eye = torch.eye(b, dtype=torch.bool, device=device)
         if image_ids is None:
             return eye, ~eye
@@ -127,8 +128,13 @@ class ALACLoss(nn.Module):
         akt = b * (w * nn.functional.smooth_l1_loss(s2, s1, reduction="none")).sum()
 
         total = self.w_triplet * triplet + self.w_nce * nce + self.w_akt * akt
-        return {"loss": total, "triplet": triplet.detach(), "nce": nce.detach(),
-                "akt": akt.detach(), "scores": s1}
+        return {
+            "loss": total,
+            "triplet": triplet.detach(),
+            "nce": nce.detach(),
+            "akt": akt.detach(),
+            "scores": s1,
+        }
 
     def akt_weight_loss(self, v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Objective for ``p1, p2`` (the reference code's, on detached scores).

@@ -56,8 +56,11 @@ class RELA(nn.Module):
         super().__init__()
 
         def branch() -> nn.Sequential:
-            return nn.Sequential(nn.Conv1d(in_dim, branch_dim, 1, bias=False),
-                                 nn.BatchNorm1d(branch_dim), nn.ReLU(inplace=True))
+            return nn.Sequential(
+                nn.Conv1d(in_dim, branch_dim, 1, bias=False),
+                nn.BatchNorm1d(branch_dim),
+                nn.ReLU(inplace=True),
+            )
 
         self.f1, self.f2, self.f3 = branch(), branch(), branch()
         self.out_dim = 3 * branch_dim

@@ -36,13 +36,62 @@ __all__ = [
 Engine = Literal["espeak-ng", "flite", "festival"]
 
 # espeak-ng English accents and human-sounding variants
-_ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
-                   "en-gb-scotland", "en-029", "en-us-nyc")
-_ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
-                    "adam", "Alex", "Alicia", "Andrea", "Andy", "Annie", "aunty", "belinda",
-                    "benjamin", "caleb", "david", "ed", "edward", "Gene", "iven", "john", "Lee",
-                    "linda", "max", "Michael", "Mike", "paul", "rob", "robert", "steph", "travis",
-                    "victor", "zac", "norbert", "shelby", "grandma", "grandpa")
+_ESPEAK_ACCENTS = (
+    "en-us",
+    "en-gb",
+    "en-gb-x-rp",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-gb-scotland",
+    "en-029",
+    "en-us-nyc",
+)
+_ESPEAK_VARIANTS = (
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "adam",
+    "Alex",
+    "Alicia",
+    "Andrea",
+    "Andy",
+    "Annie",
+    "aunty",
+    "belinda",
+    "benjamin",
+    "caleb",
+    "david",
+    "ed",
+    "edward",
+    "Gene",
+    "iven",
+    "john",
+    "Lee",
+    "linda",
+    "max",
+    "Michael",
+    "Mike",
+    "paul",
+    "rob",
+    "robert",
+    "steph",
+    "travis",
+    "victor",
+    "zac",
+    "norbert",
+    "shelby",
+    "grandma",
+    "grandpa",
+)
 _FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 _FLITE_F0 = {"kal": 105.0, "kal16": 105.0, "awb": 110.0, "rms": 100.0, "slt": 170.0}
 _FESTIVAL_VOICES = ("kal_diphone",)
@@ -99,8 +148,9 @@ def available_engines() -> list[str]:
     return [e for e, prog in progs.items() if shutil.which(prog)]
 
 
-def voice_catalogue(split: Literal["train", "heldout", "all"] = "all",
-                    engines: Sequence[str] | None = None) -> list[Voice]:
+def voice_catalogue(
+    split: Literal["train", "heldout", "all"] = "all", engines: Sequence[str] | None = None
+) -> list[Voice]:
     """Speakers (engine + voice) in the training or held-out set.
 
     Args:
@@ -126,9 +176,13 @@ def voice_catalogue(split: Literal["train", "heldout", "all"] = "all",
     return [v for v, held in out if held == (split == "heldout")]
 
 
-def sample_voice(voices: Sequence[Voice], rng: random.Random, *,
-                 speed_range: tuple[float, float] = (0.8, 1.25),
-                 pitch_range: tuple[float, float] = (0.8, 1.25)) -> Voice:
+def sample_voice(
+    voices: Sequence[Voice],
+    rng: random.Random,
+    *,
+    speed_range: tuple[float, float] = (0.8, 1.25),
+    pitch_range: tuple[float, float] = (0.8, 1.25),
+) -> Voice:
     """Draw a speaker and a random speed and pitch.
 
     The engine is drawn first (espeak-ng 60 %, flite 25 %, festival 15 %, renormalised over
@@ -152,8 +206,12 @@ def sample_voice(voices: Sequence[Voice], rng: random.Random, *,
     engines = sorted(by_engine)
     engine = rng.choices(engines, weights=[_ENGINE_SHARE.get(e, 0.1) for e in engines])[0]
     base = rng.choice(by_engine[engine])
-    return Voice(base.engine, base.name, round(rng.uniform(*speed_range), 3),
-                 round(rng.uniform(*pitch_range), 3))
+    return Voice(
+        base.engine,
+        base.name,
+        round(rng.uniform(*speed_range), 3),
+        round(rng.uniform(*pitch_range), 3),
+    )
 
 
 def _run(cmd: list[str], *, timeout: float = 60.0) -> None:
@@ -161,8 +219,7 @@ def _run(cmd: list[str], *, timeout: float = 60.0) -> None:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError as exc:
         raise SynthesisError(
-            f"{cmd[0]} is not installed; apt-get install espeak-ng flite festival "
-            "festvox-kallpc16k"
+            f"{cmd[0]} is not installed; apt-get install espeak-ng flite festival festvox-kallpc16k"
         ) from exc
     except subprocess.TimeoutExpired as exc:
         raise SynthesisError(f"{cmd[0]} timed out after {timeout:g} s") from exc
@@ -190,19 +247,54 @@ def synthesize(text: str, voice: Voice, out_path: str | Path) -> Path:
     out = Path(out_path)
     tmp = out.with_name(out.name + ".part.wav")
     if voice.engine == "espeak-ng":
-        _run(["espeak-ng", "-v", voice.name, "-s", str(int(round(175 * voice.speed))),
-              "-p", str(max(0, min(99, int(round(50 * voice.pitch))))), "-w", str(tmp), text])
+        _run(
+            [
+                "espeak-ng",
+                "-v",
+                voice.name,
+                "-s",
+                str(int(round(175 * voice.speed))),
+                "-p",
+                str(max(0, min(99, int(round(50 * voice.pitch))))),
+                "-w",
+                str(tmp),
+                text,
+            ]
+        )
     elif voice.engine == "flite":
         f0 = _FLITE_F0.get(voice.name, 110.0) * voice.pitch
-        _run(["flite", "-voice", voice.name, "--setf", f"duration_stretch={1.0 / voice.speed:.3f}",
-              "--setf", f"int_f0_target_mean={f0:.1f}", "-t", text, "-o", str(tmp)])
+        _run(
+            [
+                "flite",
+                "-voice",
+                voice.name,
+                "--setf",
+                f"duration_stretch={1.0 / voice.speed:.3f}",
+                "--setf",
+                f"int_f0_target_mean={f0:.1f}",
+                "-t",
+                text,
+                "-o",
+                str(tmp),
+            ]
+        )
     elif voice.engine == "festival":
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
             f.write(text + "\n")
             txt = f.name
         try:
-            _run(["text2wave", "-o", str(tmp), "-eval", f"(voice_{voice.name})", "-eval",
-                  f"(Parameter.set 'Duration_Stretch {1.0 / voice.speed:.3f})", txt])
+            _run(
+                [
+                    "text2wave",
+                    "-o",
+                    str(tmp),
+                    "-eval",
+                    f"(voice_{voice.name})",
+                    "-eval",
+                    f"(Parameter.set 'Duration_Stretch {1.0 / voice.speed:.3f})",
+                    txt,
+                ]
+            )
         finally:
             Path(txt).unlink(missing_ok=True)
     else:

@@ -1,0 +1,228 @@
+"""Evaluate a checkpoint on a voiced split: retrieval metrics with and without rescoring/rerank.
+
+Scores evaluated, each in both directions (image -> audio, audio -> image):
+
+* ``cosine``: the dual-encoder cosine alone (what the vector index answers);
+* ``cosine+ia@K``: the serving pipeline: the top ``K`` candidates of the cosine search are
+  rescored with the exact IA pairwise score (candidates outside the top K keep their order,
+  below);
+* ``ia``: the IA score over all pairs (ALAC's test-time ranking);
+* ``...+bswfr``: each of the above followed by the BSWFR mutual-rank rerank with ``k``.
+
+Plus per-class mAP (audio -> image) of the pipeline score, a JSON report and a PNG of the
+recall@K curves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rsia_geo.models import ALACModel, load_checkpoint
+from rsia_geo.models.alac import cosine_scores, ia_scores
+from rsia_geo.rerank import bswfr_rerank
+from rsia_geo.training.metrics import class_map, recall_curves, retrieval_metrics
+from rsia_geo.training.voicing import DataError, manifest_pairs, read_manifest
+
+__all__ = ["evaluate", "evaluate_scores", "rescore_topk"]
+
+
+def rescore_topk(first: np.ndarray, second: np.ndarray, k: int) -> np.ndarray:
+    """Per row, replace the top-``k`` entries of ``first`` by ``second``, kept above the rest.
+
+    Args:
+        first: Stage-1 scores ``(Q, C)`` (e.g. cosine).
+        second: Stage-2 scores ``(Q, C)`` (e.g. IA), bounded in [-1, 1].
+        k: Candidates rescored per query.
+
+    Returns:
+        Scores whose ranking is: the top-k by ``second``, then the rest by ``first``.
+    """
+    f = np.asarray(first, dtype=np.float64)
+    out = f - 10.0  # below every rescored candidate
+    k = min(k, f.shape[1])
+    top = np.argsort(-f, axis=1, kind="stable")[:, :k]
+    rows = np.arange(f.shape[0])[:, None]
+    out[rows, top] = np.asarray(second, dtype=np.float64)[rows, top] + 10.0
+    return out
+
+
+def _metrics_both(i2a: np.ndarray, a2i: np.ndarray, per_image: int) -> dict[str, float]:
+    """Metrics with a (possibly different) matrix per direction, both ``N x (N*c)``."""
+    m1 = retrieval_metrics(i2a, per_image)
+    m2 = retrieval_metrics(a2i, per_image)
+    out = {k: v for k, v in m1.items() if k.startswith("i2a")}
+    out.update({k: v for k, v in m2.items() if k.startswith("a2i")})
+    out["mR"] = float(np.mean([v for k, v in out.items() if k != "mR"]))
+    return out
+
+
+def evaluate_scores(
+    cos: np.ndarray, ia: np.ndarray, *, per_image: int = 5, rescore_k: int = 50, rerank_k: int = 30
+) -> dict[str, dict[str, float]]:
+    """All score variants' metrics from the cosine and IA matrices (``N x (N*c)``).
+
+    Args:
+        cos: Cosine scores.
+        ia: IA scores.
+        per_image: Clips per image.
+        rescore_k: Candidates rescored by IA in the pipeline variant.
+        rerank_k: BSWFR ``k``.
+
+    Returns:
+        Variant name -> metrics.
+    """
+    variants: dict[str, tuple[np.ndarray, np.ndarray]] = {
+        "cosine": (cos, cos),
+        f"cosine+ia@{rescore_k}": (
+            rescore_topk(cos, ia, rescore_k),
+            rescore_topk(cos.T, ia.T, rescore_k).T,
+        ),
+        "ia": (ia, ia),
+    }
+    out: dict[str, dict[str, float]] = {}
+    for name, (i2a, a2i) in list(variants.items()):
+        out[name] = _metrics_both(i2a, a2i, per_image)
+        rr_i2a = bswfr_rerank(i2a, rerank_k)
+        rr_a2i = bswfr_rerank(a2i.T, rerank_k).T
+        out[f"{name}+bswfr@{rerank_k}"] = _metrics_both(rr_i2a, rr_a2i, per_image)
+    return out
+
+
+@torch.no_grad()
+def _encode(
+    model: ALACModel, rows: list[dict[str, Any]], batch: int, progress: bool
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    from tqdm.auto import tqdm
+
+    from rsia_geo.audio import load_audio
+    from rsia_geo.training.train import load_image
+
+    images = list(dict.fromkeys(r["image"] for r in rows))
+    labels = [next(r.get("label") or "" for r in rows if r["image"] == p) for p in images]
+    vs = []
+    for i in tqdm(range(0, len(images), batch), desc="images", disable=not progress):
+        imgs = torch.stack(
+            [model.preprocess_images(load_image(p)[None])[0] for p in images[i : i + batch]]
+        )
+        vs.append(model.encode_images(imgs, normalize=False))
+    as_ = []
+    for i in tqdm(range(0, len(rows), batch), desc="clips", disable=not progress):
+        waves = [
+            torch.from_numpy(load_audio(r["clip_path"], trim=True).samples)
+            for r in rows[i : i + batch]
+        ]
+        lengths = torch.tensor([len(w) for w in waves])
+        wave = torch.zeros(len(waves), int(lengths.max()))
+        for j, w in enumerate(waves):
+            wave[j, : len(w)] = w
+        as_.append(model.encode_audio(wave, lengths, normalize=False))
+    return torch.cat(vs), torch.cat(as_), labels
+
+
+def evaluate(
+    checkpoint: str | Path | ALACModel,
+    manifest: str | Path,
+    *,
+    split: str = "val",
+    per_image: int = 5,
+    rescore_k: int = 50,
+    rerank_k: int = 30,
+    out_dir: str | Path | None = None,
+    batch: int = 32,
+    progress: bool = True,
+    on_embeddings: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on one split of a voicing manifest.
+
+    Images are read from their files and clips decoded from theirs (no training caches), so
+    this measures exactly what serving does.
+
+    Args:
+        checkpoint: Checkpoint folder or a loaded model.
+        manifest: ``manifest.jsonl`` of ``rsia-geo data voice``.
+        split: Split to evaluate.
+        per_image: Clips per image (the first ``per_image`` clips of each image are used).
+        rescore_k: Cosine candidates rescored by IA.
+        rerank_k: BSWFR ``k``.
+        out_dir: Where to write ``report.json`` and ``recall.png``.
+        batch: Encoding batch size.
+        progress: Progress bars.
+        on_embeddings: Called with the raw image and audio embeddings.
+
+    Returns:
+        The report: metrics per variant, per-class mAP, sizes, checkpoint info.
+
+    Raises:
+        DataError: The split is missing or an image has fewer than ``per_image`` clips.
+    """
+    model = checkpoint if isinstance(checkpoint, ALACModel) else load_checkpoint(checkpoint)
+    base = Path(manifest).parent
+    rows = []
+    for r in manifest_pairs(read_manifest(manifest), split):
+        r = dict(r)
+        r["clip_path"] = str(base / r["clip"])
+        rows.append(r)
+    if not rows:
+        raise DataError(f"no clips of split {split!r} in {str(manifest)!r}")
+    per: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        per.setdefault(r["image"], []).append(r)
+    short = [p for p, rs in per.items() if len(rs) < per_image]
+    if short:
+        raise DataError(f"{len(short)} images have fewer than {per_image} clips, e.g. {short[:2]}")
+    rows = [r for rs in per.values() for r in rs[:per_image]]
+    v, a, labels = _encode(model, rows, batch, progress)
+    if on_embeddings is not None:
+        on_embeddings(v, a)
+    cos = cosine_scores(v, a).numpy()
+    ia = ia_scores(v, a).numpy()
+    variants = evaluate_scores(cos, ia, per_image=per_image, rescore_k=rescore_k, rerank_k=rerank_k)
+    pipeline = rescore_topk(cos.T, ia.T, rescore_k).T
+    report: dict[str, Any] = {
+        "checkpoint": str(checkpoint) if not isinstance(checkpoint, ALACModel) else None,
+        "model_id": model.config.model_id,
+        "split": split,
+        "images": len(per),
+        "clips": len(rows),
+        "speakers": sorted({r.get("speaker", "?") for r in rows}),
+        "rescore_k": rescore_k,
+        "bswfr_k": rerank_k,
+        "metrics": variants,
+        "class_map": class_map(pipeline, labels, per_image) if all(labels) else None,
+        "recall_curves": {
+            "cosine": recall_curves(cos, per_image),
+            "ia": recall_curves(ia, per_image),
+        },
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+        _plot(report, out / "recall.png")
+    return report
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for name, curves in report["recall_curves"].items():
+        ax.plot(curves["k"], curves["i2a"], label=f"{name} image->audio")
+        ax.plot(curves["k"], curves["a2i"], "--", label=f"{name} audio->image")
+    ax.set_xlabel("K")
+    ax.set_ylabel("recall@K (%)")
+    ax.set_title(f"{report['model_id']} on {report['split']} ({report['images']} images)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

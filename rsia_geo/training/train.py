@@ -1,0 +1,531 @@
+"""Train ALAC on image-voice pairs (the ALAC protocol, made practical on CPUs).
+
+Protocol (as ALAC): Adam, learning rate decayed x0.7 every 20 epochs, the ALAC loss (summed
+all-negative triplet + 0.1 NT-Xent + 0.1 AKT) with gradient clipping *after* ``backward``, the
+checkpoint with the best validation mR kept. Options that make CPU training practical:
+
+* **frozen backbone with cached token maps**: the image backbone runs once per image and view
+  (rotations by 0/90/180/270 degrees, aerial scenes having no up), and only RELA, the image
+  head and the audio encoder train;
+* **cached audio features**: each clip is decoded, trimmed and turned into front-end features
+  once; SpecAugment (time and frequency masks) and random time shifts are applied per batch;
+* **image-balanced batches**: an epoch draws one clip per training image, so a batch never
+  holds two clips of one image (false negatives are masked anyway).
+
+State is saved every epoch (``last/``: model, optimisers, RNG, epoch) and a killed run resumes
+where it stopped; ``log.csv`` / ``log.jsonl`` record every epoch; ``best/`` is a plain
+checkpoint (safetensors + JSON) usable by ``rsia-geo evaluate`` and the index.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rsia_geo.errors import RsiaError
+from rsia_geo.models import ALACLoss, ALACModel, build_model, get_config, save_checkpoint
+from rsia_geo.models.alac import cosine_scores, ia_scores
+from rsia_geo.training.metrics import retrieval_metrics
+from rsia_geo.training.voicing import DataError, manifest_pairs, read_manifest
+
+__all__ = ["TrainConfig", "encode_split", "load_image", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Training run settings.
+
+    Attributes:
+        manifest: Voicing manifest (``manifest.jsonl`` from ``rsia-geo data voice``) or a
+            list of them.
+        out_dir: Run folder (checkpoints, logs, caches).
+        model: Registry configuration name.
+        model_overrides: Overrides of the configuration: ``{"audio": {...}, "frontend":
+            {...}, "embed_dim": ...}``.
+        train_split: Split to train on.
+        val_split: Split to select the checkpoint on (clips of held-out voices).
+        epochs: Passes over the training images.
+        batch_size: Pairs per batch.
+        lr: Adam learning rate.
+        lr_decay: Factor applied every ``lr_decay_every`` epochs.
+        lr_decay_every: Epochs between decays.
+        weight_decay: Adam weight decay (ALAC: 0).
+        grad_clip: Max gradient norm (0 disables).
+        akt_adaptive: Rebuild AKT weights from trained p1, p2 (False: uniform, as ALAC's code).
+        loss_weights: ``(triplet, nce, akt)``.
+        freeze_backbone: Train only RELA, the image head and the audio encoder.
+        views: Cached rotations per training image (1-4) when the backbone is frozen.
+        spec_augment: Time/frequency masking and time shifts of audio features.
+        max_train_images: Use only this many training images (smoke runs).
+        max_val_images: Use only this many validation images.
+        seed: Seed of every random draw.
+        threads: torch CPU threads.
+        val_every: Epochs between validations.
+        per_image: Clips per validation image (5 for UCM-Captions).
+    """
+
+    manifest: str | list[str]
+    out_dir: str
+    model: str = "alac-efficientnet-lite0"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    train_split: str = "train"
+    val_split: str = "val"
+    epochs: int = 60
+    batch_size: int = 60
+    lr: float = 2e-4
+    lr_decay: float = 0.7
+    lr_decay_every: int = 20
+    weight_decay: float = 0.0
+    grad_clip: float = 2.0
+    akt_adaptive: bool = True
+    loss_weights: tuple[float, float, float] = (1.0, 0.1, 0.1)
+    freeze_backbone: bool = True
+    views: int = 4
+    spec_augment: bool = True
+    max_train_images: int | None = None
+    max_val_images: int | None = None
+    seed: int = 0
+    threads: int = 2
+    val_every: int = 1
+    per_image: int = 5
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form.
+
+        Returns:
+            The fields as a dict.
+        """
+        return dataclasses.asdict(self)
+
+
+class TrainingError(RsiaError, RuntimeError):
+    """Training cannot start or continue."""
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """Read an RGB image file to a float ``(3, H, W)`` tensor in [0, 1].
+
+    Args:
+        path: Image file (JPEG, PNG, TIFF...).
+
+    Returns:
+        The image.
+
+    Raises:
+        DataError: The file is missing or unreadable.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"cannot read image {str(path)!r}: {exc}") from exc
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def _config_for(cfg: TrainConfig) -> Any:
+    base = get_config(cfg.model)
+    over = dict(cfg.model_overrides)
+    kw: dict[str, Any] = {}
+    for key in ("audio", "frontend", "backbone"):
+        if key in over:
+            kw[key] = dataclasses.replace(getattr(base, key), **over.pop(key))
+    kw.update(over)
+    return dataclasses.replace(base, **kw)
+
+
+def _rows(cfg: TrainConfig, split: str, limit: int | None) -> list[dict[str, Any]]:
+    manifests = [cfg.manifest] if isinstance(cfg.manifest, str) else list(cfg.manifest)
+    rows: list[dict[str, Any]] = []
+    for m in manifests:
+        if not Path(m).exists():
+            raise DataError(f"manifest {m!r} does not exist; run `rsia-geo data voice` first")
+        base = Path(m).parent
+        for r in read_manifest(m):
+            r = dict(r)
+            r["clip_path"] = str(base / r["clip"])
+            rows.append(r)
+    out = manifest_pairs(rows, split)
+    if not out:
+        raise DataError(f"no clips of split {split!r} in {manifests}")
+    if limit is not None:
+        keep = list(dict.fromkeys(r["image_id"] for r in out))[:limit]
+        keep_set = set(keep)
+        out = [r for r in out if r["image_id"] in keep_set]
+    missing = [r["clip_path"] for r in out if not Path(r["clip_path"]).exists()]
+    if missing:
+        raise DataError(
+            f"{len(missing)} clips listed in the manifest are missing, e.g. "
+            f"{missing[:3]}; re-run `rsia-geo data voice` to recreate them"
+        )
+    return out
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@torch.no_grad()
+def _image_tokens(
+    model: ALACModel,
+    paths: Sequence[str],
+    views: int,
+    cache: Path,
+    batch: int = 32,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Backbone tokens ``(n, views, N, D)`` float16 of each image rotated by k*90 degrees."""
+    from safetensors.torch import load_file, save_file
+    from tqdm.auto import tqdm
+
+    if cache.exists():
+        return load_file(str(cache))["tokens"]
+    model.eval()
+    out: list[torch.Tensor] = []
+    for i in tqdm(
+        range(0, len(paths), batch),
+        desc=f"image tokens x{views}",
+        unit="batch",
+        disable=not progress,
+    ):
+        imgs = model.preprocess_images(torch.stack([load_image(p) for p in paths[i : i + batch]]))
+        per_view = [
+            model.image_tokens(torch.rot90(imgs, k, dims=(2, 3))).half() for k in range(views)
+        ]
+        out.append(torch.stack(per_view, dim=1))
+    tokens = torch.cat(out)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"tokens": tokens.contiguous()}, str(cache))
+    return tokens
+
+
+@torch.no_grad()
+def _audio_features(
+    model: ALACModel, paths: Sequence[str], cache: Path, progress: bool = True
+) -> torch.Tensor:
+    """Front-end features ``(n, frames, bins)`` float16 of each clip (trimmed)."""
+    from safetensors.torch import load_file, save_file
+    from tqdm.auto import tqdm
+
+    from rsia_geo.audio import load_audio
+
+    if cache.exists():
+        return load_file(str(cache))["features"]
+    feats = []
+    for p in tqdm(paths, desc="audio features", unit="clip", disable=not progress):
+        wave = torch.from_numpy(load_audio(p, trim=True).samples)[None]
+        feats.append(model.frontend(wave)[0, 0].half())
+    features = torch.stack(feats)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"features": features.contiguous()}, str(cache))
+    return features
+
+
+def _spec_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random time shift, two time masks and two frequency masks per clip, ``(B, 1, T, F)``."""
+    b, _, t, f = x.shape
+    out = x.clone()
+    shifts = torch.randint(0, 20, (b,), generator=gen)
+    for i in range(b):
+        if shifts[i] > 0:
+            out[i, 0] = torch.roll(out[i, 0], int(shifts[i]), dims=0)
+            out[i, 0, : int(shifts[i])] = 0
+        for _ in range(2):
+            w = int(torch.randint(0, max(2, t // 10), (1,), generator=gen))
+            s0 = int(torch.randint(0, max(1, t - w), (1,), generator=gen))
+            out[i, 0, s0 : s0 + w] = 0
+            w = int(torch.randint(0, max(2, f // 8), (1,), generator=gen))
+            s0 = int(torch.randint(0, max(1, f - w), (1,), generator=gen))
+            out[i, 0, :, s0 : s0 + w] = 0
+    return out
+
+
+@torch.no_grad()
+def encode_split(
+    model: ALACModel, image_tokens: torch.Tensor, features: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw embeddings of cached validation images (view 0) and clips, in eval mode.
+
+    Args:
+        model: The model.
+        image_tokens: ``(n_img, views, N, D)`` cached tokens.
+        features: ``(n_clips, frames, bins)`` cached features.
+
+    Returns:
+        ``(v, a)`` raw embeddings.
+    """
+    model.eval()
+    v = torch.cat(
+        [
+            model.image_head(image_tokens[i : i + 128, 0].float())
+            for i in range(0, len(image_tokens), 128)
+        ]
+    )
+    a = torch.cat(
+        [
+            model.forward_audio_features(features[i : i + 128, None].float())
+            for i in range(0, len(features), 128)
+        ]
+    )
+    return v, a
+
+
+def _validate(
+    model: ALACModel, tokens: torch.Tensor, feats: torch.Tensor, per_image: int
+) -> dict[str, float]:
+    v, a = encode_split(model, tokens, feats)
+    out = {
+        f"cos_{k}": x for k, x in retrieval_metrics(cosine_scores(v, a).numpy(), per_image).items()
+    }
+    out.update(
+        {f"ia_{k}": x for k, x in retrieval_metrics(ia_scores(v, a).numpy(), per_image).items()}
+    )
+    return out
+
+
+def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) a run.
+
+    Args:
+        cfg: Settings.
+        progress: Show progress bars.
+
+    Returns:
+        Summary: best epoch and its validation metrics, paths.
+
+    Raises:
+        DataError: Manifest missing, clips missing, or no pairs.
+        TrainingError: Inconsistent settings or a resumed run with other settings.
+    """
+    from tqdm.auto import tqdm
+
+    if not cfg.freeze_backbone:
+        raise TrainingError(
+            "freeze_backbone=False is not supported on this trainer yet; "
+            "fine-tuning the backbone needs a GPU-sized budget"
+        )
+    if not 1 <= cfg.views <= 4:
+        raise TrainingError(f"views={cfg.views!r} must be 1..4 (rotations by 90 degrees)")
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = out / "train_config.json"
+    if settings.exists():
+        old = json.loads(settings.read_text())
+        new = json.loads(json.dumps(cfg.to_dict()))
+        changed = {k for k in new if k not in ("epochs",) and old.get(k) != new[k]}
+        if changed:
+            raise TrainingError(
+                f"{str(out)!r} holds a run with other settings ({sorted(changed)}); use another "
+                "out_dir or the same settings to resume"
+            )
+    settings.write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    mcfg = _config_for(cfg)
+    model = build_model(mcfg)
+    train_rows = _rows(cfg, cfg.train_split, cfg.max_train_images)
+    val_rows = _rows(cfg, cfg.val_split, cfg.max_val_images)
+    train_images = list(dict.fromkeys(r["image"] for r in train_rows))
+    val_images = list(dict.fromkeys(r["image"] for r in val_rows))
+    img_index = {p: i for i, p in enumerate(train_images)}
+    by_image: dict[int, list[int]] = {}
+    for ci, r in enumerate(train_rows):
+        by_image.setdefault(img_index[r["image"]], []).append(ci)
+    val_counts = [sum(1 for r in val_rows if r["image"] == p) for p in val_images]
+    if set(val_counts) != {cfg.per_image}:
+        raise DataError(
+            f"validation needs {cfg.per_image} clips per image (one voice per caption); "
+            f"found counts {sorted(set(val_counts))}"
+        )
+
+    bb = _digest(mcfg.backbone.to_dict())
+    fe = _digest(mcfg.frontend.to_dict())
+    cache = out / "cache"
+    tr_tokens = _image_tokens(
+        model,
+        train_images,
+        cfg.views,
+        cache / f"train_tokens_{bb}_{_digest(train_images, cfg.views)}.safetensors",
+        progress=progress,
+    )
+    va_tokens = _image_tokens(
+        model,
+        val_images,
+        1,
+        cache / f"val_tokens_{bb}_{_digest(val_images)}.safetensors",
+        progress=progress,
+    )
+    tr_feats = _audio_features(
+        model,
+        [r["clip_path"] for r in train_rows],
+        cache / f"train_audio_{fe}_{_digest([r['clip'] for r in train_rows])}.safetensors",
+        progress=progress,
+    )
+    va_feats = _audio_features(
+        model,
+        [r["clip_path"] for r in val_rows],
+        cache / f"val_audio_{fe}_{_digest([r['clip'] for r in val_rows])}.safetensors",
+        progress=progress,
+    )
+    tr_ids = torch.tensor([img_index[r["image"]] for r in train_rows])
+
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss_fn = ALACLoss(
+        akt_adaptive=cfg.akt_adaptive,
+        w_triplet=cfg.loss_weights[0],
+        w_nce=cfg.loss_weights[1],
+        w_akt=cfg.loss_weights[2],
+    )
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    akt_opt = torch.optim.Adam([loss_fn.p1, loss_fn.p2], lr=10 * cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    start_epoch, best = 0, {"mR": -1.0, "epoch": -1}
+    state_path = out / "last" / "state.pt"
+    if state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        loss_fn.load_state_dict(state["loss"])
+        opt.load_state_dict(state["opt"])
+        akt_opt.load_state_dict(state["akt_opt"])
+        gen.set_state(state["gen"])
+        start_epoch, best = int(state["epoch"]) + 1, dict(state["best"])
+        logger.info("resuming %s at epoch %d", out, start_epoch)
+
+    log_csv, log_jsonl = out / "log.csv", out / "log.jsonl"
+    n_img = len(train_images)
+    steps = math.ceil(n_img / cfg.batch_size)
+    for epoch in range(start_epoch, cfg.epochs):
+        lr = cfg.lr * cfg.lr_decay ** (epoch // cfg.lr_decay_every)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        for g in akt_opt.param_groups:
+            g["lr"] = 10 * lr
+        model.train()
+        model.backbone.eval()
+        t0 = time.time()
+        perm = torch.randperm(n_img, generator=gen)
+        sums = {"loss": 0.0, "triplet": 0.0, "nce": 0.0, "akt": 0.0}
+        bar = tqdm(
+            range(steps),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            unit="step",
+            disable=not progress,
+            leave=False,
+        )
+        for s in bar:
+            imgs = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+            if len(imgs) < 2:
+                continue
+            clips = torch.tensor(
+                [
+                    by_image[int(i)][int(torch.randint(len(by_image[int(i)]), (1,), generator=gen))]
+                    for i in imgs
+                ]
+            )
+            views = torch.randint(0, cfg.views, (len(imgs),), generator=gen)
+            tokens = tr_tokens[imgs, views].float()
+            feats = tr_feats[clips][:, None].float()
+            if cfg.spec_augment:
+                feats = _spec_augment(feats, gen)
+            v = model.image_head(tokens)
+            a = model.forward_audio_features(feats)
+            res = loss_fn(v, a, tr_ids[clips])
+            opt.zero_grad()
+            res["loss"].backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)  # after backward
+            opt.step()
+            if cfg.akt_adaptive:
+                akt_opt.zero_grad()
+                loss_fn.akt_weight_loss(v.detach(), a.detach()).backward()
+                torch.nn.utils.clip_grad_norm_([loss_fn.p1, loss_fn.p2], 2.0)
+                akt_opt.step()
+            for k in sums:
+                sums[k] += float(res[k].detach())
+            bar.set_postfix(loss=f"{float(res['loss']):.3f}")
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "seconds": round(time.time() - t0, 1),
+            **{k: round(v / steps, 5) for k, v in sums.items()},
+            "akt_p1": float(loss_fn.p1),
+            "akt_p2": float(loss_fn.p2),
+        }
+        if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
+            metrics = _validate(model, va_tokens, va_feats, cfg.per_image)
+            row.update({k: round(v, 3) for k, v in metrics.items()})
+            score = max(metrics["cos_mR"], metrics["ia_mR"])
+            if score > best["mR"]:
+                best = {"mR": score, "epoch": epoch + 1, **metrics}
+                _save_best(model, out / "best", cfg, mcfg, best, len(train_rows), len(val_rows))
+        new_file = not log_csv.exists()
+        with log_csv.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new_file:
+                w.writeheader()
+            w.writerow(row)
+        with log_jsonl.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        logger.info("epoch %s", row)
+        if progress:
+            print(json.dumps(row), flush=True)
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = state_path.with_suffix(".tmp")
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "loss": loss_fn.state_dict(),
+                "opt": opt.state_dict(),
+                "akt_opt": akt_opt.state_dict(),
+                "gen": gen.get_state(),
+                "epoch": epoch,
+                "best": best,
+            },
+            tmp,
+        )
+        tmp.replace(state_path)
+    return {"best": best, "out_dir": str(out), "best_checkpoint": str(out / "best")}
+
+
+def _save_best(
+    model: ALACModel,
+    path: Path,
+    cfg: TrainConfig,
+    mcfg: Any,
+    best: dict[str, Any],
+    n_train: int,
+    n_val: int,
+) -> None:
+    """Save the best model as a plain checkpoint with its training summary."""
+    training = {
+        "manifest": cfg.manifest,
+        "train_split": cfg.train_split,
+        "val_split": cfg.val_split,
+        "train_clips": n_train,
+        "val_clips": n_val,
+        "epoch": best["epoch"],
+        "settings": cfg.to_dict(),
+    }
+    model.config = dataclasses.replace(mcfg, training=training)
+    save_checkpoint(model, path, extra={"val_metrics": best})
