@@ -45,9 +45,9 @@ def main() -> None:
         images = torch.rand(args.batch, model.config.backbone.in_chans, s, s)
         waves = torch.randn(args.batch, 4 * 16000) * 0.1
         with torch.inference_mode():
-            img = _rate(lambda: model.forward_image(images), args.batch, args.seconds)
-            aud = _rate(lambda: model.forward_audio(waves), args.batch, args.seconds)
-            one = _rate(lambda: model.forward_audio(waves[:1]), 1, args.seconds)
+            img = _rate(lambda m=model, x=images: m.forward_image(x), args.batch, args.seconds)
+            aud = _rate(lambda m=model, x=waves: m.forward_audio(x), args.batch, args.seconds)
+            one = _rate(lambda m=model, x=waves: m.forward_audio(x[:1]), 1, args.seconds)
         params = sum(p.numel() for p in model.parameters()) / 1e6
         row = {
             "config": name,

@@ -173,7 +173,7 @@ def test_ia_gating_hand_computed():
     a = torch.tensor([[0.5, 1.0, -1.0]])
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     a_g = [sig(1.0 * 0.5) * 0.5, sig(-2.0 * 1.0) * 1.0, sig(0.5 * -1.0) * -1.0]
-    v_g = [sig(vi * ai) * vi for vi, ai in zip([1.0, -2.0, 0.5], a_g)]
+    v_g = [sig(vi * ai) * vi for vi, ai in zip([1.0, -2.0, 0.5], a_g, strict=False)]
     vg, ag = ia_gate(v, a)
     torch.testing.assert_close(ag[0], torch.tensor(a_g))
     torch.testing.assert_close(vg[0], torch.tensor(v_g))
@@ -359,7 +359,7 @@ def test_checkpoint_round_trip_is_bit_identical(tmp_path):
 
 
 def test_checkpoint_errors(tmp_path):
-    with pytest.raises(CheckpointNotFoundError, match="config.json"):
+    with pytest.raises(CheckpointNotFoundError, match=r"config\.json"):
         load_checkpoint(tmp_path)
     model = _tiny()
     path = save_checkpoint(model, tmp_path / "c")

@@ -61,7 +61,7 @@ class AudioEncoder(nn.Module):
         if cfg.name != "resnet18_l3":
             raise ModelConfigError(f"unknown audio encoder {cfg.name!r}; known: resnet18_l3")
         self.config = cfg
-        widths = [max(8, int(round(c * cfg.width))) for c in (64, 128, 256)]
+        widths = [max(8, round(c * cfg.width)) for c in (64, 128, 256)]
         self.inplanes = widths[0]
         self.conv1 = nn.Conv2d(1, widths[0], 7, stride=cfg.stem_stride, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])

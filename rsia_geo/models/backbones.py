@@ -184,7 +184,7 @@ class EfficientNetLite0Tokens(TokenBackbone):
         self.net = timm.create_model(
             "tf_efficientnet_lite0", pretrained=False, in_chans=config.in_chans, num_classes=0
         )
-        self.out_dim = int(self.net.num_features)
+        self.out_dim = int(getattr(self.net, "num_features"))  # noqa: B009
         self.load_report: dict[str, Any] | None = None
         if config.options.get("weights_path"):
             state = load_torch_state(config.options["weights_path"])
@@ -210,7 +210,7 @@ class EfficientNetLite0Tokens(TokenBackbone):
                 f"{len(own_keys)}; versions do not match"
             )
         mapped = {}
-        for (sk, sv), ok in zip(src_items, own_keys):
+        for (sk, sv), ok in zip(src_items, own_keys, strict=False):
             if self.config.in_chans != 3 and ok == "conv_stem.weight":
                 sv = _adapt_in_chans(sv, self.config.in_chans)
             if tuple(sv.shape) != tuple(own[ok].shape):

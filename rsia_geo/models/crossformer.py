@@ -214,7 +214,7 @@ class PatchEmbed(nn.Module):
         stride = patch_sizes[0]
         self.projs = nn.ModuleList(
             nn.Conv2d(in_chans, d, kernel_size=ps, stride=stride, padding=(ps - stride) // 2)
-            for ps, d in zip(patch_sizes, _split_dims(embed_dim, len(patch_sizes)))
+            for ps, d in zip(patch_sizes, _split_dims(embed_dim, len(patch_sizes)), strict=False)
         )
         self.norm = nn.LayerNorm(embed_dim)
 
@@ -232,7 +232,7 @@ class PatchMerging(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.reductions = nn.ModuleList(
             nn.Conv2d(dim, d, kernel_size=ps, stride=2, padding=(ps - 2) // 2)
-            for ps, d in zip(merge_sizes, _split_dims(2 * dim, len(merge_sizes)))
+            for ps, d in zip(merge_sizes, _split_dims(2 * dim, len(merge_sizes)), strict=False)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

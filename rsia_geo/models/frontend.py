@@ -107,6 +107,9 @@ class AudioFrontend(nn.Module):
         config: Front-end settings.
     """
 
+    window: torch.Tensor
+    dct: torch.Tensor
+
     def __init__(self, config: AudioFrontendConfig) -> None:
         super().__init__()
         self.config = config

@@ -9,7 +9,8 @@
   ``0.75 * CE(image -> audio) + 0.25 * CE(audio -> image)``, each averaged over the batch.
 * **AKT** (adaptive knowledge transfer): the detached IA score ``s1 = S`` teaches the plain
   dual-encoder cosine ``s2 = cos(f_v, f_a)``:
-  ``L_akt = B * sum_ij W_ij * SmoothL1(s1_ij - s2_ij)``, ``W = softmax_dim0(p1 * I + p2 * (1 - I))``.
+  ``L_akt = B * sum_ij W_ij * SmoothL1(s1_ij - s2_ij)`` with
+  ``W = softmax_dim0(p1 * I + p2 * (1 - I))``.
 
 Fixes relative to the reference code:
 
