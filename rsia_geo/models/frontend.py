@@ -56,7 +56,7 @@ class AudioFrontendConfig:
     win_length: int = 400
     hop_length: int = 160
     n_coeffs: int = 64
-    max_frames: int = 400
+    max_frames: int = 500
     f_min: float = 20.0
     f_max: float = 7600.0
     top_db: float = 80.0

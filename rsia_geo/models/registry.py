@@ -75,7 +75,7 @@ def _tiny() -> ALACConfig:
             options={"layer": "layer3"},
         ),
         rela_branch_dim=32,
-        frontend=AudioFrontendConfig(max_frames=200),
+        frontend=AudioFrontendConfig(),
         audio=AudioEncoderConfig(width=0.25, embed_dim=64),
     )
 

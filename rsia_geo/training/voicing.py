@@ -141,6 +141,8 @@ def read_captions(
 def read_manifest(path: str | Path) -> list[dict[str, Any]]:
     """Read a voicing manifest (JSON lines), skipping a torn last line.
 
+    A clip listed twice (re-synthesised after its file was lost) keeps its last row.
+
     Args:
         path: ``manifest.jsonl``.
 
@@ -150,15 +152,18 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
     p = Path(path)
     if not p.exists():
         return []
-    rows = []
+    rows: dict[str, dict[str, Any]] = {}
     for line in p.read_text().splitlines():
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             logger.warning("ignoring a torn line in %s", p)
-    return rows
+            continue
+        rows.pop(row["clip"], None)
+        rows[row["clip"]] = row
+    return list(rows.values())
 
 
 def voice_captions(
@@ -234,7 +239,7 @@ def voice_captions(
     audio_dir = out / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     manifest = out / "manifest.jsonl"
-    done = {row["clip"] for row in read_manifest(manifest)}
+    done = {row["clip"] for row in read_manifest(manifest) if (out / row["clip"]).exists()}
 
     jobs: list[dict[str, Any]] = []
     for r in records:

@@ -1,0 +1,317 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rsia_geo.cli import main  # noqa: E402
+from rsia_geo.training.metrics import class_map, retrieval_metrics  # noqa: E402
+from rsia_geo.training.voices import SynthesisError, voice_catalogue  # noqa: E402
+from rsia_geo.training.voicing import (  # noqa: E402
+    DataError,
+    read_captions,
+    read_manifest,
+    voice_captions,
+)
+
+needs_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng not installed"
+)
+
+
+def _captions(tmp_path: Path, shared_data: Path, n_train=8, n_val=4) -> Path:
+    """A small captions file over real UCM images (referenced in place)."""
+    meta = json.loads((shared_data / "ucm" / "captions.json").read_text())
+    classes = meta["classes"]
+    train = [
+        next(r for r in meta["images"] if r["class"] == c and r["split"] == "train")
+        for c in classes[:n_train]
+    ]
+    val = [
+        next(r for r in meta["images"] if r["class"] == c and r["split"] == "val")
+        for c in classes[:n_val]
+    ]
+    entries = [dict(r, image=str(shared_data / "ucm" / r["image"])) for r in train + val]
+    path = tmp_path / "captions.json"
+    path.write_text(json.dumps({"images": entries}))
+    return path
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_metrics_follow_the_lineage_definition():
+    # 2 images x 2 clips: image 0's clips are columns 0, 1; image 1's are 2, 3
+    s = np.array([[0.9, 0.1, 0.8, 0.2], [0.3, 0.95, 0.4, 0.5]])
+    m = retrieval_metrics(s, per_image=2)
+    # image 0: best own clip (col 0) ranked 1st; image 1: own clips cols 2 (0.4), 3 (0.5)
+    # rank 2nd and 3rd behind col 1 (0.95) -> best rank 1 (0-based)
+    assert m["i2a_r1"] == 50.0 and m["i2a_r5"] == 100.0
+    # clips: col0 -> image 0 first (ok); col1 -> image 1 (0.95) first but it's image 0's ->
+    # rank 1; col2 -> image 0 (0.8) first but belongs to image 1 -> rank 1; col3 -> image 1 ok
+    assert m["a2i_r1"] == 50.0 and m["a2i_r5"] == 100.0
+    assert m["mR"] == pytest.approx(np.mean([50, 100, 100, 50, 100, 100]))
+    with pytest.raises(ValueError, match="N x"):
+        retrieval_metrics(np.zeros((2, 3)), per_image=2)
+    cm = class_map(s, ["a", "b"], per_image=2)
+    assert cm["a"] == pytest.approx(100 * (1.0 + 0.5) / 2)  # clip 0: AP 1, clip 1: AP 0.5
+
+
+def test_chance_level_is_low():
+    rng = np.random.default_rng(0)
+    m = retrieval_metrics(rng.standard_normal((100, 500)), per_image=5)
+    assert m["mR"] < 15
+
+
+# ---------------------------------------------------------------- captions and voicing
+
+
+def test_read_captions_formats_and_errors(tmp_path, shared_data):
+    recs = read_captions(shared_data / "ucm" / "captions.json")
+    assert len(recs) == 1890 and recs[0].label == "agricultural" and len(recs[0].captions) == 5
+    karpathy = {
+        "images": [
+            {
+                "filename": "1.jpg",
+                "filepath": "images",
+                "split": "train",
+                "sentences": [{"raw": "a farm ."}, {"tokens": ["green", "fields"]}],
+            }
+        ]
+    }
+    (tmp_path / "k.json").write_text(json.dumps(karpathy))
+    recs = read_captions(tmp_path / "k.json", image_root=shared_data / "ucm")
+    assert recs[0].captions == ("a farm .", "green fields")
+    bad = {"images": [{"image": "images/1.jpg", "captions": ["  "]}]}
+    (tmp_path / "b.json").write_text(json.dumps(bad))
+    with pytest.raises(DataError, match="no caption"):
+        read_captions(tmp_path / "b.json", image_root=shared_data / "ucm")
+    missing = {"images": [{"image": "images/nope.jpg", "captions": ["x"]}]}
+    (tmp_path / "m.json").write_text(json.dumps(missing))
+    with pytest.raises(DataError, match="missing"):
+        read_captions(tmp_path / "m.json")
+    dup = {"images": [{"image": "images/1.jpg", "captions": ["x"]}] * 2}
+    (tmp_path / "d.json").write_text(json.dumps(dup))
+    with pytest.raises(DataError, match="twice"):
+        read_captions(tmp_path / "d.json", image_root=shared_data / "ucm")
+    with pytest.raises(DataError, match="does not exist"):
+        read_captions(tmp_path / "none.json")
+
+
+def test_voice_catalogue_splits_speakers():
+    train = {v.speaker for v in voice_catalogue("train", ["espeak-ng", "flite"])}
+    held = {v.speaker for v in voice_catalogue("heldout", ["espeak-ng", "flite"])}
+    assert train and held and not train & held
+    assert any("en-gb-scotland" in s for s in held)
+    assert not any("en-gb-scotland" in s for s in train)
+
+
+@needs_espeak
+def test_voicing_is_resumable_and_uses_heldout_voices(tmp_path, shared_data):
+    caps = _captions(tmp_path, shared_data, n_train=2, n_val=1)
+    out = tmp_path / "voices"
+    voice_captions(caps, out, engines=["espeak-ng"], limit=1, progress=False)
+    first = read_manifest(out / "manifest.jsonl")
+    assert len(first) == 10  # 1 train + 1 val image, 5 captions each
+    manifest = voice_captions(caps, out, engines=["espeak-ng"], progress=False)
+    rows = read_manifest(manifest)
+    assert len(rows) == 15 and len({r["clip"] for r in rows}) == 15  # nothing duplicated
+    assert {r["clip"] for r in first} <= {r["clip"] for r in rows}
+    held = {v.speaker for v in voice_catalogue("heldout", ["espeak-ng"])}
+    for r in rows:
+        assert (out / r["clip"]).exists()
+        assert Path(r["clip"]).name.startswith(f"{r['image_id']}S{r['caption_index'] + 1}")
+        assert (r["speaker"] in held) == (r["split"] == "val")
+        assert 0.8 <= r["speed"] <= 1.25 and r["engine"] == "espeak-ng"
+    # the same seed gives the same voices when re-run from scratch
+    again = read_manifest(
+        voice_captions(caps, tmp_path / "v2", engines=["espeak-ng"], progress=False)
+    )
+    key = lambda rs: sorted((r["clip"], r["speaker"], r["speed"]) for r in rs)  # noqa: E731
+    assert key(again) == key(rows)
+
+
+def test_voicing_bad_arguments(tmp_path, shared_data):
+    caps = _captions(tmp_path, shared_data, n_train=1, n_val=1)
+    with pytest.raises(DataError, match="splits"):
+        voice_captions(caps, tmp_path / "o", splits=["bogus"], progress=False)
+    with pytest.raises(SynthesisError, match="not installed"):
+        voice_captions(caps, tmp_path / "o", engines=["sam-reciter"], progress=False)
+    with pytest.raises(DataError, match="voices_per_caption"):
+        voice_captions(caps, tmp_path / "o", voices_per_caption=0, progress=False)
+
+
+# ---------------------------------------------------------------- train + evaluate, tiny scale
+
+
+@needs_espeak
+def test_voice_train_evaluate_end_to_end_tiny(tmp_path, shared_data, capsys):
+    caps = _captions(tmp_path, shared_data, n_train=8, n_val=4)
+    out = tmp_path / "voices"
+    assert (
+        main(
+            ["data", "voice", str(caps), "-o", str(out), "--engines", "espeak-ng", "--no-progress"]
+        )
+        == 0
+    )
+    manifest = out / "manifest.jsonl"
+    run = tmp_path / "run"
+    # train and select on the 8 training images (their clips): the model must fit them
+    assert (
+        main(
+            [
+                "train",
+                str(manifest),
+                "-o",
+                str(run),
+                "--model",
+                "alac-tiny",
+                "--val-split",
+                "train",
+                "--epochs",
+                "60",
+                "--batch-size",
+                "8",
+                "--lr",
+                "1e-3",
+                "--views",
+                "1",
+                "--no-spec-augment",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 60
+    first, last = np.mean([r["loss"] for r in log[:3]]), np.mean([r["loss"] for r in log[-3:]])
+    assert last < 0.6 * first
+    best = json.loads((run / "best" / "config.json").read_text())["val_metrics"]
+    # chance R@1 audio -> image is 1/8 = 12.5 %; image -> audio about 5/40 = 12.5 %
+    assert max(best["cos_a2i_r1"], best["ia_a2i_r1"]) >= 4 * 12.5
+    assert max(best["cos_i2a_r1"], best["ia_i2a_r1"]) >= 4 * 12.5
+    # evaluate the saved checkpoint from files: reproduces the training-time validation
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run / "best"),
+                str(manifest),
+                "--split",
+                "train",
+                "-o",
+                str(tmp_path / "ev"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert report["metrics"]["cosine"]["mR"] == pytest.approx(best["cos_mR"], abs=5)
+    assert (tmp_path / "ev" / "recall.png").stat().st_size > 1000
+    # resuming a finished run does nothing more; other settings in the same folder refuse
+    assert (
+        main(
+            [
+                "train",
+                str(manifest),
+                "-o",
+                str(run),
+                "--model",
+                "alac-tiny",
+                "--val-split",
+                "train",
+                "--epochs",
+                "60",
+                "--batch-size",
+                "8",
+                "--lr",
+                "1e-3",
+                "--views",
+                "1",
+                "--no-spec-augment",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert len((run / "log.jsonl").read_text().splitlines()) == 60
+    assert (
+        main(
+            [
+                "train",
+                str(manifest),
+                "-o",
+                str(run),
+                "--model",
+                "alac-tiny",
+                "--val-split",
+                "train",
+                "--lr",
+                "5e-4",
+                "--views",
+                "1",
+                "--no-spec-augment",
+                "--batch-size",
+                "8",
+                "--no-progress",
+            ]
+        )
+        == 1
+    )
+    assert "other settings" in capsys.readouterr().err
+
+
+@needs_espeak
+def test_training_data_errors(tmp_path, shared_data, capsys):
+    caps = _captions(tmp_path, shared_data, n_train=2, n_val=1)
+    out = tmp_path / "voices"
+    voice_captions(caps, out, engines=["espeak-ng"], progress=False)
+    rows = read_manifest(out / "manifest.jsonl")
+    # a clip deleted after voicing
+    (out / rows[0]["clip"]).unlink()
+    rc = main(
+        [
+            "train",
+            str(out / "manifest.jsonl"),
+            "-o",
+            str(tmp_path / "r1"),
+            "--model",
+            "alac-tiny",
+            "--epochs",
+            "1",
+            "--no-progress",
+        ]
+    )
+    assert rc == 1 and "missing" in capsys.readouterr().err
+    # validation images without 5 clips each (mismatched counts)
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    kept = [
+        ln
+        for ln in lines
+        if not (json.loads(ln)["split"] == "val" and json.loads(ln)["caption_index"] == 4)
+    ]
+    (out / "m2.jsonl").write_text("\n".join(kept) + "\n")
+    voice_captions(caps, out, engines=["espeak-ng"], progress=False)  # restores the clip
+    rc = main(
+        [
+            "train",
+            str(out / "m2.jsonl"),
+            "-o",
+            str(tmp_path / "r2"),
+            "--model",
+            "alac-tiny",
+            "--epochs",
+            "1",
+            "--no-progress",
+        ]
+    )
+    assert rc == 1 and "clips per image" in capsys.readouterr().err
+    rc = main(["train", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "r3"), "--no-progress"])
+    assert rc == 1 and "does not exist" in capsys.readouterr().err
