@@ -204,7 +204,10 @@ def _image_tokens(
         unit="batch",
         disable=not progress,
     ):
-        imgs = model.preprocess_images(torch.stack([load_image(p) for p in paths[i : i + batch]]))
+        # images may differ in size (UCM has a few 256 x 253 ones): resize one by one
+        imgs = torch.stack(
+            [model.preprocess_images(load_image(p)[None])[0] for p in paths[i : i + batch]]
+        )
         per_view = [
             model.image_tokens(torch.rot90(imgs, k, dims=(2, 3))).half() for k in range(views)
         ]
