@@ -10,16 +10,21 @@ import argparse
 import datetime as _dt
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rsia_geo.errors import (
+    AudioError,
     CatalogError,
     DependencyNotFoundError,
+    IndexLockedError,
+    IndexUnavailableError,
     InvalidBBoxError,
     InvalidTileSpecError,
+    ModelMismatchError,
     RasterError,
     RsiaError,
 )
@@ -27,6 +32,10 @@ from rsia_geo.errors import (
 __all__ = ["EXIT_CODES", "main"]
 
 EXIT_CODES: dict[type[BaseException], int] = {
+    IndexLockedError: 6,
+    IndexUnavailableError: 7,
+    ModelMismatchError: 8,
+    AudioError: 9,
     DependencyNotFoundError: 3,
     InvalidBBoxError: 2,
     InvalidTileSpecError: 2,
@@ -259,6 +268,123 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index_from_args(args: argparse.Namespace) -> Any:
+    from rsia_geo.index import TileIndex
+
+    if args.url:
+        return TileIndex(
+            url=args.url,
+            api_key=args.api_key or os.environ.get("RSIA_QDRANT_API_KEY"),
+            collection=args.collection,
+        )
+    return TileIndex(args.location, collection=args.collection)
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from rsia_geo.pipeline import build_index
+
+    spec = _tile_spec(args)
+    with _index_from_args(args) as idx:
+        report = build_index(
+            args.catalog,
+            idx,
+            args.checkpoint,
+            spec=spec,
+            bands=args.bands,
+            bbox=args.bbox,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            progress=not args.no_progress,
+        )
+        total = idx.count()
+    print(
+        f"indexed {report.indexed} tiles ({report.already_present} already present, "
+        f"{len(report.skipped)} skipped by tiling, {len(report.failed)} failed) in "
+        f"{report.seconds:.1f} s ({report.tiles_per_second:.1f} tiles/s); index holds {total}"
+    )
+    for tile_id, reason in report.failed[:10]:
+        print(f"  failed {tile_id}: {reason}")
+    items = sorted({s.item_id for s in report.skipped if s.kind == "item"})
+    for s in report.skipped:
+        if s.kind == "item":
+            print(f"  skipped item {s.item_id}: {s.reason}")
+    if items:
+        print(f"  ({len(items)} items could not be tiled)")
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from rsia_geo.pipeline import search
+
+    region_geom = None
+    if args.geometry:
+        region_geom = json.loads(Path(args.geometry).read_text())
+        if region_geom.get("type") == "FeatureCollection":
+            from shapely.geometry import shape
+            from shapely.ops import unary_union
+
+            region_geom = unary_union([shape(f["geometry"]) for f in region_geom["features"]])
+    with _index_from_args(args) as idx:
+        hits = search(
+            args.query,
+            idx,
+            args.checkpoint,
+            bbox=args.bbox,
+            geometry=region_geom,
+            datetime=args.datetime,
+            k=args.k,
+            rerank=args.rerank,
+            rescore=not args.no_rescore,
+        )
+    t = hits.attrs.get("timings", {})
+    print(
+        f"{len(hits)} hits ({hits.attrs.get('candidates')} candidates; "
+        + ", ".join(f"{k} {v:.0f}" for k, v in t.items())
+        + ")"
+    )
+    for _, h in hits.iterrows():
+        c = h.geometry.centroid
+        print(
+            f"{int(h['rank']):3d}  score {h['score']:.4f}  {h['item_id']}  L{h['level']} "
+            f"window=({h['window']})  centre=({c.x:.5f}, {c.y:.5f})"
+        )
+    if args.out:
+        out = Path(args.out)
+        cols = [c for c in hits.columns if c != "tile_json"]
+        if out.suffix == ".parquet":
+            hits[cols].to_parquet(out)
+        else:
+            hits[cols].to_file(
+                out, driver="GeoJSON" if out.suffix in (".geojson", ".json") else None
+            )
+        print(f"wrote {out}")
+    if args.map:
+        from rsia_geo.results import write_map
+
+        write_map(hits, args.map, bbox=args.bbox, geometry=region_geom)
+        print(f"map: {args.map}")
+    return 0
+
+
+def _add_index_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--location", default="rsia_index", help="embedded index folder (default ./rsia_index)"
+    )
+    p.add_argument(
+        "--url",
+        default=None,
+        help="Qdrant server URL instead of a folder "
+        "(API key from --api-key or RSIA_QDRANT_API_KEY)",
+    )
+    p.add_argument("--api-key", default=None)
+    p.add_argument("--collection", default="tiles", help="collection name (servers)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="model checkpoint folder (default: the shipped starter model)",
+    )
+
+
 def _add_tile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=float, default=256, help="tile side (default 256)")
     p.add_argument("--overlap", type=float, default=0, help="overlap between tiles (default 0)")
@@ -411,6 +537,36 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-o", "--out", default=None, help="folder for report.json and recall.png")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
+
+    ix = sub.add_parser("index", help="index a STAC catalog's tiles into Qdrant")
+    ix.add_argument("catalog", help="catalog/collection/item JSON path or URL")
+    _add_index_args(ix)
+    _add_tile_args(ix)
+    ix.set_defaults(size=256, scales=[1, 2])
+    ix.add_argument("--batch-size", type=int, default=16)
+    ix.add_argument("--workers", type=int, default=2, help="reader threads")
+    ix.add_argument("--no-progress", action="store_true")
+    ix.set_defaults(func=_cmd_index)
+
+    se = sub.add_parser("search", help="spoken query -> georeferenced tiles")
+    se.add_argument("query", help="audio file (WAV, FLAC, OGG, MP3)")
+    _add_index_args(se)
+    se.add_argument(
+        "--bbox",
+        type=float,
+        nargs=4,
+        metavar=("MINX", "MINY", "MAXX", "MAXY"),
+        default=None,
+        help="lon/lat region (minx > maxx crosses 180)",
+    )
+    se.add_argument("--geometry", default=None, help="GeoJSON file of the region polygon(s)")
+    se.add_argument("--datetime", default=None, help="acquisition interval, e.g. 2020-01-01/..")
+    se.add_argument("-k", type=int, default=20, help="results")
+    se.add_argument("--rerank", action="store_true", help="BSWFR mutual-rank rerank")
+    se.add_argument("--no-rescore", action="store_true", help="skip IA rescoring")
+    se.add_argument("--out", default=None, help="write hits (.geojson, .gpkg, .parquet)")
+    se.add_argument("--map", default=None, help="write an HTML map of the hits")
+    se.set_defaults(func=_cmd_search)
 
     d = sub.add_parser("demo", help="run the main job on the bundled sample data")
     d.add_argument("--workdir", default="out/demo", help="where to write outputs")

@@ -21,6 +21,9 @@ __all__ = [
     "InvalidAudioError",
     "InvalidBBoxError",
     "InvalidTileSpecError",
+    "VectorIndexError",
+    "IndexLockedError",
+    "IndexUnavailableError",
     "ModelConfigError",
     "ModelMismatchError",
     "RasterError",
@@ -86,6 +89,18 @@ class CheckpointError(RsiaError, ValueError):
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """A model checkpoint or weights file does not exist."""
+
+
+class VectorIndexError(RsiaError, RuntimeError):
+    """The vector index is missing, inconsistent or cannot be written."""
+
+
+class IndexLockedError(VectorIndexError):
+    """An embedded index folder is in use by another process."""
+
+
+class IndexUnavailableError(VectorIndexError, ConnectionError):
+    """A Qdrant server cannot be reached (after bounded retries)."""
 
 
 class ModelConfigError(RsiaError, ValueError):

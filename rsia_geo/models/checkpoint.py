@@ -28,6 +28,7 @@ FORMAT = "rsia-alac"
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+BANK_NAME = "audio_bank.safetensors"
 
 
 def build_model(config: ALACConfig, *, pretrained: bool = True) -> ALACModel:
@@ -64,7 +65,12 @@ def _sha256(path: Path) -> str:
 
 
 def save_checkpoint(
-    model: ALACModel, path: str | Path, *, half: bool = False, extra: dict[str, Any] | None = None
+    model: ALACModel,
+    path: str | Path,
+    *,
+    half: bool = False,
+    extra: dict[str, Any] | None = None,
+    audio_bank: torch.Tensor | None = None,
 ) -> Path:
     """Save a model as ``path/model.safetensors`` + ``path/config.json``.
 
@@ -73,6 +79,8 @@ def save_checkpoint(
         path: Output folder (created).
         half: Store floating-point tensors as float16 (half the size; loaded back as float32).
         extra: Additional JSON metadata (metrics, run info).
+        audio_bank: Raw audio embeddings of reference clips ``(n, dim)``, saved as
+            ``audio_bank.safetensors`` for the BSWFR rerank at search time.
 
     Returns:
         The folder.
@@ -100,6 +108,9 @@ def save_checkpoint(
         "config": model.config.to_dict(),
         **(extra or {}),
     }
+    if audio_bank is not None:
+        save_file({"audio": audio_bank.detach().cpu().half().contiguous()}, str(out / BANK_NAME))
+        meta["audio_bank"] = {"file": BANK_NAME, "clips": int(audio_bank.shape[0])}
     (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str))
     return out
 
@@ -172,6 +183,7 @@ def load_checkpoint(
         raise CheckpointError(f"weights in {str(p)!r} do not fit its config: {exc}") from exc
     model.eval()
     model.checkpoint_meta = meta  # type: ignore[assignment]
+    model.checkpoint_path = str(p.resolve())  # type: ignore[assignment]
     return model
 
 

@@ -1,0 +1,529 @@
+"""Storage engines behind :class:`~rsia_geo.index.TileIndex`, one interface for all.
+
+* :class:`EdgeBackend`: Qdrant's own engine in-process (``qdrant-edge-py``), in a local
+  folder. The embedded default: payload indexes and exact or HNSW search run in Rust, so a
+  geo-filtered query over 100k+ tiles takes milliseconds.
+* :class:`ClientBackend`: ``qdrant-client``, either its pure-Python local mode
+  (``":memory:"`` or a folder; handy for tests and notebooks, slow at scale) or a Qdrant
+  server/cluster by URL (with API key, shards, replication and quantization).
+
+Both receive backend-neutral requests: a unit query vector, a :class:`~rsia_geo.index.payload.
+Region` (boxes + time range) and a limit/offset, and return :class:`Hit` tuples. The same
+congruence tests run over both (``tests/test_index.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from rsia_geo.errors import IndexLockedError, IndexUnavailableError, VectorIndexError
+from rsia_geo.index.payload import FLOAT_FIELDS, GEO_FIELDS, KEYWORD_FIELDS, Region
+
+__all__ = ["Backend", "ClientBackend", "EdgeBackend", "Hit"]
+
+VECTOR = "image"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result from a backend.
+
+    Attributes:
+        id: Point id (the tile id).
+        score: Cosine similarity.
+        payload: The stored payload.
+        vector: The stored unit vector (when requested).
+    """
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+    vector: list[float] | None = None
+
+
+class Backend(Protocol):
+    """What :class:`~rsia_geo.index.TileIndex` needs from a storage engine."""
+
+    def exists(self) -> bool:
+        """Whether the collection exists."""
+
+    def create(self, dim: int) -> None:
+        """Create the collection with payload indexes."""
+
+    def get_meta(self) -> dict[str, Any] | None:
+        """Collection metadata (model signature...)."""
+
+    def set_meta(self, meta: dict[str, Any]) -> None:
+        """Store collection metadata."""
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: Sequence[Sequence[float]],
+        payloads: Sequence[dict[str, Any]],
+    ) -> None:
+        """Insert or replace points."""
+
+    def existing(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are stored."""
+
+    def query(
+        self,
+        vector: Sequence[float],
+        region: Region | None,
+        limit: int,
+        offset: int,
+        with_vectors: bool,
+    ) -> list[Hit]:
+        """Nearest points inside the region's boxes and time range."""
+
+    def count(self, region: Region | None = None) -> int:
+        """Points (inside the region)."""
+
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Hit]:
+        """Points by id."""
+
+    def close(self) -> None:
+        """Release resources."""
+
+
+def _box_conditions(
+    box: tuple[float, float, float, float], shift: float
+) -> list[tuple[str, str, float]]:
+    minx, miny, maxx, maxy = box
+    return [
+        ("bbox_minx", "lte", maxx + shift),
+        ("bbox_maxx", "gte", minx + shift),
+        ("bbox_miny", "lte", maxy),
+        ("bbox_maxy", "gte", miny),
+    ]
+
+
+def _region_spec(
+    region: Region | None,
+) -> tuple[list[list[tuple[str, str, float]]], list[tuple[str, str, float]]]:
+    """``(alternatives, musts)``: OR over alternatives (each an AND of ranges), AND musts."""
+    alts: list[list[tuple[str, str, float]]] = []
+    musts: list[tuple[str, str, float]] = []
+    if region is None:
+        return alts, musts
+    for box in region.boxes:
+        alts.append(_box_conditions(box, 0.0))
+        # tiles stored unwrapped (bbox_maxx > 180) also match the box shifted by 360
+        alts.append([*_box_conditions(box, 360.0), ("bbox_maxx", "gt", 180.0)])
+    if region.time_range is not None:
+        t0, t1 = region.time_range
+        if t0 is not None:
+            musts.append(("timestamp", "gte", t0))
+        if t1 is not None:
+            musts.append(("timestamp", "lte", t1))
+    return alts, musts
+
+
+# ------------------------------------------------------------------------------------ edge
+
+
+class EdgeBackend:
+    """Qdrant Edge shard in a local folder.
+
+    Args:
+        path: Folder of the shard (created on :meth:`create`).
+        hnsw: Build an HNSW graph (otherwise exact search with payload indexes, which measured
+            faster below a few hundred thousand points on 2 cores; see docs/benchmarks.md).
+    """
+
+    def __init__(self, path: str | Path, *, hnsw: bool = False) -> None:
+        from rsia_geo._lazy import lazy_import
+
+        self.q = lazy_import("qdrant_edge")
+        self.path = Path(path)
+        self.hnsw = hnsw
+        self.shard: Any = None
+        if self.exists():
+            self._load()
+
+    def _meta_path(self) -> Path:
+        return self.path / "rsia_index.json"
+
+    def exists(self) -> bool:
+        """Whether the shard exists."""
+        return self._meta_path().exists()
+
+    def _load(self) -> None:
+        try:
+            self.shard = self.q.EdgeShard.load(str(self.path / "shard"))
+        except Exception as exc:  # the engine raises plain exceptions
+            if "WouldBlock" in str(exc) or "lock" in str(exc).lower():
+                raise IndexLockedError(
+                    f"index folder {str(self.path)!r} is open in another process; close it "
+                    "there, or serve it with `rsia-geo serve` and query the service"
+                ) from exc
+            raise VectorIndexError(f"cannot open the index at {str(self.path)!r}: {exc}") from exc
+
+    def create(self, dim: int) -> None:
+        """Create the shard and its payload indexes."""
+        q = self.q
+        params: dict[str, Any] = {"size": dim, "distance": q.Distance.Cosine}
+        cfg_kw: dict[str, Any] = {"vectors": {VECTOR: q.EdgeVectorParams(**params)}}
+        if not self.hnsw:
+            cfg_kw["optimizers"] = (
+                q.EdgeOptimizersConfig(indexing_threshold=0)
+                if _has_kw(q.EdgeOptimizersConfig, "indexing_threshold")
+                else None
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.shard = q.EdgeShard.create(
+            str(self.path / "shard"), q.EdgeConfig(**{k: v for k, v in cfg_kw.items() if v})
+        )
+        for f in KEYWORD_FIELDS:
+            self.shard.update(q.UpdateOperation.create_field_index(f, q.PayloadSchemaType.Keyword))
+        for f in FLOAT_FIELDS:
+            self.shard.update(q.UpdateOperation.create_field_index(f, q.PayloadSchemaType.Float))
+        for f in GEO_FIELDS:
+            self.shard.update(q.UpdateOperation.create_field_index(f, q.PayloadSchemaType.Geo))
+        self.shard.flush()
+
+    def get_meta(self) -> dict[str, Any] | None:
+        """Metadata from ``rsia_index.json``."""
+        p = self._meta_path()
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def set_meta(self, meta: dict[str, Any]) -> None:
+        """Write ``rsia_index.json`` atomically."""
+        tmp = self._meta_path().with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.replace(self._meta_path())
+
+    def _filter(self, region: Region | None) -> Any:
+        q = self.q
+        alts, musts = _region_spec(region)
+
+        def cond(key: str, op: str, value: float) -> Any:
+            return q.FieldCondition(key, range=q.RangeFloat(**{op: value}))
+
+        must = [cond(*m) for m in musts]
+        should = [q.Filter(must=[cond(*c) for c in alt]) for alt in alts]
+        if not must and not should:
+            return None
+        return q.Filter(must=must or None, should=should or None)
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: Sequence[Sequence[float]],
+        payloads: Sequence[dict[str, Any]],
+    ) -> None:
+        """Insert or replace points, then flush to disk."""
+        q = self.q
+        points = [
+            q.Point(i, {VECTOR: [float(x) for x in v]}, p)
+            for i, v, p in zip(ids, vectors, payloads, strict=True)
+        ]
+        self.shard.update(q.UpdateOperation.upsert_points(points))
+        self.shard.flush()
+
+    def existing(self, ids: Sequence[str]) -> set[str]:
+        """Stored ids among ``ids``."""
+        if not ids:
+            return set()
+        return {str(r.id) for r in self.shard.retrieve(list(ids), False, False)}
+
+    def query(
+        self,
+        vector: Sequence[float],
+        region: Region | None,
+        limit: int,
+        offset: int,
+        with_vectors: bool,
+    ) -> list[Hit]:
+        """Nearest neighbours inside the region."""
+        q = self.q
+        req = q.QueryRequest(
+            limit=limit,
+            offset=offset or None,
+            query=q.Query.Nearest([float(x) for x in vector], using=VECTOR),
+            filter=self._filter(region),
+            with_payload=True,
+            with_vector=[VECTOR] if with_vectors else False,
+        )
+        out = []
+        for r in self.shard.query(req):
+            vec = r.vector.get(VECTOR) if with_vectors and r.vector else None
+            out.append(Hit(str(r.id), float(r.score), dict(r.payload or {}), vec))
+        return out
+
+    def count(self, region: Region | None = None) -> int:
+        """Points inside the region (all without one)."""
+        return int(self.shard.count(self.q.CountRequest(exact=True, filter=self._filter(region))))
+
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Hit]:
+        """Points by id."""
+        recs = self.shard.retrieve(list(ids), True, [VECTOR] if with_vectors else False)
+        return [
+            Hit(
+                str(r.id),
+                1.0,
+                dict(r.payload or {}),
+                (r.vector or {}).get(VECTOR) if with_vectors else None,
+            )
+            for r in recs
+        ]
+
+    def close(self) -> None:
+        """Flush and close the shard."""
+        if self.shard is not None:
+            self.shard.flush()
+            self.shard.close()
+            self.shard = None
+
+
+def _has_kw(cls: Any, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------------------------- client
+
+
+class ClientBackend:
+    """qdrant-client: local mode (``":memory:"`` or a folder) or a server by URL.
+
+    Args:
+        collection: Collection name.
+        location: ``":memory:"`` or a folder for local mode; None with ``url``.
+        url: Server URL (``http://host:6333``).
+        api_key: Server API key.
+        timeout: Request timeout, seconds.
+        retries: Attempts before a connection failure is reported.
+        shard_number: Shards of a new collection (server).
+        replication_factor: Replicas of a new collection (server).
+        quantization: ``None``, ``"int8"`` (scalar) or ``"binary"``.
+        on_disk: Keep vectors on disk (server).
+    """
+
+    def __init__(
+        self,
+        collection: str,
+        *,
+        location: str | Path | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+        quantization: str | None = None,
+        on_disk: bool | None = None,
+    ) -> None:
+        from rsia_geo._lazy import lazy_import
+
+        qc = lazy_import("qdrant_client")
+        self.models = lazy_import("qdrant_client.models")
+        self.collection = collection
+        self.meta_collection = f"{collection}__rsia_meta"
+        self.retries = max(1, retries)
+        self.url = url
+        self.shard_number, self.replication_factor = shard_number, replication_factor
+        self.quantization, self.on_disk = quantization, on_disk
+        if (location is None) == (url is None):
+            raise VectorIndexError("pass exactly one of location (':memory:' or a folder) and url")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                if url is not None:
+                    self.client = qc.QdrantClient(url=url, api_key=api_key, timeout=int(timeout))
+                elif str(location) == ":memory:":
+                    self.client = qc.QdrantClient(location=":memory:")
+                else:
+                    self.client = qc.QdrantClient(path=str(location))
+            except RuntimeError as exc:
+                if "already accessed" in str(exc):
+                    raise IndexLockedError(
+                        f"index folder {str(location)!r} is open in another process; close it "
+                        "there or use a Qdrant server"
+                    ) from exc
+                raise
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call the client, retrying connection failures with backoff."""
+        last: Exception | None = None
+        for attempt in range(self.retries):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return fn(*args, **kwargs)
+            except Exception as exc:  # transport errors come from httpx/grpc
+                name = type(exc).__name__
+                if not any(
+                    k in name
+                    for k in ("Connect", "Timeout", "Transport", "Unavailable", "ResponseHandling")
+                ):
+                    raise
+                last = exc
+                time.sleep(min(2.0, 0.2 * 2**attempt))
+        raise IndexUnavailableError(
+            f"Qdrant at {self.url!r} did not answer after {self.retries} attempts ({last}); "
+            "is the server running and the URL right?"
+        ) from last
+
+    def exists(self) -> bool:
+        """Whether the collection exists."""
+        return bool(self._call(self.client.collection_exists, self.collection))
+
+    def create(self, dim: int) -> None:
+        """Create the collection (and its metadata collection) with payload indexes."""
+        m = self.models
+        quant = None
+        if self.quantization == "int8":
+            quant = m.ScalarQuantization(
+                scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, always_ram=True)
+            )
+        elif self.quantization == "binary":
+            quant = m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True))
+        elif self.quantization is not None:
+            raise VectorIndexError(f"quantization={self.quantization!r}; use 'int8' or 'binary'")
+        self._call(
+            self.client.create_collection,
+            self.collection,
+            vectors_config={
+                VECTOR: m.VectorParams(size=dim, distance=m.Distance.COSINE, on_disk=self.on_disk)
+            },
+            shard_number=self.shard_number,
+            replication_factor=self.replication_factor,
+            quantization_config=quant,
+        )
+        for f in KEYWORD_FIELDS:
+            self._call(
+                self.client.create_payload_index, self.collection, f, m.PayloadSchemaType.KEYWORD
+            )
+        for f in FLOAT_FIELDS:
+            self._call(
+                self.client.create_payload_index, self.collection, f, m.PayloadSchemaType.FLOAT
+            )
+        for f in GEO_FIELDS:
+            self._call(
+                self.client.create_payload_index, self.collection, f, m.PayloadSchemaType.GEO
+            )
+        if not self._call(self.client.collection_exists, self.meta_collection):
+            self._call(
+                self.client.create_collection,
+                self.meta_collection,
+                vectors_config=m.VectorParams(size=1, distance=m.Distance.DOT),
+            )
+
+    def get_meta(self) -> dict[str, Any] | None:
+        """Metadata from the ``<collection>__rsia_meta`` collection."""
+        if not self._call(self.client.collection_exists, self.meta_collection):
+            return None
+        recs = self._call(self.client.retrieve, self.meta_collection, [1], with_payload=True)
+        return dict(recs[0].payload["meta"]) if recs else None
+
+    def set_meta(self, meta: dict[str, Any]) -> None:
+        """Store metadata as the payload of point 1 of the metadata collection."""
+        m = self.models
+        self._call(
+            self.client.upsert,
+            self.meta_collection,
+            [m.PointStruct(id=1, vector=[1.0], payload={"meta": meta})],
+        )
+
+    def _filter(self, region: Region | None) -> Any:
+        m = self.models
+        alts, musts = _region_spec(region)
+
+        def cond(key: str, op: str, value: float) -> Any:
+            return m.FieldCondition(key=key, range=m.Range(**{op: value}))
+
+        must = [cond(*c) for c in musts]
+        should = [m.Filter(must=[cond(*c) for c in alt]) for alt in alts]
+        if not must and not should:
+            return None
+        return m.Filter(must=must or None, should=should or None)
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: Sequence[Sequence[float]],
+        payloads: Sequence[dict[str, Any]],
+    ) -> None:
+        """Insert or replace points (waits for the write)."""
+        m = self.models
+        points = [
+            m.PointStruct(id=i, vector={VECTOR: [float(x) for x in v]}, payload=p)
+            for i, v, p in zip(ids, vectors, payloads, strict=True)
+        ]
+        self._call(self.client.upsert, self.collection, points, wait=True)
+
+    def existing(self, ids: Sequence[str]) -> set[str]:
+        """Stored ids among ``ids``."""
+        if not ids:
+            return set()
+        recs = self._call(self.client.retrieve, self.collection, list(ids), with_payload=False)
+        return {str(r.id) for r in recs}
+
+    def query(
+        self,
+        vector: Sequence[float],
+        region: Region | None,
+        limit: int,
+        offset: int,
+        with_vectors: bool,
+    ) -> list[Hit]:
+        """Nearest neighbours inside the region."""
+        res = self._call(
+            self.client.query_points,
+            self.collection,
+            query=[float(x) for x in vector],
+            using=VECTOR,
+            query_filter=self._filter(region),
+            limit=limit,
+            offset=offset or None,
+            with_payload=True,
+            with_vectors=[VECTOR] if with_vectors else False,
+        )
+        out = []
+        for p in res.points:
+            vec = (p.vector or {}).get(VECTOR) if with_vectors else None
+            out.append(Hit(str(p.id), float(p.score), dict(p.payload or {}), vec))
+        return out
+
+    def count(self, region: Region | None = None) -> int:
+        """Points inside the region (all without one)."""
+        return int(
+            self._call(
+                self.client.count, self.collection, count_filter=self._filter(region), exact=True
+            ).count
+        )
+
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Hit]:
+        """Points by id."""
+        recs = self._call(
+            self.client.retrieve,
+            self.collection,
+            list(ids),
+            with_payload=True,
+            with_vectors=[VECTOR] if with_vectors else False,
+        )
+        return [
+            Hit(
+                str(r.id),
+                1.0,
+                dict(r.payload or {}),
+                (r.vector or {}).get(VECTOR) if with_vectors else None,
+            )
+            for r in recs
+        ]
+
+    def close(self) -> None:
+        """Close the client."""
+        self.client.close()

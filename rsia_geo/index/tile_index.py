@@ -1,0 +1,266 @@
+"""TileIndex: a Qdrant collection of tile embeddings with geographic payloads.
+
+One class over every deployment, chosen at construction::
+
+    TileIndex("my_index")                         # embedded Qdrant Edge folder (default)
+    TileIndex(":memory:", engine="client")        # qdrant-client local mode, in memory
+    TileIndex(url="http://qdrant:6333", api_key=..., collection="tiles",
+              shard_number=6, replication_factor=2, quantization="int8")
+
+The index records the model that produced its vectors (id, version, embedding size,
+preprocessing, weights hash); adding or querying with another model raises
+:class:`~rsia_geo.errors.ModelMismatchError`. Embedded folders are locked while open: a second
+process gets :class:`~rsia_geo.errors.IndexLockedError` instead of corrupting the store.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rsia_geo.errors import IndexLockedError, ModelMismatchError, VectorIndexError
+from rsia_geo.index.backends import ClientBackend, EdgeBackend, Hit
+from rsia_geo.index.payload import Region, tile_to_payload
+from rsia_geo.tiles import Tile
+
+__all__ = ["TileIndex"]
+
+SIGNATURE_KEYS = (
+    "model_id",
+    "version",
+    "embed_dim",
+    "backbone",
+    "input_size",
+    "in_chans",
+    "frontend",
+    "weights_sha256",
+)
+
+
+class TileIndex:
+    """Tile embeddings with geographic payloads in Qdrant.
+
+    Args:
+        location: Embedded index folder, or ``":memory:"`` (qdrant-client local mode).
+        url: Qdrant server URL (instead of ``location``).
+        api_key: Server API key.
+        collection: Collection name (server and qdrant-client local mode).
+        engine: ``"edge"`` (Qdrant Edge, the embedded default) or ``"client"``
+            (qdrant-client; required for servers).
+        hnsw: Build an HNSW graph in the embedded engine (default exact search).
+        **server: Options for new server collections: ``shard_number``,
+            ``replication_factor``, ``quantization`` (``"int8"``/``"binary"``), ``on_disk``,
+            ``timeout``, ``retries``.
+
+    Raises:
+        IndexLockedError: The folder is open in another process.
+        IndexUnavailableError: The server cannot be reached.
+    """
+
+    def __init__(
+        self,
+        location: str | os.PathLike[str] | None = None,
+        *,
+        url: str | None = None,
+        api_key: str | None = None,
+        collection: str = "tiles",
+        engine: str | None = None,
+        hnsw: bool = False,
+        **server: Any,
+    ) -> None:
+        if location is None and url is None:
+            raise VectorIndexError("pass location (a folder or ':memory:') or url")
+        if location is not None and url is not None:
+            raise VectorIndexError("pass location or url, not both")
+        engine = engine or ("client" if url is not None or str(location) == ":memory:" else "edge")
+        if engine not in ("edge", "client"):
+            raise VectorIndexError(f"engine={engine!r}; use 'edge' or 'client'")
+        if engine == "edge" and url is not None:
+            raise VectorIndexError("a server URL needs engine='client'")
+        self.engine = engine
+        self.location = str(location) if location is not None else None
+        self.url = url
+        self.collection = collection
+        self._lock_fd: int | None = None
+        if location is not None and str(location) != ":memory:":
+            Path(location).mkdir(parents=True, exist_ok=True)
+            self._lock(Path(location))
+        try:
+            if engine == "edge":
+                assert location is not None
+                self.backend: Any = EdgeBackend(location, hnsw=hnsw)
+            else:
+                self.backend = ClientBackend(
+                    collection,
+                    location=(
+                        None
+                        if url
+                        else (
+                            location if str(location) == ":memory:" else Path(location) / "qdrant"
+                        )
+                    ),
+                    url=url,
+                    api_key=api_key,
+                    **server,
+                )
+        except BaseException:
+            self._unlock()
+            raise
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def _lock(self, folder: Path) -> None:
+        fd = os.open(folder / ".rsia.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise IndexLockedError(
+                f"index folder {str(folder)!r} is open in another process; close it there, or "
+                "serve it with `rsia-geo serve` and query the service (or use a Qdrant server)"
+            ) from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def close(self) -> None:
+        """Flush and close the index, releasing the folder lock."""
+        try:
+            self.backend.close()
+        finally:
+            self._unlock()
+
+    def __enter__(self) -> TileIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = self.url or self.location
+        return f"TileIndex({where!r}, engine={self.engine!r}, collection={self.collection!r})"
+
+    # ---------------------------------------------------------------- model binding
+
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        """Index metadata: model signature, tile specification, counts."""
+        return self.backend.get_meta() if self.backend.exists() else None
+
+    def bind_model(self, signature: dict[str, Any], *, extra: dict[str, Any] | None = None) -> None:
+        """Create the collection for a model, or check that it was built with the same model.
+
+        Args:
+            signature: From :func:`rsia_geo.models.checkpoint.model_signature`.
+            extra: More metadata to record (tile spec, checkpoint path...).
+
+        Raises:
+            ModelMismatchError: The collection holds vectors of another model.
+        """
+        sig = {k: signature.get(k) for k in SIGNATURE_KEYS}
+        if not self.backend.exists():
+            self.backend.create(int(signature["embed_dim"]))
+            self.backend.set_meta({"model": sig, **(extra or {})})
+            return
+        self.check_model(sig)
+        if extra:
+            meta = self.backend.get_meta() or {}
+            meta.update(extra)
+            self.backend.set_meta(meta)
+
+    def check_model(self, signature: dict[str, Any]) -> None:
+        """Refuse a model other than the one the index was built with.
+
+        Args:
+            signature: The model's signature.
+
+        Raises:
+            ModelMismatchError: It differs (the message names the differing fields).
+            VectorIndexError: The index is empty (no model bound yet).
+        """
+        meta = self.meta
+        if meta is None:
+            raise VectorIndexError(f"{self!r} is empty: index a catalog first (rsia-geo index)")
+        stored = meta["model"]
+        diff = {
+            k: (stored.get(k), signature.get(k))
+            for k in SIGNATURE_KEYS
+            if stored.get(k) != signature.get(k)
+        }
+        if diff:
+            detail = ", ".join(f"{k}: index {a!r} vs model {b!r}" for k, (a, b) in diff.items())
+            raise ModelMismatchError(
+                f"{self!r} was built with model {stored.get('model_id')!r} v{stored.get('version')}"
+                f", not this one ({detail}); query it with the same checkpoint or rebuild it"
+            )
+
+    # ---------------------------------------------------------------- data
+
+    def add(self, tiles: Sequence[Tile], raw_vectors: np.ndarray) -> None:
+        """Store tiles with their raw image embeddings (upsert by tile id: idempotent).
+
+        Args:
+            tiles: The tiles.
+            raw_vectors: ``(len(tiles), dim)`` raw embeddings ``f_v``; stored L2-normalised,
+                with the norm kept in the payload for IA rescoring.
+        """
+        vecs = np.asarray(raw_vectors, dtype=np.float64)
+        if vecs.ndim != 2 or vecs.shape[0] != len(tiles):
+            raise VectorIndexError(
+                f"raw_vectors shape {vecs.shape} does not match {len(tiles)} tiles"
+            )
+        norms = np.linalg.norm(vecs, axis=1)
+        unit = vecs / np.maximum(norms, 1e-12)[:, None]
+        self.backend.upsert(
+            [t.id for t in tiles],
+            unit.tolist(),
+            [tile_to_payload(t, raw_norm=float(n)) for t, n in zip(tiles, norms, strict=True)],
+        )
+
+    def existing(self, ids: Sequence[str]) -> set[str]:
+        """Which tile ids are already stored."""
+        return self.backend.existing(list(ids)) if self.backend.exists() else set()
+
+    def count(self, region: Region | None = None) -> int:
+        """Number of tiles (inside ``region``)."""
+        return self.backend.count(region) if self.backend.exists() else 0
+
+    def query(
+        self,
+        vector: np.ndarray,
+        region: Region | None = None,
+        *,
+        limit: int = 20,
+        offset: int = 0,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """Nearest tiles by cosine, with the region's coarse filter applied inside Qdrant.
+
+        Args:
+            vector: Query embedding (any norm).
+            region: Region boxes / time range.
+            limit: Results.
+            offset: Results to skip (paging).
+            with_vectors: Return stored unit vectors.
+
+        Returns:
+            Hits, best first.
+        """
+        v = np.asarray(vector, dtype=np.float64).ravel()
+        v = v / max(float(np.linalg.norm(v)), 1e-12)
+        hits: list[Hit] = self.backend.query(v.tolist(), region, limit, offset, with_vectors)
+        return hits
+
+    def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Hit]:
+        """Tiles by id."""
+        hits: list[Hit] = self.backend.retrieve(list(ids), with_vectors)
+        return hits

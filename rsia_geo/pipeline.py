@@ -1,0 +1,496 @@
+"""The main job: index STAC tiles into Qdrant, and answer spoken queries in a region.
+
+:func:`build_index` streams tiles from a catalog through the image encoder into a
+:class:`~rsia_geo.index.TileIndex`: reading (a thread pool; GDAL releases the GIL), encoding (the
+main thread; torch uses its own threads) and writing (a writer thread) overlap through bounded
+queues, so memory stays flat whatever the catalog size. Point ids are the deterministic tile ids,
+so a re-run after a crash or ``kill -9`` skips what is stored and adds the rest: nothing is lost
+or duplicated.
+
+:func:`search` answers a spoken query in three measurable stages:
+
+1. cosine search of the dual-encoder vectors inside Qdrant, with the region's bounding boxes and
+   time range as payload conditions, then the exact footprint-region intersection (shapely) on
+   the candidates, paging until enough remain;
+2. exact IA pairwise rescoring of the candidates (raw vectors rebuilt from the stored unit
+   vector and norm);
+3. optional BSWFR mutual-rank rerank against the checkpoint's bank of reference clips.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rsia_geo._types import BBox, PathLike
+from rsia_geo.errors import InvalidBBoxError, TileReadError, VectorIndexError
+from rsia_geo.index.payload import Region, make_region, payload_to_tile
+from rsia_geo.index.tile_index import TileIndex
+from rsia_geo.tiles import SkippedTile, Tile, TileSpec, iter_tiles, read_tile
+
+__all__ = ["IndexReport", "build_index", "load_model", "read_chip", "search"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_model(model: Any = None) -> Any:
+    """Resolve a model argument: a loaded model, a checkpoint folder, or None (the starter).
+
+    Args:
+        model: An :class:`~rsia_geo.models.ALACModel`, a checkpoint path, or None.
+
+    Returns:
+        The model in eval mode.
+    """
+    from rsia_geo.models import ALACModel, load_checkpoint
+    from rsia_geo.weights import default_checkpoint
+
+    if isinstance(model, ALACModel):
+        return model.eval()
+    path = Path(model) if model is not None else default_checkpoint()
+    return load_checkpoint(path)
+
+
+def _open_index(index: TileIndex | PathLike) -> tuple[TileIndex, bool]:
+    if isinstance(index, TileIndex):
+        return index, False
+    return TileIndex(index), True
+
+
+@dataclass
+class IndexReport:
+    """What :func:`build_index` did.
+
+    Attributes:
+        tiles_seen: Tiles produced by tiling.
+        indexed: Tiles encoded and stored in this run.
+        already_present: Tiles skipped because the index had them (resumed runs).
+        skipped: Tiles, levels or items tiling skipped, with reasons.
+        failed: Tiles whose pixels could not be read, with reasons.
+        seconds: Wall time.
+        encode_seconds: Time spent in the image encoder.
+    """
+
+    tiles_seen: int = 0
+    indexed: int = 0
+    already_present: int = 0
+    skipped: list[SkippedTile] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    encode_seconds: float = 0.0
+
+    @property
+    def tiles_per_second(self) -> float:
+        """Indexed tiles per second of wall time."""
+        return self.indexed / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary.
+
+        Returns:
+            The report as a dict.
+        """
+        d = asdict(self)
+        d["tiles_per_second"] = round(self.tiles_per_second, 2)
+        return d
+
+
+def _batches(tiles: Iterator[Tile], size: int) -> Iterator[list[Tile]]:
+    batch: list[Tile] = []
+    for t in tiles:
+        batch.append(t)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def build_index(
+    source: Any,
+    index: TileIndex | PathLike,
+    model: Any = None,
+    *,
+    spec: TileSpec | None = None,
+    bands: Sequence[str] | None = None,
+    bbox: BBox | None = None,
+    batch_size: int = 16,
+    workers: int = 2,
+    progress: bool = True,
+) -> IndexReport:
+    """Tile a STAC source, encode the tiles and store them in the index (resumable).
+
+    Args:
+        source: Catalog/collection/item path or URL, a pystac object, or a list of Items.
+        index: A :class:`TileIndex` or an embedded index folder.
+        model: Model, checkpoint folder, or None for the shipped starter checkpoint.
+        spec: Tiling; default: the model's input size at native resolution, plus level 2.
+        bands: Bands to read (default RGB).
+        bbox: Only tiles intersecting this lon/lat box.
+        batch_size: Tiles per encoder batch.
+        workers: Reader threads.
+        progress: Progress bar.
+
+    Returns:
+        The report.
+
+    Raises:
+        ModelMismatchError: The index holds vectors of another model.
+        IndexLockedError: The index folder is open elsewhere.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from rsia_geo.models.checkpoint import model_signature
+
+    mdl = load_model(model)
+    if mdl.config.backbone.in_chans != len(bands or ("red", "green", "blue")):
+        raise VectorIndexError(
+            f"the model takes {mdl.config.backbone.in_chans} bands but bands={bands!r}"
+        )
+    spec = spec or TileSpec(size=256, scales=(1, 2))
+    idx, owned = _open_index(index)
+    report = IndexReport()
+    t_start = time.perf_counter()
+    try:
+        idx.bind_model(
+            model_signature(mdl),
+            extra={
+                "tile_spec": asdict(spec),
+                "bands": list(bands or ("red", "green", "blue")),
+                "checkpoint": str(getattr(mdl, "checkpoint_path", "")),
+            },
+        )
+        writes: queue.Queue[tuple[list[Tile], np.ndarray] | None] = queue.Queue(maxsize=2)
+        write_error: list[BaseException] = []
+
+        def writer() -> None:
+            while True:
+                item = writes.get()
+                if item is None:
+                    return
+                try:
+                    idx.add(*item)
+                except BaseException as exc:  # surfaced in the main thread
+                    write_error.append(exc)
+                    return
+
+        wthread = threading.Thread(target=writer, name="rsia-index-writer", daemon=True)
+        wthread.start()
+        bar = tqdm(desc="indexing", unit="tile", disable=not progress)
+
+        def read_batch(batch: list[Tile]) -> list[tuple[Tile, np.ndarray | None, str | None]]:
+            out: list[tuple[Tile, np.ndarray | None, str | None]] = []
+            for t in batch:
+                try:
+                    out.append((t, read_chip(t), None))
+                except TileReadError as exc:
+                    out.append((t, None, str(exc)))
+            return out
+
+        pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="rsia-read")
+        pending: list[Future[Any]] = []
+
+        def drain(fut: Future[Any]) -> None:
+            rows = fut.result()
+            ok = [(t, a) for t, a, err in rows if err is None]
+            for t, _, err in rows:
+                if err is not None:
+                    report.failed.append((t.id, err))
+                    logger.warning("tile %s of %s failed: %s", t.id, t.item_id, err)
+            if ok:
+                t0 = time.perf_counter()
+                images = torch.from_numpy(np.stack([a for _, a in ok]))
+                vecs = mdl.encode_images(images, normalize=False).numpy()
+                report.encode_seconds += time.perf_counter() - t0
+                if write_error:
+                    raise write_error[0]
+                writes.put(([t for t, _ in ok], vecs))
+                report.indexed += len(ok)
+            bar.update(len(rows))
+
+        try:
+            tiles = iter_tiles(source, spec, bands=bands, bbox=bbox, on_skip=report.skipped.append)
+            for batch in _batches(tiles, batch_size):
+                report.tiles_seen += len(batch)
+                present = idx.existing([t.id for t in batch])
+                report.already_present += len(present)
+                todo = [t for t in batch if t.id not in present]
+                if len(todo) < len(batch):
+                    bar.update(len(batch) - len(todo))
+                if todo:
+                    pending.append(pool.submit(read_batch, todo))
+                while len(pending) > max(1, workers):
+                    drain(pending.pop(0))
+            while pending:
+                drain(pending.pop(0))
+        finally:
+            pool.shutdown(wait=True)
+            writes.put(None)
+            wthread.join()
+            bar.close()
+        if write_error:
+            raise write_error[0]
+        meta = idx.meta or {}
+        meta["tiles"] = idx.count()
+        idx.backend.set_meta(meta)
+    finally:
+        report.seconds = time.perf_counter() - t_start
+        if owned:
+            idx.close()
+    return report
+
+
+# ------------------------------------------------------------------------------ search
+
+
+@dataclass
+class _Candidate:
+    id: str
+    payload: dict[str, Any]
+    unit: np.ndarray | None
+    cosine: float
+    footprint: Any
+
+
+def _candidates(
+    idx: TileIndex,
+    query: np.ndarray,
+    region: Region | None,
+    want: int,
+    with_vectors: bool,
+    page: int,
+) -> tuple[list[_Candidate], int]:
+    """Page through cosine hits until ``want`` pass the exact region test or none remain."""
+    from shapely.geometry import shape
+
+    out: list[_Candidate] = []
+    offset, fetched = 0, 0
+    while len(out) < want:
+        hits = idx.query(query, region, limit=page, offset=offset, with_vectors=with_vectors)
+        fetched += len(hits)
+        for h in hits:
+            fp = shape(h.payload["footprint"])
+            if (
+                region is not None
+                and region.geometry is not None
+                and not fp.intersects(region.geometry)
+            ):
+                continue
+            unit = np.asarray(h.vector, dtype=np.float32) if h.vector is not None else None
+            out.append(_Candidate(h.id, h.payload, unit, h.score, fp))
+        if len(hits) < page:
+            break
+        offset += page
+    return out[:want], fetched
+
+
+def search(
+    audio: Any,
+    index: TileIndex | PathLike,
+    model: Any = None,
+    *,
+    bbox: BBox | None = None,
+    geometry: Any = None,
+    datetime: Any = None,
+    k: int = 20,
+    rescore: bool = True,
+    rerank: bool = False,
+    candidates: int = 100,
+    rerank_k: int = 30,
+    sample_rate: int | None = None,
+) -> Any:
+    """Answer a spoken query with georeferenced tiles, restricted to a region.
+
+    Args:
+        audio: A path, bytes, a binary file object, or an array (with ``sample_rate``).
+        index: A :class:`TileIndex` or an embedded index folder.
+        model: Model, checkpoint folder, or None for the shipped starter checkpoint (must be
+            the index's model).
+        bbox: ``(minx, miny, maxx, maxy)`` in lon/lat; ``minx > maxx`` crosses 180.
+        geometry: Polygon region: shapely, GeoJSON, or a GeoDataFrame (its union).
+        datetime: ``"start/end"`` interval on the tiles' acquisition time.
+        k: Results.
+        rescore: Rescore candidates with the exact IA pairwise score (stage 2).
+        rerank: Apply the BSWFR mutual-rank rerank (stage 3; needs the checkpoint's bank).
+        candidates: Cosine candidates passed to stages 2-3.
+        rerank_k: BSWFR ``k``.
+        sample_rate: Sample rate of an array ``audio``.
+
+    Returns:
+        A GeoDataFrame in EPSG:4326, best first: ``rank``, ``score``, ``score_cosine``,
+        ``score_ia``, ``score_bswfr``, ``rank_cosine``, ``rank_ia``, ids, ``href``,
+        ``level``, ``window``, ``datetime``, ``crs``, ``gsd``, ``tile_json`` and the footprint
+        geometry; ``attrs["timings"]`` holds per-stage milliseconds.
+
+    Raises:
+        InvalidBBoxError: Bad region or dates, or k <= 0.
+        AudioError: Unusable audio.
+        ModelMismatchError: The model is not the index's.
+    """
+    import geopandas as gpd
+    import torch
+
+    from rsia_geo.audio import load_audio
+    from rsia_geo.models.alac import ia_scores
+    from rsia_geo.models.checkpoint import model_signature
+
+    if not isinstance(k, int) or k <= 0:
+        raise InvalidBBoxError(f"k={k!r} must be a positive integer")
+    if candidates < k:
+        candidates = k
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    region = (
+        make_region(bbox, geometry, datetime)
+        if (bbox is not None or geometry is not None or datetime is not None)
+        else None
+    )
+    mdl = load_model(model)
+    idx, owned = _open_index(index)
+    try:
+        idx.check_model(model_signature(mdl))
+        t = time.perf_counter()
+        clip = load_audio(audio, sample_rate=sample_rate, trim=True)
+        wave = torch.from_numpy(clip.samples)[None]
+        a_raw = mdl.encode_audio(wave, normalize=False)[0].numpy()
+        timings["encode_audio_ms"] = 1000 * (time.perf_counter() - t)
+        t = time.perf_counter()
+        cands, fetched = _candidates(
+            idx, a_raw, region, candidates, rescore or rerank, page=max(candidates, 64)
+        )
+        timings["search_ms"] = 1000 * (time.perf_counter() - t)
+        cos = np.array([c.cosine for c in cands])
+        order = np.argsort(-cos, kind="stable")
+        rank_cos = np.empty(len(cands), dtype=int)
+        rank_cos[order] = np.arange(len(cands))
+        ia = np.full(len(cands), np.nan)
+        bsw = np.full(len(cands), np.nan)
+        if (rescore or rerank) and cands:
+            t = time.perf_counter()
+            raw_v = np.stack(
+                [np.asarray(c.unit) * float(c.payload.get("raw_norm", 1.0)) for c in cands]
+            )
+            ia = ia_scores(
+                torch.from_numpy(raw_v.astype(np.float32)),
+                torch.from_numpy(a_raw[None].astype(np.float32)),
+            )[:, 0].numpy()
+            order = np.argsort(-ia, kind="stable")
+            timings["rescore_ms"] = 1000 * (time.perf_counter() - t)
+        rank_ia = np.empty(len(cands), dtype=int)
+        rank_ia[np.argsort(-ia if rescore or rerank else -cos, kind="stable")] = np.arange(
+            len(cands)
+        )
+        if rerank and cands:
+            t = time.perf_counter()
+            bsw = _bswfr_with_bank(mdl, raw_v, a_raw, ia, rerank_k)
+            order = np.argsort(-bsw, kind="stable")
+            timings["rerank_ms"] = 1000 * (time.perf_counter() - t)
+        final = cos if not (rescore or rerank) else (bsw if rerank else ia)
+        rows = []
+        for r, i in enumerate(order[:k]):
+            c = cands[i]
+            p = c.payload
+            rows.append(
+                {
+                    "rank": r + 1,
+                    "score": float(final[i]),
+                    "score_cosine": float(cos[i]),
+                    "score_ia": float(ia[i]),
+                    "score_bswfr": float(bsw[i]),
+                    "rank_cosine": int(rank_cos[i]) + 1,
+                    "rank_ia": int(rank_ia[i]) + 1,
+                    "tile_id": c.id,
+                    "item_id": p.get("item_id"),
+                    "collection_id": p.get("collection_id") or None,
+                    "href": p.get("href"),
+                    "level": p.get("level"),
+                    "window": ",".join(str(v) for v in p.get("window", [])),
+                    "datetime": p.get("datetime"),
+                    "crs": p.get("crs"),
+                    "gsd": p.get("gsd"),
+                    "tile_json": _tile_json(p),
+                    "geometry": c.footprint,
+                }
+            )
+        timings["total_ms"] = 1000 * (time.perf_counter() - t0)
+    finally:
+        if owned:
+            idx.close()
+    gdf = (
+        gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326")
+        if rows
+        else gpd.GeoDataFrame(
+            {"rank": [], "score": [], "tile_id": []}, geometry=gpd.GeoSeries([], crs="EPSG:4326")
+        )
+    )
+    gdf.attrs["timings"] = {k2: round(v, 2) for k2, v in timings.items()}
+    gdf.attrs["candidates"] = len(cands)
+    gdf.attrs["fetched"] = fetched
+    gdf.attrs["region"] = (
+        region.geometry.wkt if region is not None and region.geometry is not None else None
+    )
+    return gdf
+
+
+def _tile_json(payload: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps({**payload["tile"], "footprint": payload["footprint"]})
+
+
+def _bswfr_with_bank(
+    model: Any, raw_v: np.ndarray, a_raw: np.ndarray, ia: np.ndarray, k: int
+) -> np.ndarray:
+    """BSWFR for one query against the checkpoint's reference clips (reverse ranks)."""
+    import torch
+
+    from rsia_geo.models.alac import ia_scores
+    from rsia_geo.weights import audio_bank
+
+    bank = audio_bank(model)
+    k1 = min(max(10, k), len(ia))
+    order = np.argsort(-ia, kind="stable")[:k1]
+    cand = torch.from_numpy(raw_v[order].astype(np.float32))
+    bank_scores = ia_scores(cand, bank).numpy()  # (k1, bank)
+    reverse = (bank_scores > ia[order][:, None]).sum(axis=1)  # rank of the query per candidate
+    r_b = np.empty(k1, dtype=int)
+    r_b[np.argsort(reverse, kind="stable")] = np.arange(k1)
+    r_f = np.arange(k1)
+    w = 0.7 * np.exp(-0.05 * (r_f + 1)) * 0.3 * np.exp(-0.05 * (r_b + 1))
+    out = np.full(len(ia), -np.inf)
+    out[order] = ia[order] * w
+    return out
+
+
+def read_chip(hit: Any, *, out_size: int | None = None) -> np.ndarray:
+    """Pixels of a search hit's tile, as ``(bands, H, W)`` float32 in [0, 1].
+
+    Args:
+        hit: A row of :func:`search`'s GeoDataFrame (or its ``tile_json`` string, or a Tile).
+        out_size: Output side (default the tile's).
+
+    Returns:
+        The chip.
+    """
+    import json
+
+    if isinstance(hit, Tile):
+        tile = hit
+    else:
+        text = hit if isinstance(hit, str) else hit["tile_json"]
+        tile = payload_to_tile(
+            {"tile": json.loads(text), "footprint": json.loads(text)["footprint"]}
+        )
+    out = read_tile(tile, out_size=out_size)
+    assert isinstance(out, np.ndarray)
+    return out

@@ -1,0 +1,72 @@
+"""Checkpoints shipped with rsia_geo, and the reference audio bank of a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rsia_geo.errors import CheckpointNotFoundError
+
+__all__ = ["STARTER", "audio_bank", "default_checkpoint", "shipped_checkpoints"]
+
+_WEIGHTS = Path(__file__).resolve().parent / "weights"
+STARTER = "alac-efficientnet-lite0-ucm"
+"""Name of the starter checkpoint (trained on UCM-Captions train, voiced; see model card)."""
+
+
+def shipped_checkpoints() -> list[str]:
+    """Names of the checkpoints shipped in the package.
+
+    Returns:
+        Folder names under ``rsia_geo/weights``.
+    """
+    if not _WEIGHTS.exists():
+        return []
+    return sorted(p.name for p in _WEIGHTS.iterdir() if (p / "config.json").exists())
+
+
+def default_checkpoint() -> Path:
+    """Folder of the starter checkpoint.
+
+    Returns:
+        The checkpoint folder.
+
+    Raises:
+        CheckpointNotFoundError: The package was installed without it.
+    """
+    path = _WEIGHTS / STARTER
+    if not (path / "config.json").exists():
+        raise CheckpointNotFoundError(
+            f"the starter checkpoint {STARTER!r} is not in {str(_WEIGHTS)!r}; pass a "
+            "checkpoint folder (model=...) or train one with `rsia-geo train`"
+        )
+    return path
+
+
+def audio_bank(model: Any) -> Any:
+    """The reference clips' raw audio embeddings saved with a model's checkpoint.
+
+    Args:
+        model: A model loaded with :func:`rsia_geo.models.load_checkpoint`.
+
+    Returns:
+        float32 tensor ``(n, dim)``.
+
+    Raises:
+        CheckpointNotFoundError: The checkpoint has no audio bank.
+    """
+    from safetensors.torch import load_file
+
+    cached = getattr(model, "_audio_bank", None)
+    if cached is not None:
+        return cached
+    folder = getattr(model, "checkpoint_path", None)
+    path = Path(folder) / "audio_bank.safetensors" if folder else None
+    if path is None or not path.exists():
+        raise CheckpointNotFoundError(
+            "the BSWFR rerank needs the checkpoint's audio_bank.safetensors (reference clips' "
+            "embeddings), which this model lacks; search with rerank=False or add a bank"
+        )
+    bank = load_file(str(path))["audio"].float()
+    model._audio_bank = bank
+    return bank
