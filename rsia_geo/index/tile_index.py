@@ -92,21 +92,17 @@ class TileIndex:
             self._lock(Path(location))
         try:
             if engine == "edge":
-                assert location is not None
-                self.backend: Any = EdgeBackend(location, hnsw=hnsw)
+                self.backend: Any = EdgeBackend(str(location), hnsw=hnsw)
             else:
+                local: str | None = None
+                if url is None:
+                    local = (
+                        ":memory:"
+                        if str(location) == ":memory:"
+                        else str(Path(str(location)) / "qdrant")
+                    )
                 self.backend = ClientBackend(
-                    collection,
-                    location=(
-                        None
-                        if url
-                        else (
-                            location if str(location) == ":memory:" else Path(location) / "qdrant"
-                        )
-                    ),
-                    url=url,
-                    api_key=api_key,
-                    **server,
+                    collection, location=local, url=url, api_key=api_key, **server
                 )
         except BaseException:
             self._unlock()
