@@ -21,24 +21,31 @@ from rsia_geo.catalog import (
     select_bands,
 )
 from rsia_geo.errors import RsiaError
+from rsia_geo.index import TileIndex
+from rsia_geo.pipeline import IndexReport, build_index, read_chip, search
 from rsia_geo.tiles import Tile, TileSet, TileSpec, iter_tiles, read_tile, tile_item
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BandSelection",
+    "IndexReport",
     "RsiaError",
     "Tile",
     "TileSet",
+    "TileIndex",
     "TileSpec",
     "__version__",
     "build_catalog",
+    "build_index",
     "item_from_band_files",
     "item_from_raster",
     "iter_items",
     "iter_tiles",
     "open_stac",
+    "read_chip",
     "read_tile",
+    "search",
     "search_stac",
     "select_bands",
     "tile_item",

@@ -398,6 +398,7 @@ def build_catalog(
     default_datetime: _dt.datetime | None = None,
     copy_assets: bool = False,
     on_error: str = "raise",
+    items: Iterable[pystac.Item] = (),
 ) -> pystac.Catalog:
     """Build and save a self-contained STAC catalog from local raster files and folders.
 
@@ -414,6 +415,8 @@ def build_catalog(
             alone. Otherwise hrefs are relative paths to the original files.
         on_error: ``"raise"`` to stop at the first bad raster, ``"skip"`` to log and skip it
             (the skipped files are listed in the catalog's ``rsia:skipped`` field).
+        items: Existing STAC Items (e.g. read with :func:`open_stac`) to add as they are;
+            their asset hrefs are resolved against their own location first.
 
     Returns:
         The saved catalog.
@@ -428,9 +431,15 @@ def build_catalog(
     if on_error not in ("raise", "skip"):
         raise CatalogError(f"on_error={on_error!r}; use 'raise' or 'skip'")
     groups = _group_sources(sources)
-    if not groups:
+    extra = [i.clone() for i in items]
+    if not groups and not extra:
         raise EmptyCatalogError("no raster files (.tif, .tiff, .jp2, .img, .vrt) in the sources")
     catalog = pystac.Catalog(id=catalog_id, description=description)
+    for item in extra:
+        for asset in item.assets.values():
+            asset.href = asset.get_absolute_href() or asset.href
+        item.clear_links()
+        catalog.add_item(item)
     skipped: list[dict[str, str]] = []
     for item_id, group in groups:
         try:

@@ -157,36 +157,9 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from rsia_geo.catalog import build_catalog
-    from rsia_geo.sample_data import sample_data_dir
+    from rsia_geo.demo import run_demo
 
-    work = Path(args.workdir)
-    cat_dir = work / "catalog"
-    print(f"[1/2] building a STAC catalog of the sample rasters in {sample_data_dir()}")
-    build_catalog(
-        [sample_data_dir()],
-        cat_dir,
-        catalog_id="rsia-sample",
-        default_datetime=_dt.datetime(2020, 1, 1, tzinfo=_dt.UTC),
-        copy_assets=True,
-    )
-    print(f"      -> {cat_dir / 'catalog.json'}")
-    print("[2/2] tiling it (128 px tiles at levels 1 and 2, RGB)")
-    ns = argparse.Namespace(
-        catalog=str(cat_dir / "catalog.json"),
-        size=128,
-        overlap=0,
-        units="px",
-        scales=[1, 2],
-        out_size=None,
-        min_valid=0.5,
-        scaling="auto",
-        bands=None,
-        bbox=None,
-        show=3,
-        out=str(work / "tiles.geojson"),
-    )
-    return _cmd_tiles(ns)
+    return run_demo(Path(args.workdir), queries=args.query, k=args.k)
 
 
 def _cmd_data_voice(args: argparse.Namespace) -> int:
@@ -570,6 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run the main job on the bundled sample data")
     d.add_argument("--workdir", default="out/demo", help="where to write outputs")
+    d.add_argument(
+        "--query",
+        action="append",
+        default=None,
+        help="what to say (repeatable; default: a harbour and an airport query)",
+    )
+    d.add_argument("-k", type=int, default=5, help="hits to print per search")
     d.set_defaults(func=_cmd_demo)
     return parser
 
