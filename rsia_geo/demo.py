@@ -20,7 +20,7 @@ from typing import Any
 __all__ = ["DEFAULT_QUERIES", "run_demo"]
 
 DEFAULT_QUERIES = ("boats docked at a harbour", "an airplane parked at the airport")
-_QUERY_VOICE = ("espeak-ng", "en-gb-scotland+f2", 1.0, 1.0)  # a held-out speaker
+_QUERY_VOICE = "en-gb-scotland+f2"  # an espeak-ng speaker held out of training
 
 
 def _slug(text: str) -> str:
@@ -31,7 +31,7 @@ def _speak(text: str, out: Path, shipped: Path) -> tuple[Path, str]:
     from rsia_geo.training.voices import Voice, available_engines, synthesize
 
     if "espeak-ng" in available_engines():
-        return synthesize(text, Voice(*_QUERY_VOICE), out), f"espeak-ng {_QUERY_VOICE[1]}"
+        return synthesize(text, Voice("espeak-ng", _QUERY_VOICE), out), f"espeak-ng {_QUERY_VOICE}"
     clip = shipped / f"{_slug(text)}.wav"
     if clip.exists():
         shutil.copy(clip, out)

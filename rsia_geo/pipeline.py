@@ -280,10 +280,11 @@ def _candidates(
         fetched += len(hits)
         for h in hits:
             fp = shape(h.payload["footprint"])
+            # inside = the interiors overlap (a tile that only touches the border is out)
             if (
                 region is not None
                 and region.geometry is not None
-                and not fp.intersects(region.geometry)
+                and (not fp.intersects(region.geometry) or fp.touches(region.geometry))
             ):
                 continue
             unit = np.asarray(h.vector, dtype=np.float32) if h.vector is not None else None

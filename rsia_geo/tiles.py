@@ -82,6 +82,9 @@ class TileSpec:
         scaling: ``"auto"``, ``"dtype"``, ``"reflectance"`` or ``"percentile"``.
         percentiles: Low/high percentiles for ``"percentile"`` scaling.
         reflectance_max: Reflectance mapped to 1.0 for ``"reflectance"`` scaling.
+        min_pixels: Smallest tile side in native pixels; with ``units="m"``, an Item too coarse
+            for the tile size (e.g. 78 m tiles on 30 m Landsat) is refused instead of being
+            cut into a few-pixel tiles upsampled to ``out_size``.
     """
 
     size: float = 256
@@ -93,6 +96,7 @@ class TileSpec:
     scaling: Literal["auto", "dtype", "reflectance", "percentile"] = "auto"
     percentiles: tuple[float, float] = (2.0, 98.0)
     reflectance_max: float = 0.3
+    min_pixels: int = 32
 
     def __post_init__(self) -> None:
         """Validate the fields."""
@@ -720,6 +724,12 @@ def tile_item(
         overlap_px = round(spec.overlap / px_m)
     else:
         size_px, overlap_px = round(spec.size), round(spec.overlap)
+    if size_px < spec.min_pixels:
+        raise InvalidTileSpecError(
+            f"item {item.id!r} is too coarse for {spec.size:g} {spec.units} tiles: they would "
+            f"be {size_px} px of {px_m:.2f} m (min_pixels={spec.min_pixels}); use larger tiles "
+            "for this imagery"
+        )
     if overlap_px >= size_px:
         raise InvalidTileSpecError(
             f"overlap {spec.overlap}{spec.units} is {overlap_px} px, not less than the tile "
@@ -852,7 +862,7 @@ def iter_tiles(
         try:
             result = tile_item(item, spec, bands=bands, assets=assets, bbox=bbox)
         except RsiaError as exc:
-            logger.warning("skipping item %s: %s", item.id, exc)
+            logger.info("skipping item %s: %s", item.id, exc)
             skip(SkippedTile(item.id, f"{type(exc).__name__}: {exc}"))
             continue
         for s in result.skipped:

@@ -4,16 +4,32 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from rsia_geo.cli import main
 
 
-def test_demo_builds_catalog_and_tiles(tmp_path, capsys):
+def test_demo_main_job_end_to_end(tmp_path, capsys):
+    """The README's first command: catalog, index with the starter model, spoken search."""
+    from rsia_geo.weights import shipped_checkpoints
+
+    if not shipped_checkpoints():
+        pytest.skip("no shipped starter checkpoint")
     assert main(["demo", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "cogeo: 80 tiles, levels [1, 2]" in out
-    assert (tmp_path / "catalog" / "catalog.json").exists()
-    fc = json.loads((tmp_path / "tiles.geojson").read_text())
-    assert len(fc["features"]) == int(out.split("total: ")[1].split(" tiles")[0])
+    assert "[4/4] west half of the mosaic" in out
+    result = json.loads((tmp_path / "demo.json").read_text())
+    plane_all = result["query_2_all"]["hits"]
+    plane_region = result["query_2_region"]
+    # the spoken airplane query finds airplane (or runway) cells among its first hits
+    assert {"airplane", "runway"} & {h["class"] for h in plane_all[:3]}
+    # region hits lie in the region: their centres in the west half of the mosaic
+    _, miny, maxx, maxy = plane_region["bbox"]
+    assert plane_region["hits"]
+    for h in plane_region["hits"]:
+        assert h["lon"] <= maxx + 1e-6 and miny <= h["lat"] <= maxy
+    assert (tmp_path / "query_1_region.html").exists()
+    assert (tmp_path / "index" / "rsia_index.json").exists()
 
 
 def test_catalog_build_info_and_tiles(tmp_path, samples, capsys):
