@@ -186,6 +186,19 @@ def _cmd_data_voice(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_iv(args: argparse.Namespace) -> int:
+    from rsia_geo.training.iv import read_iv_layout
+    from rsia_geo.training.voicing import read_manifest
+
+    manifest = read_iv_layout(args.root, args.out)
+    rows = read_manifest(manifest)
+    by_split: dict[str, int] = {}
+    for r in rows:
+        by_split[r["split"]] = by_split.get(r["split"], 0) + 1
+    print(f"{len(rows)} clips in {manifest}: {by_split}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from rsia_geo.training.train import TrainConfig, train
 
@@ -474,6 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--image-root", default=None, help="folder image paths are relative to")
     v.add_argument("--no-progress", action="store_true")
     v.set_defaults(func=_cmd_data_voice)
+    iv = data_sub.add_parser("iv", help="index a published image-voice set (UCM IV, ...)")
+    iv.add_argument("root", help="folder with images/, audio/ and split lists")
+    iv.add_argument("-o", "--out", required=True, help="folder for manifest.jsonl")
+    iv.set_defaults(func=_cmd_data_iv)
 
     tr = sub.add_parser("train", help="train ALAC on voiced image-caption pairs")
     tr.add_argument("manifest", nargs="+", help="manifest.jsonl from `rsia-geo data voice`")

@@ -315,3 +315,59 @@ def test_training_data_errors(tmp_path, shared_data, capsys):
     assert rc == 1 and "clips per image" in capsys.readouterr().err
     rc = main(["train", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "r3"), "--no-progress"])
     assert rc == 1 and "does not exist" in capsys.readouterr().err
+
+
+@needs_espeak
+def test_published_image_voice_layout(tmp_path, shared_data):
+    """A UCM-IV-style folder (images, <stem>S<k>.wav clips, split lists) trains directly."""
+    from rsia_geo.training.voices import Voice, synthesize
+
+    root = tmp_path / "UCM_IV"
+    (root / "images").mkdir(parents=True)
+    (root / "audio").mkdir()
+    meta = json.loads((shared_data / "ucm" / "captions.json").read_text())
+    recs = [r for r in meta["images"] if r["split"] == "train"][::200][:4]
+    for r in recs:
+        stem = Path(r["image"]).stem
+        shutil.copy(shared_data / "ucm" / r["image"], root / "images" / f"{stem}.jpg")
+        for k, cap in enumerate(r["captions"][:5], start=1):
+            synthesize(cap, Voice("espeak-ng", "en-us+m3"), root / "audio" / f"{stem}S{k}.wav")
+    stems = [Path(r["image"]).stem for r in recs]
+    (root / "train_filename.txt").write_text("".join(f"{s}.jpg\n" * 5 for s in stems[:3]))
+    (root / "test_filename.txt").write_text(f"{stems[3]}.jpg\n" * 5)
+    assert main(["data", "iv", str(root), "-o", str(tmp_path / "m")]) == 0
+    rows = read_manifest(tmp_path / "m" / "manifest.jsonl")
+    assert len(rows) == 20 and {r["split"] for r in rows} == {"train", "test"}
+    assert sorted(r["caption_index"] for r in rows if r["image_id"] == stems[0]) == list(range(5))
+    assert (
+        main(
+            [
+                "train",
+                str(tmp_path / "m" / "manifest.jsonl"),
+                "-o",
+                str(tmp_path / "run"),
+                "--model",
+                "alac-tiny",
+                "--val-split",
+                "test",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "3",
+                "--views",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    # clips that match no image, and lists naming missing images, are refused
+    (root / "audio" / "999S1.wav").write_bytes((root / "audio" / f"{stems[0]}S1.wav").read_bytes())
+    with pytest.raises(DataError, match="match no image"):
+        from rsia_geo.training.iv import read_iv_layout
+
+        read_iv_layout(root, tmp_path / "m2")
+    (root / "audio" / "999S1.wav").unlink()
+    (root / "val.txt").write_text("nope.jpg\n")
+    with pytest.raises(DataError, match="not in"):
+        read_iv_layout(root, tmp_path / "m3")
