@@ -85,12 +85,13 @@ def run_demo(workdir: Path, *, queries: list[str] | None = None, k: int = 5) -> 
     print(f"      {len(list(catalog.get_items()))} items -> {cat_dir / 'catalog.json'}")
 
     model = load_model(None)
+    # tiles of ~78 m, the ground size of the UCM training images (256 px at 0.3 m), read at
+    # 256 px; level 2 covers 156 m. Rasters too coarse for that are skipped with a reason.
+    spec = TileSpec(size=78.0, units="m", scales=(1, 2), out_size=256)
     print(
         f"[2/4] indexing with {model.config.model_id} v{model.config.version} "
-        f"(256 px tiles at levels 1 and 2) into the embedded Qdrant folder "
-        f"{workdir / 'index'}"
+        f"(78 m tiles at levels 1 and 2) into the embedded Qdrant folder {workdir / 'index'}"
     )
-    spec = TileSpec(size=256, scales=(1, 2))
     with TileIndex(workdir / "index") as idx:
         report = build_index(catalog, idx, model, spec=spec, progress=False)
         print(
