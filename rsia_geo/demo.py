@@ -116,10 +116,23 @@ def run_demo(workdir: Path, *, queries: list[str] | None = None, k: int = 5) -> 
                     f"[4/4] {label}: {len(hits)} hits in {t['total_ms']:.0f} ms "
                     f"(search stage {t['search_ms']:.1f} ms)"
                 )
+                found = []
                 for _, h in hits.iterrows():
                     c = h.geometry.centroid
                     inside = cells[cells.contains(c)]
                     cls = inside.iloc[0]["class"] if len(inside) else "-"
+                    found.append(
+                        {
+                            "rank": int(h["rank"]),
+                            "tile_id": h["tile_id"],
+                            "item_id": h["item_id"],
+                            "class": cls,
+                            "level": int(h["level"]),
+                            "lon": c.x,
+                            "lat": c.y,
+                            "score": float(h["score"]),
+                        }
+                    )
                     print(
                         f"      {int(h['rank'])}. {cls:18s} score {h['score']:.3f}  "
                         f"{h['item_id']} L{h['level']} ({c.x:.5f}, {c.y:.5f})"
@@ -128,13 +141,7 @@ def run_demo(workdir: Path, *, queries: list[str] | None = None, k: int = 5) -> 
                 cols = [c for c in hits.columns if c != "tile_json"]
                 hits[cols].to_file(workdir / f"{stem}.geojson", driver="GeoJSON")
                 write_map(hits, workdir / f"{stem}.html", bbox=bbox)
-                results[stem] = {
-                    "query": text,
-                    "hits": [
-                        {"rank": int(h["rank"]), "tile_id": h["tile_id"], "item_id": h["item_id"]}
-                        for _, h in hits.iterrows()
-                    ],
-                }
+                results[stem] = {"query": text, "bbox": bbox, "hits": found, "timings": t}
     (workdir / "demo.json").write_text(json.dumps(results, indent=2))
     print(
         f"done in {time.perf_counter() - t_all:.0f} s: hits as GeoJSON and HTML maps in {workdir}"

@@ -105,7 +105,7 @@ def test_landsat_band_files_become_one_multi_asset_item(samples):
 def test_build_catalog_groups_band_files_and_uses_relative_hrefs(sample_catalog):
     items = {i.id: i for i in sample_catalog.get_items()}
     assert LANDSAT in items and "cogeo" in items and "RGB.byte" in items
-    assert len(items) == 9  # 6 NAIP + cogeo + RGB.byte + one Landsat scene
+    assert len(items) == 10  # 6 NAIP + cogeo + RGB.byte + one Landsat scene + UCM mosaic
     root = Path(sample_catalog.get_self_href()).parent
     for item in items.values():
         data = json.loads(Path(item.get_self_href()).read_text())

@@ -387,7 +387,8 @@ def test_iter_tiles_over_a_catalog_with_bbox(sample_catalog):
     spec = TileSpec(size=128)
     everything = TileSet()
     everything.tiles = list(iter_tiles(sample_catalog, spec, on_skip=everything.skipped.append))
-    assert len({t.item_id for t in everything.tiles}) == 8  # one NAIP is smaller than 128 px
+    # all 10 items but one NAIP smaller than 128 px
+    assert len({t.item_id for t in everything.tiles}) == 9
     assert any(s.kind == "item" and "larger" in s.reason for s in everything.skipped)
     naip = next(t for t in everything.tiles if t.item_id == "m_4208701_ne_16_060_20200902")
     lon, lat = naip.centre
