@@ -466,7 +466,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
                 akt_opt.step()
             for k in sums:
                 sums[k] += float(res[k].detach())
-            bar.set_postfix(loss=f"{float(res['loss']):.3f}")
+            bar.set_postfix(loss=f"{float(res['loss'].detach()):.3f}")
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": lr,

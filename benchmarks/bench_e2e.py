@@ -1,0 +1,233 @@
+"""End-to-end benchmark of region-restricted spoken search on a mosaic with known answers.
+
+Builds a mosaic of all 210 UCM-Captions val images (15 x 14 cells; real pixels, invented
+locations), catalogs it, indexes it with the shipped checkpoint through the real pipeline
+(STAC -> tiles -> encoder -> embedded Qdrant), then, for every val clip (voiced with speakers
+held out of training), searches:
+
+* everywhere (k = 10): recall@1/5/10 of the target cell, to compare with the model-level
+  ``rsia-geo evaluate`` audio->image numbers on the same clips;
+* in a random region that contains the target cell (a box of 3-6 x 3-6 cells): recall@1/5/10,
+  class precision of the top 10, the fraction of hits outside the region (must be 0);
+* in a random region that does not contain it: the fraction of hits outside the region.
+
+Tilings compared: aligned with the cells (256 px at level 1), shifted by half a cell, and
+larger tiles (384 px), each with and without a coarser level, to measure how much multi-scale
+tiling recovers when tiles do not match the cells.
+
+Usage (about 10 minutes on 2 cores):
+    python benchmarks/bench_e2e.py --voices runs/ucm_voices/manifest.jsonl \
+        --workdir runs/bench_e2e --out docs/bench_e2e.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rsia_geo import TileSpec, build_catalog, open_stac
+from rsia_geo.index import TileIndex
+from rsia_geo.pipeline import build_index, load_model, search
+from rsia_geo.training.voicing import manifest_pairs, read_manifest
+
+
+def _cells(path: Path):
+    import geopandas as gpd
+
+    return gpd.read_file(path)
+
+
+def _run_tiling(
+    name: str,
+    spec: TileSpec,
+    catalog,
+    model,
+    clips,
+    cells,
+    workdir: Path,
+    rng: random.Random,
+    k: int = 10,
+) -> dict:
+    from shapely.geometry import box
+
+    idx_path = workdir / f"index_{name}"
+    t0 = time.perf_counter()
+    with TileIndex(idx_path) as idx:
+        report = build_index(catalog, idx, model, spec=spec, progress=False)
+        n_tiles = idx.count()
+        index_s = time.perf_counter() - t0
+        by_image = {row["image"]: i for i, row in cells.iterrows()}
+        grid_w = int(cells["col"].max()) + 1
+        grid_h = int(cells["row"].max()) + 1
+        stats = {
+            "all": [],
+            "in": [],
+            "prec": [],
+            "out_frac_in": [],
+            "out_frac_out": [],
+            "latency": [],
+        }
+        for clip in clips:
+            target = cells.loc[by_image[Path(clip["image"]).name]]
+            tgeom = target.geometry
+            cls = target["class"]
+
+            def rank_of(hits, tgeom=tgeom):
+                for r, g in enumerate(hits.geometry):
+                    inter = g.intersection(tgeom).area
+                    if inter > 0.5 * tgeom.area or inter > 0.5 * g.area:
+                        return r
+                return None
+
+            t = time.perf_counter()
+            hits = search(clip["clip_path"], idx, model, k=k)
+            stats["latency"].append(1000 * (time.perf_counter() - t))
+            stats["all"].append(rank_of(hits))
+            # a region of 3-6 x 3-6 cells containing the target
+            w, h = rng.randint(3, 6), rng.randint(3, 6)
+            c0 = rng.randint(max(0, target["col"] - w + 1), min(target["col"], grid_w - w))
+            r0 = rng.randint(max(0, target["row"] - h + 1), min(target["row"], grid_h - h))
+            sel = cells[
+                (cells["col"] >= c0)
+                & (cells["col"] < c0 + w)
+                & (cells["row"] >= r0)
+                & (cells["row"] < r0 + h)
+            ]
+            minx, miny, maxx, maxy = sel.total_bounds
+            region = box(minx, miny, maxx, maxy)
+            hits = search(clip["clip_path"], idx, model, bbox=(minx, miny, maxx, maxy), k=k)
+            stats["in"].append(rank_of(hits))
+            inside = [g.intersection(region).area > 0 for g in hits.geometry]
+            stats["out_frac_in"].append(1 - float(np.mean(inside)) if len(hits) else 0.0)
+            hit_cls = []
+            for g in hits.geometry:
+                over = cells[cells.intersects(g.centroid.buffer(1e-7))]
+                hit_cls.append(over.iloc[0]["class"] if len(over) else None)
+            stats["prec"].append(float(np.mean([c == cls for c in hit_cls])) if hit_cls else 0.0)
+            # a region that does not contain the target: the opposite corner block
+            oc = 0 if target["col"] >= grid_w / 2 else grid_w - 3
+            orr = 0 if target["row"] >= grid_h / 2 else grid_h - 3
+            sel = cells[
+                (cells["col"] >= oc)
+                & (cells["col"] < oc + 3)
+                & (cells["row"] >= orr)
+                & (cells["row"] < orr + 3)
+            ]
+            minx, miny, maxx, maxy = sel.total_bounds
+            region = box(minx, miny, maxx, maxy)
+            hits = search(clip["clip_path"], idx, model, bbox=(minx, miny, maxx, maxy), k=k)
+            inside = [g.intersection(region).area > 0 for g in hits.geometry]
+            stats["out_frac_out"].append(1 - float(np.mean(inside)) if len(hits) else 0.0)
+
+    def recall(ranks, kk):
+        return 100.0 * float(np.mean([r is not None and r < kk for r in ranks]))
+
+    return {
+        "tiling": name,
+        "spec": {"size": spec.size, "scales": list(spec.scales)},
+        "tiles": n_tiles,
+        "index_s": round(index_s, 1),
+        "index_tiles_per_s": round(report.indexed / max(report.seconds, 1e-9), 1),
+        "everywhere": {f"R@{kk}": round(recall(stats["all"], kk), 2) for kk in (1, 5, 10)},
+        "in_region": {f"R@{kk}": round(recall(stats["in"], kk), 2) for kk in (1, 5, 10)},
+        "class_precision@10_in_region": round(100 * float(np.mean(stats["prec"])), 2),
+        "hits_outside_region": max(stats["out_frac_in"] + stats["out_frac_out"]),
+        "latency_ms": {
+            "p50": round(float(np.percentile(stats["latency"], 50)), 1),
+            "p95": round(float(np.percentile(stats["latency"], 95)), 1),
+        },
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--voices", required=True, help="manifest.jsonl with the val clips")
+    p.add_argument("--workdir", default="runs/bench_e2e")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--clips", type=int, default=None, help="use only this many clips")
+    p.add_argument(
+        "--tilings",
+        nargs="+",
+        default=["aligned", "aligned+L2", "half-shift", "half-shift+L2", "384px", "384px+L2"],
+    )
+    p.add_argument("--out", default=None)
+    a = p.parse_args()
+    work = Path(a.workdir)
+    mosaic = work / "mosaic"
+    if not (mosaic / "item.json").exists():
+        subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).parent / "make_mosaic.py"),
+                "--split",
+                "val",
+                "--grid",
+                "15",
+                "--out",
+                str(mosaic),
+            ],
+            check=True,
+        )
+    cells = _cells(mosaic / "cells.geojson")
+    base = Path(a.voices).parent
+    clips = [
+        dict(r, clip_path=str(base / r["clip"]))
+        for r in manifest_pairs(read_manifest(a.voices), "val")
+    ]
+    if a.clips:
+        clips = random.Random(0).sample(clips, a.clips)
+    model = load_model(a.checkpoint)
+    rng = random.Random(0)
+    rows = []
+    for name in a.tilings:
+        shift = name.startswith("half-shift")
+        size = 384 if name.startswith("384") else 256
+        cat_dir = work / f"catalog_{'shift' if shift else 'plain'}"
+        if not (cat_dir / "catalog.json").exists():
+            item = open_stac(mosaic / "item.json")
+            if shift:  # move the grid origin by half a cell: tiles straddle 4 cells
+                item = _shifted(item, mosaic, work)
+            build_catalog([], cat_dir, items=[item])
+        spec = TileSpec(size=size, scales=(1, 2) if name.endswith("+L2") else (1,), out_size=256)
+        row = _run_tiling(name, spec, cat_dir / "catalog.json", model, clips, cells, work, rng)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if a.out:
+        Path(a.out).write_text(json.dumps({"clips": len(clips), "rows": rows}, indent=2))
+
+
+def _shifted(item, mosaic: Path, work: Path):
+    """A copy of the mosaic cropped by half a cell on the top and left edges."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from rsia_geo.catalog import item_from_raster
+
+    src_path = mosaic / "ucm_mosaic.tif"
+    dst_path = work / "shifted" / "ucm_mosaic_shift.tif"
+    dst_path.parent.mkdir(parents=True, exist_ok=True)
+    if not dst_path.exists():
+        with rasterio.open(src_path) as src:
+            win = Window(128, 128, src.width - 128, src.height - 128)
+            prof = src.profile | {
+                "width": win.width,
+                "height": win.height,
+                "transform": src.window_transform(win),
+                "driver": "GTiff",
+                "compress": "deflate",
+            }
+            prof.pop("blockxsize", None), prof.pop("blockysize", None)
+            with rasterio.open(dst_path, "w", **prof) as dst:
+                dst.write(src.read(window=win))
+    return item_from_raster(dst_path, item_id="ucm_mosaic_shift", datetime=item.datetime)
+
+
+if __name__ == "__main__":
+    main()
