@@ -1,0 +1,96 @@
+"""Ingest throughput: the indexing pipeline vs the encoder alone vs a torchgeo DataLoader loop.
+
+All three encode the same tiles of the same raster (default: the 210-image val mosaic built by
+``bench_e2e.py``, 256 px tiles at 0.3 m, one level) with the shipped checkpoint:
+
+* ``encoder only``: tiles read into memory first, then only ``model.encode_images`` is timed;
+* ``pipeline``: ``rsia_geo.build_index`` end to end (tiling, windowed reads in threads,
+  encoding, Qdrant Edge upserts in a writer thread) into a fresh index;
+* ``torchgeo loop``: torchgeo ``RasterDataset`` + ``GridGeoSampler`` + ``DataLoader`` feeding the
+  same encoder (no index writes), the usual way to run a model over a raster with torchgeo.
+
+Usage:
+    python benchmarks/bench_ingest.py --raster runs/bench_e2e/mosaic/ucm_mosaic.tif \
+        --workdir runs/bench_ingest --out runs/bench_ingest.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rsia_geo import TileSpec, build_catalog, iter_tiles, read_tile
+from rsia_geo.pipeline import build_index, load_model
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--raster", required=True)
+    p.add_argument("--workdir", default="runs/bench_ingest")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--out", default=None)
+    a = p.parse_args()
+    work = Path(a.workdir)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    import datetime as dt
+
+    cat = build_catalog([a.raster], work / "catalog", default_datetime=dt.datetime(2010, 1, 1))
+    model = load_model(None)
+    spec = TileSpec(size=256)
+    tiles = list(iter_tiles(cat, spec))
+    n = len(tiles)
+    arrays = [read_tile(t) for t in tiles]
+
+    t0 = time.perf_counter()
+    for i in range(0, n, a.batch):
+        model.encode_images(torch.from_numpy(np.stack(arrays[i : i + a.batch])), normalize=False)
+    enc = n / (time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    report = build_index(cat, work / "index", model, spec=spec, batch_size=a.batch, progress=False)
+    pipe = report.indexed / (time.perf_counter() - t0)
+
+    from torchgeo.datasets import RasterDataset, stack_samples
+    from torchgeo.samplers import GridGeoSampler
+
+    class Mosaic(RasterDataset):
+        filename_glob = Path(a.raster).name
+        is_image = True
+
+    ds = Mosaic(paths=str(Path(a.raster).parent))
+    sampler = GridGeoSampler(ds, size=256, stride=256)
+    loader = torch.utils.data.DataLoader(
+        ds, sampler=sampler, batch_size=a.batch, collate_fn=stack_samples, num_workers=0
+    )
+    t0 = time.perf_counter()
+    seen = 0
+    for batch in loader:
+        images = batch["image"].float() / 255.0
+        model.encode_images(images, normalize=False)
+        seen += images.shape[0]
+    tg = seen / (time.perf_counter() - t0)
+    row = {
+        "tiles": n,
+        "batch": a.batch,
+        "threads": torch.get_num_threads(),
+        "encoder_only_tiles_per_s": round(enc, 2),
+        "pipeline_tiles_per_s": round(pipe, 2),
+        "pipeline_vs_encoder": round(pipe / enc, 3),
+        "torchgeo_tiles": seen,
+        "torchgeo_loop_tiles_per_s": round(tg, 2),
+    }
+    print(json.dumps(row))
+    if a.out:
+        Path(a.out).write_text(json.dumps(row, indent=2))
+
+
+if __name__ == "__main__":
+    main()
