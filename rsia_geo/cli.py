@@ -352,6 +352,29 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from rsia_geo.service import ServiceSettings, serve
+
+    settings = ServiceSettings.from_env(
+        location=args.location,
+        url=args.url,
+        qdrant_api_key=args.api_key,
+        collection=args.collection,
+        checkpoint=args.checkpoint,
+        host=args.host,
+        port=args.port,
+        api_key=args.service_key,
+        concurrency=args.concurrency,
+    )
+    try:
+        settings.check()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    serve(settings)
+    return 0
+
+
 def _add_index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--location", default="rsia_index", help="embedded index folder (default ./rsia_index)"
@@ -557,6 +580,18 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--out", default=None, help="write hits (.geojson, .gpkg, .parquet)")
     se.add_argument("--map", default=None, help="write an HTML map of the hits")
     se.set_defaults(func=_cmd_search)
+
+    sv = sub.add_parser("serve", help="HTTP search service (for the QGIS plugin)")
+    _add_index_args(sv)
+    sv.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    sv.add_argument("--port", type=int, default=8765)
+    sv.add_argument(
+        "--service-key",
+        default=None,
+        help="API key clients must send (X-API-Key); required off loopback; or RSIA_API_KEY",
+    )
+    sv.add_argument("--concurrency", type=int, default=2, help="searches at once")
+    sv.set_defaults(func=_cmd_serve)
 
     d = sub.add_parser("demo", help="run the main job on the bundled sample data")
     d.add_argument("--workdir", default="out/demo", help="where to write outputs")
