@@ -222,6 +222,7 @@ def _shifted(item, mosaic: Path, work: Path):
                 "transform": src.window_transform(win),
                 "driver": "GTiff",
                 "compress": "deflate",
+                "photometric": "RGB",
             }
             prof.pop("blockxsize", None), prof.pop("blockysize", None)
             with rasterio.open(dst_path, "w", **prof) as dst:

@@ -1,0 +1,141 @@
+"""QGIS-side logic, independent of the widgets: regions, the search task, the result layer."""
+
+from qgis.core import (
+    QgsClassificationEqualInterval,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsField,
+    QgsFields,
+    QgsGeometry,
+    QgsGradientColorRamp,
+    QgsGraduatedSymbolRenderer,
+    QgsProject,
+    QgsTask,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtGui import QColor
+
+from . import client
+
+WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
+
+FIELDS = (
+    ("rank", QVariant.Int),
+    ("score", QVariant.Double),
+    ("score_cosine", QVariant.Double),
+    ("score_ia", QVariant.Double),
+    ("tile_id", QVariant.String),
+    ("item_id", QVariant.String),
+    ("level", QVariant.Int),
+    ("datetime", QVariant.String),
+    ("href", QVariant.String),
+)
+
+
+def extent_bbox(extent, crs, project=None):
+    """Lon/lat bbox of a map extent given in ``crs``."""
+    ct = QgsCoordinateTransform(crs, WGS84, project or QgsProject.instance())
+    r = ct.transformBoundingBox(extent)
+    return (r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum())
+
+
+def features_geometry(layer, selected_only=True, project=None):
+    """GeoJSON (EPSG:4326) of the union of a polygon layer's (selected) features."""
+    feats = layer.selectedFeatures() if selected_only else list(layer.getFeatures())
+    if not feats:
+        raise client.ServiceError(
+            f"layer {layer.name()!r} has no selected polygon; select one or use the map extent"
+        )
+    geom = QgsGeometry.unaryUnion([f.geometry() for f in feats])
+    if geom.isEmpty():
+        raise client.ServiceError(f"the selected features of {layer.name()!r} are empty")
+    ct = QgsCoordinateTransform(layer.crs(), WGS84, project or QgsProject.instance())
+    geom.transform(ct)
+    import json
+
+    return json.loads(geom.asJson())
+
+
+def hits_layer(fc, name="rsia hits"):
+    """A memory polygon layer (EPSG:4326) of the service's FeatureCollection, graduated by score."""
+    layer = QgsVectorLayer("MultiPolygon?crs=EPSG:4326", name, "memory")
+    fields = QgsFields()
+    for fname, ftype in FIELDS:
+        fields.append(QgsField(fname, ftype))
+    prov = layer.dataProvider()
+    prov.addAttributes(fields.toList())
+    layer.updateFields()
+    import json
+
+    feats = []
+    for f in fc.get("features", []):
+        qf = QgsFeature(layer.fields())
+        qf.setGeometry(QgsGeometry.fromWkt(_geojson_to_wkt(f["geometry"])))
+        props = f.get("properties", {})
+        qf.setAttributes([props.get(n) for n, _ in FIELDS])
+        feats.append(qf)
+    prov.addFeatures(feats)
+    layer.updateExtents()
+    if feats:
+        renderer = QgsGraduatedSymbolRenderer("score")
+        renderer.setClassificationMethod(QgsClassificationEqualInterval())
+        renderer.updateClasses(layer, min(5, len(feats)))
+        renderer.updateColorRamp(QgsGradientColorRamp(QColor(49, 54, 149), QColor(215, 48, 39)))
+        layer.setRenderer(renderer)
+        layer.setOpacity(0.7)
+    layer.setCustomProperty("rsia/timings", json.dumps(fc.get("timings", {})))
+    return layer
+
+
+def _geojson_to_wkt(geom):
+    import json
+
+    from osgeo import ogr
+
+    return ogr.CreateGeometryFromJson(json.dumps(geom)).ExportToWkt()
+
+
+class SearchTask(QgsTask):
+    """Runs one search request off the UI thread; ``on_done(fc, error)`` runs on the UI thread."""
+
+    def __init__(self, url, key, audio_path, on_done, bbox=None, geometry=None, k=20, rerank=False):
+        super().__init__("rsia_geo spoken search", QgsTask.CanCancel)
+        self.args = dict(
+            url=url,
+            key=key,
+            audio_path=audio_path,
+            bbox=bbox,
+            geometry=geometry,
+            k=k,
+            rerank=rerank,
+        )
+        self.on_done = on_done
+        self.result_fc = None
+        self.error = None
+
+    def run(self):
+        """Do the HTTP request (worker thread)."""
+        try:
+            a = self.args
+            self.result_fc = client.search(
+                a["url"],
+                a["audio_path"],
+                bbox=a["bbox"],
+                geometry=a["geometry"],
+                k=a["k"],
+                rerank=a["rerank"],
+                key=a["key"],
+            )
+            return True
+        except client.ServiceError as exc:
+            self.error = str(exc)
+            return False
+        except Exception as exc:  # never let a worker exception kill QGIS
+            self.error = f"{type(exc).__name__}: {exc}"
+            return False
+
+    def finished(self, ok):
+        """Hand the result back (UI thread)."""
+        self.on_done(self.result_fc if ok else None, self.error)

@@ -1,0 +1,204 @@
+"""The QGIS plugin in real QGIS (headless), against a real service on loopback.
+
+Run with ``make test-qgis`` (Debian's python3-qgis in a venv with system site packages). The
+service runs in the main environment (``RSIA_MAIN_PYTHON``, default ``.venv/bin/python``),
+since the plugin itself imports neither torch nor rsia_geo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("qgis.core")
+
+from qgis.core import (
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsGeometry,
+    QgsProject,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "plugins"))
+MAIN_PY = os.environ.get("RSIA_MAIN_PYTHON", str(REPO / ".venv" / "bin" / "python"))
+QUERY = REPO / "rsia_geo" / "sample_data" / "queries" / "an_airplane_parked_at_the_airport.wav"
+
+pytestmark = pytest.mark.qgis
+
+SETUP = """
+import datetime as dt, sys, torch
+from rsia_geo import TileSpec, build_catalog
+from rsia_geo.models import build_model, get_config, save_checkpoint
+from rsia_geo.pipeline import build_index
+from rsia_geo.sample_data import sample_data_dir
+root = sys.argv[1]
+torch.manual_seed(0)
+ck = save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), root + "/ck")
+cat = build_catalog([sample_data_dir() / "aerial"], root + "/cat",
+                    default_datetime=dt.datetime(2020, 1, 1))
+build_index(cat, root + "/idx", ck, spec=TileSpec(size=256), progress=False)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    if not Path(MAIN_PY).exists():
+        pytest.skip(f"main environment {MAIN_PY} not found (set RSIA_MAIN_PYTHON)")
+    root = tmp_path_factory.mktemp("svc")
+    subprocess.run([MAIN_PY, "-c", SETUP, str(root)], check=True)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            MAIN_PY,
+            "-m",
+            "rsia_geo",
+            "serve",
+            "--location",
+            str(root / "idx"),
+            "--checkpoint",
+            str(root / "ck"),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the service did not start: " + proc.stdout.read().decode()[-2000:])
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture()
+def plugin(qgis_iface):
+    import qgis_rsia
+
+    p = qgis_rsia.classFactory(qgis_iface)
+    p.initGui()
+    yield p
+    p.unload()
+
+
+def _wait(task, timeout=60.0):
+    t0 = time.time()
+    while task.status() not in (task.Complete, task.Terminated) and time.time() - t0 < timeout:
+        QgsApplication.processEvents()
+        time.sleep(0.02)
+    for _ in range(20):  # let finished() run on the main thread
+        QgsApplication.processEvents()
+        time.sleep(0.01)
+
+
+def test_plugin_loads_and_unloads(qgis_iface):
+    import qgis_rsia
+
+    p = qgis_rsia.classFactory(qgis_iface)
+    p.initGui()
+    assert p.dock is not None and p.action is not None
+    assert p.dock.url.text().startswith("http://")
+    p.unload()
+    assert p.dock is None
+
+
+def test_search_map_extent_in_a_projected_crs(plugin, service, qgis_iface):
+    dock = plugin.dock
+    canvas = qgis_iface.mapCanvas()
+    crs = QgsCoordinateReferenceSystem("EPSG:3857")
+    canvas.setDestinationCrs(crs)
+    QgsProject.instance().setCrs(crs)
+    # a part of the aerial COG (EPSG:3857) around its centre
+    extent = QgsRectangle(14322000.0, 4532500.0, 14322400.0, 4532900.0)
+    canvas.setExtent(extent)
+    dock.url.setText(service)
+    dock.audio.setFilePath(str(QUERY))
+    dock.region.setCurrentIndex(0)
+    dock.k.setValue(5)
+    before = set(QgsProject.instance().mapLayers())
+    dock.search()
+    _wait(dock.task)
+    added = [
+        QgsProject.instance().mapLayer(i) for i in set(QgsProject.instance().mapLayers()) - before
+    ]
+    assert len(added) == 1, "one result layer"
+    layer = added[0]
+    assert layer.crs().authid() == "EPSG:4326"
+    assert 1 <= layer.featureCount() <= 5
+    names = [f.name() for f in layer.fields()]
+    assert {"rank", "score", "tile_id", "item_id", "level"} <= set(names)
+    ct = QgsCoordinateTransform(crs, layer.crs(), QgsProject.instance())
+    region = QgsGeometry.fromRect(ct.transformBoundingBox(canvas.extent()))
+    ranks = []
+    for f in layer.getFeatures():
+        assert f.geometry().intersects(region)
+        ranks.append(f["rank"])
+    assert sorted(ranks) == list(range(1, len(ranks) + 1))
+    assert layer.renderer().type() == "graduatedSymbol"
+    # selecting a hit fetches its chip
+    layer.selectByIds([next(layer.getFeatures()).id()])
+    assert dock.chip.pixmap() is not None and not dock.chip.pixmap().isNull()
+
+
+def test_search_in_a_selected_polygon(plugin, service):
+    dock = plugin.dock
+    poly = QgsVectorLayer("Polygon?crs=EPSG:3857", "aoi", "memory")
+    f = QgsFeature()
+    f.setGeometry(QgsGeometry.fromRect(QgsRectangle(14322000.0, 4532500.0, 14322200.0, 4532700.0)))
+    poly.dataProvider().addFeatures([f])
+    QgsProject.instance().addMapLayer(poly)
+    poly.selectAll()
+    dock.url.setText(service)
+    dock.audio.setFilePath(str(QUERY))
+    dock.region.setCurrentIndex(1)
+    dock.layer.setLayer(poly)
+    dock.search()
+    _wait(dock.task)
+    assert dock.result_layer is not None and dock.result_layer.featureCount() >= 1
+    ct = QgsCoordinateTransform(poly.crs(), dock.result_layer.crs(), QgsProject.instance())
+    aoi = QgsGeometry(f.geometry())
+    aoi.transform(ct)
+    for hit in dock.result_layer.getFeatures():
+        assert hit.geometry().intersects(aoi)
+
+
+def test_service_down_and_bad_file_show_messages(plugin, qgis_iface):
+    dock = plugin.dock
+    bar = qgis_iface.messageBar()
+    dock.url.setText(f"http://127.0.0.1:{_free_port()}")
+    dock.audio.setFilePath(str(QUERY))
+    dock.region.setCurrentIndex(0)
+    dock.search()
+    _wait(dock.task)
+    texts = json.dumps([w.text() for w in bar.items()]) if hasattr(bar, "items") else ""
+    assert dock.go.isEnabled()
+    assert "cannot reach" in texts or "cannot reach" in (dock.task.error or "")
+    dock.audio.setFilePath("/nonexistent/query.wav")
+    dock.search()  # must not raise
+    assert dock.go.isEnabled()
