@@ -555,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("catalog", help="catalog/collection/item JSON path or URL")
     _add_index_args(ix)
     _add_tile_args(ix)
-    ix.set_defaults(size=256, scales=[1, 2])
+    ix.set_defaults(size=78.0, units="m", scales=[1, 2], out_size=256)
     ix.add_argument("--batch-size", type=int, default=16)
     ix.add_argument("--workers", type=int, default=2, help="reader threads")
     ix.add_argument("--no-progress", action="store_true")

@@ -60,9 +60,9 @@ def run_demo(workdir: Path, *, queries: list[str] | None = None, k: int = 5) -> 
     """
     import time
 
-    from rsia_geo import TileSpec, build_catalog, open_stac
+    from rsia_geo import build_catalog, open_stac
     from rsia_geo.index import TileIndex
-    from rsia_geo.pipeline import build_index, load_model, search
+    from rsia_geo.pipeline import DEFAULT_SPEC, build_index, load_model, search
     from rsia_geo.results import write_map
     from rsia_geo.sample_data import sample_data_dir
 
@@ -87,7 +87,7 @@ def run_demo(workdir: Path, *, queries: list[str] | None = None, k: int = 5) -> 
     model = load_model(None)
     # tiles of ~78 m, the ground size of the UCM training images (256 px at 0.3 m), read at
     # 256 px; level 2 covers 156 m. Rasters too coarse for that are skipped with a reason.
-    spec = TileSpec(size=78.0, units="m", scales=(1, 2), out_size=256)
+    spec = DEFAULT_SPEC
     print(
         f"[2/4] indexing with {model.config.model_id} v{model.config.version} "
         f"(78 m tiles at levels 1 and 2) into the embedded Qdrant folder {workdir / 'index'}"

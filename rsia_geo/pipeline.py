@@ -37,7 +37,10 @@ from rsia_geo.index.payload import Region, make_region, payload_to_tile
 from rsia_geo.index.tile_index import TileIndex
 from rsia_geo.tiles import SkippedTile, Tile, TileSpec, iter_tiles, read_tile
 
-__all__ = ["IndexReport", "build_index", "load_model", "read_chip", "search"]
+__all__ = ["DEFAULT_SPEC", "IndexReport", "build_index", "load_model", "read_chip", "search"]
+
+DEFAULT_SPEC = TileSpec(size=78.0, units="m", scales=(1, 2), out_size=256)
+"""Default tiling: 78 m tiles (UCM's 256 px at 0.3 m) read at 256 px, at levels 1 and 2."""
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +136,8 @@ def build_index(
         source: Catalog/collection/item path or URL, a pystac object, or a list of Items.
         index: A :class:`TileIndex` or an embedded index folder.
         model: Model, checkpoint folder, or None for the shipped starter checkpoint.
-        spec: Tiling; default: the model's input size at native resolution, plus level 2.
+        spec: Tiling; default :data:`DEFAULT_SPEC` (78 m tiles, the ground size of the
+            starter model's training images, read at 256 px, plus a 156 m level).
         bands: Bands to read (default RGB).
         bbox: Only tiles intersecting this lon/lat box.
         batch_size: Tiles per encoder batch.
@@ -157,7 +161,7 @@ def build_index(
         raise VectorIndexError(
             f"the model takes {mdl.config.backbone.in_chans} bands but bands={bands!r}"
         )
-    spec = spec or TileSpec(size=256, scales=(1, 2))
+    spec = spec or DEFAULT_SPEC
     idx, owned = _open_index(index)
     report = IndexReport()
     t_start = time.perf_counter()
