@@ -225,8 +225,10 @@ def _shifted(item, mosaic: Path, work: Path):
                 "photometric": "RGB",
             }
             prof.pop("blockxsize", None), prof.pop("blockysize", None)
-            with rasterio.open(dst_path, "w", **prof) as dst:
+            tmp = dst_path.with_suffix(".part.tif")
+            with rasterio.open(tmp, "w", **prof) as dst:
                 dst.write(src.read(window=win))
+            tmp.replace(dst_path)  # never leave a half-written raster behind
     return item_from_raster(dst_path, item_id="ucm_mosaic_shift", datetime=item.datetime)
 
 
