@@ -5,6 +5,8 @@ locations), catalogs it, indexes it with the shipped checkpoint through the real
 (STAC -> tiles -> encoder -> embedded Qdrant), then, for every val clip (voiced with speakers
 held out of training), searches:
 
+A hit "finds" the target when it covers at least a quarter of the target cell.
+
 * everywhere (k = 10): recall@1/5/10 of the target cell, to compare with the model-level
   ``rsia-geo evaluate`` audio->image numbers on the same clips;
 * in a random region that contains the target cell (a box of 3-6 x 3-6 cells): recall@1/5/10,
@@ -82,7 +84,9 @@ def _run_tiling(
             def rank_of(hits, tgeom=tgeom):
                 for r, g in enumerate(hits.geometry):
                     inter = g.intersection(tgeom).area
-                    if inter > 0.5 * tgeom.area or inter > 0.5 * g.area:
+                    # found: the hit covers at least a quarter of the target cell (a tile
+                    # shifted by half a cell covers exactly a quarter of four cells)
+                    if inter >= 0.25 * tgeom.area * (1 - 1e-6):
                         return r
                 return None
 
