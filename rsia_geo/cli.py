@@ -162,8 +162,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.workdir), queries=args.query, k=args.k)
 
 
+def _print_manifest_summary(manifest: Path) -> None:
+    from rsia_geo.training.voicing import read_manifest
+
+    by_split: dict[str, int] = {}
+    rows = read_manifest(manifest)
+    for r in rows:
+        by_split[r["split"]] = by_split.get(r["split"], 0) + 1
+    print(f"{len(rows)} clips in {manifest}: {by_split}")
+
+
 def _cmd_data_voice(args: argparse.Namespace) -> int:
-    from rsia_geo.training.voicing import read_manifest, voice_captions
+    from rsia_geo.training.voicing import voice_captions
 
     manifest = voice_captions(
         args.captions,
@@ -178,24 +188,15 @@ def _cmd_data_voice(args: argparse.Namespace) -> int:
         image_root=args.image_root,
         progress=not args.no_progress,
     )
-    rows = read_manifest(manifest)
-    by_split: dict[str, int] = {}
-    for r in rows:
-        by_split[r["split"]] = by_split.get(r["split"], 0) + 1
-    print(f"{len(rows)} clips in {manifest}: {by_split}")
+    _print_manifest_summary(manifest)
     return 0
 
 
 def _cmd_data_iv(args: argparse.Namespace) -> int:
     from rsia_geo.training.iv import read_iv_layout
-    from rsia_geo.training.voicing import read_manifest
 
     manifest = read_iv_layout(args.root, args.out)
-    rows = read_manifest(manifest)
-    by_split: dict[str, int] = {}
-    for r in rows:
-        by_split[r["split"]] = by_split.get(r["split"], 0) + 1
-    print(f"{len(rows)} clips in {manifest}: {by_split}")
+    _print_manifest_summary(manifest)
     return 0
 
 
