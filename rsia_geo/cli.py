@@ -201,7 +201,7 @@ def _cmd_data_iv(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from rsia_geo.training.train import TrainConfig, train
+    from rsia_geo.training.train import TrainConfig, train, train_kfold
 
     overrides = json.loads(args.model_overrides) if args.model_overrides else {}
     cfg = TrainConfig(
@@ -221,7 +221,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_val_images=args.max_val_images,
         seed=args.seed,
         threads=args.threads,
+        amp=args.amp,
     )
+    if args.k_folds:
+        cfg.k_folds = args.k_folds
+        summary = train_kfold(cfg, progress=not args.no_progress)
+        for i, f in enumerate(summary["folds"]):
+            print(f"fold {i}: best epoch {f['epoch']}, val mR {f['mR']:.2f}")
+        print(
+            f"mean val mR over {args.k_folds} folds: {summary['mean']['mR']:.2f} -> "
+            f"{Path(args.out) / 'kfold.json'}"
+        )
+        return 0
     result = train(cfg, progress=not args.no_progress)
     best = result["best"]
     print(f"best epoch {best['epoch']}: val mR {best['mR']:.2f} -> {result['best_checkpoint']}")
@@ -539,6 +550,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-val-images", type=int, default=None)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--threads", type=int, default=2)
+    tr.add_argument(
+        "--k-folds",
+        type=int,
+        default=0,
+        help="ALAC's protocol: N reshuffled 80/20 folds of the training split",
+    )
+    tr.add_argument("--amp", action="store_true", help="bfloat16 autocast forward passes")
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_cmd_train)
 

@@ -371,3 +371,52 @@ def test_published_image_voice_layout(tmp_path, shared_data):
     (root / "val.txt").write_text("nope.jpg\n")
     with pytest.raises(DataError, match="not in"):
         read_iv_layout(root, tmp_path / "m3")
+
+
+@needs_espeak
+def test_k_fold_protocol_and_amp(tmp_path, shared_data, capsys):
+    caps = _captions(tmp_path, shared_data, n_train=5, n_val=1)
+    out = tmp_path / "voices"
+    voice_captions(caps, out, engines=["espeak-ng"], voices_per_caption=2, progress=False)
+    run = tmp_path / "kf"
+    assert (
+        main(
+            [
+                "train",
+                str(out / "manifest.jsonl"),
+                "-o",
+                str(run),
+                "--model",
+                "alac-tiny",
+                "--k-folds",
+                "2",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "4",
+                "--views",
+                "1",
+                "--amp",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((run / "kfold.json").read_text())
+    assert len(summary["folds"]) == 2
+    assert summary["mean"]["mR"] == pytest.approx(np.mean([f["mR"] for f in summary["folds"]]))
+    for i in range(2):
+        settings = json.loads((run / f"fold_{i}" / "train_config.json").read_text())
+        assert settings["fold"] == i and settings["amp"] is True
+        assert (run / f"fold_{i}" / "best" / "model.safetensors").exists()
+    # the two folds validate on different images (reshuffled 80/20 splits of the train pool)
+    from rsia_geo.training.train import TrainConfig, _fold_split, _rows
+
+    cfg = TrainConfig(manifest=str(out / "manifest.jsonl"), out_dir=str(run))
+    rows = _rows(cfg, "train", None)
+    for i in range(2):
+        cfg.fold = i
+        tr, va = _fold_split(rows, cfg)
+        assert not {r["image"] for r in tr} & {r["image"] for r in va}
+        assert len(va) == 5  # one voice per caption for validation
+    assert "mean val mR over 2 folds" in capsys.readouterr().out

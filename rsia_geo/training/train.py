@@ -41,7 +41,7 @@ from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.training.metrics import retrieval_metrics
 from rsia_geo.training.voicing import DataError, manifest_pairs, read_manifest
 
-__all__ = ["TrainConfig", "encode_split", "load_image", "train"]
+__all__ = ["TrainConfig", "encode_split", "load_image", "train", "train_kfold"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,11 @@ class TrainConfig:
         threads: torch CPU threads.
         val_every: Epochs between validations.
         per_image: Clips per validation image (5 for UCM-Captions).
+        k_folds: ALAC's protocol: split the training pool into ``k_folds`` reshuffled 80/20
+            train/validation folds (:func:`train_kfold`); 0 uses ``val_split``.
+        fold: Which fold this run trains (set by :func:`train_kfold`).
+        amp: Run forward passes in bfloat16 autocast (helps on CPUs with bf16 units and on
+            GPUs; measure first, see docs/benchmarks.md).
     """
 
     manifest: str | list[str]
@@ -99,6 +104,9 @@ class TrainConfig:
     spec_augment: bool = True
     max_train_images: int | None = None
     max_val_images: int | None = None
+    k_folds: int = 0
+    fold: int | None = None
+    amp: bool = False
     seed: int = 0
     threads: int = 2
     val_every: int = 1
@@ -332,7 +340,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     if settings.exists():
         old = json.loads(settings.read_text())
         new = json.loads(json.dumps(cfg.to_dict()))
-        changed = {k for k in new if k not in ("epochs",) and old.get(k) != new[k]}
+        changed = {k for k in new if k != "epochs" and k in old and old[k] != new[k]}
         if changed:
             raise TrainingError(
                 f"{str(out)!r} holds a run with other settings ({sorted(changed)}); use another "
@@ -345,7 +353,10 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     mcfg = _config_for(cfg)
     model = build_model(mcfg)
     train_rows = _rows(cfg, cfg.train_split, cfg.max_train_images)
-    val_rows = _rows(cfg, cfg.val_split, cfg.max_val_images)
+    if cfg.fold is not None:
+        train_rows, val_rows = _fold_split(train_rows, cfg)
+    else:
+        val_rows = _rows(cfg, cfg.val_split, cfg.max_val_images)
     train_images = list(dict.fromkeys(r["image"] for r in train_rows))
     val_images = list(dict.fromkeys(r["image"] for r in val_rows))
     img_index = {p: i for i, p in enumerate(train_images)}
@@ -451,9 +462,10 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
             feats = tr_feats[clips][:, None].float()
             if cfg.spec_augment:
                 feats = _spec_augment(feats, gen)
-            v = model.image_head(tokens)
-            a = model.forward_audio_features(feats)
-            res = loss_fn(v, a, tr_ids[clips])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
+                v = model.image_head(tokens)
+                a = model.forward_audio_features(feats)
+            res = loss_fn(v.float(), a.float(), tr_ids[clips])
             opt.zero_grad()
             res["loss"].backward()
             if cfg.grad_clip > 0:
@@ -509,6 +521,50 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         )
         tmp.replace(state_path)
     return {"best": best, "out_dir": str(out), "best_checkpoint": str(out / "best")}
+
+
+def _fold_split(
+    rows: list[dict[str, Any]], cfg: TrainConfig
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """ALAC's fold: reshuffle the training images, hold out 20 % for validation.
+
+    Validation keeps the first voice of each caption (``per_image`` clips per image).
+    """
+    images = list(dict.fromkeys(r["image"] for r in rows))
+    rng = random.Random(f"{cfg.seed}/fold{cfg.fold}")
+    rng.shuffle(images)
+    n_val = max(1, round(0.2 * len(images)))
+    val_set = set(images[:n_val])
+    train = [r for r in rows if r["image"] not in val_set]
+    val = [r for r in rows if r["image"] in val_set and r.get("voice_index", 0) == 0]
+    return train, val
+
+
+def train_kfold(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Run ALAC's k-fold protocol: one run per fold under ``out_dir/fold_<i>``.
+
+    Args:
+        cfg: Settings with ``k_folds >= 2``.
+        progress: Progress bars.
+
+    Returns:
+        Per-fold best validation metrics and their mean (also written to ``kfold.json``).
+
+    Raises:
+        TrainingError: ``k_folds < 2``.
+    """
+    if cfg.k_folds < 2:
+        raise TrainingError(f"k_folds={cfg.k_folds!r}; use 2 or more (ALAC uses 2)")
+    folds = []
+    for i in range(cfg.k_folds):
+        fcfg = dataclasses.replace(cfg, fold=i, out_dir=str(Path(cfg.out_dir) / f"fold_{i}"))
+        folds.append(train(fcfg, progress=progress)["best"])
+    keys = [k for k in folds[0] if k != "epoch"]
+    mean = {k: float(np.mean([f[k] for f in folds])) for k in keys}
+    summary = {"folds": folds, "mean": mean, "k_folds": cfg.k_folds}
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.out_dir) / "kfold.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 def _save_best(
