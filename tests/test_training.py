@@ -420,3 +420,21 @@ def test_k_fold_protocol_and_amp(tmp_path, shared_data, capsys):
         assert not {r["image"] for r in tr} & {r["image"] for r in va}
         assert len(va) == 5  # one voice per caption for validation
     assert "mean val mR over 2 folds" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
+                    reason="the held-out voices need espeak-ng and flite")
+def test_evaluate_reproduces_the_model_card(tmp_path, shared_data):
+    """Voicing val with the held-out speakers and evaluating the shipped starter gives the
+    numbers of docs/model_card.md (voicing is seeded per clip, so the clips are the same)."""
+    from rsia_geo.training.evaluate import evaluate
+    from rsia_geo.weights import default_checkpoint
+
+    manifest = voice_captions(shared_data / "ucm" / "captions.json", tmp_path / "v",
+                              splits=["val"], engines=["espeak-ng", "flite"], progress=False)
+    report = evaluate(default_checkpoint(), manifest, split="val", progress=False)
+    m = report["metrics"]
+    assert report["images"] == 210 and report["clips"] == 1050
+    assert m["cosine"]["mR"] == pytest.approx(42.57, abs=0.6)
+    assert m["cosine+ia@50"]["mR"] == pytest.approx(43.30, abs=0.6)
+    assert m["cosine+ia@50+bswfr@30"]["mR"] == pytest.approx(44.41, abs=0.6)
