@@ -201,6 +201,8 @@ def test_bad_index_arguments(tmp_path):
         TileIndex(tmp_path, url="http://x")
     with pytest.raises(VectorIndexError, match="engine"):
         TileIndex(tmp_path / "x", engine="faiss")
+    with pytest.raises(VectorIndexError, match="needs a folder"):
+        TileIndex(":memory:", engine="edge")
 
 
 # ---------------------------------------------------------------- region parsing

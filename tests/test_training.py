@@ -422,16 +422,23 @@ def test_k_fold_protocol_and_amp(tmp_path, shared_data, capsys):
     assert "mean val mR over 2 folds" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
-                    reason="the held-out voices need espeak-ng and flite")
+@pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("flite") is None,
+    reason="the held-out voices need espeak-ng and flite",
+)
 def test_evaluate_reproduces_the_model_card(tmp_path, shared_data):
     """Voicing val with the held-out speakers and evaluating the shipped starter gives the
     numbers of docs/model_card.md (voicing is seeded per clip, so the clips are the same)."""
     from rsia_geo.training.evaluate import evaluate
     from rsia_geo.weights import default_checkpoint
 
-    manifest = voice_captions(shared_data / "ucm" / "captions.json", tmp_path / "v",
-                              splits=["val"], engines=["espeak-ng", "flite"], progress=False)
+    manifest = voice_captions(
+        shared_data / "ucm" / "captions.json",
+        tmp_path / "v",
+        splits=["val"],
+        engines=["espeak-ng", "flite"],
+        progress=False,
+    )
     report = evaluate(default_checkpoint(), manifest, split="val", progress=False)
     m = report["metrics"]
     assert report["images"] == 210 and report["clips"] == 1050

@@ -82,6 +82,8 @@ class TileIndex:
             raise VectorIndexError(f"engine={engine!r}; use 'edge' or 'client'")
         if engine == "edge" and url is not None:
             raise VectorIndexError("a server URL needs engine='client'")
+        if engine == "edge" and str(location) == ":memory:":
+            raise VectorIndexError("engine='edge' needs a folder; ':memory:' needs engine='client'")
         self.engine = engine
         self.location = str(location) if location is not None else None
         self.url = url
