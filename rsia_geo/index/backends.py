@@ -126,6 +126,25 @@ def _region_spec(
     return alts, musts
 
 
+def _native_filter(region: Region | None, cond: Any, filter_cls: Any) -> Any:
+    """Build an engine's filter from the neutral spec: OR of box alternatives, AND of musts.
+
+    Args:
+        region: The region (None: no filter).
+        cond: ``cond(key, op, value)`` -> the engine's range condition.
+        filter_cls: The engine's ``Filter(must=..., should=...)`` class.
+
+    Returns:
+        The engine filter, or None.
+    """
+    alts, musts = _region_spec(region)
+    must = [cond(*c) for c in musts]
+    should = [filter_cls(must=[cond(*c) for c in alt]) for alt in alts]
+    if not must and not should:
+        return None
+    return filter_cls(must=must or None, should=should or None)
+
+
 # ------------------------------------------------------------------------------------ edge
 
 
@@ -202,16 +221,9 @@ class EdgeBackend:
 
     def _filter(self, region: Region | None) -> Any:
         q = self.q
-        alts, musts = _region_spec(region)
-
-        def cond(key: str, op: str, value: float) -> Any:
-            return q.FieldCondition(key, range=q.RangeFloat(**{op: value}))
-
-        must = [cond(*m) for m in musts]
-        should = [q.Filter(must=[cond(*c) for c in alt]) for alt in alts]
-        if not must and not should:
-            return None
-        return q.Filter(must=must or None, should=should or None)
+        return _native_filter(
+            region, lambda k, op, v: q.FieldCondition(k, range=q.RangeFloat(**{op: v})), q.Filter
+        )
 
     def upsert(
         self,
@@ -439,16 +451,9 @@ class ClientBackend:
 
     def _filter(self, region: Region | None) -> Any:
         m = self.models
-        alts, musts = _region_spec(region)
-
-        def cond(key: str, op: str, value: float) -> Any:
-            return m.FieldCondition(key=key, range=m.Range(**{op: value}))
-
-        must = [cond(*c) for c in musts]
-        should = [m.Filter(must=[cond(*c) for c in alt]) for alt in alts]
-        if not must and not should:
-            return None
-        return m.Filter(must=must or None, should=should or None)
+        return _native_filter(
+            region, lambda k, op, v: m.FieldCondition(key=k, range=m.Range(**{op: v})), m.Filter
+        )
 
     def upsert(
         self,
