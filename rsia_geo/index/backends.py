@@ -231,14 +231,13 @@ class EdgeBackend:
         vectors: Sequence[Sequence[float]],
         payloads: Sequence[dict[str, Any]],
     ) -> None:
-        """Insert or replace points, then flush to disk."""
+        """Insert or replace points (durable through the shard's write-ahead log)."""
         q = self.q
         points = [
             q.Point(i, {VECTOR: [float(x) for x in v]}, p)
             for i, v, p in zip(ids, vectors, payloads, strict=True)
         ]
         self.shard.update(q.UpdateOperation.upsert_points(points))
-        self.shard.flush()
 
     def existing(self, ids: Sequence[str]) -> set[str]:
         """Stored ids among ``ids``."""
