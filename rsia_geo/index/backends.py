@@ -126,6 +126,19 @@ def _region_spec(
     return alts, musts
 
 
+def _records_to_hits(records: Sequence[Any], with_vectors: bool) -> list[Hit]:
+    """Hits (score 1.0) from either engine's retrieved records (``id``, ``payload``, ``vector``)."""
+    return [
+        Hit(
+            str(r.id),
+            1.0,
+            dict(r.payload or {}),
+            (r.vector or {}).get(VECTOR) if with_vectors else None,
+        )
+        for r in records
+    ]
+
+
 def _native_filter(region: Region | None, cond: Any, filter_cls: Any) -> Any:
     """Build an engine's filter from the neutral spec: OR of box alternatives, AND of musts.
 
@@ -276,15 +289,7 @@ class EdgeBackend:
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Hit]:
         """Points by id."""
         recs = self.shard.retrieve(list(ids), True, [VECTOR] if with_vectors else False)
-        return [
-            Hit(
-                str(r.id),
-                1.0,
-                dict(r.payload or {}),
-                (r.vector or {}).get(VECTOR) if with_vectors else None,
-            )
-            for r in recs
-        ]
+        return _records_to_hits(recs, with_vectors)
 
     def close(self) -> None:
         """Flush and close the shard."""
@@ -518,15 +523,7 @@ class ClientBackend:
             with_payload=True,
             with_vectors=[VECTOR] if with_vectors else False,
         )
-        return [
-            Hit(
-                str(r.id),
-                1.0,
-                dict(r.payload or {}),
-                (r.vector or {}).get(VECTOR) if with_vectors else None,
-            )
-            for r in recs
-        ]
+        return _records_to_hits(recs, with_vectors)
 
     def close(self) -> None:
         """Close the client."""
