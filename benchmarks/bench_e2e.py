@@ -37,7 +37,7 @@ import numpy as np
 from rsia_geo import TileSpec, build_catalog, open_stac
 from rsia_geo.index import TileIndex
 from rsia_geo.pipeline import build_index, load_model, search
-from rsia_geo.training.voicing import manifest_pairs, read_manifest
+from rsia_geo.training.voicing import load_split
 
 
 def _cells(path: Path):
@@ -180,11 +180,7 @@ def main() -> None:
             check=True,
         )
     cells = _cells(mosaic / "cells.geojson")
-    base = Path(a.voices).parent
-    clips = [
-        dict(r, clip_path=str(base / r["clip"]))
-        for r in manifest_pairs(read_manifest(a.voices), "val")
-    ]
+    clips = load_split(a.voices, "val")
     if a.clips:
         clips = random.Random(0).sample(clips, a.clips)
     model = load_model(a.checkpoint)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rsia_geo._codes import code_for
 from rsia_geo.errors import (
     AudioError,
     CatalogError,
@@ -44,13 +45,6 @@ EXIT_CODES: dict[type[BaseException], int] = {
     RsiaError: 1,
 }
 """Exit code per exception class; the most specific match wins."""
-
-
-def _exit_code(exc: BaseException) -> int:
-    for cls in type(exc).__mro__:
-        if cls in EXIT_CODES:
-            return EXIT_CODES[cls]
-    return 1
 
 
 def _parse_datetime(text: str) -> _dt.datetime:
@@ -645,7 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except RsiaError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return _exit_code(exc)
+        return code_for(exc, EXIT_CODES, 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

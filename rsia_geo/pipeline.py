@@ -33,7 +33,7 @@ import numpy as np
 
 from rsia_geo._types import BBox, PathLike
 from rsia_geo.errors import InvalidBBoxError, TileReadError, VectorIndexError
-from rsia_geo.index.payload import Region, make_region, payload_to_tile
+from rsia_geo.index.payload import Region, make_region
 from rsia_geo.index.tile_index import TileIndex
 from rsia_geo.tiles import SkippedTile, Tile, TileSpec, iter_tiles, read_tile
 
@@ -492,10 +492,7 @@ def read_chip(hit: Any, *, out_size: int | None = None) -> np.ndarray:
     if isinstance(hit, Tile):
         tile = hit
     else:
-        text = hit if isinstance(hit, str) else hit["tile_json"]
-        tile = payload_to_tile(
-            {"tile": json.loads(text), "footprint": json.loads(text)["footprint"]}
-        )
+        tile = Tile.from_dict(json.loads(hit if isinstance(hit, str) else hit["tile_json"]))
     out = read_tile(tile, out_size=out_size)
     assert isinstance(out, np.ndarray)
     return out

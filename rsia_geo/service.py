@@ -27,6 +27,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from rsia_geo._codes import code_for
 from rsia_geo.errors import (
     AudioError,
     CheckpointError,
@@ -143,13 +144,6 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _status(exc: BaseException) -> int:
-    for cls in type(exc).__mro__:
-        if cls in STATUS_CODES:
-            return STATUS_CODES[cls]
-    return 500
-
-
 def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = None) -> Any:
     """Build the FastAPI app.
 
@@ -221,7 +215,8 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
     @app.exception_handler(RsiaError)
     async def _rsia(request: Request, exc: RsiaError) -> JSONResponse:
         return JSONResponse(
-            {"error": type(exc).__name__, "detail": str(exc)}, status_code=_status(exc)
+            {"error": type(exc).__name__, "detail": str(exc)},
+            status_code=code_for(exc, STATUS_CODES, 500),
         )
 
     def auth(key: str | None) -> None:

@@ -27,7 +27,7 @@ from rsia_geo.models import ALACModel, load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.rerank import bswfr_rerank
 from rsia_geo.training.metrics import class_map, recall_curves, retrieval_metrics
-from rsia_geo.training.voicing import DataError, manifest_pairs, read_manifest
+from rsia_geo.training.voicing import DataError, load_split
 
 __all__ = ["evaluate", "evaluate_scores", "rescore_topk"]
 
@@ -162,12 +162,7 @@ def evaluate(
         DataError: The split is missing or an image has fewer than ``per_image`` clips.
     """
     model = checkpoint if isinstance(checkpoint, ALACModel) else load_checkpoint(checkpoint)
-    base = Path(manifest).parent
-    rows = []
-    for r in manifest_pairs(read_manifest(manifest), split):
-        r = dict(r)
-        r["clip_path"] = str(base / r["clip"])
-        rows.append(r)
+    rows = load_split(manifest, split)
     if not rows:
         raise DataError(f"no clips of split {split!r} in {str(manifest)!r}")
     per: dict[str, list[dict[str, Any]]] = {}

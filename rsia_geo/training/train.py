@@ -39,7 +39,7 @@ from rsia_geo.errors import RsiaError
 from rsia_geo.models import ALACLoss, ALACModel, build_model, get_config, save_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.training.metrics import retrieval_metrics
-from rsia_geo.training.voicing import DataError, manifest_pairs, read_manifest
+from rsia_geo.training.voicing import DataError, load_split, manifest_pairs
 
 __all__ = ["TrainConfig", "encode_split", "load_image", "train", "train_kfold"]
 
@@ -160,15 +160,7 @@ def _config_for(cfg: TrainConfig) -> Any:
 
 def _rows(cfg: TrainConfig, split: str, limit: int | None) -> list[dict[str, Any]]:
     manifests = [cfg.manifest] if isinstance(cfg.manifest, str) else list(cfg.manifest)
-    rows: list[dict[str, Any]] = []
-    for m in manifests:
-        if not Path(m).exists():
-            raise DataError(f"manifest {m!r} does not exist; run `rsia-geo data voice` first")
-        base = Path(m).parent
-        for r in read_manifest(m):
-            r = dict(r)
-            r["clip_path"] = str(base / r["clip"])
-            rows.append(r)
+    rows = [r for m in manifests for r in load_split(m, split)]
     out = manifest_pairs(rows, split)
     if not out:
         raise DataError(f"no clips of split {split!r} in {manifests}")

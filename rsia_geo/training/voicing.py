@@ -39,7 +39,14 @@ from rsia_geo.training.voices import (
     voice_catalogue,
 )
 
-__all__ = ["CaptionRecord", "DataError", "read_captions", "read_manifest", "voice_captions"]
+__all__ = [
+    "CaptionRecord",
+    "DataError",
+    "load_split",
+    "read_captions",
+    "read_manifest",
+    "voice_captions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -263,9 +270,7 @@ def voice_captions(
                         "caption_index": k - 1,
                         "voice_index": j,
                         "voice_set": "heldout"
-                        if pool is held_voices
-                        and r.split in EVAL_SPLITS
-                        and eval_voices == "heldout"
+                        if r.split in EVAL_SPLITS and eval_voices == "heldout"
                         else "train",
                         **voice.to_dict(),
                         "speaker": voice.speaker,
@@ -321,6 +326,28 @@ def voice_captions(
             "%d clips failed (listed in voicing.json); re-run to retry them", len(failures)
         )
     return manifest
+
+
+def load_split(manifest: str | Path, split: str) -> list[dict[str, Any]]:
+    """Rows of one split of a manifest, ordered, with ``clip_path`` resolved to a file path.
+
+    Args:
+        manifest: ``manifest.jsonl`` (clip paths in it are relative to its folder, or absolute).
+        split: Split name.
+
+    Returns:
+        The rows (empty when the split is absent).
+
+    Raises:
+        DataError: The manifest does not exist.
+    """
+    m = Path(manifest)
+    if not m.exists():
+        raise DataError(f"manifest {str(m)!r} does not exist; run `rsia-geo data voice` first")
+    return [
+        dict(r, clip_path=str(m.parent / r["clip"]))
+        for r in manifest_pairs(read_manifest(m), split)
+    ]
 
 
 def manifest_pairs(rows: Iterable[dict[str, Any]], split: str) -> list[dict[str, Any]]:
