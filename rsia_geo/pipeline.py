@@ -260,10 +260,36 @@ def build_index(
 @dataclass
 class _Candidate:
     id: str
-    payload: dict[str, Any]
-    unit: np.ndarray | None
     cosine: float
-    footprint: Any
+    unit: np.ndarray | None
+    raw_norm: float
+    footprint: Any  # shapely geometry, or None until needed
+
+
+_CANDIDATE_FIELDS = ("footprint", "raw_norm")
+"""Payload fields read per candidate; the full payload is read for the final ``k`` only."""
+
+
+def _footprints(geojsons: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Shapely geometries of GeoJSON footprints, vectorised for the common single-ring polygon."""
+    import shapely
+    from shapely.geometry import shape
+
+    out = np.empty(len(geojsons), dtype=object)
+    by_len: dict[int, list[int]] = {}
+    for i, g in enumerate(geojsons):
+        if g.get("type") == "Polygon" and len(g["coordinates"]) == 1:
+            by_len.setdefault(len(g["coordinates"][0]), []).append(i)
+        else:
+            out[i] = shape(g)
+    for n, idxs in by_len.items():
+        if n < 4:
+            for i in idxs:
+                out[i] = shape(geojsons[i])
+            continue
+        rings = np.asarray([geojsons[i]["coordinates"][0] for i in idxs], dtype=np.float64)
+        out[idxs] = shapely.polygons(rings)
+    return out
 
 
 def _candidates(
@@ -274,25 +300,42 @@ def _candidates(
     with_vectors: bool,
     page: int,
 ) -> tuple[list[_Candidate], int]:
-    """Page through cosine hits until ``want`` pass the exact region test or none remain."""
-    from shapely.geometry import shape
+    """Page through cosine hits until ``want`` pass the exact region test or none remain.
 
+    Only the footprint and raw norm are read per candidate; the exact test (the footprint's
+    interior overlaps the region) runs vectorised over each page.
+    """
+    import shapely
+
+    exact = region is not None and region.geometry is not None
+    fields = (
+        [f for f in _CANDIDATE_FIELDS if exact or f != "footprint"]
+        if with_vectors
+        else (["footprint"] if exact else [])
+    )
+    if exact:
+        assert region is not None
+        shapely.prepare(region.geometry)
     out: list[_Candidate] = []
     offset, fetched = 0, 0
     while len(out) < want:
-        hits = idx.query(query, region, limit=page, offset=offset, with_vectors=with_vectors)
+        hits = idx.query(
+            query, region, limit=page, offset=offset, with_vectors=with_vectors, fields=fields
+        )
         fetched += len(hits)
-        for h in hits:
-            fp = shape(h.payload["footprint"])
+        if exact and hits:
+            assert region is not None
+            fps = _footprints([h.payload["footprint"] for h in hits])
             # inside = the interiors overlap (a tile that only touches the border is out)
-            if (
-                region is not None
-                and region.geometry is not None
-                and (not fp.intersects(region.geometry) or fp.touches(region.geometry))
-            ):
+            keep = shapely.intersects(fps, region.geometry) & ~shapely.touches(fps, region.geometry)
+        else:
+            fps = np.full(len(hits), None, dtype=object)
+            keep = np.ones(len(hits), dtype=bool)
+        for h, fp, ok in zip(hits, fps, keep, strict=True):
+            if not ok:
                 continue
             unit = np.asarray(h.vector, dtype=np.float32) if h.vector is not None else None
-            out.append(_Candidate(h.id, h.payload, unit, h.score, fp))
+            out.append(_Candidate(h.id, h.score, unit, float(h.payload.get("raw_norm", 1.0)), fp))
         if len(hits) < page:
             break
         offset += page
@@ -344,6 +387,7 @@ def search(
     """
     import geopandas as gpd
     import torch
+    from shapely.geometry import shape
 
     from rsia_geo.audio import load_audio
     from rsia_geo.models.alac import ia_scores
@@ -382,9 +426,7 @@ def search(
         bsw = np.full(len(cands), np.nan)
         if (rescore or rerank) and cands:
             t = time.perf_counter()
-            raw_v = np.stack(
-                [np.asarray(c.unit) * float(c.payload.get("raw_norm", 1.0)) for c in cands]
-            )
+            raw_v = np.stack([np.asarray(c.unit) * c.raw_norm for c in cands])
             ia = ia_scores(
                 torch.from_numpy(raw_v.astype(np.float32)),
                 torch.from_numpy(a_raw[None].astype(np.float32)),
@@ -401,10 +443,15 @@ def search(
             order = np.argsort(-bsw, kind="stable")
             timings["rerank_ms"] = 1000 * (time.perf_counter() - t)
         final = cos if not (rescore or rerank) else (bsw if rerank else ia)
+        t = time.perf_counter()
+        top = [cands[i] for i in order[:k]]
+        payloads = {h.id: h.payload for h in idx.retrieve([c.id for c in top])}
+        timings["fetch_ms"] = 1000 * (time.perf_counter() - t)
         rows = []
         for r, i in enumerate(order[:k]):
             c = cands[i]
-            p = c.payload
+            p = payloads[c.id]
+            footprint = c.footprint if c.footprint is not None else shape(p["footprint"])
             rows.append(
                 {
                     "rank": r + 1,
@@ -424,7 +471,7 @@ def search(
                     "crs": p.get("crs"),
                     "gsd": p.get("gsd"),
                     "tile_json": _tile_json(p),
-                    "geometry": c.footprint,
+                    "geometry": footprint,
                 }
             )
         timings["total_ms"] = 1000 * (time.perf_counter() - t0)

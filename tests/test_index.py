@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from affine import Affine
-from shapely.geometry import box
+from shapely.geometry import MultiPolygon, Polygon, box
 
 torch = pytest.importorskip("torch")
 
@@ -380,3 +380,23 @@ def test_kill_9_during_ingest_then_resume(tmp_path, samples, tiny_ckpt):
     assert report.already_present + report.indexed == total
     with TileIndex(tmp_path / "idx") as idx:
         assert idx.count() == total  # nothing lost, nothing duplicated
+
+
+def test_vectorised_footprints_match_shapely_shape():
+    """The batched GeoJSON -> shapely conversion used per candidate page equals shape()."""
+    from shapely.geometry import mapping, shape
+
+    from rsia_geo.pipeline import _footprints
+
+    geoms = [
+        box(0, 0, 1, 1),
+        box(2, 2, 3, 4),
+        Polygon([(0, 0), (2, 0), (2, 1), (1, 2), (0, 1)]),  # 6-point ring
+        box(0, 0, 4, 4).difference(box(1, 1, 2, 2)),  # with a hole
+        MultiPolygon([box(179, 0, 180, 1), box(-180, 0, -179, 1)]),  # cut at 180
+    ]
+    out = _footprints([mapping(g) for g in geoms])
+    assert len(out) == len(geoms)
+    for got, want in zip(out, geoms, strict=True):
+        assert got.geom_type == shape(mapping(want)).geom_type
+        assert got.equals(want)

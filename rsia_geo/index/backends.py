@@ -80,6 +80,7 @@ class Backend(Protocol):
         limit: int,
         offset: int,
         with_vectors: bool,
+        fields: Sequence[str] | None = None,
     ) -> list[Hit]:
         """Nearest points inside the region's boxes and time range."""
 
@@ -265,15 +266,16 @@ class EdgeBackend:
         limit: int,
         offset: int,
         with_vectors: bool,
+        fields: Sequence[str] | None = None,
     ) -> list[Hit]:
-        """Nearest neighbours inside the region."""
+        """Nearest neighbours inside the region (payload limited to ``fields`` if given)."""
         q = self.q
         req = q.QueryRequest(
             limit=limit,
             offset=offset or None,
             query=q.Query.Nearest([float(x) for x in vector], using=VECTOR),
             filter=self._filter(region),
-            with_payload=True,
+            with_payload=(list(fields) or False) if fields is not None else True,
             with_vector=[VECTOR] if with_vectors else False,
         )
         out = []
@@ -487,8 +489,9 @@ class ClientBackend:
         limit: int,
         offset: int,
         with_vectors: bool,
+        fields: Sequence[str] | None = None,
     ) -> list[Hit]:
-        """Nearest neighbours inside the region."""
+        """Nearest neighbours inside the region (payload limited to ``fields`` if given)."""
         res = self._call(
             self.client.query_points,
             self.collection,
@@ -497,7 +500,7 @@ class ClientBackend:
             query_filter=self._filter(region),
             limit=limit,
             offset=offset or None,
-            with_payload=True,
+            with_payload=(list(fields) or False) if fields is not None else True,
             with_vectors=[VECTOR] if with_vectors else False,
         )
         out = []
