@@ -35,7 +35,14 @@ from rsia_geo._types import BBox, PathLike
 from rsia_geo.errors import InvalidBBoxError, TileReadError, VectorIndexError
 from rsia_geo.index.payload import Region, make_region
 from rsia_geo.index.tile_index import TileIndex
-from rsia_geo.tiles import SkippedTile, Tile, TileSpec, iter_tiles, read_tile
+from rsia_geo.tiles import (
+    SkippedTile,
+    Tile,
+    TileSpec,
+    iter_tiles,
+    keep_datasets_open,
+    read_tile,
+)
 
 __all__ = ["DEFAULT_SPEC", "IndexReport", "build_index", "load_model", "read_chip", "search"]
 
@@ -194,7 +201,7 @@ def build_index(
 
         def read_batch(batch: list[Tile]) -> list[tuple[Tile, np.ndarray | None, str | None]]:
             out: list[tuple[Tile, np.ndarray | None, str | None]] = []
-            for t in batch:
+            for t in batch:  # datasets stay open per reader thread (keep_datasets_open)
                 try:
                     out.append((t, read_chip(t), None))
                 except TileReadError as exc:
@@ -222,26 +229,29 @@ def build_index(
                 report.indexed += len(ok)
             bar.update(len(rows))
 
-        try:
-            tiles = iter_tiles(source, spec, bands=bands, bbox=bbox, on_skip=report.skipped.append)
-            for batch in _batches(tiles, batch_size):
-                report.tiles_seen += len(batch)
-                present = idx.existing([t.id for t in batch])
-                report.already_present += len(present)
-                todo = [t for t in batch if t.id not in present]
-                if len(todo) < len(batch):
-                    bar.update(len(batch) - len(todo))
-                if todo:
-                    pending.append(pool.submit(read_batch, todo))
-                while len(pending) > max(1, workers):
+        with keep_datasets_open():
+            try:
+                tiles = iter_tiles(
+                    source, spec, bands=bands, bbox=bbox, on_skip=report.skipped.append
+                )
+                for batch in _batches(tiles, batch_size):
+                    report.tiles_seen += len(batch)
+                    present = idx.existing([t.id for t in batch])
+                    report.already_present += len(present)
+                    todo = [t for t in batch if t.id not in present]
+                    if len(todo) < len(batch):
+                        bar.update(len(batch) - len(todo))
+                    if todo:
+                        pending.append(pool.submit(read_batch, todo))
+                    while len(pending) > max(1, workers):
+                        drain(pending.pop(0))
+                while pending:
                     drain(pending.pop(0))
-            while pending:
-                drain(pending.pop(0))
-        finally:
-            pool.shutdown(wait=True)
-            writes.put(None)
-            wthread.join()
-            bar.close()
+            finally:
+                pool.shutdown(wait=True)
+                writes.put(None)
+                wthread.join()
+                bar.close()
         if write_error:
             raise write_error[0]
         meta = idx.meta or {}

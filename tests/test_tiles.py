@@ -411,3 +411,21 @@ def test_torch_dataset_batches_tiles(samples):
     assert batches[0]["image"].dtype == torch.float32
     assert batches[0]["tile_id"][0] == ts.tiles[0].id
     np.testing.assert_allclose(batches[0]["image"][0].numpy(), read_tile(ts.tiles[0]))
+
+
+def test_kept_open_datasets_read_the_same_pixels_and_are_closed(samples):
+    """Bulk reads through per-thread open datasets equal one-off reads; handles close after."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rsia_geo import tiles as tiles_mod
+
+    ts = tile_item(_item(samples / "aerial/cogeo.tif"), TileSpec(size=256, scales=(1, 2))).tiles
+    expected = [read_tile(t) for t in ts]
+    with tiles_mod.keep_datasets_open(), ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(read_tile, ts))
+        handles = list(tiles_mod._OPEN.all)
+        assert 1 <= len(handles) <= 2  # one handle per reader thread, not one per tile
+    for a, b in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert all(h.closed for h in handles) and not tiles_mod._OPEN.all
+    assert tiles_mod._OPEN.get(str(samples / "aerial/cogeo.tif")) is None  # inactive again
