@@ -15,7 +15,7 @@ install: $(BIN)/python
 	$(BIN)/pip install -q -e ".[all]"
 
 install-dev: $(BIN)/python
-	$(BIN)/pip install -q -e ".[all,dev]"
+	$(BIN)/pip install -q -e ".[all,dev,docs]"
 
 # Install missing Debian packages when we can (root or sudo); otherwise say what is missing.
 apt:

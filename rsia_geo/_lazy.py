@@ -10,18 +10,22 @@ from rsia_geo.errors import DependencyNotFoundError
 
 __all__ = ["has_module", "lazy_import"]
 
-# module name -> (pip distribution, rsia_geo extra that provides it)
-_PROVIDERS: dict[str, tuple[str, str]] = {
+# module name -> (pip distribution, rsia_geo extra that provides it; None: a core dependency)
+_PROVIDERS: dict[str, tuple[str, str | None]] = {
     "torch": ("torch==2.14.1", "model"),
     "torchaudio": ("torchaudio==2.11.0", "model"),
     "torchvision": ("torchvision==0.29.1", "model"),
     "torchgeo": ("torchgeo==0.8.1", "model"),
-    "timm": ("timm", "model"),
     "safetensors": ("safetensors", "model"),
-    "soundfile": ("soundfile", "audio"),
-    "qdrant_client": ("qdrant-client", "index"),
-    "qdrant_edge": ("qdrant-edge-py", "index"),
-    "geopandas": ("geopandas", "geo"),
+    "qdrant_edge": ("qdrant-edge-py==0.9.0", "edge"),
+    "fastapi": ("fastapi", "service"),
+    "uvicorn": ("uvicorn", "service"),
+    "folium": ("folium", "notebook"),
+    "ipywidgets": ("ipywidgets", "notebook"),
+    "ipyleaflet": ("ipyleaflet", "notebook"),
+    "soundfile": ("soundfile", None),
+    "qdrant_client": ("qdrant-client", None),
+    "geopandas": ("geopandas", None),
 }
 
 
@@ -54,7 +58,11 @@ def lazy_import(name: str) -> ModuleType:
     except ModuleNotFoundError as exc:
         top = name.split(".")[0]
         dist, extra = _PROVIDERS.get(top, (top, "all"))
+        how = (
+            f"pip install 'rsia_geo[{extra}]' (or: pip install '{dist}')"
+            if extra
+            else (f"pip install '{dist}' (a core dependency of rsia_geo: reinstall rsia_geo)")
+        )
         raise DependencyNotFoundError(
-            f"{name!r} is required for this feature but is not installed. "
-            f"Install it with: pip install 'rsia_geo[{extra}]' (or: pip install '{dist}')"
+            f"{name!r} is required for this feature but is not installed. Install it with: {how}"
         ) from exc

@@ -71,6 +71,10 @@ class InvalidBBoxError(RsiaError, ValueError):
     """A bounding box is malformed or outside valid lon/lat ranges."""
 
 
+class InvalidArgumentError(RsiaError, ValueError):
+    """An argument has the wrong type or value (the message names it and the fix)."""
+
+
 class AudioError(RsiaError, ValueError):
     """Root of audio input errors."""
 

@@ -1,0 +1,459 @@
+"""Jupyter helpers: hits as a table with chip thumbnails, a map, and a search panel.
+
+>>> hits = rsia_geo.search("query.wav", "my_index", bbox=(-117.2, 32.6, -117.0, 32.8))
+>>> hits_table(hits)          # rank, thumbnail, scores, ids, place and date of every hit
+>>> hits_map(hits)            # footprints coloured by score over the query region (folium)
+>>> SearchPanel("my_index")   # upload audio, draw or type a region, choose k and rerank
+
+The table needs nothing beyond rsia_geo (thumbnails are PNGs encoded here); the map needs
+folium and the panel ipywidgets + ipyleaflet (``pip install 'rsia_geo[notebook]'``).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rsia_geo._lazy import lazy_import
+from rsia_geo._types import PathLike
+from rsia_geo.errors import InvalidArgumentError, InvalidBBoxError, RsiaError
+
+__all__ = ["HitsTable", "SearchPanel", "chip_png", "hits_map", "hits_table"]
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    """Encode an ``(H, W, 3)`` uint8 array as PNG (zlib only, no imaging library)."""
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))  # filter type 0 per row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )
+
+
+def chip_png(hit: Any, *, size: int = 96) -> bytes:
+    """A PNG thumbnail of a hit's tile (its first three bands as RGB, or one band as grey).
+
+    Args:
+        hit: A row of :func:`rsia_geo.search`'s GeoDataFrame (or its ``tile_json``), or a Tile.
+        size: Side of the thumbnail in pixels.
+
+    Returns:
+        PNG bytes.
+    """
+    from rsia_geo.pipeline import read_chip
+
+    if size < 8:
+        raise InvalidArgumentError(f"thumbnail size={size!r} is too small; use 8 px or more")
+    chip = read_chip(hit, out_size=size)
+    bands = chip[:3] if chip.shape[0] >= 3 else np.repeat(chip[:1], 3, axis=0)
+    rgb = np.clip(np.round(bands.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+    return _png(np.ascontiguousarray(rgb))
+
+
+_COLUMNS = ("score", "score_cosine", "rank_cosine", "item_id", "level", "datetime", "gsd")
+
+
+@dataclass
+class HitsTable:
+    """An HTML table of hits that renders in Jupyter (``_repr_html_``) and saves to a file.
+
+    Attributes:
+        html: The table's HTML.
+        rows: Number of hits shown.
+    """
+
+    html: str
+    rows: int
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def save(self, path: PathLike) -> Path:
+        """Write the table as a standalone HTML page.
+
+        Args:
+            path: Output ``.html`` file.
+
+        Returns:
+            The written path.
+        """
+        out = Path(path)
+        out.write_text(
+            f'<!DOCTYPE html><html><meta charset="utf-8"><body>{self.html}</body></html>'
+        )
+        return out
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return ""
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.4f}"
+    return html.escape(str(value))
+
+
+def hits_table(
+    hits: Any,
+    *,
+    thumbnails: bool = True,
+    size: int = 96,
+    columns: Sequence[str] = _COLUMNS,
+    max_rows: int = 50,
+) -> HitsTable:
+    """A compact HTML table of search hits with chip thumbnails.
+
+    Args:
+        hits: The GeoDataFrame returned by :func:`rsia_geo.search`.
+        thumbnails: Read each hit's pixels and show them (one windowed read per hit).
+        size: Thumbnail side in pixels.
+        columns: Columns to show after rank, thumbnail and centre; missing ones are skipped.
+        max_rows: Show at most this many hits.
+
+    Returns:
+        A :class:`HitsTable` (displays itself in Jupyter).
+
+    Raises:
+        InvalidArgumentError: ``hits`` is not a search result.
+    """
+    if not hasattr(hits, "columns") or "rank" not in getattr(hits, "columns", ()):
+        raise InvalidArgumentError(
+            f"hits_table needs the GeoDataFrame returned by rsia_geo.search, got {type(hits)!r}"
+        )
+    cols = [c for c in columns if c in hits.columns]
+    head = ["rank", *(["tile"] if thumbnails else []), "centre (lon, lat)", *cols]
+    style = (
+        "border-collapse:collapse;font-size:12px;font-family:sans-serif"
+        ";text-align:right;white-space:nowrap"
+    )
+    out = [f'<table class="rsia-hits" style="{style}"><thead><tr>']
+    out += [f'<th style="padding:2px 6px">{html.escape(h)}</th>' for h in head]
+    out.append("</tr></thead><tbody>")
+    shown = hits.head(max_rows)
+    for _, row in shown.iterrows():
+        out.append('<tr style="border-top:1px solid #ddd">')
+        out.append(f'<td style="padding:2px 6px">{int(row["rank"])}</td>')
+        if thumbnails:
+            try:
+                src = "data:image/png;base64," + base64.b64encode(chip_png(row, size=size)).decode()
+                img = f'<img src="{src}" width="{size}" height="{size}" alt="tile"/>'
+            except RsiaError as exc:  # an asset moved since indexing: say so in the cell
+                img = f'<span title="{html.escape(str(exc))}">unreadable</span>'
+            out.append(f'<td style="padding:2px">{img}</td>')
+        c = row.geometry.centroid
+        out.append(f'<td style="padding:2px 6px">{c.x:.5f}, {c.y:.5f}</td>')
+        out += [f'<td style="padding:2px 6px">{_cell(row[col])}</td>' for col in cols]
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    if len(hits) > len(shown):
+        out.append(f"<p>{len(hits) - len(shown)} more hits not shown (max_rows={max_rows})</p>")
+    return HitsTable("".join(out), len(shown))
+
+
+def _region_geojson(hits: Any, bbox: Any, geometry: Any) -> dict[str, Any] | None:
+    from shapely import wkt
+    from shapely.geometry import mapping, shape
+
+    from rsia_geo.index.payload import make_region
+
+    if bbox is not None or geometry is not None:
+        g = shape(geometry) if isinstance(geometry, dict) else geometry
+        return dict(mapping(make_region(bbox=bbox, geometry=g).geometry))
+    region = getattr(hits, "attrs", {}).get("region")
+    return dict(mapping(wkt.loads(region))) if region else None
+
+
+def hits_map(
+    hits: Any,
+    *,
+    bbox: Any = None,
+    geometry: Any = None,
+    cmap: str = "viridis",
+    tiles: str | None = "OpenStreetMap",
+) -> Any:
+    """A folium map of the hits' footprints coloured by score, with the query region drawn.
+
+    Args:
+        hits: The GeoDataFrame returned by :func:`rsia_geo.search`.
+        bbox: The query bbox to draw (default: the region recorded on ``hits``).
+        geometry: The query polygon to draw (shapely or GeoJSON).
+        cmap: Matplotlib colormap for the score.
+        tiles: Basemap tiles (fetched by the browser), or None for none.
+
+    Returns:
+        A ``folium.Map`` (displays itself in Jupyter; ``.save("map.html")`` writes it).
+    """
+    folium = lazy_import("folium")
+    region = _region_geojson(hits, bbox, geometry)
+    if len(hits):
+        cols = [c for c in hits.columns if c != "tile_json"]
+        fmap = hits[cols].explore(
+            column="score",
+            cmap=cmap,
+            tiles=tiles,
+            tooltip=[c for c in ("rank", "score", "item_id", "level", "datetime") if c in cols],
+            style_kwds={"weight": 1, "fillOpacity": 0.5},
+            legend=True,
+        )
+    else:
+        fmap = folium.Map(tiles=tiles)
+    if region is not None:
+        folium.GeoJson(
+            region,
+            name="query region",
+            style_function=lambda _f: {
+                "color": "#d62728",
+                "weight": 2,
+                "dashArray": "6",
+                "fill": False,
+            },
+        ).add_to(fmap)
+    folium.LayerControl(collapsed=True).add_to(fmap)
+    bounds = _bounds(hits, region)
+    if bounds is not None:
+        fmap.fit_bounds(bounds)
+    return fmap
+
+
+def _bounds(hits: Any, region: dict[str, Any] | None) -> list[list[float]] | None:
+    from shapely.geometry import shape
+
+    boxes = [tuple(hits.total_bounds)] if len(hits) else []
+    if region is not None:
+        boxes.append(shape(region).bounds)
+    if not boxes:
+        return None
+    a = np.array(boxes, dtype=float)
+    return [
+        [float(a[:, 1].min()), float(a[:, 0].min())],
+        [float(a[:, 3].max()), float(a[:, 2].max())],
+    ]
+
+
+def _parse_bbox(text: str) -> tuple[float, float, float, float]:
+    parts = [p for p in text.replace(",", " ").split() if p]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise InvalidBBoxError(
+            f"bbox {text!r} is not four numbers; type 'minx, miny, maxx, maxy' in lon/lat, "
+            "e.g. '-117.2, 32.6, -117.0, 32.8'"
+        )
+    return values  # type: ignore[return-value]
+
+
+class SearchPanel:
+    """An interactive spoken-search panel for Jupyter (ipywidgets + ipyleaflet).
+
+    Upload a clip (WAV, FLAC, OGG, MP3) and play it back, draw a rectangle or polygon on the
+    map or type a bbox, choose ``k`` and the rerank, press *Search*: the hits appear as a table
+    with thumbnails and on the map. The latest result is kept in :attr:`hits`.
+
+    Args:
+        index: An embedded index folder or a :class:`~rsia_geo.TileIndex`.
+        model: Model or checkpoint folder (default: the starter checkpoint).
+        center: Initial map centre ``(lat, lon)``; default the centre of the indexed tiles.
+        zoom: Initial map zoom.
+        thumbnails: Show chip thumbnails in the table.
+
+    Attributes:
+        hits: The latest result (a GeoDataFrame) or None.
+        widget: The panel's root widget (what Jupyter displays).
+    """
+
+    def __init__(
+        self,
+        index: Any,
+        model: Any = None,
+        *,
+        center: tuple[float, float] | None = None,
+        zoom: int = 14,
+        thumbnails: bool = True,
+    ) -> None:
+        w = lazy_import("ipywidgets")
+        leaflet = lazy_import("ipyleaflet")
+        from rsia_geo.pipeline import _open_index, load_model
+
+        self.model = load_model(model)
+        self.index, self._owned = _open_index(index)
+        self.thumbnails = thumbnails
+        self.hits: Any = None
+        self.audio: bytes | None = None
+        self.audio_name: str | None = None
+        self.geometry: dict[str, Any] | None = None
+        self.upload = w.FileUpload(accept=".wav,.flac,.ogg,.mp3,audio/*", multiple=False)
+        self.player = w.Audio(autoplay=False, controls=True, layout=w.Layout(width="260px"))
+        self.bbox_text = w.Text(
+            placeholder="minx, miny, maxx, maxy (lon/lat) or draw on the map",
+            layout=w.Layout(width="340px"),
+        )
+        self.k = w.IntSlider(value=10, min=1, max=100, description="k")
+        self.rerank = w.Checkbox(value=False, description="BSWFR rerank")
+        self.button = w.Button(description="Search", button_style="primary", icon="search")
+        self.clear = w.Button(description="Clear region")
+        self.status = w.HTML()
+        self.results = w.Output()
+        self.map = leaflet.Map(center=center or self._centre(), zoom=zoom, scroll_wheel_zoom=True)
+        self.draw = leaflet.DrawControl(
+            rectangle={"shapeOptions": {"color": "#d62728", "fillOpacity": 0.05}},
+            polygon={"shapeOptions": {"color": "#d62728", "fillOpacity": 0.05}},
+            circlemarker={},
+            polyline={},
+            marker={},
+        )
+        self.map.add(self.draw)
+        self._hits_layer: Any = None
+        self.upload.observe(self._on_upload, names="value")
+        self.draw.on_draw(self._on_draw)
+        self.button.on_click(lambda _b: self.run())
+        self.clear.on_click(lambda _b: self._clear_region())
+        self.widget = w.VBox(
+            [
+                w.HBox([self.upload, self.player]),
+                w.HBox([self.bbox_text, self.clear]),
+                w.HBox([self.k, self.rerank, self.button]),
+                self.status,
+                self.map,
+                self.results,
+            ]
+        )
+
+    def _centre(self) -> tuple[float, float]:
+        """Centre (lat, lon) of the indexed tiles, from one stored point."""
+        dim = int(((self.index.meta or {}).get("model") or {}).get("embed_dim") or 0)
+        pts = self.index.query(np.ones(dim), limit=1, fields=["location"]) if dim else []
+        if pts and "location" in pts[0].payload:
+            loc = pts[0].payload["location"]
+            return float(loc["lat"]), float(loc["lon"])
+        return 0.0, 0.0
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)  # type: ignore[no-untyped-call]
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def _on_upload(self, change: dict[str, Any]) -> None:
+        files = change["new"]
+        if not files:
+            return
+        f = files[0]
+        self.set_audio(bytes(f["content"]), name=str(f["name"]))
+
+    def set_audio(self, data: bytes, *, name: str = "query.wav") -> None:
+        """Use these audio bytes as the query (what an upload does).
+
+        Args:
+            data: Encoded audio (WAV, FLAC, OGG or MP3).
+            name: File name, whose extension tells the player the format.
+        """
+        self.audio, self.audio_name = data, name
+        self.player.format = Path(name).suffix.lstrip(".").lower() or "wav"
+        self.player.value = data
+        self.status.value = f"audio: {html.escape(name)} ({len(data) / 1024:.0f} KiB)"
+
+    def _on_draw(self, _control: Any, action: str, geo_json: dict[str, Any]) -> None:
+        if action == "deleted":
+            self.geometry = None
+            return
+        self.geometry = dict(geo_json.get("geometry", geo_json))
+        self.bbox_text.value = ""
+        self.status.value = f"region: drawn {self.geometry.get('type', 'shape').lower()}"
+
+    def set_region(self, geometry: dict[str, Any]) -> None:
+        """Use this GeoJSON polygon as the region (what drawing on the map does).
+
+        Args:
+            geometry: A GeoJSON Polygon/MultiPolygon (or a Feature) in lon/lat.
+        """
+        self._on_draw(None, "created", geometry)
+
+    def _clear_region(self) -> None:
+        self.geometry = None
+        self.bbox_text.value = ""
+        self.draw.clear()
+        self.status.value = "region cleared: the whole index is searched"
+
+    def run(self) -> Any:
+        """Search with the panel's current audio, region, k and rerank; show and return hits.
+
+        Returns:
+            The hits GeoDataFrame, or None when the search could not run (the reason is shown
+            in the panel).
+        """
+        from rsia_geo.pipeline import search
+
+        self.results.outputs = ()
+        if self.audio is None:
+            self.status.value = "<b>upload a clip first</b> (WAV, FLAC, OGG or MP3)"
+            return None
+        try:
+            bbox = _parse_bbox(self.bbox_text.value) if self.bbox_text.value.strip() else None
+            geometry = None if bbox is not None else self.geometry
+            self.status.value = "searching..."
+            hits = search(
+                self.audio,
+                self.index,
+                self.model,
+                bbox=bbox,
+                geometry=geometry,
+                k=int(self.k.value),
+                rerank=bool(self.rerank.value),
+            )
+        except RsiaError as exc:
+            self.status.value = f"<b>error:</b> {html.escape(str(exc))}"
+            return None
+        self.hits = hits
+        t = hits.attrs.get("timings", {})
+        self.status.value = (
+            f"{len(hits)} hits in {t.get('total_ms', 0):.0f} ms "
+            f"({hits.attrs.get('candidates', 0)} candidates in the region)"
+        )
+        self._show_on_map(hits)
+        self.results.append_display_data(hits_table(hits, thumbnails=self.thumbnails))
+        return hits
+
+    def _show_on_map(self, hits: Any) -> None:
+        leaflet = lazy_import("ipyleaflet")
+        if self._hits_layer is not None:
+            self.map.remove(self._hits_layer)
+            self._hits_layer = None
+        if not len(hits):
+            return
+        cols = [c for c in ("rank", "score", "item_id", "level", "geometry") if c in hits.columns]
+        self._hits_layer = leaflet.GeoJSON(
+            data=json.loads(hits[cols].to_json()),
+            name="hits",
+            style={"color": "#1f77b4", "weight": 2, "fillOpacity": 0.3},
+        )
+        self.map.add(self._hits_layer)
+        b = _bounds(hits, None)
+        if b is not None:
+            self.map.fit_bounds(b)
+
+    def close(self) -> None:
+        """Close the index if the panel opened it, and the widgets."""
+        if self._owned:
+            self.index.close()
+        self.widget.close()
