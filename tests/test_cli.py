@@ -95,3 +95,75 @@ def test_python_dash_m_entry_point():
         [sys.executable, "-m", "rsia_geo", "--version"], capture_output=True, text=True
     )
     assert res.returncode == 0 and "rsia_geo" in res.stdout
+
+
+def test_cli_index_then_search_with_exports(tmp_path, samples, capsys):
+    """`rsia-geo index` then `rsia-geo search --bbox --out .parquet/.geojson --map`."""
+    import geopandas as gpd
+    import torch
+    from shapely.geometry import box
+
+    from rsia_geo.models import build_model, get_config, save_checkpoint
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny"
+    save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), ckpt)
+    assert (
+        main(
+            [
+                "catalog",
+                "build",
+                str(samples / "aerial"),
+                "-o",
+                str(tmp_path / "c"),
+                "--datetime",
+                "2021-06-01",
+            ]
+        )
+        == 0
+    )
+    idx = ["--location", str(tmp_path / "idx"), "--checkpoint", str(ckpt)]
+    assert (
+        main(
+            [
+                "index",
+                str(tmp_path / "c" / "catalog.json"),
+                *idx,
+                "--units",
+                "px",
+                "--size",
+                "128",
+                "--scales",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert "indexed 64 tiles" in capsys.readouterr().out
+    wav = samples / "queries" / "an_airplane_parked_at_the_airport.wav"
+    bbox = ["128.6555", "37.6670", "128.6575", "37.6690"]
+    for suffix in (".parquet", ".geojson"):
+        out = tmp_path / f"hits{suffix}"
+        rc = main(
+            [
+                "search",
+                str(wav),
+                *idx,
+                "--bbox",
+                *bbox,
+                "-k",
+                "5",
+                "--out",
+                str(out),
+                "--map",
+                str(tmp_path / "map.html"),
+            ]
+        )
+        assert rc == 0 and f"wrote {out}" in capsys.readouterr().out
+    pq = gpd.read_parquet(tmp_path / "hits.parquet")
+    gj = gpd.read_file(tmp_path / "hits.geojson")
+    assert len(pq) == len(gj) == 5 and list(pq.tile_id) == list(gj.tile_id)
+    assert pq.crs.to_epsg() == 4326
+    assert all(g.intersects(box(*map(float, bbox))) for g in pq.geometry)
+    assert "leaflet" in (tmp_path / "map.html").read_text()
