@@ -678,6 +678,24 @@ def _describe_assets(item: pystac.Item) -> str:
     return ", ".join(parts) or "(no raster assets)"
 
 
+_BAND_ALIASES = {"nir": ("nir08", "nir09")}
+"""Fallback eo common names per requested name (tried in order when the name itself is absent)."""
+
+
+def _find_band(
+    candidates: Sequence[tuple[str, pystac.Asset]], item: pystac.Item, w: str
+) -> tuple[str, int] | None:
+    """``(asset_key, band_index)`` of band ``w`` (common name, name, or one-band asset key)."""
+    for key, asset in candidates:
+        blist = _asset_bands(asset, item)
+        for i, b in enumerate(blist):
+            if w in ((b.get("common_name") or "").lower(), (b.get("name") or "").lower()):
+                return key, i + 1
+        if key.lower() == w and len(blist) <= 1:
+            return key, 1
+    return None
+
+
 def select_bands(
     item: pystac.Item,
     bands: Sequence[str] | None = None,
@@ -733,14 +751,9 @@ def select_bands(
     sources: list[tuple[str, int]] = []
     for w in wanted:
         found: tuple[str, int] | None = None
-        for key, asset in candidates:
-            blist = _asset_bands(asset, item)
-            for i, b in enumerate(blist):
-                if w in ((b.get("common_name") or "").lower(), (b.get("name") or "").lower()):
-                    found = (key, i + 1)
-                    break
-            if found is None and key.lower() == w and len(blist) <= 1:
-                found = (key, 1)
+        # "nir" also finds the narrow NIR band of sensors that only have one (Landsat's nir08)
+        for name in (w, *_BAND_ALIASES.get(w, ())):
+            found = _find_band(candidates, item, name)
             if found:
                 break
         if found is None:

@@ -71,7 +71,7 @@ def chip_png(hit: Any, *, size: int = 96) -> bytes:
 _COLUMNS = ("score", "score_cosine", "rank_cosine", "item_id", "level", "datetime", "gsd")
 
 
-@dataclass
+@dataclass(repr=False)
 class HitsTable:
     """An HTML table of hits that renders in Jupyter (``_repr_html_``) and saves to a file.
 
@@ -85,6 +85,9 @@ class HitsTable:
 
     def _repr_html_(self) -> str:
         return self.html
+
+    def __repr__(self) -> str:
+        return f"<HitsTable: {self.rows} hits>"
 
     def save(self, path: PathLike) -> Path:
         """Write the table as a standalone HTML page.

@@ -148,7 +148,7 @@ hits["cell_class"] = [
     for g in hits.geometry
 ]
 print("timings (ms):", hits.attrs["timings"])
-hits_table(hits, columns=("score", "rank_cosine", "cell_class", "item_id", "level"))
+hits_table(hits, size=64, columns=("score", "rank_cosine", "cell_class", "item_id", "level"))
 """),
     md("""
 The hits on a map, coloured by score, with the query region dashed:
@@ -167,7 +167,7 @@ import matplotlib.pyplot as plt
 
 from rsia_geo import read_chip
 
-fig, axes = plt.subplots(1, 4, figsize=(12, 3))
+fig, axes = plt.subplots(1, 4, figsize=(9, 2.6), dpi=72)
 for ax, (_, h) in zip(axes, hits.head(4).iterrows()):
     ax.imshow(read_chip(h).transpose(1, 2, 0))
     ax.set_title(f"#{h['rank']} {h['cell_class']}\\n{h['score']:.3f}", fontsize=9)
@@ -189,7 +189,7 @@ panel.)
     code("""
 from rsia_geo.jupyter import SearchPanel
 
-panel = SearchPanel(index, thumbnails=True)
+panel = SearchPanel(index, thumbnails=False)
 panel.set_audio(wav.read_bytes(), name="query.wav")
 panel
 """),
@@ -261,7 +261,7 @@ cat_dir = WORKDIR / "catalog"
 if cat_dir.exists():
     shutil.rmtree(cat_dir)
 catalog = build_catalog(
-    [RASTERS / "naip", RASTERS / "landsat"], cat_dir,
+    [RASTERS / "naip", RASTERS / "aerial", RASTERS / "landsat"], cat_dir,
     default_datetime=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
 )
 items = {it.id: it for it in catalog.get_items()}
@@ -278,18 +278,20 @@ resolution): natural colour, or NIR false colour for vegetation.
 landsat = next(it for it in items.values() if it.id.startswith("LC08"))
 print("RGB   :", select_bands(landsat).sources)
 print("false :", select_bands(landsat, ["nir", "red", "green"]).sources)
-print("NAIP false colour:", select_bands(naip, ["nir", "red", "green"]).sources)
+# NAIP's 4th band (NIR) carries no colour name in the file, so it is called b4:
+print("NAIP false colour:", select_bands(naip, ["b4", "red", "green"]).sources)
 """),
     md("""
 ## 4. Multi-scale tiling
 
 Sizes in metres (`units="m"`) give the same ground size whatever the resolution; levels 1, 2
 and 4 cover 1x, 2x and 4x that size. Tiles mostly outside the data or nodata are skipped with
-their reason.
+their reason. Each tile's footprint is its exact outline in lon/lat:
 """),
     code("""
+aerial = items["cogeo"]  # a 1024 px aerial COG at 0.6 m (the NAIP samples are tiny crops)
 spec = TileSpec(size=TILE_METRES, units="m", scales=(1, 2, 4), out_size=256)
-ts = tile_item(naip, spec)
+ts = tile_item(aerial, spec)
 tiles = gpd.GeoDataFrame(
     {"level": [t.level for t in ts.tiles], "window": [str(t.window) for t in ts.tiles]},
     geometry=[t.footprint for t in ts.tiles], crs="EPSG:4326",
@@ -300,7 +302,7 @@ tiles.explore(column="level", categorical=True, style_kwds={"fillOpacity": 0.1})
     code("""
 import matplotlib.pyplot as plt
 
-fig, axes = plt.subplots(1, 3, figsize=(10, 3.5))
+fig, axes = plt.subplots(1, 3, figsize=(9, 3), dpi=72)
 for ax, level in zip(axes, (1, 2, 4)):
     t = next(t for t in ts.tiles if t.level == level)
     ax.imshow(read_tile(t, out_size=192)[:3].transpose(1, 2, 0))
@@ -313,10 +315,16 @@ Landsat's 30 m pixels are too coarse for 78 m tiles (under `min_pixels`), so a c
 is needed there; the false-colour bands read as reflectance:
 """),
     code("""
-print([s.reason for s in tile_item(landsat, spec).skipped][:1])
+from rsia_geo import RsiaError
+
+try:
+    tile_item(landsat, spec)
+except RsiaError as exc:  # every rsia_geo error derives from RsiaError and names the fix
+    print(type(exc).__name__, ":", exc)
 coarse = tile_item(landsat, TileSpec(size=64, scales=(1,)), bands=["nir", "red", "green"])
 chip = read_tile(coarse.tiles[len(coarse.tiles) // 2])
 print(len(coarse.tiles), "Landsat tiles; chip", chip.shape, "scaling", coarse.tiles[0].scaling.method)
+plt.figure(figsize=(3, 3), dpi=72)
 plt.imshow(chip.transpose(1, 2, 0)); plt.axis("off"); plt.show()
 """),
     md("""
@@ -327,7 +335,7 @@ The starter model takes RGB. Restricting to a bbox indexes only the tiles that i
     code("""
 with TileIndex(WORKDIR / "index") as index:
     report = build_index(catalog, index, spec=TileSpec(size=TILE_METRES, units="m", scales=(1, 2), out_size=256),
-                         bbox=tuple(naip.bbox))
+                         bbox=tuple(aerial.bbox))
     print(report.indexed, "tiles indexed;", len(report.skipped), "skipped (with reasons)")
     assert report.indexed > 0 and not report.failed
 """),
@@ -388,8 +396,8 @@ re-running resumes and gives the same clips.
 manifest = voice_captions(WORKDIR / "captions.json", WORKDIR / "voices", workers=2)
 clips = read_manifest(manifest)
 print(len(clips), "clips;", Counter(c["split"] for c in clips))
-train_voices = {c["voice"] for c in clips if c["split"] == "train"}
-val_voices = {c["voice"] for c in clips if c["split"] == "val"}
+train_voices = {c["speaker"] for c in clips if c["split"] == "train"}
+val_voices = {c["speaker"] for c in clips if c["split"] == "val"}
 print(len(train_voices), "training voices,", len(val_voices), "validation voices, shared:",
       len(train_voices & val_voices))
 from IPython.display import Audio
@@ -413,7 +421,7 @@ log.tail()
     code("""
 import matplotlib.pyplot as plt
 
-fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3))
+fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3), dpi=72)
 log.plot(x="epoch", y=["loss"], ax=a1, title="training loss")
 log.plot(x="epoch", y=["cos_mR", "ia_mR"], ax=a2, title="validation mR (cosine, IA)")
 plt.show()
@@ -436,7 +444,8 @@ Image(str(WORKDIR / "eval" / "recall.png"))
 """),
     md("""
 For comparison, the shipped starter checkpoint (trained on all 1,680 UCM training images with
-16,800 clips) on the same validation clips:
+16,800 clips) on the same validation clips. A gallery of 21 images (one per class) is far
+easier than the full 210-image validation set: the model card reports mR 43.3 there.
 """),
     code("""
 from rsia_geo.weights import default_checkpoint
@@ -481,7 +490,8 @@ WORKDIR.mkdir(parents=True, exist_ok=True)
 cat_dir = WORKDIR / "catalog"
 if cat_dir.exists():
     shutil.rmtree(cat_dir)
-catalog = build_catalog([samples / "naip"], cat_dir, default_datetime=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+catalog = build_catalog([samples / "naip", samples / "aerial"], cat_dir,
+                        default_datetime=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
 SPEC = TileSpec(size=78.0, units="m", scales=(1,), out_size=256)
 query = samples / "queries" / "an_airplane_parked_at_the_airport.wav"
 """),
@@ -543,7 +553,7 @@ shard_regions = {
 def shards_for(bbox):
     return sorted(k for k, g in shard_regions.items() if g.intersects(box(*bbox)) and not g.touches(box(*bbox)))
 
-print("airport query over Michigan ->", shards_for((-87.8, 42.0, -87.6, 42.2)))
+print("query over northern Illinois ->", shards_for((-87.8, 42.0, -87.6, 42.2)))
 print("query over the Gulf of Guinea ->", shards_for((-1.0, -1.0, 1.0, 1.0)))
 """),
     code("""
@@ -562,7 +572,11 @@ NOTEBOOKS = {
 
 def build(cells: list[Cell]) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.metadata["language_info"] = {"name": "python"}
     for kind, src in cells:
         if kind == "markdown":
@@ -587,7 +601,10 @@ def execute(path: Path, *, timeout: int = 1200) -> nbformat.NotebookNode:
 
     nb = nbformat.read(path, as_version=4)
     NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
     ).execute()
     return nb
 
@@ -616,7 +633,9 @@ def main() -> int:
             nbformat.write(execute(path), path)
         print("wrote", path.relative_to(ROOT))
     if bad:
-        print("out of date (run python scripts/make_notebooks.py):", ", ".join(bad), file=sys.stderr)
+        print(
+            "out of date (run python scripts/make_notebooks.py):", ", ".join(bad), file=sys.stderr
+        )
         return 1
     return 0
 

@@ -100,6 +100,8 @@ def test_landsat_band_files_become_one_multi_asset_item(samples):
     assert rb["nodata"] == 0
     sel = select_bands(item, ["red", "green", "blue", "nir08"])
     assert sel.sources == (("red", 1), ("green", 1), ("blue", 1), ("nir08", 1))
+    # "nir" falls back to the sensor's only NIR band (Landsat 8: nir08)
+    assert select_bands(item, ["nir", "red"]).sources == (("nir08", 1), ("red", 1))
 
 
 def test_build_catalog_groups_band_files_and_uses_relative_hrefs(sample_catalog):

@@ -476,8 +476,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
             "lr": lr,
             "seconds": round(time.time() - t0, 1),
             **{k: round(v / steps, 5) for k, v in sums.items()},
-            "akt_p1": float(loss_fn.p1),
-            "akt_p2": float(loss_fn.p2),
+            "akt_p1": float(loss_fn.p1.detach()),
+            "akt_p2": float(loss_fn.p2.detach()),
         }
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
             metrics = _validate(model, va_tokens, va_feats, cfg.per_image)
