@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Debian packages the tests need (speech synthesis for audio tests).
 APT_PACKAGES := espeak-ng flite
 
-.PHONY: demo test test-qgis plugin-zip install install-dev apt apt-qgis lint clean
+.PHONY: demo test test-qgis plugin-zip install install-dev apt apt-qgis lint docs notebooks clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -49,6 +49,14 @@ test: apt install-dev
 test-qgis: apt-qgis install-dev .venv-qgis/bin/python
 	QT_QPA_PLATFORM=offscreen RSIA_MAIN_PYTHON=$(CURDIR)/$(BIN)/python \
 	  .venv-qgis/bin/python -m pytest -q -p no:cacheprovider -o addopts="" tests/qgis
+
+# The documentation site (site/), warnings as errors; the tests build it too.
+docs: install-dev
+	$(BIN)/python -m mkdocs build --strict
+
+# Regenerate the notebooks from scripts/make_notebooks.py and execute them in place.
+notebooks: apt install-dev
+	$(BIN)/python scripts/make_notebooks.py --execute
 
 # A zip QGIS can install (Plugins > Manage and Install > Install from ZIP).
 plugin-zip:
