@@ -400,3 +400,50 @@ def test_vectorised_footprints_match_shapely_shape():
     for got, want in zip(out, geoms, strict=True):
         assert got.geom_type == shape(mapping(want)).geom_type
         assert got.equals(want)
+
+
+def test_geo_index_filter_finds_every_tile_the_range_filter_finds(tmp_path, tiles_and_vectors):
+    """The fast filter (geo box on tile centres grown by the recorded margin) loses nothing."""
+    import dataclasses
+
+    tiles, vecs = tiles_and_vectors
+    with TileIndex(tmp_path / "i") as idx:
+        idx.bind_model(SIG)
+        idx.add(tiles[:7], vecs[:7])
+        idx.add(tiles[7:], vecs[7:])
+        margin = idx.centre_margin()
+        assert margin is not None
+        # the recorded margin bounds every tile's centre-to-bbox distance
+        for t in tiles:
+            minx, miny, maxx, maxy = t.footprint.bounds
+            if maxx - minx < 180:  # tiles cut at 180 are checked through the range path
+                assert max(t.centre[0] - minx, maxx - t.centre[0]) <= margin[0] + 1e-9
+                assert max(t.centre[1] - miny, maxy - t.centre[1]) <= margin[1] + 1e-9
+        rng = np.random.default_rng(3)
+        q = rng.standard_normal(64)
+        checked = 0
+        for t in rng.choice(np.array(tiles, dtype=object), 40, replace=False):
+            minx, miny, maxx, maxy = t.footprint.bounds
+            w, h = (maxx - minx) % 360, maxy - miny
+            sx, sy = rng.uniform(-1.2, 1.2, 2)  # boxes cutting through tiles at their edges
+            b = (minx + sx * w, miny + sy * h, minx + sx * w + 0.7 * w, miny + sy * h + 0.6 * h)
+            region = make_region(
+                bbox=(((b[0] + 180) % 360) - 180, b[1], ((b[2] + 180) % 360) - 180, b[3])
+            )
+            fast = dataclasses.replace(region, centre_margin=margin)
+            plain = dataclasses.replace(region, centre_margin=None)
+            got_fast = {h.id for h in idx.backend.query(q, fast, 1000, 0, False)}
+            got_plain = {h.id for h in idx.backend.query(q, plain, 1000, 0, False)}
+            exact = {
+                u.id
+                for u in tiles
+                if u.footprint.intersects(region.geometry)
+                and not u.footprint.touches(region.geometry)
+            }
+            assert exact <= got_fast and exact <= got_plain
+            assert idx.backend.count(fast) == idx.backend.count(plain) == len(got_plain)
+            checked += bool(exact)
+        assert checked > 20
+        # searches through the index use the margin; reopening keeps it
+    with TileIndex(tmp_path / "i") as idx:
+        assert idx.centre_margin() == margin

@@ -106,16 +106,36 @@ def _box_conditions(
     ]
 
 
+Condition = tuple[str, str, Any]
+"""``(field, op, value)``: op ``gt/gte/lt/lte`` (a float range) or ``geo_box`` (lon/lat box)."""
+
+
 def _region_spec(
-    region: Region | None,
-) -> tuple[list[list[tuple[str, str, float]]], list[tuple[str, str, float]]]:
-    """``(alternatives, musts)``: OR over alternatives (each an AND of ranges), AND musts."""
-    alts: list[list[tuple[str, str, float]]] = []
-    musts: list[tuple[str, str, float]] = []
+    region: Region | None, *, exact: bool = True
+) -> tuple[list[list[Condition]], list[Condition]]:
+    """``(alternatives, musts)``: OR over alternatives (each an AND of conditions), AND musts.
+
+    With the index's centre margin, a box's alternative starts with a geo-box condition on the
+    tile centres (the box grown by the margin): the geo index yields about the tiles of the
+    box, where Qdrant would scan for four open-ended ranges. ``exact=False`` (search, which
+    checks every candidate's footprint afterwards) keeps only that condition; ``exact=True``
+    (counts) adds the bbox ranges. Boxes within two margins of 180 degrees use the ranges only,
+    as centres of tiles crossing 180 are wrapped to the other side.
+    """
+    alts: list[list[Condition]] = []
+    musts: list[Condition] = []
     if region is None:
         return alts, musts
+    margin = region.centre_margin
     for box in region.boxes:
-        alts.append(_box_conditions(box, 0.0))
+        x0, y0, x1, y1 = box
+        if margin is not None and x0 - 2 * margin[0] >= -180.0 and x1 + 2 * margin[0] <= 180.0:
+            dx, dy = margin
+            grown = (x0 - dx, max(y0 - dy, -90.0), x1 + dx, min(y1 + dy, 90.0))
+            geo: list[Condition] = [("location", "geo_box", grown)]
+            alts.append(geo + (_box_conditions(box, 0.0) if exact else []))
+            continue  # too far from 180 for tiles stored unwrapped to reach it
+        alts.append(list(_box_conditions(box, 0.0)))
         # tiles stored unwrapped (bbox_maxx > 180) also match the box shifted by 360
         alts.append([*_box_conditions(box, 360.0), ("bbox_maxx", "gt", 180.0)])
     if region.time_range is not None:
@@ -140,19 +160,23 @@ def _records_to_hits(records: Sequence[Any], with_vectors: bool) -> list[Hit]:
     ]
 
 
-def _native_filter(region: Region | None, cond: Any, filter_cls: Any) -> Any:
+def _native_filter(region: Region | None, cond: Any, filter_cls: Any, exact: bool = True) -> Any:
     """Build an engine's filter from the neutral spec: OR of box alternatives, AND of musts.
 
     Args:
         region: The region (None: no filter).
-        cond: ``cond(key, op, value)`` -> the engine's range condition.
+        cond: ``cond(key, op, value)`` -> the engine's condition (see :data:`Condition`).
         filter_cls: The engine's ``Filter(must=..., should=...)`` class.
+        exact: Keep the bbox ranges beside a geo-box condition (see :func:`_region_spec`).
 
     Returns:
         The engine filter, or None.
     """
-    alts, musts = _region_spec(region)
+    alts, musts = _region_spec(region, exact=exact)
     must = [cond(*c) for c in musts]
+    if len(alts) == 1:  # one alternative: AND it in, no OR to plan
+        must += [cond(*c) for c in alts[0]]
+        alts = []
     should = [filter_cls(must=[cond(*c) for c in alt]) for alt in alts]
     if not must and not should:
         return None
@@ -233,11 +257,19 @@ class EdgeBackend:
         tmp.write_text(json.dumps(meta, indent=2))
         tmp.replace(self._meta_path())
 
-    def _filter(self, region: Region | None) -> Any:
+    def _filter(self, region: Region | None, exact: bool = True) -> Any:
         q = self.q
-        return _native_filter(
-            region, lambda k, op, v: q.FieldCondition(k, range=q.RangeFloat(**{op: v})), q.Filter
-        )
+
+        def cond(key: str, op: str, value: Any) -> Any:
+            if op == "geo_box":
+                x0, y0, x1, y1 = value
+                box = q.GeoBoundingBox(
+                    top_left=q.GeoPoint(lon=x0, lat=y1), bottom_right=q.GeoPoint(lon=x1, lat=y0)
+                )
+                return q.FieldCondition(key, geo_bounding_box=box)
+            return q.FieldCondition(key, range=q.RangeFloat(**{op: value}))
+
+        return _native_filter(region, cond, q.Filter, exact)
 
     def upsert(
         self,
@@ -274,7 +306,7 @@ class EdgeBackend:
             limit=limit,
             offset=offset or None,
             query=q.Query.Nearest([float(x) for x in vector], using=VECTOR),
-            filter=self._filter(region),
+            filter=self._filter(region, exact=False),
             with_payload=(list(fields) or False) if fields is not None else True,
             with_vector=[VECTOR] if with_vectors else False,
         )
@@ -455,11 +487,19 @@ class ClientBackend:
             [m.PointStruct(id=1, vector=[1.0], payload={"meta": meta})],
         )
 
-    def _filter(self, region: Region | None) -> Any:
+    def _filter(self, region: Region | None, exact: bool = True) -> Any:
         m = self.models
-        return _native_filter(
-            region, lambda k, op, v: m.FieldCondition(key=k, range=m.Range(**{op: v})), m.Filter
-        )
+
+        def cond(key: str, op: str, value: Any) -> Any:
+            if op == "geo_box":
+                x0, y0, x1, y1 = value
+                box = m.GeoBoundingBox(
+                    top_left=m.GeoPoint(lon=x0, lat=y1), bottom_right=m.GeoPoint(lon=x1, lat=y0)
+                )
+                return m.FieldCondition(key=key, geo_bounding_box=box)
+            return m.FieldCondition(key=key, range=m.Range(**{op: value}))
+
+        return _native_filter(region, cond, m.Filter, exact)
 
     def upsert(
         self,
@@ -497,7 +537,7 @@ class ClientBackend:
             self.collection,
             query=[float(x) for x in vector],
             using=VECTOR,
-            query_filter=self._filter(region),
+            query_filter=self._filter(region, exact=False),
             limit=limit,
             offset=offset or None,
             with_payload=(list(fields) or False) if fields is not None else True,

@@ -71,6 +71,26 @@ def _timestamp(value: str | None) -> float | None:
     return t.timestamp()
 
 
+def centre_margin(payload: dict[str, Any]) -> tuple[float, float]:
+    """Distance ``(dlon, dlat)`` from a tile's centre to the farthest edges of its bbox.
+
+    A tile whose bbox intersects a box has its centre inside that box grown by this margin.
+
+    Args:
+        payload: A payload from :func:`tile_to_payload`.
+
+    Returns:
+        ``(dlon, dlat)`` in degrees.
+    """
+    cx, cy = payload["location"]["lon"], payload["location"]["lat"]
+    minx, maxx = payload["bbox_minx"], payload["bbox_maxx"]
+    if cx < minx - 1e-9:  # bbox stored unwrapped past 180, centre wrapped to the west
+        cx += 360.0
+    dx = max(cx - minx, maxx - cx)
+    dy = max(cy - payload["bbox_miny"], payload["bbox_maxy"] - cy)
+    return float(dx), float(dy)
+
+
 def tile_to_payload(tile: Tile, *, raw_norm: float | None = None) -> dict[str, Any]:
     """Payload stored with a tile's vector.
 
@@ -155,6 +175,10 @@ class Region:
     boxes: tuple[BBox, ...]
     geometry: Any
     time_range: tuple[float | None, float | None] | None = None
+    centre_margin: tuple[float, float] | None = None
+    """Largest (lon, lat) distance from any indexed tile's centre to its bbox edges, set by the
+    index: with it, the filter can use the geo index on tile centres (selective at any scale)
+    instead of four range conditions whose conjunction Qdrant cannot estimate well."""
 
 
 def region_boxes(bbox: BBox) -> tuple[BBox, ...]:

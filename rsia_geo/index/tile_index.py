@@ -15,8 +15,10 @@ process gets :class:`~rsia_geo.errors.IndexLockedError` instead of corrupting th
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ import numpy as np
 
 from rsia_geo.errors import IndexLockedError, ModelMismatchError, VectorIndexError
 from rsia_geo.index.backends import ClientBackend, EdgeBackend, Hit
-from rsia_geo.index.payload import Region, tile_to_payload
+from rsia_geo.index.payload import Region, centre_margin, tile_to_payload
 from rsia_geo.tiles import Tile
 
 __all__ = ["TileIndex"]
@@ -89,6 +91,8 @@ class TileIndex:
         self.url = url
         self.collection = collection
         self._lock_fd: int | None = None
+        self._margin: tuple[float, float] | None = None
+        self._margin_read = -1e18  # time.monotonic() of the last read of the stored margin
         if location is not None and str(location) != ":memory:":
             Path(location).mkdir(parents=True, exist_ok=True)
             self._lock(Path(location))
@@ -218,11 +222,49 @@ class TileIndex:
             )
         norms = np.linalg.norm(vecs, axis=1)
         unit = vecs / np.maximum(norms, 1e-12)[:, None]
-        self.backend.upsert(
+        self._upsert(
             [t.id for t in tiles],
             unit.tolist(),
             [tile_to_payload(t, raw_norm=float(n)) for t, n in zip(tiles, norms, strict=True)],
         )
+
+    def _upsert(
+        self, ids: Sequence[str], unit_vectors: Any, payloads: Sequence[dict[str, Any]]
+    ) -> None:
+        """Record a larger centre margin first (write-ahead), then store the points."""
+        if payloads:
+            margins = np.array([centre_margin(p) for p in payloads])
+            gx, gy = (float(v) for v in margins.max(axis=0))
+            current = self.centre_margin()
+            if current is None or gx > current[0] or gy > current[1]:
+                new = (gx, gy) if current is None else (max(gx, current[0]), max(gy, current[1]))
+                meta = self.backend.get_meta() or {}
+                meta["centre_margin"] = list(new)
+                self.backend.set_meta(meta)
+                self._margin = new
+        self.backend.upsert(ids, unit_vectors, payloads)
+
+    def centre_margin(self) -> tuple[float, float] | None:
+        """Largest ``(dlon, dlat)`` from a stored tile's centre to its bbox edges (None: unknown).
+
+        Region filters use it to query the geo index of tile centres. An embedded folder has
+        one writer (it is locked), so its value is cached; a server's is re-read every 5 s, as
+        another process may index larger tiles.
+        """
+        ttl = float("inf") if self.engine == "edge" else 5.0
+        now = time.monotonic()
+        if self._margin is None or now - self._margin_read > ttl:
+            meta = self.backend.get_meta() if self.backend.exists() else None
+            stored = (meta or {}).get("centre_margin")
+            self._margin = (float(stored[0]), float(stored[1])) if stored else None
+            self._margin_read = now
+        return self._margin
+
+    def _with_margin(self, region: Region | None) -> Region | None:
+        if region is None or region.centre_margin is not None or not region.boxes:
+            return region
+        margin = self.centre_margin()
+        return region if margin is None else dataclasses.replace(region, centre_margin=margin)
 
     def existing(self, ids: Sequence[str]) -> set[str]:
         """Which tile ids are already stored."""
@@ -230,7 +272,7 @@ class TileIndex:
 
     def count(self, region: Region | None = None) -> int:
         """Number of tiles (inside ``region``)."""
-        return self.backend.count(region) if self.backend.exists() else 0
+        return self.backend.count(self._with_margin(region)) if self.backend.exists() else 0
 
     def query(
         self,
@@ -259,7 +301,7 @@ class TileIndex:
         v = np.asarray(vector, dtype=np.float64).ravel()
         v = v / max(float(np.linalg.norm(v)), 1e-12)
         hits: list[Hit] = self.backend.query(
-            v.tolist(), region, limit, offset, with_vectors, fields
+            v.tolist(), self._with_margin(region), limit, offset, with_vectors, fields
         )
         return hits
 
