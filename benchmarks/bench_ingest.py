@@ -34,6 +34,9 @@ def main() -> None:
     p.add_argument("--raster", required=True)
     p.add_argument("--workdir", default="runs/bench_ingest")
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument(
+        "--overlap", type=int, default=0, help="tile overlap in px (128: ~4x the tiles)"
+    )
     p.add_argument("--out", default=None)
     a = p.parse_args()
     work = Path(a.workdir)
@@ -44,7 +47,7 @@ def main() -> None:
 
     cat = build_catalog([a.raster], work / "catalog", default_datetime=dt.datetime(2010, 1, 1))
     model = load_model(None)
-    spec = TileSpec(size=256)
+    spec = TileSpec(size=256, overlap=a.overlap)
     tiles = list(iter_tiles(cat, spec))
     n = len(tiles)
     arrays = [read_tile(t) for t in tiles]
@@ -79,6 +82,7 @@ def main() -> None:
     tg = seen / (time.perf_counter() - t0)
     row = {
         "tiles": n,
+        "overlap": a.overlap,
         "batch": a.batch,
         "threads": torch.get_num_threads(),
         "encoder_only_tiles_per_s": round(enc, 2),

@@ -429,3 +429,13 @@ def test_kept_open_datasets_read_the_same_pixels_and_are_closed(samples):
         np.testing.assert_array_equal(a, b)
     assert all(h.closed for h in handles) and not tiles_mod._OPEN.all
     assert tiles_mod._OPEN.get(str(samples / "aerial/cogeo.tif")) is None  # inactive again
+
+
+def test_gdal_env_keeps_a_real_block_cache():
+    """GDAL_CACHEMAX reaches GDAL in bytes: at least 64 MB inside gdal_env."""
+    from rasterio.env import get_gdal_config
+
+    from rsia_geo.env import gdal_env
+
+    with gdal_env():
+        assert int(get_gdal_config("GDAL_CACHEMAX")) >= 64 * 1024 * 1024
