@@ -34,9 +34,7 @@ def main() -> None:
     p.add_argument("--raster", required=True)
     p.add_argument("--workdir", default="runs/bench_ingest")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument(
-        "--overlap", type=int, default=0, help="tile overlap in px (128: ~4x the tiles)"
-    )
+    p.add_argument("--overlap", type=int, default=0, help="tile overlap in px (128: ~4x the tiles)")
     p.add_argument("--out", default=None)
     a = p.parse_args()
     work = Path(a.workdir)
