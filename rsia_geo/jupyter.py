@@ -250,6 +250,15 @@ def _bounds(hits: Any, region: dict[str, Any] | None) -> list[list[float]] | Non
     ]
 
 
+def _loop_running() -> bool:
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop().is_running()
+    except RuntimeError:
+        return False
+
+
 def _parse_bbox(text: str) -> tuple[float, float, float, float]:
     parts = [p for p in text.replace(",", " ").split() if p]
     try:
@@ -453,7 +462,10 @@ class SearchPanel:
         self.map.add(self._hits_layer)
         b = _bounds(hits, None)
         if b is not None:
-            self.map.fit_bounds(b)
+            (south, west), (north, east) = b
+            self.map.center = ((south + north) / 2, (west + east) / 2)
+            if _loop_running():  # fit_bounds zooms by waiting for the browser's bounds
+                self.map.fit_bounds(b)
 
     def close(self) -> None:
         """Close the index if the panel opened it, and the widgets."""
