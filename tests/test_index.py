@@ -30,6 +30,7 @@ from rsia_geo.errors import (  # noqa: E402
     VectorIndexError,
 )
 from rsia_geo.index import TileIndex, make_region  # noqa: E402
+from rsia_geo.index.payload import tile_to_payload  # noqa: E402
 from rsia_geo.models import build_model, get_config, save_checkpoint  # noqa: E402
 from rsia_geo.pipeline import build_index, read_chip, search  # noqa: E402
 
@@ -447,3 +448,19 @@ def test_geo_index_filter_finds_every_tile_the_range_filter_finds(tmp_path, tile
         # searches through the index use the margin; reopening keeps it
     with TileIndex(tmp_path / "i") as idx:
         assert idx.centre_margin() == margin
+
+
+def test_index_without_a_recorded_margin_keeps_range_filters(tmp_path, tiles_and_vectors):
+    """An index filled before margins existed never gets one from later, smaller tiles."""
+    tiles, vecs = tiles_and_vectors
+    with TileIndex(tmp_path / "i") as idx:
+        idx.bind_model(SIG)
+        idx.backend.upsert(  # as an older version stored points: no margin recorded
+            [t.id for t in tiles[:5]],
+            (vecs[:5] / np.linalg.norm(vecs[:5], axis=1, keepdims=True)).tolist(),
+            [tile_to_payload(t, raw_norm=1.0) for t in tiles[:5]],
+        )
+        idx.add(tiles[5:], vecs[5:])
+        assert idx.centre_margin() is None
+        region = make_region(bbox=tiles[0].footprint.bounds)
+        assert tiles[0].id in {h.id for h in idx.query(vecs[0], region, limit=1000)}

@@ -232,7 +232,9 @@ class TileIndex:
         self, ids: Sequence[str], unit_vectors: Any, payloads: Sequence[dict[str, Any]]
     ) -> None:
         """Record a larger centre margin first (write-ahead), then store the points."""
-        if payloads:
+        if payloads and (self.centre_margin() is not None or self.count() == 0):
+            # (an index filled before margins were recorded keeps none: a margin computed
+            # from new tiles alone might not cover the old ones, so its queries keep ranges)
             margins = np.array([centre_margin(p) for p in payloads])
             gx, gy = (float(v) for v in margins.max(axis=0))
             current = self.centre_margin()
