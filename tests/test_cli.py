@@ -9,6 +9,21 @@ import pytest
 from rsia_geo.cli import main
 
 
+def _build_aerial_catalog(tmp_path, samples) -> int:
+    """`rsia-geo catalog build` of the sample aerial COG into tmp_path/c."""
+    return main(
+        [
+            "catalog",
+            "build",
+            str(samples / "aerial"),
+            "-o",
+            str(tmp_path / "c"),
+            "--datetime",
+            "2021-06-01",
+        ]
+    )
+
+
 def test_demo_main_job_end_to_end(tmp_path, capsys):
     """The README's first command: catalog, index with the starter model, spoken search."""
     from rsia_geo.weights import shipped_checkpoints
@@ -37,17 +52,7 @@ def test_demo_main_job_end_to_end(tmp_path, capsys):
 
 
 def test_catalog_build_info_and_tiles(tmp_path, samples, capsys):
-    rc = main(
-        [
-            "catalog",
-            "build",
-            str(samples / "aerial"),
-            "-o",
-            str(tmp_path / "c"),
-            "--datetime",
-            "2021-06-01",
-        ]
-    )
+    rc = _build_aerial_catalog(tmp_path, samples)
     assert rc == 0
     rc = main(["catalog", "info", str(tmp_path / "c" / "catalog.json")])
     assert rc == 0
@@ -73,17 +78,7 @@ def test_errors_become_exit_codes_with_messages(tmp_path, samples, capsys):
     rc = main(["catalog", "build", str(samples / "aerial"), "-o", str(tmp_path / "c")])
     assert rc == 4
     assert "default_datetime" in capsys.readouterr().err
-    rc = main(
-        [
-            "catalog",
-            "build",
-            str(samples / "aerial"),
-            "-o",
-            str(tmp_path / "c"),
-            "--datetime",
-            "2021-06-01",
-        ]
-    )
+    rc = _build_aerial_catalog(tmp_path, samples)
     assert rc == 0
     rc = main(["tiles", str(tmp_path / "c" / "catalog.json"), "--size", "0"])
     assert rc == 2
@@ -108,20 +103,7 @@ def test_cli_index_then_search_with_exports(tmp_path, samples, capsys):
     torch.manual_seed(0)
     ckpt = tmp_path / "tiny"
     save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), ckpt)
-    assert (
-        main(
-            [
-                "catalog",
-                "build",
-                str(samples / "aerial"),
-                "-o",
-                str(tmp_path / "c"),
-                "--datetime",
-                "2021-06-01",
-            ]
-        )
-        == 0
-    )
+    assert _build_aerial_catalog(tmp_path, samples) == 0
     idx = ["--location", str(tmp_path / "idx"), "--checkpoint", str(ckpt)]
     assert (
         main(
