@@ -171,14 +171,14 @@ def hits_table(
 
 
 def _region_geojson(hits: Any, bbox: Any, geometry: Any) -> dict[str, Any] | None:
+    """The given region, else the one recorded on the hits by :func:`rsia_geo.search`."""
     from shapely import wkt
-    from shapely.geometry import mapping, shape
+    from shapely.geometry import mapping
 
-    from rsia_geo.index.payload import make_region
+    from rsia_geo.results import region_geojson
 
     if bbox is not None or geometry is not None:
-        g = shape(geometry) if isinstance(geometry, dict) else geometry
-        return dict(mapping(make_region(bbox=bbox, geometry=g).geometry))
+        return region_geojson(bbox, geometry)
     region = getattr(hits, "attrs", {}).get("region")
     return dict(mapping(wkt.loads(region))) if region else None
 

@@ -288,10 +288,6 @@ class _Candidate:
     footprint: Any  # shapely geometry, or None until needed
 
 
-_CANDIDATE_FIELDS = ("footprint", "raw_norm")
-"""Payload fields read per candidate; the full payload is read for the final ``k`` only."""
-
-
 def _footprints(geojsons: Sequence[dict[str, Any]]) -> np.ndarray:
     """Shapely geometries of GeoJSON footprints, vectorised for the common single-ring polygon."""
     import shapely
@@ -329,17 +325,14 @@ def _candidates(
 ) -> tuple[list[_Candidate], int]:
     """Page through cosine hits until ``want`` pass the exact region test or none remain.
 
-    Only the footprint and raw norm are read per candidate; the exact test (the footprint's
-    interior overlaps the region) runs vectorised over each page.
+    Only the footprint (for the exact test) and the raw norm (for rescoring) are read per
+    candidate, and only when needed (:func:`search` reads full payloads for the final hits);
+    the exact test (the footprint's interior overlaps the region) runs vectorised per page.
     """
     import shapely
 
     exact = region is not None and region.geometry is not None
-    fields = (
-        [f for f in _CANDIDATE_FIELDS if exact or f != "footprint"]
-        if with_vectors
-        else (["footprint"] if exact else [])
-    )
+    fields = (["footprint"] if exact else []) + (["raw_norm"] if with_vectors else [])
     if exact:
         assert region is not None
         shapely.prepare(region.geometry)

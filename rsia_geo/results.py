@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_map"]
+__all__ = ["region_geojson", "write_map"]
 
 _TEMPLATE = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>rsia_geo hits</title>
@@ -44,6 +44,26 @@ if (bounds.isValid()) map.fitBounds(bounds); else map.setView([0, 0], 2);
 """
 
 
+def region_geojson(bbox: Any = None, geometry: Any = None) -> dict[str, Any] | None:
+    """The query region as a GeoJSON geometry in lon/lat, as the search understands it.
+
+    Args:
+        bbox: The query bbox (``minx > maxx`` crosses 180).
+        geometry: The query geometry (shapely or GeoJSON).
+
+    Returns:
+        The GeoJSON geometry, or None when neither is given.
+    """
+    from shapely.geometry import mapping, shape
+
+    from rsia_geo.index.payload import make_region
+
+    if bbox is None and geometry is None:
+        return None
+    g = shape(geometry) if isinstance(geometry, dict) else geometry
+    return dict(mapping(make_region(bbox=bbox, geometry=g).geometry))
+
+
 def write_map(hits: Any, path: str | Path, *, bbox: Any = None, geometry: Any = None) -> Path:
     """Write an HTML map of search hits coloured by score, with the query region drawn.
 
@@ -56,22 +76,13 @@ def write_map(hits: Any, path: str | Path, *, bbox: Any = None, geometry: Any = 
     Returns:
         The written path.
     """
-    from shapely.geometry import mapping, shape
-
-    from rsia_geo.index.payload import make_region
-
     cols = [c for c in hits.columns if c not in ("tile_json",)]
     data = (
         json.loads(hits[cols].to_json())
         if len(hits)
         else {"type": "FeatureCollection", "features": []}
     )
-    region = None
-    if bbox is not None or geometry is not None:
-        g = geometry
-        if isinstance(g, dict):
-            g = shape(g)
-        region = mapping(make_region(bbox=bbox, geometry=g).geometry)
+    region = region_geojson(bbox, geometry)
     out = Path(path)
     out.write_text(_TEMPLATE.format(hits=json.dumps(data), region=json.dumps(region)))
     return out

@@ -160,18 +160,30 @@ def _records_to_hits(records: Sequence[Any], with_vectors: bool) -> list[Hit]:
     ]
 
 
-def _native_filter(region: Region | None, cond: Any, filter_cls: Any, exact: bool = True) -> Any:
+def _native_filter(region: Region | None, ns: Any, range_cls: Any, exact: bool = True) -> Any:
     """Build an engine's filter from the neutral spec: OR of box alternatives, AND of musts.
 
     Args:
         region: The region (None: no filter).
-        cond: ``cond(key, op, value)`` -> the engine's condition (see :data:`Condition`).
-        filter_cls: The engine's ``Filter(must=..., should=...)`` class.
+        ns: The engine's models namespace (``qdrant_edge`` or ``qdrant_client.models``), which
+            both name ``FieldCondition``, ``GeoBoundingBox``, ``GeoPoint`` and ``Filter``.
+        range_cls: The engine's float range class (``RangeFloat`` / ``Range``).
         exact: Keep the bbox ranges beside a geo-box condition (see :func:`_region_spec`).
 
     Returns:
         The engine filter, or None.
     """
+
+    def cond(key: str, op: str, value: Any) -> Any:
+        if op == "geo_box":
+            x0, y0, x1, y1 = value
+            box = ns.GeoBoundingBox(
+                top_left=ns.GeoPoint(lon=x0, lat=y1), bottom_right=ns.GeoPoint(lon=x1, lat=y0)
+            )
+            return ns.FieldCondition(key=key, geo_bounding_box=box)
+        return ns.FieldCondition(key=key, range=range_cls(**{op: value}))
+
+    filter_cls = ns.Filter
     alts, musts = _region_spec(region, exact=exact)
     must = [cond(*c) for c in musts]
     if len(alts) == 1:  # one alternative: AND it in, no OR to plan
@@ -258,18 +270,7 @@ class EdgeBackend:
         tmp.replace(self._meta_path())
 
     def _filter(self, region: Region | None, exact: bool = True) -> Any:
-        q = self.q
-
-        def cond(key: str, op: str, value: Any) -> Any:
-            if op == "geo_box":
-                x0, y0, x1, y1 = value
-                box = q.GeoBoundingBox(
-                    top_left=q.GeoPoint(lon=x0, lat=y1), bottom_right=q.GeoPoint(lon=x1, lat=y0)
-                )
-                return q.FieldCondition(key, geo_bounding_box=box)
-            return q.FieldCondition(key, range=q.RangeFloat(**{op: value}))
-
-        return _native_filter(region, cond, q.Filter, exact)
+        return _native_filter(region, self.q, self.q.RangeFloat, exact)
 
     def upsert(
         self,
@@ -488,18 +489,7 @@ class ClientBackend:
         )
 
     def _filter(self, region: Region | None, exact: bool = True) -> Any:
-        m = self.models
-
-        def cond(key: str, op: str, value: Any) -> Any:
-            if op == "geo_box":
-                x0, y0, x1, y1 = value
-                box = m.GeoBoundingBox(
-                    top_left=m.GeoPoint(lon=x0, lat=y1), bottom_right=m.GeoPoint(lon=x1, lat=y0)
-                )
-                return m.FieldCondition(key=key, geo_bounding_box=box)
-            return m.FieldCondition(key=key, range=m.Range(**{op: value}))
-
-        return _native_filter(region, cond, m.Filter, exact)
+        return _native_filter(region, self.models, self.models.Range, exact)
 
     def upsert(
         self,
