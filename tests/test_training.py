@@ -162,31 +162,27 @@ def test_voice_train_evaluate_end_to_end_tiny(tmp_path, shared_data, capsys):
     manifest = out / "manifest.jsonl"
     run = tmp_path / "run"
     # train and select on the 8 training images (their clips): the model must fit them
-    assert (
-        main(
-            [
-                "train",
-                str(manifest),
-                "-o",
-                str(run),
-                "--model",
-                "alac-tiny",
-                "--val-split",
-                "train",
-                "--epochs",
-                "60",
-                "--batch-size",
-                "8",
-                "--lr",
-                "1e-3",
-                "--views",
-                "1",
-                "--no-spec-augment",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    train_args = [
+        "train",
+        str(manifest),
+        "-o",
+        str(run),
+        "--model",
+        "alac-tiny",
+        "--val-split",
+        "train",
+        "--epochs",
+        "60",
+        "--batch-size",
+        "8",
+        "--lr",
+        "1e-3",
+        "--views",
+        "1",
+        "--no-spec-augment",
+        "--no-progress",
+    ]
+    assert main(train_args) == 0
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert len(log) == 60
     first, last = np.mean([r["loss"] for r in log[:3]]), np.mean([r["loss"] for r in log[-3:]])
@@ -216,31 +212,7 @@ def test_voice_train_evaluate_end_to_end_tiny(tmp_path, shared_data, capsys):
     assert report["metrics"]["cosine"]["mR"] == pytest.approx(best["cos_mR"], abs=5)
     assert (tmp_path / "ev" / "recall.png").stat().st_size > 1000
     # resuming a finished run does nothing more; other settings in the same folder refuse
-    assert (
-        main(
-            [
-                "train",
-                str(manifest),
-                "-o",
-                str(run),
-                "--model",
-                "alac-tiny",
-                "--val-split",
-                "train",
-                "--epochs",
-                "60",
-                "--batch-size",
-                "8",
-                "--lr",
-                "1e-3",
-                "--views",
-                "1",
-                "--no-spec-augment",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(train_args) == 0
     assert len((run / "log.jsonl").read_text().splitlines()) == 60
     assert (
         main(
