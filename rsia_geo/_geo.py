@@ -1,8 +1,11 @@
 """Geometry helpers: footprints of pixel windows in EPSG:4326, GSD, bbox validation.
 
-Footprints are computed from the densified outline of a pixel window, reprojected with GDAL
-(``rasterio.warp.transform_geom``) with antimeridian cutting, so a window that straddles the
-180th meridian becomes a MultiPolygon in lon/lat instead of a polygon wrapping the globe.
+Footprints are computed from the densified outline of a pixel window: its points are
+reprojected one by one, their longitudes unwrapped along the outline (so the outline stays
+continuous across the 180th meridian), and the polygon is split at 180 here. GDAL's own
+antimeridian cutting is not trusted: for a window lying just past 180 in a UTM zone it returns
+an uncut polygon spanning the globe. A window that straddles the 180th meridian becomes a
+MultiPolygon in lon/lat; every footprint is checked valid and of plausible extent.
 """
 
 from __future__ import annotations
@@ -84,31 +87,53 @@ def window_footprint(
         A shapely Polygon, or a MultiPolygon when the footprint crosses the antimeridian.
     """
     from rasterio.crs import CRS
-    from rasterio.warp import transform_geom
-    from shapely.geometry import shape
+    from rasterio.warp import transform as warp_transform
+    from shapely import make_valid
+    from shapely.geometry import Polygon
 
     ring = _densified_ring(transform, col_off, row_off, width, height, max(1, densify))
-    geom = {"type": "Polygon", "coordinates": [ring]}
     src = CRS.from_user_input(crs)
     if src == CRS.from_epsg(4326):
-        out = shape(geom)
-        if out.bounds[0] < -180 or out.bounds[2] > 180:
-            return _split_lonlat(out)
-        return out
-    out_geom = transform_geom(src, "EPSG:4326", geom, antimeridian_cutting=True, precision=-1)
-    return shape(out_geom)
+        lons, lats = [p[0] for p in ring], [p[1] for p in ring]
+    else:
+        lons, lats = warp_transform(src, "EPSG:4326", [p[0] for p in ring], [p[1] for p in ring])
+    if not all(math.isfinite(v) for v in (*lons, *lats)):
+        raise InvalidBBoxError(
+            f"the window at ({col_off}, {row_off}) of a raster in {src} has no lon/lat "
+            "footprint (outside the CRS's area of use); check the raster's CRS"
+        )
+    # unwrap: consecutive outline points are close, so a jump over 180 degrees is a wrap
+    unwrapped = [float(lons[0])]
+    for lon in lons[1:]:
+        prev = unwrapped[-1]
+        lon = float(lon)
+        lon += 360.0 * round((prev - lon) / 360.0)
+        unwrapped.append(lon)
+    if abs(unwrapped[-1] - unwrapped[0]) > 1e-6:
+        # the outline winds around a pole: no lon/lat polygon follows it; give its band
+        raise InvalidBBoxError(
+            f"the window at ({col_off}, {row_off}) of a raster in {src} encloses a pole; "
+            "tile polar imagery in a polar CRS with smaller tiles"
+        )
+    shift = -360.0 * math.floor((min(unwrapped) + 180.0) / 360.0)  # west edge into [-180, 180)
+    poly = Polygon([(x + shift, float(y)) for x, y in zip(unwrapped, lats, strict=True)])
+    if not poly.is_valid:
+        poly = make_valid(poly)
+    out = _split_lonlat(poly) if poly.bounds[2] > 180.0 else poly
+    return out
 
 
 def _split_lonlat(poly: Any) -> Any:
     """Split a lon/lat polygon whose longitudes run past +-180 into a MultiPolygon in range."""
     from shapely.affinity import translate
-    from shapely.geometry import MultiPolygon, box
+    from shapely.geometry import MultiPolygon, Polygon, box
 
     parts: list[Any] = []
     for shift in (-360.0, 0.0, 360.0):
         piece = translate(poly, xoff=shift).intersection(box(-180, -90, 180, 90))
-        if not piece.is_empty:
-            parts.extend(getattr(piece, "geoms", [piece]))
+        for part in getattr(piece, "geoms", [piece]):
+            if isinstance(part, Polygon) and not part.is_empty and part.area > 0:
+                parts.append(part)
     return parts[0] if len(parts) == 1 else MultiPolygon(parts)
 
 

@@ -80,8 +80,54 @@ def _describe(source: Any) -> str:
     return f"<{type(source).__name__}>"
 
 
-def _decode(source: Any) -> tuple[np.ndarray, int]:
-    """Decode a path, bytes or file object to (samples, channels) float32 and its rate."""
+MAX_CHANNELS = 8
+"""Most channels accepted in an encoded query (a query is downmixed to mono)."""
+
+
+def _check_header(fobj: Any, source: Any, max_seconds: float) -> None:
+    """Refuse from the container's header, before decoding, what decoding would refuse.
+
+    A few kilobytes of FLAC can declare minutes of 8-channel 96 kHz audio that cost hundreds
+    of megabytes to decode; the header gives duration, channels and rate for free.
+    """
+    import soundfile as sf
+
+    try:
+        info = sf.info(fobj)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioDecodeError(
+            f"cannot decode audio from {_describe(source)}: {exc}. Supported containers: "
+            "WAV, FLAC, OGG/Vorbis/Opus, MP3; convert others (e.g. ffmpeg -i in.m4a out.wav)"
+        ) from exc
+    finally:
+        if hasattr(fobj, "seek"):
+            fobj.seek(0)
+    what = _describe(source)
+    rate, channels = int(info.samplerate), int(info.channels)
+    if not (MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE):
+        raise InvalidAudioError(
+            f"audio {what} has sample rate {rate} Hz, outside [{MIN_SAMPLE_RATE}, "
+            f"{MAX_SAMPLE_RATE}] Hz; resample it (e.g. to 16000 Hz)"
+        )
+    if channels > MAX_CHANNELS:
+        raise InvalidAudioError(
+            f"audio {what} has {channels} channels, more than {MAX_CHANNELS}; send a mono "
+            "(or stereo) recording of the query"
+        )
+    frames = int(info.frames)
+    if 0 < frames < 2**62 and frames / rate > max_seconds:
+        raise InvalidAudioError(
+            f"audio {what} lasts {frames / rate:.1f} s, more than max_seconds={max_seconds:g}; "
+            "cut it to the spoken query (or raise max_seconds)"
+        )
+
+
+def _decode(source: Any, max_seconds: float = float("inf")) -> tuple[np.ndarray, int]:
+    """Decode a path, bytes or file object to (samples, channels) float32 and its rate.
+
+    The header is checked first (:func:`_check_header`), so oversized audio is refused
+    without being decoded; decoding then reads at most ``max_seconds`` (+1 s) of frames.
+    """
     import soundfile as sf
 
     if isinstance(source, (str, os.PathLike)):
@@ -103,8 +149,19 @@ def _decode(source: Any) -> tuple[np.ndarray, int]:
             "object, or an array with sample_rate="
         )
     try:
-        data, rate = sf.read(fobj, dtype="float32", always_2d=True)
+        _check_header(fobj, source, max_seconds)
+        with sf.SoundFile(fobj) as snd:
+            limit = -1 if not np.isfinite(max_seconds) else int((max_seconds + 1) * snd.samplerate)
+            data = snd.read(frames=limit, dtype="float32", always_2d=True)
+            rate = snd.samplerate
+            if limit > 0 and len(data) >= limit:  # a header that under-reported its length
+                raise InvalidAudioError(
+                    f"audio {_describe(source)} lasts more than max_seconds={max_seconds:g}; "
+                    "cut it to the spoken query (or raise max_seconds)"
+                )
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        if isinstance(exc, (InvalidAudioError, AudioDecodeError)):
+            raise
         raise AudioDecodeError(
             f"cannot decode audio from {_describe(source)}: {exc}. Supported containers: "
             "WAV, FLAC, OGG/Vorbis/Opus, MP3; convert others (e.g. ffmpeg -i in.m4a out.wav)"
@@ -230,7 +287,7 @@ def load_audio(
             raise InvalidAudioError(
                 "sample_rate= is only for array input; encoded audio carries its own rate"
             )
-        data, rate = _decode(source)
+        data, rate = _decode(source, max_seconds)
     what = _describe(source)
     if not (MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE):
         raise InvalidAudioError(

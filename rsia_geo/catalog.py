@@ -463,7 +463,14 @@ def build_catalog(
     if skipped:
         catalog.extra_fields["rsia:skipped"] = skipped
     out = Path(out_dir).resolve()
-    catalog.normalize_hrefs(str(out))
+    if out.exists() and not out.is_dir():
+        raise CatalogError(
+            f"output {str(out_dir)!r} is a file; the catalog is written into a folder: pass a "
+            "folder path (it is created)"
+        )
+    # pystac takes a root with a dot in its last name ("my_catalog.v2") for a file and writes
+    # into its parent; naming the root file itself leaves no doubt
+    catalog.normalize_hrefs(str(out / "catalog.json"))
     if copy_assets:
         for item in catalog.get_items():
             item_dir = Path(item.get_self_href() or "").parent
@@ -555,11 +562,32 @@ def iter_items(source: Any) -> Iterator[pystac.Item]:
     else:
         items = source
     n = 0
-    for item in items:
+    it = iter(items)
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            break
+        except (pystac.STACError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            # a linked item file that is corrupt or not STAC: pystac's own error names no file
+            raise CatalogError(
+                f"cannot read an item of {_describe_source(source)} ({type(exc).__name__}: "
+                f"{exc}); fix or remove the item's JSON file, or rebuild the catalog"
+            ) from exc
+        except OSError as exc:
+            raise CatalogError(
+                f"cannot read an item of {_describe_source(source)}: {exc}; check the files"
+            ) from exc
         n += 1
         yield item
     if n == 0:
-        raise EmptyCatalogError(f"{source!r} holds no STAC Item")
+        raise EmptyCatalogError(f"{_describe_source(source)} holds no STAC Item")
+
+
+def _describe_source(source: Any) -> str:
+    href = getattr(source, "get_self_href", None)
+    where = href() if callable(href) else None
+    return repr(where) if where else repr(source)[:200]
 
 
 def search_stac(

@@ -21,9 +21,12 @@ from rsia_geo.errors import (
     AudioError,
     CatalogError,
     DependencyNotFoundError,
+    EmptyCatalogError,
     IndexLockedError,
+    IndexNotFoundError,
     IndexUnavailableError,
-    InvalidBBoxError,
+    InvalidArgumentError,
+    InvalidRegionError,
     InvalidTileSpecError,
     ModelMismatchError,
     RasterError,
@@ -35,10 +38,12 @@ __all__ = ["EXIT_CODES", "main"]
 EXIT_CODES: dict[type[BaseException], int] = {
     IndexLockedError: 6,
     IndexUnavailableError: 7,
+    IndexNotFoundError: 10,
     ModelMismatchError: 8,
     AudioError: 9,
     DependencyNotFoundError: 3,
-    InvalidBBoxError: 2,
+    InvalidRegionError: 2,
+    InvalidArgumentError: 2,
     InvalidTileSpecError: 2,
     CatalogError: 4,
     RasterError: 5,
@@ -181,6 +186,10 @@ def _cmd_data_voice(args: argparse.Namespace) -> int:
         limit=args.limit,
         image_root=args.image_root,
         progress=not args.no_progress,
+        holdout=args.holdout,
+        families=args.families,
+        speed_range=tuple(args.speed_range),
+        pitch_range=tuple(args.pitch_range),
     )
     _print_manifest_summary(manifest)
     return 0
@@ -210,6 +219,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         akt_adaptive=not args.akt_uniform,
         views=args.views,
+        finetune_stages=args.finetune_stages,
+        backbone_lr=args.backbone_lr,
+        audio_augment=args.audio_augment,
+        allow_random_backbone=args.allow_random_backbone,
         spec_augment=not args.no_spec_augment,
         max_train_images=args.max_train_images,
         max_val_images=args.max_val_images,
@@ -260,7 +273,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _index_from_args(args: argparse.Namespace) -> Any:
+def _index_from_args(args: argparse.Namespace, *, create: bool = False) -> Any:
     from rsia_geo.index import TileIndex
 
     if args.url:
@@ -269,26 +282,49 @@ def _index_from_args(args: argparse.Namespace) -> Any:
             api_key=args.api_key or os.environ.get("RSIA_QDRANT_API_KEY"),
             collection=args.collection,
         )
-    return TileIndex(args.location, collection=args.collection)
+    return TileIndex(args.location, collection=args.collection, create=create)
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
     from rsia_geo.pipeline import build_index
 
     spec = _tile_spec(args)
-    with _index_from_args(args) as idx:
-        report = build_index(
-            args.catalog,
-            idx,
-            args.checkpoint,
-            spec=spec,
-            bands=args.bands,
-            bbox=args.bbox,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            progress=not args.no_progress,
+    # a folder this run creates is removed again if the run fails before storing anything
+    fresh = not args.url and not Path(args.location).exists()
+    try:
+        with _index_from_args(args, create=True) as idx:
+            report = build_index(
+                args.catalog,
+                idx,
+                args.checkpoint,
+                spec=spec,
+                bands=args.bands,
+                bbox=args.bbox,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                progress=not args.no_progress,
+            )
+            total = idx.count()
+    except BaseException:
+        if fresh:
+            _remove_empty_index(Path(args.location))
+        raise
+    if total == 0:
+        if fresh:
+            _remove_empty_index(Path(args.location))
+        reasons: dict[str, int] = {}
+        for s in report.skipped:
+            reasons[f"{s.kind}: {s.reason}"] = reasons.get(f"{s.kind}: {s.reason}", 0) + 1
+        for _tile_id, reason in report.failed:
+            reasons[f"read failed: {reason}"] = reasons.get(f"read failed: {reason}", 0) + 1
+        why = "; ".join(
+            f"{r} (x{n})" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]
         )
-        total = idx.count()
+        raise EmptyCatalogError(
+            f"nothing was indexed from {args.catalog!r}: {why or 'the catalog yielded no tile'}"
+            ". Try a tiling the imagery supports (--size/--units, --scales), another --bbox, "
+            "or check the rasters"
+        )
     print(
         f"indexed {report.indexed} tiles ({report.already_present} already present, "
         f"{len(report.skipped)} skipped by tiling, {len(report.failed)} failed) in "
@@ -305,17 +341,33 @@ def _cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remove_empty_index(folder: Path) -> None:
+    """Remove an index folder this run created, if it holds no tile."""
+    import shutil
+
+    from rsia_geo.index import TileIndex
+
+    if not folder.is_dir():
+        return
+    try:
+        with TileIndex(folder, create=False) as idx:
+            if idx.count() > 0:
+                return
+    except RsiaError:
+        pass  # no index in it (creation never finished): nothing to keep
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
     from rsia_geo.pipeline import search
+    from rsia_geo.results import HIT_FORMATS, check_output_path
 
-    region_geom = None
-    if args.geometry:
-        region_geom = json.loads(Path(args.geometry).read_text())
-        if region_geom.get("type") == "FeatureCollection":
-            from shapely.geometry import shape
-            from shapely.ops import unary_union
-
-            region_geom = unary_union([shape(f["geometry"]) for f in region_geom["features"]])
+    # outputs are checked before the search, so a typo costs nothing
+    if args.out:
+        check_output_path(args.out, HIT_FORMATS)
+    if args.map:
+        check_output_path(args.map, (".html", ".htm"))
+    region_geom = _read_geometry(args.geometry) if args.geometry else None
     with _index_from_args(args) as idx:
         hits = search(
             args.query,
@@ -341,21 +393,58 @@ def _cmd_search(args: argparse.Namespace) -> int:
             f"window=({h['window']})  centre=({c.x:.5f}, {c.y:.5f})"
         )
     if args.out:
-        out = Path(args.out)
-        cols = [c for c in hits.columns if c != "tile_json"]
-        if out.suffix == ".parquet":
-            hits[cols].to_parquet(out)
-        else:
-            hits[cols].to_file(
-                out, driver="GeoJSON" if out.suffix in (".geojson", ".json") else None
-            )
-        print(f"wrote {out}")
+        from rsia_geo.results import write_hits
+
+        print(f"wrote {write_hits(hits, args.out)}")
     if args.map:
         from rsia_geo.results import write_map
 
         write_map(hits, args.map, bbox=args.bbox, geometry=region_geom)
         print(f"map: {args.map}")
     return 0
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 1-65535")
+    return port
+
+
+def _read_geometry(path: str) -> Any:
+    """A region from a GeoJSON file (geometry, Feature or FeatureCollection)."""
+    from rsia_geo.index.payload import parse_geometry
+
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidRegionError(
+            f"--geometry {path!r} is not a file; give a GeoJSON file of the region polygon(s)"
+        )
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRegionError(
+            f"--geometry {path!r} is not GeoJSON ({exc}); export the region as GeoJSON"
+        ) from exc
+    return parse_geometry(data)
+
+
+def _read_key_file(path: str) -> str:
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidArgumentError(
+            f"--service-key-file {path!r} is not a file; write the key into a file (one line)"
+        )
+    key = p.read_text().strip()
+    if len(key) < 16:
+        raise InvalidArgumentError(
+            f"the service key in {path!r} has {len(key)} characters; use 16 or more "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))' > key.txt)"
+        )
+    return key
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -369,7 +458,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         host=args.host,
         port=args.port,
-        api_key=args.service_key,
+        api_key=_read_key_file(args.service_key_file) if args.service_key_file else None,
         concurrency=args.concurrency,
     )
     try:
@@ -401,17 +490,33 @@ def _add_index_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_tile_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", type=float, default=256, help="tile side (default 256)")
-    p.add_argument("--overlap", type=float, default=0, help="overlap between tiles (default 0)")
-    p.add_argument("--units", choices=["px", "m"], default="px", help="units of size/overlap")
+    from rsia_geo.tiles import DEFAULT_SPEC as D  # the one default tiling of every edge
+
+    p.add_argument("--size", type=float, default=D.size, help=f"tile side (default {D.size:g})")
+    p.add_argument(
+        "--overlap", type=float, default=D.overlap, help=f"overlap (default {D.overlap:g})"
+    )
+    p.add_argument(
+        "--units",
+        choices=["px", "m"],
+        default=D.units,
+        help=f"units of size/overlap (default {D.units})",
+    )
     p.add_argument(
         "--scales",
         type=int,
         nargs="+",
-        default=[1],
-        help="scale levels; level f covers size*f pixels (default 1)",
+        default=list(D.scales),
+        help="scale levels; level f covers size*f (default "
+        + " ".join(str(v) for v in D.scales)
+        + ")",
     )
-    p.add_argument("--out-size", type=int, default=None, help="output pixels per tile side")
+    p.add_argument(
+        "--out-size",
+        type=int,
+        default=D.out_size,
+        help=f"output pixels per tile side (default {D.out_size})",
+    )
     p.add_argument(
         "--min-valid",
         type=float,
@@ -510,6 +615,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="heldout",
         help="voices for val/test splits (default: held-out speakers)",
     )
+    v.add_argument(
+        "--holdout",
+        choices=["families", "variants"],
+        default="families",
+        help="held-out voices: whole families (default) or the first starter's variants",
+    )
+    v.add_argument(
+        "--families",
+        nargs="+",
+        default=None,
+        help="only these voice families, e.g. espeak-ng:en-029 flite:slt festival:kal_diphone",
+    )
+    v.add_argument("--speed-range", type=float, nargs=2, default=[0.8, 1.25], metavar=("LO", "HI"))
+    v.add_argument("--pitch-range", type=float, nargs=2, default=[0.8, 1.25], metavar=("LO", "HI"))
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--workers", type=int, default=2)
     v.add_argument("--limit", type=int, default=None, help="images per split (smoke runs)")
@@ -538,7 +657,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="reproduce the reference code's uniform AKT weights",
     )
-    tr.add_argument("--views", type=int, default=4, help="cached rotations per image (1-4)")
+    tr.add_argument(
+        "--views", type=int, default=4, help="cached views per image: rotations 1-4, mirrored 5-8"
+    )
+    tr.add_argument(
+        "--finetune-stages",
+        type=int,
+        default=0,
+        help="fine-tune the backbone's last N stages on cached trunk activations",
+    )
+    tr.add_argument("--backbone-lr", type=float, default=0.1, help="lr factor of those stages")
+    tr.add_argument(
+        "--audio-augment",
+        action="store_true",
+        help="degrade training clips with random noise, rooms, microphones, clipping, silence",
+    )
+    tr.add_argument(
+        "--allow-random-backbone",
+        action="store_true",
+        help="train on a frozen backbone without pretrained weights (smoke runs)",
+    )
     tr.add_argument("--no-spec-augment", action="store_true")
     tr.add_argument("--max-train-images", type=int, default=None)
     tr.add_argument("--max-val-images", type=int, default=None)
@@ -568,7 +706,6 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("catalog", help="catalog/collection/item JSON path or URL")
     _add_index_args(ix)
     _add_tile_args(ix)
-    ix.set_defaults(size=78.0, units="m", scales=[1, 2], out_size=256)
     ix.add_argument("--batch-size", type=int, default=16)
     ix.add_argument("--workers", type=int, default=2, help="reader threads")
     ix.add_argument("--no-progress", action="store_true")
@@ -597,11 +734,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="HTTP search service (for the QGIS plugin)")
     _add_index_args(sv)
     sv.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
-    sv.add_argument("--port", type=int, default=8765)
+    sv.add_argument("--port", type=_port, default=8765, help="TCP port 1-65535 (default 8765)")
     sv.add_argument(
-        "--service-key",
+        "--service-key-file",
         default=None,
-        help="API key clients must send (X-API-Key); required off loopback; or RSIA_API_KEY",
+        help="file holding the key clients must send (X-API-Key); required off loopback; "
+        "or set RSIA_SERVICE_KEY (a key is never given on the command line, where ps shows it)",
     )
     sv.add_argument("--concurrency", type=int, default=2, help="searches at once")
     sv.set_defaults(func=_cmd_serve)
@@ -643,6 +781,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`rsia-geo search ... | head`): stop quietly, as cat does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

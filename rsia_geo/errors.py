@@ -20,9 +20,11 @@ __all__ = [
     "EmptyCatalogError",
     "InvalidAudioError",
     "InvalidBBoxError",
+    "InvalidRegionError",
     "InvalidTileSpecError",
     "VectorIndexError",
     "IndexLockedError",
+    "IndexNotFoundError",
     "IndexUnavailableError",
     "ModelConfigError",
     "ModelMismatchError",
@@ -67,7 +69,11 @@ class InvalidTileSpecError(RsiaError, ValueError):
     """A tile grid specification (size, overlap, scales) is invalid for the raster."""
 
 
-class InvalidBBoxError(RsiaError, ValueError):
+class InvalidRegionError(RsiaError, ValueError):
+    """A query region (polygon, GeoJSON, bbox) is malformed, empty or has no area."""
+
+
+class InvalidBBoxError(InvalidRegionError):
     """A bounding box is malformed or outside valid lon/lat ranges."""
 
 
@@ -97,6 +103,10 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 class VectorIndexError(RsiaError, RuntimeError):
     """The vector index is missing, inconsistent or cannot be written."""
+
+
+class IndexNotFoundError(VectorIndexError, FileNotFoundError):
+    """No index at the given folder (nothing is created when only reading)."""
 
 
 class IndexLockedError(VectorIndexError):

@@ -23,6 +23,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -32,10 +33,11 @@ from typing import Any
 import numpy as np
 
 from rsia_geo._types import BBox, PathLike
-from rsia_geo.errors import InvalidBBoxError, TileReadError, VectorIndexError
+from rsia_geo.errors import InvalidArgumentError, TileReadError, VectorIndexError
 from rsia_geo.index.payload import Region, make_region
 from rsia_geo.index.tile_index import TileIndex
 from rsia_geo.tiles import (
+    DEFAULT_SPEC,
     SkippedTile,
     Tile,
     TileSpec,
@@ -54,8 +56,6 @@ __all__ = [
     "search",
 ]
 
-DEFAULT_SPEC = TileSpec(size=78.0, units="m", scales=(1, 2), out_size=256)
-"""Default tiling: 78 m tiles (UCM's 256 px at 0.3 m) read at 256 px, at levels 1 and 2."""
 
 DEFAULT_CANDIDATES = 50
 """Cosine candidates rescored by IA: on UCM val, IA over the top 50 ranks exactly as IA over
@@ -64,8 +64,25 @@ the whole gallery (docs/model_card.md), and fewer candidates read fewer payloads
 logger = logging.getLogger(__name__)
 
 
+_MODEL_CACHE: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_MODEL_CACHE_LOCK = threading.Lock()
+_MODEL_CACHE_SIZE = 4
+
+
+def _checkpoint_key(path: Path) -> tuple[Any, ...]:
+    """Identity of a checkpoint on disk: its resolved path and its files' sizes and mtimes."""
+    folder = path.resolve()
+    files = [folder / "config.json", folder / "model.safetensors"] if folder.is_dir() else [folder]
+    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists()]
+    return (str(folder), *stats)
+
+
 def load_model(model: Any = None) -> Any:
     """Resolve a model argument: a loaded model, a checkpoint folder, or None (the starter).
+
+    Checkpoints loaded by path are kept (the last four, keyed by path and the size and
+    modification time of their files), so ``rsia_geo.search("q.wav", "my_index")`` in a loop
+    loads the model once; a checkpoint rewritten on disk is loaded again.
 
     Args:
         model: An :class:`~rsia_geo.models.ALACModel`, a checkpoint path, or None.
@@ -79,13 +96,25 @@ def load_model(model: Any = None) -> Any:
     if isinstance(model, ALACModel):
         return model.eval()
     path = Path(model) if model is not None else default_checkpoint()
-    return load_checkpoint(path)
+    key = _checkpoint_key(path) if path.exists() else None
+    with _MODEL_CACHE_LOCK:
+        if key is not None and key in _MODEL_CACHE:
+            _MODEL_CACHE.move_to_end(key)
+            return _MODEL_CACHE[key]
+    loaded = load_checkpoint(path)
+    if key is not None:
+        with _MODEL_CACHE_LOCK:
+            _MODEL_CACHE[key] = loaded
+            while len(_MODEL_CACHE) > _MODEL_CACHE_SIZE:
+                _MODEL_CACHE.popitem(last=False)
+    return loaded
 
 
-def _open_index(index: TileIndex | PathLike) -> tuple[TileIndex, bool]:
+def _open_index(index: TileIndex | PathLike, *, create: bool = False) -> tuple[TileIndex, bool]:
+    """An open index and whether we opened it (a folder is only created when ``create``)."""
     if isinstance(index, TileIndex):
         return index, False
-    return TileIndex(index), True
+    return TileIndex(index, create=create), True
 
 
 @dataclass
@@ -181,7 +210,7 @@ def build_index(
             f"the model takes {mdl.config.backbone.in_chans} bands but bands={bands!r}"
         )
     spec = spec or DEFAULT_SPEC
-    idx, owned = _open_index(index)
+    idx, owned = _open_index(index, create=True)
     report = IndexReport()
     t_start = time.perf_counter()
     try:
@@ -401,7 +430,8 @@ def search(
         geometry; ``attrs["timings"]`` holds per-stage milliseconds.
 
     Raises:
-        InvalidBBoxError: Bad region or dates, or k <= 0.
+        InvalidRegionError: Bad bbox or geometry.
+        InvalidArgumentError: Bad dates, or k <= 0.
         AudioError: Unusable audio.
         ModelMismatchError: The model is not the index's.
     """
@@ -413,8 +443,8 @@ def search(
     from rsia_geo.models.alac import ia_scores
     from rsia_geo.models.checkpoint import model_signature
 
-    if not isinstance(k, int) or k <= 0:
-        raise InvalidBBoxError(f"k={k!r} must be a positive integer")
+    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+        raise InvalidArgumentError(f"k={k!r} must be a positive integer (e.g. k=20)")
     if candidates < k:
         candidates = k
     timings: dict[str, float] = {}
@@ -459,7 +489,8 @@ def search(
         )
         if rerank and cands:
             t = time.perf_counter()
-            bsw = _bswfr_with_bank(mdl, raw_v, a_raw, ia, rerank_k)
+            # the rerank depth covers the k hits returned, so every hit is reranked
+            bsw = _bswfr_with_bank(mdl, raw_v, a_raw, ia, max(rerank_k, k))
             order = np.argsort(-bsw, kind="stable")
             timings["rerank_ms"] = 1000 * (time.perf_counter() - t)
         final = cos if not (rescore or rerank) else (bsw if rerank else ia)
@@ -523,25 +554,19 @@ def _tile_json(payload: dict[str, Any]) -> str:
 def _bswfr_with_bank(
     model: Any, raw_v: np.ndarray, a_raw: np.ndarray, ia: np.ndarray, k: int
 ) -> np.ndarray:
-    """BSWFR for one query against the checkpoint's reference clips (reverse ranks)."""
+    """BSWFR for one query, reverse ranks against the checkpoint's reference clips."""
     import torch
 
     from rsia_geo.models.alac import ia_scores
+    from rsia_geo.rerank import K_MIN, bswfr_query
     from rsia_geo.weights import audio_bank
 
     bank = audio_bank(model)
-    k1 = min(max(10, k), len(ia))
+    k1 = min(max(K_MIN, k), len(ia))
     order = np.argsort(-ia, kind="stable")[:k1]
     cand = torch.from_numpy(raw_v[order].astype(np.float32))
-    bank_scores = ia_scores(cand, bank).numpy()  # (k1, bank)
-    reverse = (bank_scores > ia[order][:, None]).sum(axis=1)  # rank of the query per candidate
-    r_b = np.empty(k1, dtype=int)
-    r_b[np.argsort(reverse, kind="stable")] = np.arange(k1)
-    r_f = np.arange(k1)
-    w = 0.7 * np.exp(-0.05 * (r_f + 1)) * 0.3 * np.exp(-0.05 * (r_b + 1))
-    out = np.full(len(ia), -np.inf)
-    out[order] = ia[order] * w
-    return out
+    bank_scores = ia_scores(cand, bank).numpy()  # (k1, bank), forward order
+    return bswfr_query(ia, bank_scores, k)
 
 
 def read_chip(hit: Any, *, out_size: int | None = None) -> np.ndarray:

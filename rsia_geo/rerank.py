@@ -15,13 +15,89 @@ negative ``s`` the weights push it the wrong way; IA and cosine scores of good m
 positive. ``0.7`` and ``0.3`` are constant factors and do not change rankings.
 
 For audio -> image, apply the same function to ``S.T``.
+
+Serving has one query at a time, so reverse ranks come from a *bank* of reference queries
+(the checkpoint's training clips): :func:`bswfr_query` reranks one query's candidates given
+each candidate's scores against the bank. The search pipeline and the evaluation's "served"
+variant both call it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bswfr_rerank", "reverse_ranks"]
+__all__ = ["bswfr_query", "bswfr_rerank", "bswfr_weights", "reverse_ranks"]
+
+K_MIN = 10
+DECAY = 0.05
+
+
+def bswfr_weights(reverse: np.ndarray, *, decay: float = DECAY) -> np.ndarray:
+    """BSWFR weights of ``K1`` candidates in forward order, from their reverse ranks.
+
+    Args:
+        reverse: Reverse rank of the query for each candidate, candidates sorted by forward
+            score (best first).
+        decay: Exponential decay per rank position.
+
+    Returns:
+        ``0.7 e^{-decay (r_f+1)} * 0.3 e^{-decay (r_b+1)}`` per candidate.
+    """
+    k1 = len(reverse)
+    r_b = np.empty(k1, dtype=np.int64)
+    r_b[np.argsort(reverse, kind="stable")] = np.arange(k1)
+    r_f = np.arange(k1)
+    out: np.ndarray = 0.7 * np.exp(-decay * (r_f + 1)) * 0.3 * np.exp(-decay * (r_b + 1))
+    return out
+
+
+def bswfr_query(
+    scores: np.ndarray,
+    bank_scores: np.ndarray,
+    k: int = 30,
+    *,
+    k_min: int = K_MIN,
+    decay: float = DECAY,
+) -> np.ndarray:
+    """Rerank one query's candidates with reverse ranks taken against a bank of queries.
+
+    Candidates beyond the rerank depth ``K1 = max(k_min, k)`` keep their order after the
+    reranked ones: their new score is their old score shifted below the lowest reranked score,
+    so every score stays finite.
+
+    Args:
+        scores: ``(C,)`` the query's scores of its candidates.
+        bank_scores: Each candidate's scores against the ``M`` bank queries: ``(C, M)`` for
+            all candidates, or ``(K1, M)`` for the ``K1`` best only, in forward order.
+        k: BSWFR ``k``.
+        k_min: Lower bound of ``K1``.
+        decay: Exponential decay per rank position.
+
+    Returns:
+        ``(C,)`` reranked scores (higher is better).
+
+    Raises:
+        ValueError: ``k`` is not positive or the shapes disagree.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if k <= 0:
+        raise ValueError(f"k={k!r} must be positive")
+    k1 = min(max(k_min, k), len(s))
+    order = np.argsort(-s, kind="stable")[:k1]
+    bank = np.asarray(bank_scores, dtype=np.float64)
+    if bank.shape[0] == len(s):
+        bank = bank[order]
+    elif bank.shape[0] != k1:
+        raise ValueError(f"bank_scores has {bank.shape[0]} rows; expected {len(s)} or {k1}")
+    reverse = (bank > s[order][:, None]).sum(axis=1)  # the query's rank among the bank's
+    new = s[order] * bswfr_weights(reverse, decay=decay)
+    out = s.copy()
+    if k1 < len(s):
+        rest = np.ones(len(s), dtype=bool)
+        rest[order] = False
+        out[rest] = s[rest] - s[rest].max() + new.min() - 1.0
+    out[order] = new
+    return out
 
 
 def reverse_ranks(scores: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -48,8 +124,8 @@ def bswfr_rerank(
     scores: np.ndarray,
     k: int = 30,
     *,
-    k_min: int = 10,
-    decay: float = 0.05,
+    k_min: int = K_MIN,
+    decay: float = DECAY,
     fill: float = -np.inf,
 ) -> np.ndarray:
     """Rerank every row of ``scores`` by forward and reverse (mutual) rank.
@@ -78,9 +154,5 @@ def bswfr_rerank(
     for i in range(s.shape[0]):
         cand = order[i]
         rev = reverse_ranks(s, np.full(k1, i), cand)
-        r_b = np.empty(k1, dtype=np.int64)
-        r_b[np.argsort(rev, kind="stable")] = np.arange(k1)
-        r_f = np.arange(k1)
-        weight = 0.7 * np.exp(-decay * (r_f + 1)) * 0.3 * np.exp(-decay * (r_b + 1))
-        out[i, cand] = s[i, cand] * weight
+        out[i, cand] = s[i, cand] * bswfr_weights(rev, decay=decay)
     return out

@@ -8,21 +8,30 @@ An ASGI app (FastAPI) over one index and one model:
 * ``GET /tiles/{tile_id}/chip.png``: the pixels of an indexed tile (only tiles in the index:
   no path is ever taken from the request);
 * ``GET /collections``: the index, its model and tile count; ``GET /health``;
-* OpenAPI schema at ``/openapi.json``, docs at ``/docs``.
+* OpenAPI schema at ``/openapi.json``, a self-contained docs page at ``/docs`` (no CDN).
 
-Binds to loopback by default; an API key (``X-API-Key`` header) is required when bound to any
-other address. Uploads and audio durations are limited; the model runs in worker threads with
-bounded concurrency, never on the event loop. Errors map to status codes in one table,
-:data:`STATUS_CODES`, with a JSON body ``{"error": <class>, "detail": <message>}``.
+Binds to loopback by default; a service key (``X-API-Key`` header) is required when bound to
+any other address. The key comes from a file (``--service-key-file``) or the
+``RSIA_SERVICE_KEY`` environment variable, never from the command line (where ``ps`` shows it).
+A guard in front of the app checks the key (in constant time) *before* any body is read, and
+reads a body only up to the upload limit, chunked or not; every route but ``/health`` needs
+the key when one is set. Audio headers are checked before decoding. Uploads and audio
+durations are limited; the model runs in worker threads with bounded concurrency, never on
+the event loop. Every response is valid JSON (non-finite numbers become ``null``). Errors map
+to status codes in one table, :data:`STATUS_CODES`, with a JSON body
+``{"error": <class>, "detail": <message>}``.
 
 This module is an edge like the CLI: settings are read here (``RSIA_*`` environment variables
 via :meth:`ServiceSettings.from_env`), never in the library.
 """
 
 import asyncio
+import hmac
+import html
 import io
 import ipaddress
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -33,17 +42,20 @@ from rsia_geo.errors import (
     CheckpointError,
     IndexLockedError,
     IndexUnavailableError,
+    InvalidArgumentError,
     InvalidBBoxError,
+    InvalidRegionError,
     ModelMismatchError,
     RsiaError,
     TileReadError,
     VectorIndexError,
 )
 
-__all__ = ["STATUS_CODES", "ServiceSettings", "create_app", "serve"]
+__all__ = ["STATUS_CODES", "ServiceSettings", "create_app", "json_bytes", "serve"]
 
 STATUS_CODES: dict[type[BaseException], int] = {
-    InvalidBBoxError: 400,
+    InvalidRegionError: 400,
+    InvalidArgumentError: 400,
     AudioError: 400,
     ModelMismatchError: 409,
     TileReadError: 502,
@@ -74,7 +86,7 @@ class ServiceSettings:
         checkpoint: Model checkpoint folder (None: the shipped starter).
         host: Bind address.
         port: Port.
-        api_key: Key clients must send as ``X-API-Key`` (required off loopback).
+        api_key: Service key clients must send as ``X-API-Key`` (required off loopback).
         max_upload_bytes: Largest accepted audio upload.
         max_audio_seconds: Longest accepted query.
         concurrency: Searches running at once (others wait).
@@ -111,7 +123,7 @@ class ServiceSettings:
             qdrant_api_key=env.get("RSIA_QDRANT_API_KEY"),
             collection=env.get("RSIA_COLLECTION", "tiles"),
             checkpoint=env.get("RSIA_CHECKPOINT"),
-            api_key=env.get("RSIA_API_KEY"),
+            api_key=env.get("RSIA_SERVICE_KEY") or env.get("RSIA_API_KEY") or None,
         )
         for k, v in overrides.items():
             if v is not None:
@@ -128,8 +140,9 @@ class ServiceSettings:
         """
         if not _is_loopback(self.host) and not self.api_key:
             raise ValueError(
-                f"host={self.host!r} is not loopback: set an API key (--api-key or "
-                "RSIA_API_KEY) so strangers cannot use the service"
+                f"host={self.host!r} is not loopback: set a service key (--service-key-file "
+                "FILE, or the RSIA_SERVICE_KEY environment variable) so strangers cannot use "
+                "the service"
             )
         if self.max_upload_bytes <= 0 or self.max_audio_seconds <= 0 or self.concurrency < 1:
             raise ValueError("limits must be positive")
@@ -142,6 +155,138 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _finite(obj: Any) -> Any:
+    """Replace non-finite floats by None, recursively (JSON has no NaN or Infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Strict JSON (non-finite numbers as null), UTF-8.
+
+    Args:
+        obj: JSON-like data.
+
+    Returns:
+        The encoded document.
+    """
+    return json.dumps(_finite(obj), allow_nan=False).encode()
+
+
+class _Guard:
+    """ASGI guard: service key before the body, and a body read only up to the limit.
+
+    Args:
+        app: The wrapped ASGI app.
+        api_key: Required ``X-API-Key`` (None: no key).
+        max_body: Largest request body, bytes.
+    """
+
+    def __init__(self, app: Any, api_key: str | None, max_body: int) -> None:
+        self.app = app
+        self.key = api_key.encode() if api_key else None
+        self.max_body = max_body
+
+    async def _reply(self, send: Any, status: int, error: str, detail: str) -> None:
+        body = json_bytes({"error": error, "detail": detail})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        if self.key is not None and scope["path"] != "/health":
+            sent = headers.get(b"x-api-key", b"")
+            if not hmac.compare_digest(sent, self.key):
+                await self._reply(
+                    send, 401, "Unauthorized", "missing or wrong X-API-Key header (service key)"
+                )
+                return
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        length = headers.get(b"content-length")
+        too_big = f"request body exceeds {self.max_body} bytes; send a shorter audio query"
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await self._reply(send, 413, "PayloadTooLarge", too_big)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_body:  # chunked uploads have no length: count them
+                await self._reply(send, 413, "PayloadTooLarge", too_big)
+                return
+            if not message.get("more_body"):
+                break
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _docs_page(schema: dict[str, Any]) -> str:
+    """A self-contained HTML page of the API (no scripts, no CDN)."""
+    e = html.escape
+    rows = []
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            params = [
+                f"<li><code>{e(p['name'])}</code> ({e(p.get('in', ''))})"
+                f"{' required' if p.get('required') else ''}</li>"
+                for p in op.get("parameters", [])
+            ]
+            body = op.get("requestBody", {}).get("content", {})
+            for ctype, spec in body.items():
+                ref = spec.get("schema", {}).get("$ref", "")
+                comp = schema.get("components", {}).get("schemas", {}).get(ref.split("/")[-1], {})
+                for name, prop in comp.get("properties", {}).items():
+                    desc = prop.get("description", "")
+                    params.append(f"<li><code>{e(name)}</code> ({e(ctype)}) {e(desc)}</li>")
+            rows.append(
+                f"<section><h2><code>{e(method.upper())} {e(path)}</code></h2>"
+                f"<p>{e(op.get('summary', ''))}</p><p>{e(op.get('description', ''))}</p>"
+                f"<ul>{''.join(params)}</ul></section>"
+            )
+    info = schema.get("info", {})
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{e(info.get('title', 'API'))}</title>"
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+        "section{border-top:1px solid #ccc}</style></head><body>"
+        f"<h1>{e(info.get('title', 'API'))} {e(info.get('version', ''))}</h1>"
+        f"<p>{e(info.get('description', ''))}</p>"
+        "<p>Machine-readable schema: <a href='openapi.json'>openapi.json</a>. Errors are "
+        'JSON <code>{"error": ..., "detail": ...}</code>.</p>'
+        f"{''.join(rows)}</body></html>"
+    )
 
 
 def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = None) -> Any:
@@ -158,8 +303,10 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, File, Form, Header, Request, UploadFile
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from rsia_geo import __version__
     from rsia_geo.index import TileIndex
@@ -181,7 +328,7 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
                     collection=settings.collection,
                 )
                 if settings.url
-                else TileIndex(settings.location, collection=settings.collection)
+                else TileIndex(settings.location, collection=settings.collection, create=False)
             )
         yield
         if state["owned"] and state["index"] is not None:
@@ -192,21 +339,36 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
         version=__version__,
         lifespan=lifespan,
         description="Spoken, region-restricted search over georeferenced tiles.",
+        docs_url=None,
+        redoc_url=None,
     )
+    # the key and the body limit are checked before FastAPI reads anything
+    app.add_middleware(_Guard, api_key=settings.api_key, max_body=settings.max_upload_bytes + 65536)
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Any) -> Any:
-        # refuse oversized uploads before reading them (multipart overhead allowed)
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_upload_bytes + 65536:
-            return JSONResponse(
-                {
-                    "error": "PayloadTooLarge",
-                    "detail": f"request body exceeds {settings.max_upload_bytes} bytes of audio",
-                },
-                status_code=413,
-            )
-        return await call_next(request)
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return Response(_docs_page(app.openapi()), media_type="text/html")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        names = {404: "NotFound", 405: "MethodNotAllowed"}
+        return Response(
+            json_bytes({"error": names.get(exc.status_code, "HTTPError"), "detail": exc.detail}),
+            status_code=exc.status_code,
+            media_type="application/json",
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        parts = [
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg', '')}"
+            for e in exc.errors()
+        ]
+        return Response(
+            json_bytes({"error": "InvalidArgumentError", "detail": "; ".join(parts)}),
+            status_code=422,
+            media_type="application/json",
+        )
 
     @app.exception_handler(_HTTPProblem)
     async def _problem(request: Request, exc: _HTTPProblem) -> JSONResponse:
@@ -220,7 +382,11 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
         )
 
     def auth(key: str | None) -> None:
-        if settings.api_key and key != settings.api_key:
+        # the guard already refused wrong keys before the body was read; this keeps routes
+        # safe when the app is mounted without it
+        if settings.api_key and not hmac.compare_digest(
+            (key or "").encode(), settings.api_key.encode()
+        ):
             raise _HTTPProblem(401, "Unauthorized", "missing or wrong X-API-Key header")
 
     @app.get("/health")
@@ -262,22 +428,23 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
         if not data:
             raise _HTTPProblem(400, "InvalidAudioError", "the audio upload is empty")
         if not 1 <= k <= settings.max_k:
-            raise _HTTPProblem(400, "InvalidBBoxError", f"k={k} must be in [1, {settings.max_k}]")
+            raise InvalidArgumentError(f"k={k} must be in [1, {settings.max_k}]")
         box: Any = None
         if bbox:
             try:
                 box = tuple(float(v) for v in bbox.split(","))
             except ValueError:
-                raise _HTTPProblem(
-                    400, "InvalidBBoxError", f"bbox={bbox!r} is not four comma-separated numbers"
+                raise InvalidBBoxError(
+                    f"bbox={bbox!r} is not four comma-separated numbers (minx,miny,maxx,maxy)"
                 ) from None
         geom = None
         if geometry:
             try:
                 geom = json.loads(geometry)
             except json.JSONDecodeError as exc:
-                raise _HTTPProblem(
-                    400, "InvalidBBoxError", f"geometry is not valid JSON: {exc}"
+                raise InvalidRegionError(
+                    f"geometry is not valid JSON ({exc}); send a GeoJSON Polygon, Feature or "
+                    "FeatureCollection"
                 ) from None
 
         def run() -> Any:
@@ -305,7 +472,7 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
             else {"type": "FeatureCollection", "features": []}
         )
         body["timings"] = hits.attrs.get("timings", {})
-        return Response(json.dumps(body), media_type="application/geo+json")
+        return Response(json_bytes(body), media_type="application/geo+json")
 
     @app.get("/tiles/{tile_id}/chip.png")
     async def chip(
@@ -313,7 +480,7 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
     ) -> Response:
         auth(x_api_key)
         if not 16 <= size <= 1024:
-            raise _HTTPProblem(400, "InvalidSize", f"size={size} must be in [16, 1024]")
+            raise InvalidArgumentError(f"size={size} must be in [16, 1024]")
         import uuid
 
         try:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from rsia_geo.catalog import BandSelection
 
 __all__ = [
+    "DEFAULT_SPEC",
     "Grid",
     "Scaling",
     "SkippedTile",
@@ -131,6 +132,11 @@ class TileSpec:
             )
         if not self.reflectance_max > 0:
             raise InvalidTileSpecError(f"reflectance_max={self.reflectance_max!r} must be > 0")
+
+
+DEFAULT_SPEC = TileSpec(size=78.0, units="m", scales=(1, 2), out_size=256)
+"""The default tiling of every edge (library, CLI, service, demo): 78 m tiles (UCM's 256 px
+at 0.3 m, the starter model's training footprint) read at 256 px, at levels 1 and 2."""
 
 
 @dataclass(frozen=True)
@@ -374,6 +380,12 @@ class TileSet:
             }
             for t in self.tiles
         ]
+        if not rows:  # the same columns, no rows
+            cols = ["tile_id", "item_id", "level", "col_off", "row_off", "width", "height"]
+            cols += ["gsd", "crs", "datetime", "valid_fraction"]
+            return gpd.GeoDataFrame(
+                {c: [] for c in cols}, geometry=gpd.GeoSeries([], crs="EPSG:4326")
+            )
         return gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326")
 
 
@@ -692,6 +704,17 @@ def _starts(extent: int, tile: int, step: int) -> list[int]:
     return [i * step for i in range(n)]
 
 
+def _item_time(item: Any) -> str | None:
+    """An item's acquisition time: its ``datetime``, or its ``start/end`` interval (ISO 8601)."""
+    if item.datetime:
+        return str(item.datetime.isoformat())
+    start = item.properties.get("start_datetime")
+    end = item.properties.get("end_datetime")
+    if start and end:
+        return f"{start}/{end}"
+    return start or end or None
+
+
 def tile_item(
     item: pystac.Item,
     spec: TileSpec | None = None,
@@ -707,7 +730,7 @@ def tile_item(
 
     Args:
         item: The Item.
-        spec: Tile specification; defaults to ``TileSpec()`` (256 px, level 1).
+        spec: Tile specification; defaults to :data:`DEFAULT_SPEC` (78 m, levels 1-2).
         bands: Bands to read (see :func:`rsia_geo.catalog.select_bands`); default RGB.
         assets: Restrict band lookup to these asset keys.
         bbox: Only tiles whose footprint intersects this lon/lat box.
@@ -733,7 +756,7 @@ def tile_item(
     )
     from rsia_geo.catalog import select_bands
 
-    spec = spec or TileSpec()
+    spec = spec or DEFAULT_SPEC
     region = None
     if bbox is not None:
         region = bbox_to_geometry(validate_bbox(bbox))
@@ -819,7 +842,7 @@ def tile_item(
         n = integral[a1, b1] - integral[a0, b1] - integral[a1, b0] + integral[a0, b0]
         return float(n) / (math.ceil(h / d) * math.ceil(w / d))
 
-    dt = item.datetime.isoformat() if item.datetime else item.properties.get("start_datetime")
+    dt = _item_time(item)
     out = TileSet()
     for level in spec.scales:
         t, step = size_px * level, (size_px - overlap_px) * level
@@ -895,7 +918,7 @@ def iter_tiles(
 
     Args:
         source: Anything :func:`rsia_geo.catalog.iter_items` accepts.
-        spec: Tile specification.
+        spec: Tile specification (default :data:`DEFAULT_SPEC`).
         bands: Bands to read; default RGB.
         assets: Restrict band lookup to these asset keys.
         bbox: Only Items and tiles intersecting this lon/lat box.

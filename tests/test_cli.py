@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from rsia_geo.cli import main
@@ -63,6 +64,8 @@ def test_catalog_build_info_and_tiles(tmp_path, samples, capsys):
             str(tmp_path / "c" / "catalog.json"),
             "--size",
             "512",
+            "--units",
+            "px",
             "--scales",
             "1",
             "2",
@@ -149,3 +152,130 @@ def test_cli_index_then_search_with_exports(tmp_path, samples, capsys):
     assert pq.crs.to_epsg() == 4326
     assert all(g.intersects(box(*map(float, bbox))) for g in pq.geometry)
     assert "leaflet" in (tmp_path / "map.html").read_text()
+
+
+# ---------------------------------------------------------------- user mistakes (issue 12)
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+def test_search_mistakes_get_one_line_and_write_nothing(tmp_path, samples, capsys):
+    wav = tmp_path / "q.wav"
+    import soundfile as sf
+
+    sf.write(wav, np.random.default_rng(0).standard_normal(16000) * 0.1, 16000)
+    missing = tmp_path / "no_index"
+    rc = main(["search", str(wav), "--location", str(missing)])
+    assert rc == 10 and "no index at" in _one_line_error(capsys)
+    assert not missing.exists()  # nothing written
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    rc = main(["search", str(wav), "--location", str(afile)])
+    assert rc != 0 and "is a file" in _one_line_error(capsys)
+    rc = main(["index", str(tmp_path / "cat.json"), "--location", str(afile)])
+    assert rc != 0 and "is a file" in _one_line_error(capsys)
+    rc = main(["search", str(wav), "--location", str(missing), "--geometry", "nope.geojson"])
+    assert rc == 2 and "--geometry" in _one_line_error(capsys)
+    bad = tmp_path / "bad.geojson"
+    bad.write_text("{not json")
+    rc = main(["search", str(wav), "--location", str(missing), "--geometry", str(bad)])
+    assert rc == 2 and "not GeoJSON" in _one_line_error(capsys)
+    for out in (tmp_path / "nodir" / "hits.geojson", tmp_path / "hits.txt"):
+        rc = main(["search", str(wav), "--location", str(missing), "--out", str(out)])
+        assert rc == 2 and str(out) in _one_line_error(capsys)
+    rc = main(["search", str(wav), "--location", str(missing), "--map", str(tmp_path)])
+    assert rc == 2 and "folder" in _one_line_error(capsys)
+    assert not missing.exists()
+
+
+def test_catalog_folder_with_a_dot_and_corrupt_items(tmp_path, samples, capsys):
+    out = tmp_path / "my_catalog.v2"
+    rc = main(
+        [
+            "catalog",
+            "build",
+            str(samples / "aerial" / "cogeo.tif"),
+            "-o",
+            str(out),
+            "--datetime",
+            "2020-01-01",
+        ]
+    )
+    assert rc == 0
+    assert (out / "catalog.json").exists() and not (tmp_path / "catalog.json").exists()
+    item = next(out.glob("*/*.json"))
+    item.write_text("{corrupt")
+    capsys.readouterr()
+    idx = tmp_path / "idx"
+    rc = main(["index", str(out / "catalog.json"), "--location", str(idx), "--no-progress"])
+    assert rc == 4 and "item" in _one_line_error(capsys)
+    assert not idx.exists()  # a failed run leaves no empty index folder behind
+
+
+def test_index_that_indexes_nothing_says_why(tmp_path, samples, capsys):
+    rc = main(
+        [
+            "catalog",
+            "build",
+            str(samples / "aerial" / "cogeo.tif"),
+            "-o",
+            str(tmp_path / "c"),
+            "--datetime",
+            "2020-01-01",
+        ]
+    )
+    assert rc == 0
+    capsys.readouterr()
+    rc = main(
+        [
+            "index",
+            str(tmp_path / "c" / "catalog.json"),
+            "--location",
+            str(tmp_path / "i"),
+            "--size",
+            "5000",
+            "--no-progress",
+        ]
+    )
+    line = _one_line_error(capsys)
+    assert rc == 4 and "nothing was indexed" in line and "larger than item" in line
+    assert not (tmp_path / "i").exists()
+
+
+def test_index_help_shows_the_defaults_it_uses(capsys):
+    from rsia_geo.tiles import DEFAULT_SPEC
+
+    with pytest.raises(SystemExit):
+        main(["index", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"tile side (default {DEFAULT_SPEC.size:g})" in text
+    assert "(default m)" in text and "(default 1 2)" in text and "(default 256)" in text
+
+
+def test_bad_port_and_broken_pipe(tmp_path, samples):
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "rsia_geo", "serve", "--port", "99999"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "outside 1-65535" in r.stderr
+    # output piped into a reader that quits early: no traceback
+    r = subprocess.run(
+        f"{sys.executable} -m rsia_geo catalog build {samples / 'aerial'} -o {tmp_path / 'c'} "
+        f"--datetime 2020-01-01 && {sys.executable} -m rsia_geo tiles "
+        f"{tmp_path / 'c' / 'catalog.json'} --size 32 --units px --show 100000 | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr

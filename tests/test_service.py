@@ -37,7 +37,9 @@ def _wav_bytes(seconds=1.0, rate=16000, seed=0) -> bytes:
 def served(tmp_path_factory, samples):
     root = tmp_path_factory.mktemp("svc")
     torch.manual_seed(0)
-    ckpt = save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), root / "ck")
+    model = build_model(get_config("alac-tiny"), pretrained=False)
+    # a reference bank so rerank=True works (random clips: only the mechanics are tested)
+    ckpt = save_checkpoint(model, root / "ck", audio_bank=torch.randn(64, 64))
     cat = build_catalog(
         [samples / "aerial"], root / "cat", default_datetime=dt.datetime(2020, 1, 1)
     )
@@ -119,12 +121,24 @@ def test_search_returns_geojson_in_the_region_and_chips(served):
             400,
             "InvalidBBoxError",
         ),
-        ({"audio": ("q.wav", _wav_bytes(), "audio/wav")}, {"k": "0"}, 400, "InvalidBBoxError"),
+        ({"audio": ("q.wav", _wav_bytes(), "audio/wav")}, {"k": "0"}, 400, "InvalidArgumentError"),
         (
             {"audio": ("q.wav", _wav_bytes(), "audio/wav")},
             {"geometry": "{oops"},
             400,
-            "InvalidBBoxError",
+            "InvalidRegionError",
+        ),
+        (
+            {"audio": ("q.wav", _wav_bytes(), "audio/wav")},
+            {"geometry": '{"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [0, 0]]]}'},
+            400,
+            "InvalidRegionError",
+        ),
+        (
+            {"audio": ("q.wav", _wav_bytes(), "audio/wav")},
+            {"datetime": "June 2020"},
+            400,
+            "InvalidArgumentError",
         ),
         ({"audio": ("q.wav", _wav_bytes(seconds=40), "audio/wav")}, {}, 400, "InvalidAudioError"),
     ],
@@ -160,7 +174,176 @@ def test_limits_auth_and_unknown_tiles(served):
 
 
 def test_off_loopback_needs_a_key():
-    with pytest.raises(ValueError, match="API key"):
+    with pytest.raises(ValueError, match="--service-key-file") as err:
         ServiceSettings(host="0.0.0.0").check()
+    assert "--api-key" not in str(err.value)  # Qdrant's key is another option
     ServiceSettings(host="0.0.0.0", api_key="k").check()
     ServiceSettings(host="::1").check()
+
+
+def test_rerank_beyond_its_depth_and_empty_results_are_valid_json(served):
+    def strict(text):
+        def refuse(name):
+            raise AssertionError(f"non-JSON constant {name} in the response")
+
+        return json.loads(text, parse_constant=refuse)
+
+    with _client(served) as c:
+        r = c.post(
+            "/search",
+            files={"audio": ("q.wav", _wav_bytes(), "audio/wav")},
+            data={"k": "16", "rerank": "true"},
+        )
+        assert r.status_code == 200, r.text
+        feats = strict(r.text)["features"]
+        assert len(feats) == 16
+        scores = [f["properties"]["score"] for f in feats]
+        assert all(isinstance(v, float) for v in scores)
+        assert scores == sorted(scores, reverse=True)
+        far = c.post(
+            "/search",
+            files={"audio": ("q.wav", _wav_bytes(), "audio/wav")},
+            data={"bbox": "10,10,11,11"},
+        )
+        assert far.status_code == 200 and strict(far.text)["features"] == []
+
+
+def test_framework_validation_errors_use_the_documented_shape(served):
+    with _client(served) as c:
+        r = c.post(
+            "/search", files={"audio": ("q.wav", _wav_bytes(), "audio/wav")}, data={"k": "many"}
+        )
+        assert r.status_code == 422
+        body = r.json()
+        assert set(body) == {"error", "detail"} and body["error"] == "InvalidArgumentError"
+        assert "k" in body["detail"]
+        r = c.post("/search", data={"k": "3"})  # no audio part
+        assert r.status_code == 422 and "audio" in r.json()["detail"]
+
+
+def test_docs_page_is_self_contained_and_keyed(served):
+    with _client(served) as c:
+        page = c.get("/docs")
+        assert page.status_code == 200 and "/search" in page.text
+        assert "<script" not in page.text and "cdn" not in page.text.lower()
+    with _client(served, api_key="a-long-service-key-0123") as c:
+        assert c.get("/docs").status_code == 401
+        assert c.get("/openapi.json").status_code == 401
+        assert c.get("/health").status_code == 200
+        ok = c.get("/openapi.json", headers={"X-API-Key": "a-long-service-key-0123"})
+        assert ok.status_code == 200 and "/search" in ok.json()["paths"]
+
+
+# ---------------------------------------------------------------- a real server on loopback
+
+
+@pytest.fixture
+def live(served):
+    """A real uvicorn server on a free loopback port, over the served index and model."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    idx, model = served
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def start(**kw):
+        settings = ServiceSettings(location=None, port=port, **kw)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings, index=idx, model=model),
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+            )
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        servers.append((server, thread))
+        return port
+
+    servers: list = []
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _raw(port, request: bytes, *, body_chunks=(), timeout=10.0) -> tuple[int, bytes, int]:
+    """Send raw bytes (no client-side normalisation); return status, body, bytes sent."""
+    import socket
+
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request)
+        sent += len(request)
+        try:
+            for chunk in body_chunks:
+                s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed: it stopped reading
+        data = b""
+        while b"\r\n\r\n" not in data:
+            part = s.recv(65536)
+            if not part:
+                break
+            data += part
+        head, _, rest = data.partition(b"\r\n\r\n")
+        status = int(head.split()[1])
+        length = next(
+            (
+                int(h.split(b":")[1])
+                for h in head.split(b"\r\n")
+                if h.lower().startswith(b"content-length")
+            ),
+            None,
+        )
+        while length is not None and len(rest) < length:
+            part = s.recv(65536)
+            if not part:
+                break
+            rest += part
+    return status, rest, sent
+
+
+def test_keyless_client_is_refused_before_any_body_is_read(live):
+    port = live(api_key="a-long-service-key-0123", host="127.0.0.1")
+    # chunked upload, headers only: a 401 without waiting for the body proves the key is
+    # checked before reading (a server that spooled the body would wait for it)
+    status, body, _ = _raw(
+        port,
+        b"POST /search HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\n\r\n",
+        timeout=5,
+    )
+    assert status == 401 and json.loads(body)["error"] == "Unauthorized"
+
+
+def test_chunked_upload_stops_at_the_limit(live):
+    port = live(max_upload_bytes=4096)
+    chunk = b"x" * 16384
+    status, body, _ = _raw(
+        port,
+        b"POST /search HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\n\r\n",
+        body_chunks=[chunk] * 64,  # 1 MiB, never terminated: only a limit ends it
+    )
+    assert status == 413 and json.loads(body)["error"] == "PayloadTooLarge"
+
+
+def test_chip_path_traversal_reaches_the_endpoint_raw(live):
+    port = live()
+    for path in (b"/tiles/../../etc/passwd/chip.png", b"/tiles/..%2F..%2Fetc%2Fpasswd/chip.png"):
+        status, body, _ = _raw(port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 404, (path, body)
+        assert b"root:" not in body
+        assert set(json.loads(body)) == {"error", "detail"}

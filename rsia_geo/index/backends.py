@@ -15,6 +15,7 @@ congruence tests run over both (``tests/test_index.py``).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -61,6 +62,9 @@ class Backend(Protocol):
 
     def set_meta(self, meta: dict[str, Any]) -> None:
         """Store collection metadata."""
+
+    def drop(self) -> None:
+        """Delete the collection (used after an interrupted creation)."""
 
     def upsert(
         self,
@@ -140,8 +144,9 @@ def _region_spec(
         alts.append([*_box_conditions(box, 360.0), ("bbox_maxx", "gt", 180.0)])
     if region.time_range is not None:
         t0, t1 = region.time_range
+        # overlap: the tile starts before the range ends and ends after it starts
         if t0 is not None:
-            musts.append(("timestamp", "gte", t0))
+            musts.append(("timestamp_end" if region.time_overlap else "timestamp", "gte", t0))
         if t1 is not None:
             musts.append(("timestamp", "lte", t1))
     return alts, musts
@@ -247,6 +252,11 @@ class EdgeBackend:
                 else None
             )
         self.path.mkdir(parents=True, exist_ok=True)
+        stale = self.path / "shard"
+        if stale.exists():
+            # a creation interrupted before rsia_index.json was written: points are only ever
+            # stored after it, so the shard holds nothing and is made again
+            shutil.rmtree(stale)
         self.shard = q.EdgeShard.create(
             str(self.path / "shard"), q.EdgeConfig(**{k: v for k, v in cfg_kw.items() if v})
         )
@@ -325,6 +335,14 @@ class EdgeBackend:
         """Points by id."""
         recs = self.shard.retrieve(list(ids), True, [VECTOR] if with_vectors else False)
         return _records_to_hits(recs, with_vectors)
+
+    def drop(self) -> None:
+        """Delete the shard and the metadata."""
+        if self.shard is not None:
+            self.shard.close()
+            self.shard = None
+        shutil.rmtree(self.path / "shard", ignore_errors=True)
+        self._meta_path().unlink(missing_ok=True)
 
     def close(self) -> None:
         """Flush and close the shard."""
@@ -471,6 +489,12 @@ class ClientBackend:
                 self.meta_collection,
                 vectors_config=m.VectorParams(size=1, distance=m.Distance.DOT),
             )
+
+    def drop(self) -> None:
+        """Delete the collection and its metadata collection."""
+        for name in (self.collection, self.meta_collection):
+            if self._call(self.client.collection_exists, name):
+                self._call(self.client.delete_collection, name)
 
     def get_meta(self) -> dict[str, Any] | None:
         """Metadata from the ``<collection>__rsia_meta`` collection."""

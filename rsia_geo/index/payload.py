@@ -23,7 +23,7 @@ from typing import Any
 
 from rsia_geo._geo import bbox_to_geometry, validate_bbox
 from rsia_geo._types import BBox
-from rsia_geo.errors import InvalidBBoxError
+from rsia_geo.errors import InvalidArgumentError, InvalidBBoxError, InvalidRegionError
 from rsia_geo.tiles import Tile
 
 __all__ = [
@@ -38,7 +38,16 @@ __all__ = [
 ]
 
 KEYWORD_FIELDS = ("tile_id", "item_id", "collection_id", "crs")
-FLOAT_FIELDS = ("bbox_minx", "bbox_miny", "bbox_maxx", "bbox_maxy", "timestamp", "gsd", "level")
+FLOAT_FIELDS = (
+    "bbox_minx",
+    "bbox_miny",
+    "bbox_maxx",
+    "bbox_maxy",
+    "timestamp",
+    "timestamp_end",
+    "gsd",
+    "level",
+)
 GEO_FIELDS = ("location",)
 
 
@@ -69,6 +78,23 @@ def _timestamp(value: str | None) -> float | None:
     if t.tzinfo is None:
         t = t.replace(tzinfo=_dt.UTC)
     return t.timestamp()
+
+
+def time_span(value: str | None) -> tuple[float | None, float | None]:
+    """``(start, end)`` POSIX seconds of a tile's time: an instant, or a ``start/end`` interval.
+
+    Args:
+        value: ISO 8601 date/time or ``start/end`` interval (STAC ``start_datetime`` /
+            ``end_datetime``).
+
+    Returns:
+        The span (both equal for an instant; None where unknown).
+    """
+    if value and "/" in value:
+        a, b = value.split("/", 1)
+        return _timestamp(a), _timestamp(b)
+    t = _timestamp(value)
+    return t, t
 
 
 def centre_margin(payload: dict[str, Any]) -> tuple[float, float]:
@@ -134,7 +160,8 @@ def tile_to_payload(tile: Tile, *, raw_norm: float | None = None) -> dict[str, A
         "crs": tile.crs,
         "native_bounds": list(tile.bounds),
         "datetime": tile.datetime,
-        "timestamp": _timestamp(tile.datetime),
+        "timestamp": time_span(tile.datetime)[0],
+        "timestamp_end": time_span(tile.datetime)[1],
         "gsd": tile.gsd,
         "location": {"lon": tile.centre[0], "lat": tile.centre[1]},
         "corners": corners,
@@ -179,6 +206,9 @@ class Region:
     """Largest (lon, lat) distance from any indexed tile's centre to its bbox edges, set by the
     index: with it, the filter can use the geo index on tile centres (selective at any scale)
     instead of four range conditions whose conjunction Qdrant cannot estimate well."""
+    time_overlap: bool = False
+    """Set by the index when its tiles store ``timestamp_end``: tiles match a time range by
+    overlap (an item covering 2020 is found for June 2020); older indexes match by start."""
 
 
 def region_boxes(bbox: BBox) -> tuple[BBox, ...]:
@@ -196,24 +226,164 @@ def region_boxes(bbox: BBox) -> tuple[BBox, ...]:
     return ((minx, miny, 180.0, maxy), (-180.0, miny, maxx, maxy))
 
 
-def _parse_time(value: Any, name: str) -> float | None:
-    if value in (None, "", ".."):
+_DAY = 86400.0
+
+
+def _is_date_only(value: Any) -> bool:
+    """A calendar day without a time: ``datetime.date`` or ``"YYYY-MM-DD"``."""
+    if isinstance(value, _dt.date) and not isinstance(value, _dt.datetime):
+        return True
+    return isinstance(value, str) and len(value.strip()) == 10 and value.strip()[4] == "-"
+
+
+def _parse_time(value: Any, name: str, *, end: bool = False) -> float | None:
+    """POSIX seconds of a date/time; a date-only ``end`` means the end of that day (UTC)."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "..")):
         return None
+    if isinstance(value, bool):
+        raise InvalidArgumentError(f"{name}={value!r} is not a date/time")
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, _dt.datetime):
         t = value
+    elif isinstance(value, _dt.date):
+        t = _dt.datetime(value.year, value.month, value.day)
     else:
         try:
-            t = _dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            t = _dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
         except ValueError as exc:
-            raise InvalidBBoxError(
+            raise InvalidArgumentError(
                 f"{name}={value!r} is not an ISO date/time (e.g. 2020-01-01 or "
                 "2020-01-01T00:00:00Z)"
             ) from exc
     if t.tzinfo is None:
         t = t.replace(tzinfo=_dt.UTC)
-    return t.timestamp()
+    stamp = t.timestamp()
+    if end and _is_date_only(value):
+        stamp += _DAY - 1e-3  # the whole last day
+    return stamp
+
+
+def parse_time_range(value: Any) -> tuple[float | None, float | None]:
+    """A time interval from ``"start/end"``, a single date/time, or a ``(start, end)`` pair.
+
+    Either side may be open (``..``, empty or None). A date without a time (a string
+    ``YYYY-MM-DD`` or a ``datetime.date``) covers that whole day, as a start or as an end.
+
+    Args:
+        value: The interval.
+
+    Returns:
+        ``(start, end)`` POSIX seconds (UTC when no zone is given).
+
+    Raises:
+        InvalidArgumentError: Not a date/time, or the start is after the end.
+    """
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise InvalidArgumentError(
+                f"datetime={value!r} must be a (start, end) pair, 'start/end' or one date"
+            )
+        start, end = value
+    elif isinstance(value, str) and "/" in value:
+        start, end = value.split("/", 1)
+    else:
+        start = end = value
+    t0 = _parse_time(start, "datetime")
+    t1 = _parse_time(end, "datetime", end=True)
+    if t0 is not None and t1 is not None and t0 > t1:
+        raise InvalidArgumentError(f"datetime={value!r}: the start is after the end")
+    return t0, t1
+
+
+def _polygonal(g: Any) -> Any:
+    """The polygonal part of a geometry (drops points and lines ``make_valid`` may leave)."""
+    from shapely.geometry import MultiPolygon, Polygon
+
+    if isinstance(g, (Polygon, MultiPolygon)):
+        return g
+    parts = [p for p in getattr(g, "geoms", []) if isinstance(p, (Polygon, MultiPolygon))]
+    polys = [q for p in parts for q in getattr(p, "geoms", [p])]
+    return MultiPolygon(polys) if len(polys) > 1 else (polys[0] if polys else Polygon())
+
+
+def parse_geometry(geometry: Any) -> Any:
+    """A region polygon from shapely, GeoJSON or a GeoDataFrame/GeoSeries.
+
+    GeoJSON may be a geometry, a Feature or a FeatureCollection (the union of its features);
+    a GeoDataFrame/GeoSeries gives its union, reprojected to EPSG:4326.
+
+    Invalid polygons are repaired without losing area (``make_valid``: a self-intersecting
+    "bowtie" keeps both lobes); empty, zero-area and non-polygonal regions are refused.
+
+    Args:
+        geometry: The region.
+
+    Returns:
+        A valid shapely Polygon or MultiPolygon in lon/lat.
+
+    Raises:
+        InvalidRegionError: Unsupported type, invalid GeoJSON, no area, outside lon/lat.
+    """
+    from shapely import make_valid
+    from shapely.geometry import shape
+    from shapely.geometry.base import BaseGeometry
+    from shapely.ops import unary_union
+
+    fix = (
+        "pass a Polygon or MultiPolygon in lon/lat (GeoJSON geometry, Feature or "
+        "FeatureCollection, shapely, or a GeoDataFrame) that covers an area"
+    )
+    if hasattr(geometry, "to_crs") and hasattr(geometry, "crs"):  # GeoDataFrame/Series
+        gs = geometry.to_crs("EPSG:4326") if geometry.crs is not None else geometry
+        g = gs.union_all() if hasattr(gs, "union_all") else gs.unary_union
+    elif isinstance(geometry, BaseGeometry):
+        g = geometry
+    elif isinstance(geometry, dict):
+        kind = geometry.get("type")
+        try:
+            if kind == "FeatureCollection":
+                feats = geometry.get("features")
+                if not isinstance(feats, list) or not feats:
+                    raise InvalidRegionError(f"the FeatureCollection has no features; {fix}")
+                geoms = [shape(f["geometry"]) for f in feats if f.get("geometry")]
+                if not geoms:
+                    raise InvalidRegionError(
+                        f"no feature of the FeatureCollection has a geometry; {fix}"
+                    )
+                g = unary_union([make_valid(x) for x in geoms])
+            elif kind == "Feature":
+                if not geometry.get("geometry"):
+                    raise InvalidRegionError(f"the Feature has no geometry; {fix}")
+                g = shape(geometry["geometry"])
+            else:
+                g = shape(geometry)
+        except InvalidRegionError:
+            raise
+        except Exception as exc:  # shapely raises several types for malformed GeoJSON
+            raise InvalidRegionError(f"geometry is not valid GeoJSON ({exc}); {fix}") from exc
+    else:
+        raise InvalidRegionError(
+            f"geometry of type {type(geometry).__name__} is not supported; {fix}"
+        )
+    if g.is_empty:
+        raise InvalidRegionError(f"the region geometry is empty; {fix}")
+    if g.geom_type not in ("Polygon", "MultiPolygon", "GeometryCollection"):
+        raise InvalidRegionError(f"the region geometry is a {g.geom_type}; {fix}")
+    if not g.is_valid:
+        g = make_valid(g)
+    g = _polygonal(g)
+    if g.is_empty or g.area <= 0.0:
+        raise InvalidRegionError(f"the region polygon has no area (degenerate); {fix}")
+    minx, miny, maxx, maxy = g.bounds
+    if not all(math.isfinite(v) for v in g.bounds):
+        raise InvalidRegionError(f"the region bounds {g.bounds} are not finite; {fix}")
+    if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
+        raise InvalidRegionError(
+            f"geometry bounds {g.bounds} are outside lon/lat ranges; is it in a projected "
+            "CRS? Reproject it to EPSG:4326"
+        )
+    return g
 
 
 def make_region(bbox: Any = None, geometry: Any = None, datetime: Any = None) -> Region:
@@ -224,17 +394,17 @@ def make_region(bbox: Any = None, geometry: Any = None, datetime: Any = None) ->
         geometry: A shapely geometry, a GeoJSON mapping, or a GeoDataFrame/GeoSeries (its
             union, reprojected to EPSG:4326), all in lon/lat unless they carry a CRS.
         datetime: ``"start/end"`` (either side may be ``..``), a single date, or a
-            ``(start, end)`` pair.
+            ``(start, end)`` pair; a date without a time covers its whole day
+            (:func:`parse_time_range`).
 
     Returns:
         The region.
 
     Raises:
-        InvalidBBoxError: Bad bbox, empty or invalid geometry, bad dates.
+        InvalidBBoxError: Bad bbox.
+        InvalidRegionError: Empty, degenerate or unsupported geometry.
+        InvalidArgumentError: Bad dates.
     """
-    from shapely.geometry import shape
-    from shapely.geometry.base import BaseGeometry
-
     geom = None
     boxes: tuple[BBox, ...] = ()
     if bbox is not None:
@@ -242,63 +412,16 @@ def make_region(bbox: Any = None, geometry: Any = None, datetime: Any = None) ->
         geom = bbox_to_geometry(bb)
         boxes = region_boxes(bb)
     if geometry is not None:
-        if hasattr(geometry, "to_crs") and hasattr(geometry, "crs"):  # GeoDataFrame/Series
-            gs = geometry.to_crs("EPSG:4326") if geometry.crs is not None else geometry
-            g = gs.union_all() if hasattr(gs, "union_all") else gs.unary_union
-        elif isinstance(geometry, BaseGeometry):
-            g = geometry
-        elif isinstance(geometry, dict):
-            gj = (
-                geometry.get("geometry", geometry)
-                if geometry.get("type") == "Feature"
-                else geometry
-            )
-            try:
-                g = shape(gj)
-            except (KeyError, ValueError, TypeError, AttributeError) as exc:
-                raise InvalidBBoxError(f"geometry is not valid GeoJSON: {exc}") from exc
-        else:
-            raise InvalidBBoxError(
-                f"geometry of type {type(geometry).__name__} is not supported; pass a shapely "
-                "geometry, a GeoJSON dict or a GeoDataFrame"
-            )
-        if g.is_empty:
-            raise InvalidBBoxError("geometry is empty; pass a polygon that covers the region")
-        if g.geom_type not in ("Polygon", "MultiPolygon"):
-            raise InvalidBBoxError(f"geometry is a {g.geom_type}; pass a Polygon or MultiPolygon")
-        if not g.is_valid:
-            g = g.buffer(0)
-        minx, miny, maxx, maxy = g.bounds
-        if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
-            raise InvalidBBoxError(
-                f"geometry bounds {g.bounds} are outside lon/lat ranges; is it in a projected "
-                "CRS? Reproject it to EPSG:4326"
-            )
+        g = parse_geometry(geometry)
         geom_boxes = tuple(tuple(float(v) for v in p.bounds) for p in getattr(g, "geoms", [g]))
         if geom is not None:
-            geom = geom.intersection(g)
-            if geom.is_empty:
-                raise InvalidBBoxError("bbox and geometry do not overlap: the region is empty")
+            geom = _polygonal(geom.intersection(g))
+            if geom.is_empty or geom.area <= 0.0:
+                raise InvalidRegionError("bbox and geometry do not overlap: the region is empty")
             boxes = tuple(tuple(float(v) for v in p.bounds) for p in getattr(geom, "geoms", [geom]))  # type: ignore[misc]
         else:
             geom, boxes = g, geom_boxes  # type: ignore[assignment]
-    time_range: tuple[float | None, float | None] | None = None
-    if datetime is not None:
-        if isinstance(datetime, (tuple, list)):
-            start, end = datetime
-        elif isinstance(datetime, str) and "/" in datetime:
-            start, end = datetime.split("/", 1)
-        else:
-            start = end = datetime
-            if isinstance(datetime, str) and len(datetime) == 10:  # a whole day
-                s = _parse_time(datetime, "datetime")
-                assert s is not None
-                time_range = (s, s + 86400 - 1e-3)
-        if time_range is None:
-            t0, t1 = _parse_time(start, "datetime"), _parse_time(end, "datetime")
-            if t0 is not None and t1 is not None and t0 > t1:
-                raise InvalidBBoxError(f"datetime={datetime!r}: start is after end")
-            time_range = (t0, t1)
+    time_range = parse_time_range(datetime) if datetime is not None else None
     for b in boxes:
         if not all(math.isfinite(v) for v in b):
             raise InvalidBBoxError(f"region box {b} is not finite")

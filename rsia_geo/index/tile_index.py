@@ -25,7 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from rsia_geo.errors import IndexLockedError, ModelMismatchError, VectorIndexError
+from rsia_geo.errors import (
+    IndexLockedError,
+    IndexNotFoundError,
+    ModelMismatchError,
+    VectorIndexError,
+)
 from rsia_geo.index.backends import ClientBackend, EdgeBackend, Hit
 from rsia_geo.index.payload import Region, centre_margin, tile_to_payload
 from rsia_geo.tiles import Tile
@@ -44,6 +49,11 @@ SIGNATURE_KEYS = (
 )
 
 
+def _holds_index(folder: Path) -> bool:
+    """Whether a folder holds an embedded index (either engine's)."""
+    return (folder / "rsia_index.json").exists() or (folder / "qdrant").is_dir()
+
+
 class TileIndex:
     """Tile embeddings with geographic payloads in Qdrant.
 
@@ -55,12 +65,16 @@ class TileIndex:
         engine: ``"edge"`` (Qdrant Edge, the embedded default) or ``"client"``
             (qdrant-client; required for servers).
         hnsw: Build an HNSW graph in the embedded engine (default exact search).
+        create: Create the folder when it holds no index (indexing). False (searching,
+            serving) raises :class:`~rsia_geo.errors.IndexNotFoundError` instead, and writes
+            nothing.
         **server: Options for new server collections: ``shard_number``,
             ``replication_factor``, ``quantization`` (``"int8"``/``"binary"``), ``on_disk``,
             ``timeout``, ``retries``.
 
     Raises:
         IndexLockedError: The folder is open in another process.
+        IndexNotFoundError: ``create=False`` and the folder holds no index.
         IndexUnavailableError: The server cannot be reached.
     """
 
@@ -73,6 +87,7 @@ class TileIndex:
         collection: str = "tiles",
         engine: str | None = None,
         hnsw: bool = False,
+        create: bool = True,
         **server: Any,
     ) -> None:
         if location is None and url is None:
@@ -93,9 +108,22 @@ class TileIndex:
         self._lock_fd: int | None = None
         self._margin: tuple[float, float] | None = None
         self._margin_read = -1e18  # time.monotonic() of the last read of the stored margin
+        self._has_time_ranges: bool | None = None
         if location is not None and str(location) != ":memory:":
-            Path(location).mkdir(parents=True, exist_ok=True)
-            self._lock(Path(location))
+            folder = Path(location)
+            if folder.exists() and not folder.is_dir():
+                raise VectorIndexError(
+                    f"index location {str(folder)!r} is a file; an embedded index is a folder: "
+                    "give a folder path (it is created when indexing)"
+                )
+            if not create and not _holds_index(folder):
+                raise IndexNotFoundError(
+                    f"no index at {str(folder)!r}"
+                    + (" (the folder does not exist)" if not folder.exists() else "")
+                    + f"; check the path, or build one: rsia-geo index CATALOG --location {folder}"
+                )
+            folder.mkdir(parents=True, exist_ok=True)
+            self._lock(folder)
         try:
             if engine == "edge":
                 self.backend: Any = EdgeBackend(str(location), hnsw=hnsw)
@@ -169,9 +197,19 @@ class TileIndex:
             ModelMismatchError: The collection holds vectors of another model.
         """
         sig = {k: signature.get(k) for k in SIGNATURE_KEYS}
+        if self.backend.exists() and self.backend.get_meta() is None:
+            # created, then interrupted before the metadata was written: nothing was stored
+            # (points are only written after it), so the collection is made again
+            if self.backend.count(None) > 0:
+                raise VectorIndexError(
+                    f"{self!r} holds points but no rsia_geo metadata: it was not made by "
+                    "rsia_geo; use another collection or folder"
+                )
+            self.backend.drop()
         if not self.backend.exists():
             self.backend.create(int(signature["embed_dim"]))
-            self.backend.set_meta({"model": sig, **(extra or {})})
+            self.backend.set_meta({"model": sig, "time_ranges": True, **(extra or {})})
+            self._has_time_ranges = None
             return
         self.check_model(sig)
         if extra:
@@ -262,8 +300,19 @@ class TileIndex:
             self._margin_read = now
         return self._margin
 
+    def _time_ranges(self) -> bool:
+        """Whether the tiles store ``timestamp_end`` (fixed when the index is created)."""
+        if self._has_time_ranges is None:
+            self._has_time_ranges = bool((self.meta or {}).get("time_ranges"))
+        return self._has_time_ranges
+
     def _with_margin(self, region: Region | None) -> Region | None:
-        if region is None or region.centre_margin is not None or not region.boxes:
+        """The region with what this index knows: centre margin, time-range payloads."""
+        if region is None:
+            return region
+        if region.time_range is not None and not region.time_overlap and self._time_ranges():
+            region = dataclasses.replace(region, time_overlap=True)
+        if region.centre_margin is not None or not region.boxes:
             return region
         margin = self.centre_margin()
         return region if margin is None else dataclasses.replace(region, centre_margin=margin)

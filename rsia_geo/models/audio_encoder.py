@@ -6,6 +6,12 @@ average-pooled. With 300 x 64 inputs the map sizes are 150 x 32 -> 75 x 16 -> 38
 torchvision's ResNet so the blocks are the standard ones. ``width`` scales every layer (0.5 gives
 a 4x cheaper variant); a linear projection maps the pooled channels to ``embed_dim`` when they
 differ.
+
+``whisper_head`` reads the frames of a frozen pretrained speech encoder (the ``whisper`` front
+end, ``(B, 1, T, 384)``, all-zero frames being padding): a linear map to ``d_model``, learned
+positions, a small pre-norm transformer (``layers`` x ``heads``), attention pooling (a learned
+query scores every valid frame) and a linear projection to ``embed_dim``. Its output is the
+ALAC audio vector ``f_a``, so IA rescoring and the AKT loss work unchanged.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from torch import nn
 
 from rsia_geo.errors import ModelConfigError
 
-__all__ = ["AudioEncoder", "AudioEncoderConfig"]
+__all__ = ["AudioEncoder", "AudioEncoderConfig", "ResNetAudioEncoder", "SpeechFrameHead"]
 
 
 @dataclass(frozen=True)
@@ -26,16 +32,28 @@ class AudioEncoderConfig:
     """Audio encoder settings.
 
     Attributes:
-        name: ``"resnet18_l3"``.
+        name: ``"resnet18_l3"`` or ``"whisper_head"``.
         width: Channel multiplier (1.0 = ALAC's 64-128-256).
         stem_stride: Stride of the 7x7 stem convolution (ALAC: 1).
         embed_dim: Output size; a linear projection is added if the pooled width differs.
+        in_dim: Frame width of the speech encoder (``whisper_head``).
+        d_model: Transformer width (``whisper_head``).
+        layers: Transformer layers (``whisper_head``).
+        heads: Attention heads (``whisper_head``).
+        max_tokens: Longest frame sequence (learned positions; ``whisper_head``).
+        dropout: Dropout in the transformer (``whisper_head``).
     """
 
     name: str = "resnet18_l3"
     width: float = 1.0
     stem_stride: int = 1
     embed_dim: int = 256
+    in_dim: int = 384
+    d_model: int = 256
+    layers: int = 2
+    heads: int = 4
+    max_tokens: int = 150
+    dropout: float = 0.1
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form.
@@ -46,7 +64,76 @@ class AudioEncoderConfig:
         return asdict(self)
 
 
-class AudioEncoder(nn.Module):
+def AudioEncoder(config: AudioEncoderConfig | None = None) -> nn.Module:
+    """Build the audio encoder a configuration names.
+
+    Args:
+        config: Encoder settings (default: ALAC's ResNet-18 to layer3).
+
+    Returns:
+        A module mapping features ``(B, 1, T, F)`` to ``(B, embed_dim)``.
+
+    Raises:
+        ModelConfigError: Unknown encoder name.
+    """
+    cfg = config or AudioEncoderConfig()
+    if cfg.name == "resnet18_l3":
+        return ResNetAudioEncoder(cfg)
+    if cfg.name == "whisper_head":
+        return SpeechFrameHead(cfg)
+    raise ModelConfigError(f"unknown audio encoder {cfg.name!r}; known: resnet18_l3, whisper_head")
+
+
+class SpeechFrameHead(nn.Module):
+    """Trainable head over frozen speech-encoder frames ``(B, 1, T, in_dim)``.
+
+    All-zero frames are padding: they are masked out of attention and pooling.
+
+    Args:
+        config: Encoder settings.
+    """
+
+    def __init__(self, config: AudioEncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.norm_in = nn.LayerNorm(config.in_dim)
+        self.inp = nn.Linear(config.in_dim, d)
+        self.pos = nn.Parameter(torch.zeros(1, config.max_tokens, d))
+        nn.init.normal_(self.pos, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            d,
+            config.heads,
+            dim_feedforward=2 * d,
+            dropout=config.dropout,
+            batch_first=True,
+            norm_first=True,
+            activation="gelu",
+        )
+        self.blocks = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.score = nn.Linear(d, 1)
+        self.proj = nn.Linear(d, config.embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Frames ``(B, 1, T, in_dim)`` -> embeddings ``(B, embed_dim)``."""
+        x = x[:, 0]
+        t = x.shape[1]
+        if t > self.config.max_tokens:
+            raise ModelConfigError(
+                f"{t} speech frames exceed max_tokens={self.config.max_tokens}; use the "
+                "front end the head was trained with"
+            )
+        pad = x.abs().amax(dim=-1) == 0  # (B, T)
+        pad[:, 0] = False  # an all-silent clip still pools its first frame
+        h = self.inp(self.norm_in(x)) + self.pos[:, :t]
+        h = self.norm(self.blocks(h, src_key_padding_mask=pad))
+        w = self.score(h).squeeze(-1).masked_fill(pad, float("-inf")).softmax(dim=-1)
+        out: torch.Tensor = self.proj((w[..., None] * h).sum(dim=1))
+        return out
+
+
+class ResNetAudioEncoder(nn.Module):
     """ResNet-18 to layer3 over a one-channel spectrogram.
 
     Args:
@@ -58,8 +145,6 @@ class AudioEncoder(nn.Module):
         from torchvision.models.resnet import BasicBlock
 
         cfg = config or AudioEncoderConfig()
-        if cfg.name != "resnet18_l3":
-            raise ModelConfigError(f"unknown audio encoder {cfg.name!r}; known: resnet18_l3")
         self.config = cfg
         widths = [max(8, round(c * cfg.width)) for c in (64, 128, 256)]
         self.inplanes = widths[0]

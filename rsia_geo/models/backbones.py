@@ -77,6 +77,66 @@ class TokenBackbone(nn.Module):
         """Compute the token map of normalised images (implemented by subclasses)."""
         raise NotImplementedError
 
+    @property
+    def stages(self) -> int:
+        """Stages that :meth:`trunk` / :meth:`tail` can split at (0: no partial fine-tuning)."""
+        return 0
+
+    def _check_split(self, tail_stages: int) -> None:
+        if not 1 <= tail_stages <= self.stages:
+            raise ModelConfigError(
+                f"cannot fine-tune the last {tail_stages} stages of {self.config.name!r} "
+                f"(it has {self.stages} splittable stages; partial fine-tuning is available "
+                "for efficientnet_lite0)"
+            )
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """Check ``(B, in_chans, S, S)`` [0, 1] images and normalise them per band."""
+        c = self.config
+        if images.dim() != 4 or images.shape[1] != c.in_chans:
+            raise ValueError(
+                f"expected images (B, {c.in_chans}, {c.input_size}, {c.input_size}); "
+                f"got {tuple(images.shape)}"
+            )
+        mean = torch.tensor(c.mean, device=images.device, dtype=images.dtype)[None, :, None, None]
+        std = torch.tensor(c.std, device=images.device, dtype=images.dtype)[None, :, None, None]
+        return (images - mean) / std
+
+    def trunk(self, images: torch.Tensor, tail_stages: int) -> torch.Tensor:
+        """Activations before the last ``tail_stages`` stages (the frozen, cacheable part).
+
+        Args:
+            images: ``(B, in_chans, S, S)`` in [0, 1].
+            tail_stages: Stages left for :meth:`tail`.
+
+        Returns:
+            The intermediate activation map.
+        """
+        raise NotImplementedError
+
+    def tail(self, x: torch.Tensor, tail_stages: int) -> torch.Tensor:
+        """Tokens ``(B, N, D)`` from :meth:`trunk` activations (the fine-tuned part).
+
+        Args:
+            x: Output of :meth:`trunk` with the same ``tail_stages``.
+            tail_stages: Stages to run.
+
+        Returns:
+            Tokens.
+        """
+        raise NotImplementedError
+
+    def tail_modules(self, tail_stages: int) -> list[nn.Module]:
+        """Modules that :meth:`tail` runs (their parameters are the fine-tuned ones).
+
+        Args:
+            tail_stages: Stages fine-tuned.
+
+        Returns:
+            The modules.
+        """
+        raise NotImplementedError
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Normalise [0, 1] images and return their token map.
 
@@ -86,15 +146,7 @@ class TokenBackbone(nn.Module):
         Returns:
             ``(B, N, out_dim)`` tokens.
         """
-        c = self.config
-        if images.dim() != 4 or images.shape[1] != c.in_chans:
-            raise ValueError(
-                f"expected images (B, {c.in_chans}, {c.input_size}, {c.input_size}); "
-                f"got {tuple(images.shape)}"
-            )
-        mean = torch.tensor(c.mean, device=images.device, dtype=images.dtype)[None, :, None, None]
-        std = torch.tensor(c.std, device=images.device, dtype=images.dtype)[None, :, None, None]
-        return self.tokens((images - mean) / std)
+        return self.tokens(self.normalise(images))
 
 
 def load_torch_state(path: str | Path) -> dict[str, Any]:
@@ -225,6 +277,40 @@ class EfficientNetLite0Tokens(TokenBackbone):
         """EfficientNet head features flattened to tokens."""
         feats = self.net.forward_features(x)  # (B, 1280, h, w)
         return feats.flatten(2).transpose(1, 2)
+
+    def _blocks(self) -> nn.Sequential:
+        blocks: nn.Sequential = self.net.blocks  # type: ignore[assignment]
+        return blocks
+
+    @property
+    def stages(self) -> int:
+        """The seven MBConv stages of EfficientNet-Lite0."""
+        return len(self._blocks())
+
+    def trunk(self, images: torch.Tensor, tail_stages: int) -> torch.Tensor:
+        """Stem and the first ``7 - tail_stages`` stages."""
+        self._check_split(tail_stages)
+        net: Any = self.net
+        x = net.bn1(net.conv_stem(self.normalise(images)))
+        for block in self._blocks()[: self.stages - tail_stages]:
+            x = block(x)
+        out: torch.Tensor = x
+        return out
+
+    def tail(self, x: torch.Tensor, tail_stages: int) -> torch.Tensor:
+        """The last ``tail_stages`` stages and the 1x1 head convolution, as tokens."""
+        self._check_split(tail_stages)
+        net: Any = self.net
+        for block in self._blocks()[self.stages - tail_stages :]:
+            x = block(x)
+        x = net.bn2(net.conv_head(x))
+        return x.flatten(2).transpose(1, 2)
+
+    def tail_modules(self, tail_stages: int) -> list[nn.Module]:
+        """The last stages, the head convolution and its norm."""
+        self._check_split(tail_stages)
+        net: Any = self.net
+        return [*self._blocks()[self.stages - tail_stages :], net.conv_head, net.bn2]
 
 
 def _adapt_in_chans(weight: torch.Tensor, in_chans: int) -> torch.Tensor:

@@ -14,6 +14,12 @@ Two front ends, chosen by :class:`AudioFrontendConfig.kind`:
     mean subtraction per band (cepstral mean normalisation, which removes channel and voice
     colouring).
 
+``"whisper"`` (a frozen pretrained speech encoder, :mod:`rsia_geo.models.whisper`)
+    Whisper tiny.en's encoder (CTranslate2, int8) over a fixed ``max_frames`` window (600 log-mel
+    frames = 6 s); its 20 ms frames are averaged ``pool`` at a time, and frames after the clip's
+    end are exactly zero (the ``whisper_head`` encoder reads them as padding). Output
+    ``(batch, 1, max_frames // 2 // pool, 384)``. Nothing here trains.
+
 Length policy (both): features are computed on the whole clip, then the first ``max_frames``
 frames are kept; shorter clips are padded at the end with zeros (for ``logmel`` after mean
 normalisation, so padding equals the clip's mean level). Output: ``(batch, 1, frames, bins)``.
@@ -38,7 +44,7 @@ class AudioFrontendConfig:
     """Audio front-end settings (stored in checkpoints).
 
     Attributes:
-        kind: ``"cepstrum"`` (ALAC reference) or ``"logmel"``.
+        kind: ``"cepstrum"`` (ALAC reference), ``"logmel"`` or ``"whisper"``.
         sample_rate: Input sample rate, Hz.
         n_fft: FFT size.
         win_length: Window length, samples.
@@ -48,9 +54,12 @@ class AudioFrontendConfig:
         f_min: Lowest mel frequency (``logmel``).
         f_max: Highest mel frequency (``logmel``).
         top_db: Dynamic range floor below the clip maximum (``cepstrum``).
+        pool: Encoder frames averaged into one (``whisper``).
+        whisper_path: CTranslate2 Whisper model folder (``whisper``; None: the packaged
+            tiny.en, or the folder in the ``RSIA_WHISPER_PATH`` environment variable).
     """
 
-    kind: Literal["cepstrum", "logmel"] = "logmel"
+    kind: Literal["cepstrum", "logmel", "whisper"] = "logmel"
     sample_rate: int = 16_000
     n_fft: int = 512
     win_length: int = 400
@@ -60,6 +69,28 @@ class AudioFrontendConfig:
     f_min: float = 20.0
     f_max: float = 7600.0
     top_db: float = 80.0
+    pool: int = 1
+    whisper_path: str | None = None
+
+    @classmethod
+    def whisper(cls, *, max_frames: int = 600, pool: int = 2) -> AudioFrontendConfig:
+        """Whisper tiny.en's frozen encoder over a ``max_frames`` window (6 s by default).
+
+        Args:
+            max_frames: Window in 10 ms frames (even).
+            pool: Encoder frames (20 ms) averaged into one.
+
+        Returns:
+            The configuration.
+        """
+        return cls(kind="whisper", max_frames=max_frames, pool=pool, n_coeffs=384)
+
+    @property
+    def frames_out(self) -> int:
+        """Time steps of the features (``max_frames``, or encoder frames for ``whisper``)."""
+        if self.kind == "whisper":
+            return self.max_frames // 2 // self.pool
+        return self.max_frames
 
     @classmethod
     def reference(cls) -> AudioFrontendConfig:
@@ -118,6 +149,12 @@ class AudioFrontend(nn.Module):
             self.register_buffer(
                 "dct", _dct_matrix(config.n_fft // 2 + 1, config.n_coeffs), persistent=False
             )
+        elif config.kind == "whisper":
+            if config.max_frames % 2 or config.pool < 1:
+                raise ModelConfigError(
+                    f"whisper front end: max_frames={config.max_frames} must be even and "
+                    f"pool={config.pool} >= 1"
+                )
         elif config.kind == "logmel":
             import torchaudio
 
@@ -131,7 +168,7 @@ class AudioFrontend(nn.Module):
                 mel_scale="slaney",
             )
         else:
-            raise ModelConfigError(f"kind={config.kind!r}; use 'cepstrum' or 'logmel'")
+            raise ModelConfigError(f"kind={config.kind!r}; use 'cepstrum', 'logmel' or 'whisper'")
 
     def _stft_magnitude(self, wave: torch.Tensor) -> torch.Tensor:
         c = self.config
@@ -146,6 +183,25 @@ class AudioFrontend(nn.Module):
             return_complex=True,
         )
         return spec.abs()  # (batch, freq, frames)
+
+    def speech_encoder(self) -> Any:
+        """The frozen Whisper encoder of a ``whisper`` front end (loaded once per process).
+
+        Returns:
+            A :class:`~rsia_geo.models.whisper.WhisperEncoder`.
+        """
+        import os
+
+        from rsia_geo.models.whisper import get_whisper
+
+        path = self.config.whisper_path or os.environ.get("RSIA_WHISPER_PATH") or None
+        return get_whisper(path, threads=max(1, min(4, torch.get_num_threads())))
+
+    def _whisper(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        clips = [wave[i, : int(n)].detach().cpu().numpy() for i, n in enumerate(lengths.tolist())]
+        frames = self.speech_encoder().encode(clips, max_frames=c.max_frames, pool=c.pool)
+        return torch.from_numpy(frames).to(wave.device)[:, None]
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Compute features.
@@ -166,6 +222,8 @@ class AudioFrontend(nn.Module):
         b = wave.shape[0]
         if lengths is None:
             lengths = torch.full((b,), wave.shape[1], dtype=torch.long, device=wave.device)
+        if c.kind == "whisper":
+            return self._whisper(wave, lengths)
         frames_valid = torch.div(lengths, c.hop_length, rounding_mode="floor") + 1
         # zero the samples past each clip's end so padding never leaks into its frames
         idx = torch.arange(wave.shape[1], device=wave.device)[None]

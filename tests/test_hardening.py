@@ -1,0 +1,206 @@
+"""Defects found by an outside probe: each test failed before its fix (issue 12)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from pyproj import Transformer
+from shapely.geometry import Polygon, box, mapping
+
+from rsia_geo.errors import InvalidArgumentError, InvalidRegionError
+from rsia_geo.index.payload import make_region, parse_geometry, parse_time_range
+
+UTC = dt.UTC
+
+
+def _utm60_raster_past_180(path: Path, *, metres_past: float = 300.0) -> Path:
+    """A UTM zone 60N raster whose west edge lies ``metres_past`` east of 180 degrees."""
+    lat = 10.0
+    x180, y = Transformer.from_crs("EPSG:4326", "EPSG:32660", always_xy=True).transform(180.0, lat)
+    arr = np.random.default_rng(0).integers(1, 255, (3, 300, 300)).astype(np.uint8)
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=300,
+        height=300,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32660",
+        photometric="RGB",
+        transform=Affine(10, 0, x180 + metres_past, 0, -10, y),
+    ) as dst:
+        dst.write(arr)
+    return path
+
+
+def test_footprint_just_past_180_is_small_valid_and_east_of_the_antimeridian(tmp_path):
+    from rsia_geo.catalog import item_from_raster
+    from rsia_geo.tiles import TileSpec, tile_item
+
+    path = _utm60_raster_past_180(tmp_path / "past180_20200101.tif")
+    item = item_from_raster(path)
+    from shapely.geometry import shape
+
+    g = shape(item.geometry)
+    assert g.is_valid
+    minx, _, maxx, _ = g.bounds
+    # 3 km x 3 km at 10 N: about 0.027 x 0.027 degrees, all just east of 180 (lon ~ -180)
+    assert minx >= -180.0 and maxx < -179.9, g.bounds
+    assert g.area < 0.002, g.area
+    for t in tile_item(item, TileSpec(size=100)).tiles:
+        assert t.footprint.is_valid and t.footprint.area < 0.0005
+        assert t.footprint.bounds[2] < -179.9 and -180.0 <= t.centre[0] < -179.9
+
+
+def test_footprint_matches_pointwise_reprojection_across_180(tmp_path):
+    from rsia_geo._geo import window_footprint
+
+    lat = -17.0
+    x180, y = Transformer.from_crs("EPSG:4326", "EPSG:32760", always_xy=True).transform(180.0, lat)
+    t = Affine(100, 0, x180 - 5000, 0, -100, y)
+    fp = window_footprint("EPSG:32760", t, 0, 0, 100, 100)  # 10 km straddling 180
+    assert fp.geom_type == "MultiPolygon" and fp.is_valid
+    to_ll = Transformer.from_crs("EPSG:32760", "EPSG:4326", always_xy=True)
+    east = [p for p in fp.geoms if p.bounds[0] > 0][0]
+    west = [p for p in fp.geoms if p.bounds[0] < 0][0]
+    assert east.bounds[2] == pytest.approx(180.0) and west.bounds[0] == pytest.approx(-180.0)
+    # the outer corners, reprojected one by one, bound the two parts
+    west_lons = [to_ll.transform(x180 - 5000, yy)[0] % 360 for yy in (y, y - 10000)]
+    east_lons = [to_ll.transform(x180 + 5000, yy)[0] % 360 - 360 for yy in (y, y - 10000)]
+    assert east.bounds[0] == pytest.approx(min(west_lons), abs=1e-6)
+    assert west.bounds[2] == pytest.approx(max(east_lons), abs=1e-6)
+    total = east.area + west.area
+    assert 0.005 < total < 0.02  # ~ (10 km)^2 in square degrees, not a globe-wide band
+
+
+def test_a_search_over_europe_does_not_return_a_tile_near_180(tmp_path):
+    torch = pytest.importorskip("torch")
+    from rsia_geo import TileSpec, build_catalog
+    from rsia_geo.index import TileIndex
+    from rsia_geo.models import build_model, get_config, save_checkpoint
+    from rsia_geo.pipeline import build_index, search
+
+    src = tmp_path / "src"
+    src.mkdir()
+    _utm60_raster_past_180(src / "past180_20200101.tif")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), tmp_path / "ck")
+    cat = build_catalog([src], tmp_path / "cat", default_datetime=dt.datetime(2020, 1, 1))
+    build_index(cat, tmp_path / "idx", ckpt, spec=TileSpec(size=100), progress=False)
+    wave = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    with TileIndex(tmp_path / "idx") as idx:
+        margin = idx.centre_margin()
+        assert margin is not None and margin[0] < 0.1  # not inflated to 360 degrees
+        everywhere = search(wave, idx, ckpt, sample_rate=16000, k=50)
+        assert len(everywhere) == 9
+        europe = search(wave, idx, ckpt, sample_rate=16000, bbox=(-10, 35, 30, 60), k=50)
+        assert len(europe) == 0
+        fiji = search(wave, idx, ckpt, sample_rate=16000, bbox=(179.5, 5, -179.5, 15), k=50)
+        assert len(fiji) == 9
+
+
+def test_bowtie_region_keeps_both_lobes():
+    bowtie = Polygon([(0, 0), (2, 2), (2, 0), (0, 2), (0, 0)])
+    assert not bowtie.is_valid
+    g = parse_geometry(mapping(bowtie))
+    assert g.is_valid
+    # both triangles, 1 square degree each
+    assert g.area == pytest.approx(2.0)
+    assert g.intersects(box(0.1, 0.9, 0.2, 1.1)) and g.intersects(box(1.8, 0.9, 1.9, 1.1))
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [2, 2], [0, 0]]]},  # collinear
+        {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [0, 0], [0, 0]]]},
+        {"type": "LineString", "coordinates": [[0, 0], [1, 1]]},
+        {"type": "FeatureCollection", "features": []},
+        {"type": "Feature", "geometry": None, "properties": {}},
+        {"type": "Polygon", "coordinates": "nonsense"},
+        Polygon(),
+    ],
+)
+def test_degenerate_regions_get_one_clear_error(geometry):
+    with pytest.raises(InvalidRegionError, match=r"region|geometry|FeatureCollection|Feature") as e:
+        make_region(geometry=geometry)
+    assert "Polygon" in str(e.value) or "area" in str(e.value)
+
+
+def test_feature_collection_is_a_region():
+    fc = {
+        "type": "FeatureCollection",
+        "features": [
+            {"type": "Feature", "properties": {}, "geometry": mapping(box(0, 0, 1, 1))},
+            {"type": "Feature", "properties": {}, "geometry": mapping(box(5, 5, 6, 6))},
+        ],
+    }
+    r = make_region(geometry=fc)
+    assert r.geometry.area == pytest.approx(2.0)
+    assert len(r.boxes) == 2
+
+
+def _day(y: int, m: int, d: int) -> float:
+    return dt.datetime(y, m, d, tzinfo=UTC).timestamp()
+
+
+def test_date_only_interval_end_covers_the_whole_day():
+    t0, t1 = parse_time_range("2020-06-01/2020-06-30")
+    assert t0 == _day(2020, 6, 1)
+    assert _day(2020, 6, 30) + 23 * 3600 < t1 < _day(2020, 7, 1)
+    t0, t1 = parse_time_range(dt.date(2020, 6, 30))
+    assert t0 == _day(2020, 6, 30) and _day(2020, 6, 30) + 86399 < t1 < _day(2020, 7, 1)
+    t0, t1 = parse_time_range((dt.date(2020, 6, 1), dt.date(2020, 6, 2)))
+    assert t1 > _day(2020, 6, 2) + 86399
+    # an end with a time is taken as given
+    assert parse_time_range("2020-06-01/2020-06-30T00:00:00Z")[1] == _day(2020, 6, 30)
+    with pytest.raises(InvalidArgumentError, match="start is after the end"):
+        parse_time_range("2020-07-01/2020-06-01")
+    with pytest.raises(InvalidArgumentError, match="ISO"):
+        parse_time_range("June 2020")
+
+
+def test_stac_item_with_a_date_range_is_found_by_overlap(tmp_path):
+    torch = pytest.importorskip("torch")
+    import pystac
+
+    from rsia_geo import TileSpec
+    from rsia_geo.catalog import item_from_raster
+    from rsia_geo.models import build_model, get_config, save_checkpoint
+    from rsia_geo.pipeline import build_index, search
+
+    path = _utm60_raster_past_180(tmp_path / "range.tif")
+    item = item_from_raster(path, datetime=dt.datetime(2020, 1, 1, tzinfo=UTC))
+    item.datetime = None
+    item.properties["datetime"] = None
+    item.properties["start_datetime"] = "2020-01-01T00:00:00Z"
+    item.properties["end_datetime"] = "2020-12-31T23:59:59Z"
+    cat = pystac.Catalog("c", "range item")
+    cat.add_item(item)
+    cat.normalize_hrefs(str(tmp_path / "cat"))
+    cat.save(pystac.CatalogType.SELF_CONTAINED)
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), tmp_path / "ck")
+    build_index(
+        tmp_path / "cat" / "catalog.json",
+        tmp_path / "idx",
+        ckpt,
+        spec=TileSpec(size=100),
+        progress=False,
+    )
+    wave = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+
+    def hits(when):
+        return len(search(wave, tmp_path / "idx", ckpt, sample_rate=16000, datetime=when, k=50))
+
+    assert hits("2020-06-01/2020-06-30") == 9
+    assert hits("2020-12-31") == 9
+    assert hits("2019-06-01/2019-12-31") == 0
+    assert hits("2021-01-01/..") == 0
+    assert hits("../2020-01-01") == 9
