@@ -67,8 +67,8 @@ def test_footprint_matches_pointwise_reprojection_across_180(tmp_path):
     fp = window_footprint("EPSG:32760", t, 0, 0, 100, 100)  # 10 km straddling 180
     assert fp.geom_type == "MultiPolygon" and fp.is_valid
     to_ll = Transformer.from_crs("EPSG:32760", "EPSG:4326", always_xy=True)
-    east = [p for p in fp.geoms if p.bounds[0] > 0][0]
-    west = [p for p in fp.geoms if p.bounds[0] < 0][0]
+    east = next(p for p in fp.geoms if p.bounds[0] > 0)
+    west = next(p for p in fp.geoms if p.bounds[0] < 0)
     assert east.bounds[2] == pytest.approx(180.0) and west.bounds[0] == pytest.approx(-180.0)
     # the outer corners, reprojected one by one, bound the two parts
     west_lons = [to_ll.transform(x180 - 5000, yy)[0] % 360 for yy in (y, y - 10000)]
