@@ -49,3 +49,22 @@ def sample_catalog(tmp_path_factory: pytest.TempPathFactory, samples: Path):
 
     out = tmp_path_factory.mktemp("catalog")
     return build_catalog([samples], out, default_datetime=dt.datetime(2020, 1, 1, tzinfo=UTC))
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.requires_programs("espeak-ng", ...)``: skip without them, but fail in CI.
+
+    CI installs the speech engines (``.ci/run`` -> ``make test``); if one is missing there, the
+    tests that need it must fail loudly rather than skip silently.
+    """
+    for mark in item.iter_markers("requires_programs"):
+        missing = [p for p in mark.args if shutil.which(p) is None]
+        if missing:
+            msg = f"needs {', '.join(missing)} (apt-get install {' '.join(missing)})"
+            if _in_ci():
+                pytest.fail(f"CI=true but {msg}", pytrace=False)
+            pytest.skip(msg)

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import io
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -137,7 +136,7 @@ def test_empty_and_truncated_files(tmp_path):
         load_audio(good, sample_rate=16000)
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+@pytest.mark.requires_programs("espeak-ng")
 def test_synthesised_speech_decodes(tmp_path):
     from rsia_geo.training.voices import Voice, synthesize
 

