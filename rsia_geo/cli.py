@@ -257,15 +257,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         rerank_k=args.rerank_k,
         out_dir=args.out,
         progress=not args.no_progress,
+        condition=args.condition,
     )
     print(
-        f"{report['model_id']} on {report['split']}: {report['images']} images, "
-        f"{report['clips']} clips"
+        f"{report['model_id']} on {report['split']} ({report['condition']}): "
+        f"{report['images']} images, {report['clips']} clips"
     )
     keys = ["i2a_r1", "i2a_r5", "i2a_r10", "a2i_r1", "a2i_r5", "a2i_r10", "mR"]
-    print(f"{'variant':28s} " + " ".join(f"{k:>7s}" for k in keys))
+    print(f"{'variant':44s} " + " ".join(f"{k:>7s}" for k in keys))
     for name, m in report["metrics"].items():
-        print(f"{name:28s} " + " ".join(f"{m[k]:7.2f}" for k in keys))
+        print(f"{name:44s} " + " ".join(f"{m[k]:7.2f}" for k in keys))
     if report.get("class_map"):
         print(f"per-class mAP (audio->image, pipeline): mean {report['class_map']['mean']:.2f}")
     if args.out:
@@ -699,6 +700,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--rescore-k", type=int, default=50, help="cosine candidates IA-rescored")
     ev.add_argument("--rerank-k", type=int, default=30, help="BSWFR k")
     ev.add_argument("-o", "--out", default=None, help="folder for report.json and recall.png")
+    ev.add_argument(
+        "--condition",
+        choices=["clean", "snr20", "snr10", "snr5", "reverb", "bandlimit"],
+        default="clean",
+        help="recording condition applied to every clip (seeded per clip)",
+    )
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
 

@@ -238,7 +238,14 @@ def build_index(
 
         wthread = threading.Thread(target=writer, name="rsia-index-writer", daemon=True)
         wthread.start()
-        bar = tqdm(desc="indexing", unit="tile", disable=not progress)
+        total = None
+        if progress and not isinstance(source, Iterator):  # (a generator is read once)
+            # a counting pass (windows and footprints only, no pixels, well under 1 % of the
+            # encoding time) gives the bar a total and an ETA
+            total = sum(
+                1 for _ in iter_tiles(source, spec, bands=bands, bbox=bbox, on_skip=lambda s: None)
+            )
+        bar = tqdm(desc="indexing", unit="tile", total=total, disable=not progress)
 
         def read_batch(batch: list[Tile]) -> list[tuple[Tile, np.ndarray | None, str | None]]:
             out: list[tuple[Tile, np.ndarray | None, str | None]] = []

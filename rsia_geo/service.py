@@ -405,6 +405,8 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
                     "tiles": idx.count(),
                     "model": meta.get("model"),
                     "tile_spec": meta.get("tile_spec"),
+                    "bands": meta.get("bands"),
+                    "extent": idx.extent(),
                 }
             ]
         }

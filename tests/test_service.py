@@ -19,6 +19,7 @@ from rsia_geo import TileSpec, build_catalog  # noqa: E402
 from rsia_geo.index import TileIndex  # noqa: E402
 from rsia_geo.models import build_model, get_config, save_checkpoint  # noqa: E402
 from rsia_geo.pipeline import build_index, load_model  # noqa: E402
+from rsia_geo.sample_data import sample_data_dir as samples_dir  # noqa: E402
 from rsia_geo.service import ServiceSettings, create_app  # noqa: E402
 
 
@@ -61,6 +62,14 @@ def test_health_collections_and_openapi(served):
         assert c.get("/health").json()["status"] == "ok"
         col = c.get("/collections").json()["collections"][0]
         assert col["tiles"] == 16 and col["model"]["model_id"] == "alac-tiny"
+        import rasterio
+        from rasterio.warp import transform_bounds
+
+        with rasterio.open(samples_dir() / "aerial" / "cogeo.tif") as src:
+            expected = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+        # the 16 tiles of 256 px cover the 1024 px raster exactly
+        assert col["extent"]["bbox"] == pytest.approx(list(expected), abs=1e-4)
+        assert col["extent"]["interval"] == ["2020-01-01T00:00:00Z", "2020-01-01T00:00:00Z"]
         schema = c.get("/openapi.json").json()
         assert "/search" in schema["paths"] and "/tiles/{tile_id}/chip.png" in schema["paths"]
 

@@ -282,7 +282,58 @@ class TileIndex:
                 meta["centre_margin"] = list(new)
                 self.backend.set_meta(meta)
                 self._margin = new
+        self._grow_extent(payloads)
         self.backend.upsert(ids, unit_vectors, payloads)
+
+    def _grow_extent(self, payloads: Sequence[dict[str, Any]]) -> None:
+        """Record the spatial and temporal extent of the stored tiles (before the points)."""
+        if not payloads:
+            return
+        meta = self.backend.get_meta() or {}
+        old = meta.get("extent") or {}
+        box = [
+            min(p["bbox_minx"] for p in payloads),
+            min(p["bbox_miny"] for p in payloads),
+            max(p["bbox_maxx"] for p in payloads),
+            max(p["bbox_maxy"] for p in payloads),
+        ]
+        if old.get("bbox"):
+            ob = old["bbox"]
+            box = [min(box[0], ob[0]), min(box[1], ob[1]), max(box[2], ob[2]), max(box[3], ob[3])]
+        starts = [p["timestamp"] for p in payloads if p.get("timestamp") is not None]
+        ends = [p.get("timestamp_end", p.get("timestamp")) for p in payloads]
+        ends = [e for e in ends if e is not None]
+        t0, t1 = old.get("time", [None, None])
+        if starts:
+            t0 = min(starts) if t0 is None else min(t0, min(starts))
+        if ends:
+            t1 = max(ends) if t1 is None else max(t1, max(ends))
+        new = {"bbox": [float(v) for v in box], "time": [t0, t1]}
+        if new != old:
+            meta["extent"] = new
+            self.backend.set_meta(meta)
+
+    def extent(self) -> dict[str, Any] | None:
+        """Spatial and temporal extent of the stored tiles.
+
+        Returns:
+            ``{"bbox": [minx, miny, maxx, maxy], "interval": [start, end]}`` (lon/lat, with
+            ``maxx`` above 180 when tiles cross the antimeridian; ISO 8601 UTC times, None
+            where unknown), or None for an index without tiles or built before extents were
+            recorded.
+        """
+        import datetime as _dt
+
+        ext = (self.meta or {}).get("extent")
+        if not ext:
+            return None
+
+        def iso(t: float | None) -> str | None:
+            if t is None:
+                return None
+            return _dt.datetime.fromtimestamp(t, _dt.UTC).isoformat().replace("+00:00", "Z")
+
+        return {"bbox": ext["bbox"], "interval": [iso(ext["time"][0]), iso(ext["time"][1])]}
 
     def centre_margin(self) -> tuple[float, float] | None:
         """Largest ``(dlon, dlat)`` from a stored tile's centre to its bbox edges (None: unknown).

@@ -169,34 +169,83 @@ def evaluate_scores(
 
 
 @torch.no_grad()
-def _encode(
-    model: ALACModel, rows: list[dict[str, Any]], batch: int, progress: bool
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def encode_images(
+    model: ALACModel, rows: list[dict[str, Any]], batch: int = 32, progress: bool = False
+) -> tuple[torch.Tensor, list[str]]:
+    """Raw embeddings of the images of manifest rows (in first-seen order) and their labels.
+
+    Args:
+        model: The model.
+        rows: Manifest rows.
+        batch: Images per batch.
+        progress: Progress bar.
+
+    Returns:
+        ``(v, labels)``.
+    """
     from tqdm.auto import tqdm
 
-    from rsia_geo.audio import load_audio
     from rsia_geo.training.train import load_image
 
     images = list(dict.fromkeys(r["image"] for r in rows))
-    labels = [next(r.get("label") or "" for r in rows if r["image"] == p) for p in images]
+    first_label: dict[str, str] = {}
+    for r in rows:
+        first_label.setdefault(r["image"], r.get("label") or "")
+    labels = [first_label[p] for p in images]
     vs = []
     for i in tqdm(range(0, len(images), batch), desc="images", disable=not progress):
         imgs = torch.stack(
             [model.preprocess_images(load_image(p)[None])[0] for p in images[i : i + batch]]
         )
         vs.append(model.encode_images(imgs, normalize=False))
+    return torch.cat(vs), labels
+
+
+def _heard(path: str, condition: str) -> torch.Tensor:
+    """A clip as served (trimmed), under a recording condition seeded by its file name."""
+    import zlib
+
+    from rsia_geo.audio import SAMPLE_RATE, load_audio, trim_silence
+    from rsia_geo.training.augment import apply_condition
+
+    wave = load_audio(path, trim=True).samples
+    if condition != "clean":
+        seed = zlib.crc32(Path(path).name.encode())
+        wave = trim_silence(apply_condition(wave, condition, seed=seed), SAMPLE_RATE)
+    return torch.from_numpy(wave)
+
+
+@torch.no_grad()
+def encode_clips(
+    model: ALACModel,
+    rows: list[dict[str, Any]],
+    batch: int = 32,
+    progress: bool = False,
+    condition: str = "clean",
+) -> torch.Tensor:
+    """Raw embeddings of the clips of manifest rows, under a recording condition.
+
+    Args:
+        model: The model.
+        rows: Manifest rows with ``clip_path``.
+        batch: Clips per batch.
+        progress: Progress bar.
+        condition: One of :data:`rsia_geo.training.augment.CONDITIONS` (seeded per clip).
+
+    Returns:
+        ``(n, dim)`` raw audio embeddings.
+    """
+    from tqdm.auto import tqdm
+
     as_ = []
     for i in tqdm(range(0, len(rows), batch), desc="clips", disable=not progress):
-        waves = [
-            torch.from_numpy(load_audio(r["clip_path"], trim=True).samples)
-            for r in rows[i : i + batch]
-        ]
+        waves = [_heard(r["clip_path"], condition) for r in rows[i : i + batch]]
         lengths = torch.tensor([len(w) for w in waves])
         wave = torch.zeros(len(waves), int(lengths.max()))
         for j, w in enumerate(waves):
             wave[j, : len(w)] = w
         as_.append(model.encode_audio(wave, lengths, normalize=False))
-    return torch.cat(vs), torch.cat(as_), labels
+    return torch.cat(as_)
 
 
 def evaluate(
@@ -211,6 +260,7 @@ def evaluate(
     batch: int = 32,
     progress: bool = True,
     on_embeddings: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    condition: str = "clean",
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a voicing manifest.
 
@@ -228,6 +278,8 @@ def evaluate(
         batch: Encoding batch size.
         progress: Progress bars.
         on_embeddings: Called with the raw image and audio embeddings.
+        condition: Recording condition applied to every clip (``clean``, ``snr20``,
+            ``snr10``, ``snr5``, ``reverb``, ``bandlimit``; seeded per clip).
 
     Returns:
         The report: metrics per variant, per-class mAP, sizes, checkpoint info.
@@ -246,7 +298,8 @@ def evaluate(
     if short:
         raise DataError(f"{len(short)} images have fewer than {per_image} clips, e.g. {short[:2]}")
     rows = [r for rs in per.values() for r in rs[:per_image]]
-    v, a, labels = _encode(model, rows, batch, progress)
+    v, labels = encode_images(model, rows, batch, progress)
+    a = encode_clips(model, rows, batch, progress, condition)
     if on_embeddings is not None:
         on_embeddings(v, a)
     cos = cosine_scores(v, a).numpy()
@@ -269,6 +322,7 @@ def evaluate(
         "checkpoint": str(checkpoint) if not isinstance(checkpoint, ALACModel) else None,
         "model_id": model.config.model_id,
         "split": split,
+        "condition": condition,
         "images": len(per),
         "clips": len(rows),
         "speakers": sorted({r.get("speaker", "?") for r in rows}),

@@ -1,0 +1,89 @@
+"""Whole spoken-query latency on a real index, per checkpoint (and the simple API's cost).
+
+Builds (once per checkpoint) an embedded index of the bundled UC Merced mosaic with the
+default tiling, then times, over the bundled query clips:
+
+* ``encode``: decoding, trimming and encoding the clip (front end + audio encoder);
+* ``search (objects)``: ``rsia_geo.search(clip, idx, model)`` with an open index and a loaded
+  model, the whole pipeline (encode, cosine candidates in Qdrant, IA rescoring, payloads);
+* ``search (paths)``: ``rsia_geo.search("q.wav", "index_folder")`` as the README shows it:
+  the model comes from the process-wide cache, the index folder is opened per call.
+
+Usage:
+    python benchmarks/bench_query.py [--checkpoints CK ...] [--repeats 30] [--threads 2]
+        [--out runs/bench_query.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from rsia_geo.pipeline import build_index, load_model, search
+from rsia_geo.sample_data import sample_data_dir
+from rsia_geo.weights import default_checkpoint
+
+
+def _p(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def _time(fn, repeats: int) -> dict:
+    fn()  # warm-up
+    ms = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ms.append(1000 * (time.perf_counter() - t))
+    return {"p50_ms": round(statistics.median(ms), 1), "p95_ms": round(_p(ms, 0.95), 1)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoints", nargs="+", default=[str(default_checkpoint())])
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workdir", default="runs/bench_query")
+    p.add_argument("--out", default=None)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    samples = sample_data_dir()
+    clips = sorted((samples / "queries").glob("*.wav"))
+    rows = []
+    for ck in a.checkpoints:
+        model = load_model(ck)
+        name = f"{model.config.model_id}-{model.config.version}"
+        index = Path(a.workdir) / name
+        report = build_index(samples / "mosaic" / "item.json", index, model, progress=False)
+        from rsia_geo.audio import load_audio
+        from rsia_geo.index import TileIndex
+
+        clip = load_audio(clips[0], trim=True)
+        wave = torch.from_numpy(clip.samples)[None]
+        row = {"checkpoint": ck, "model": name, "tiles": report.indexed + report.already_present}
+        row["encode"] = _time(lambda m=model, w=wave: m.encode_audio(w), a.repeats)
+        with TileIndex(index, create=False) as idx:
+            row["search (objects)"] = _time(
+                lambda m=model, i=idx: search(str(clips[0]), i, m, k=20), a.repeats
+            )
+        row["search (paths)"] = _time(
+            lambda c=ck, i=index: search(str(clips[0]), str(i), c, k=20), a.repeats
+        )
+        ratio = row["search (paths)"]["p50_ms"] / row["search (objects)"]["p50_ms"]
+        row["paths_over_objects"] = round(ratio, 2)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    result = {"threads": a.threads, "repeats": a.repeats, "clip": clips[0].name, "rows": rows}
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
