@@ -28,6 +28,7 @@ __all__ = [
     "IndexUnavailableError",
     "ModelConfigError",
     "ModelMismatchError",
+    "TilingMismatchError",
     "RasterError",
     "RsiaError",
     "TileReadError",
@@ -123,3 +124,7 @@ class ModelConfigError(RsiaError, ValueError):
 
 class ModelMismatchError(RsiaError, ValueError):
     """An index was built with another model than the one used to query or extend it."""
+
+
+class TilingMismatchError(ModelMismatchError):
+    """An index holds tiles cut or read otherwise (tiling, bands) than a new run asks for."""

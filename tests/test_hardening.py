@@ -204,3 +204,154 @@ def test_stac_item_with_a_date_range_is_found_by_overlap(tmp_path):
     assert hits("2019-06-01/2019-12-31") == 0
     assert hits("2021-01-01/..") == 0
     assert hits("../2020-01-01") == 9
+
+
+def test_reindexing_with_another_tiling_or_bands_is_refused(tmp_path, samples):
+    torch = pytest.importorskip("torch")
+    from rsia_geo import TileSpec, build_catalog
+    from rsia_geo.errors import ModelMismatchError, TilingMismatchError
+    from rsia_geo.index import TileIndex
+    from rsia_geo.models import build_model, get_config, save_checkpoint
+    from rsia_geo.pipeline import build_index
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), tmp_path / "ck")
+    cat = build_catalog(
+        [samples / "aerial"], tmp_path / "cat", default_datetime=dt.datetime(2020, 1, 1)
+    )
+    build_index(cat, tmp_path / "idx", ckpt, spec=TileSpec(size=256), progress=False)
+    with pytest.raises(TilingMismatchError, match="tile_spec"):
+        build_index(cat, tmp_path / "idx", ckpt, spec=TileSpec(size=128), progress=False)
+    with pytest.raises(TilingMismatchError, match="bands"):
+        build_index(
+            cat,
+            tmp_path / "idx",
+            ckpt,
+            spec=TileSpec(size=256),
+            bands=["green", "red", "blue"],
+            progress=False,
+        )
+    assert issubclass(TilingMismatchError, ModelMismatchError)  # same exit code / status
+    # the same settings resume: nothing new, nothing duplicated
+    again = build_index(cat, tmp_path / "idx", ckpt, spec=TileSpec(size=256), progress=False)
+    assert again.indexed == 0 and again.already_present == 16
+    with TileIndex(tmp_path / "idx") as idx:
+        assert idx.count() == 16
+
+
+@pytest.mark.parametrize("point", ["after_create", "in_set_meta", "after_first_points"])
+def test_a_kill_at_any_point_of_a_new_index_leaves_a_folder_that_resumes(tmp_path, samples, point):
+    """kill -9 at several points of the first seconds of a new index; the rerun completes."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    torch = pytest.importorskip("torch")
+    from rsia_geo import TileSpec, build_catalog
+    from rsia_geo.index import TileIndex
+    from rsia_geo.models import build_model, get_config, save_checkpoint
+    from rsia_geo.pipeline import build_index
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), tmp_path / "ck")
+    cat = build_catalog(
+        [samples / "aerial"], tmp_path / "cat", default_datetime=dt.datetime(2020, 1, 1)
+    )
+    kill = "os.kill(os.getpid(), signal.SIGKILL)"
+    patch = {
+        "after_create": f"""
+            orig = EdgeBackend.create
+            def create(self, dim):
+                orig(self, dim)
+                {kill}
+            EdgeBackend.create = create""",
+        "in_set_meta": f"""
+            def set_meta(self, meta):
+                self._meta_path().with_suffix(".tmp").write_text("{{")
+                {kill}
+            EdgeBackend.set_meta = set_meta""",
+        "after_first_points": f"""
+            orig = EdgeBackend.upsert
+            def upsert(self, *a):
+                orig(self, *a)
+                {kill}
+            EdgeBackend.upsert = upsert""",
+    }[point]
+    script = (
+        textwrap.dedent(
+            """
+        import os, signal
+        from rsia_geo import TileSpec
+        from rsia_geo.index.backends import EdgeBackend
+        from rsia_geo.pipeline import build_index
+        """
+        )
+        + textwrap.dedent(patch)
+        + textwrap.dedent(
+            f"""
+        build_index({str(cat.get_self_href())!r}, {str(tmp_path / "idx")!r}, {str(ckpt)!r},
+                    spec=TileSpec(size=128), batch_size=8, progress=False)
+        """
+        )
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert (tmp_path / "idx").exists()
+    report = build_index(
+        cat.get_self_href(), tmp_path / "idx", ckpt, spec=TileSpec(size=128), progress=False
+    )
+    assert report.indexed + report.already_present == 64
+    with TileIndex(tmp_path / "idx") as idx:
+        assert idx.count() == 64
+
+
+def test_a_kill_in_the_first_second_leaves_a_folder_that_resumes(tmp_path, samples):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    torch = pytest.importorskip("torch")
+    from rsia_geo import TileSpec, build_catalog
+    from rsia_geo.index import TileIndex
+    from rsia_geo.models import build_model, get_config, save_checkpoint
+    from rsia_geo.pipeline import build_index
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), tmp_path / "ck")
+    cat = build_catalog(
+        [samples / "aerial"], tmp_path / "cat", default_datetime=dt.datetime(2020, 1, 1)
+    )
+    for delay in (0.3, 0.8, 1.5):
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rsia_geo",
+                "index",
+                str(cat.get_self_href()),
+                "--location",
+                str(tmp_path / "idx"),
+                "--checkpoint",
+                str(ckpt),
+                "--size",
+                "128",
+                "--units",
+                "px",
+                "--scales",
+                "1",
+                "--no-progress",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    report = build_index(
+        cat.get_self_href(), tmp_path / "idx", ckpt, spec=TileSpec(size=128), progress=False
+    )
+    assert report.indexed + report.already_present == 64
+    with TileIndex(tmp_path / "idx") as idx:
+        assert idx.count() == 64

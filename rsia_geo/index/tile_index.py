@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from rsia_geo.errors import (
     IndexLockedError,
     IndexNotFoundError,
     ModelMismatchError,
+    TilingMismatchError,
     VectorIndexError,
 )
 from rsia_geo.index.backends import ClientBackend, EdgeBackend, Hit
@@ -52,6 +54,10 @@ SIGNATURE_KEYS = (
 def _holds_index(folder: Path) -> bool:
     """Whether a folder holds an embedded index (either engine's)."""
     return (folder / "rsia_index.json").exists() or (folder / "qdrant").is_dir()
+
+
+BOUND_KEYS = ("tile_spec", "bands")
+"""Index settings a later run must repeat: tiles cut or read otherwise embed differently."""
 
 
 class TileIndex:
@@ -214,6 +220,21 @@ class TileIndex:
         self.check_model(sig)
         if extra:
             meta = self.backend.get_meta() or {}
+            for key in BOUND_KEYS:
+                if key not in extra or key not in meta:
+                    continue
+                new = json.loads(json.dumps(extra[key]))  # as stored (tuples become lists)
+                if meta[key] != new:
+                    diff = (
+                        {k: (meta[key].get(k), v) for k, v in new.items() if meta[key].get(k) != v}
+                        if isinstance(new, dict) and isinstance(meta[key], dict)
+                        else (meta[key], new)
+                    )
+                    raise TilingMismatchError(
+                        f"{self!r} holds tiles made with other {key} (index vs now: {diff}): "
+                        "one index holds one kind of tile embedding; index into another "
+                        "folder or collection, or use the same settings"
+                    )
             meta.update(extra)
             self.backend.set_meta(meta)
 
