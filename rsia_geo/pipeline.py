@@ -57,6 +57,27 @@ __all__ = [
 ]
 
 
+HIT_COLUMNS = (
+    "rank",
+    "score",
+    "score_cosine",
+    "score_ia",
+    "score_bswfr",
+    "rank_cosine",
+    "rank_ia",
+    "tile_id",
+    "item_id",
+    "collection_id",
+    "href",
+    "level",
+    "window",
+    "datetime",
+    "crs",
+    "gsd",
+    "tile_json",
+)
+"""Columns of :func:`search`'s GeoDataFrame besides ``geometry`` (also when it is empty)."""
+
 DEFAULT_CANDIDATES = 50
 """Cosine candidates rescored by IA: on UCM val, IA over the top 50 ranks exactly as IA over
 the whole gallery (docs/model_card.md), and fewer candidates read fewer payloads."""
@@ -540,7 +561,7 @@ def search(
         gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326")
         if rows
         else gpd.GeoDataFrame(
-            {"rank": [], "score": [], "tile_id": []}, geometry=gpd.GeoSeries([], crs="EPSG:4326")
+            {c: [] for c in HIT_COLUMNS}, geometry=gpd.GeoSeries([], crs="EPSG:4326")
         )
     )
     gdf.attrs["timings"] = {k2: round(v, 2) for k2, v in timings.items()}

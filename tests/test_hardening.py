@@ -355,3 +355,23 @@ def test_a_kill_in_the_first_second_leaves_a_folder_that_resumes(tmp_path, sampl
     assert report.indexed + report.already_present == 64
     with TileIndex(tmp_path / "idx") as idx:
         assert idx.count() == 64
+
+
+def test_an_empty_result_keeps_every_column(tmp_path, samples):
+    torch = pytest.importorskip("torch")
+    from rsia_geo import TileSpec, build_catalog
+    from rsia_geo.models import build_model, get_config, save_checkpoint
+    from rsia_geo.pipeline import HIT_COLUMNS, build_index, search
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), tmp_path / "ck")
+    cat = build_catalog(
+        [samples / "aerial"], tmp_path / "cat", default_datetime=dt.datetime(2020, 1, 1)
+    )
+    build_index(cat, tmp_path / "idx", ckpt, spec=TileSpec(size=256), progress=False)
+    wave = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    full = search(wave, tmp_path / "idx", ckpt, sample_rate=16000, k=3)
+    empty = search(wave, tmp_path / "idx", ckpt, sample_rate=16000, bbox=(0, 0, 1, 1))
+    assert len(full) == 3 and len(empty) == 0
+    assert list(empty.columns) == list(full.columns) == [*HIT_COLUMNS, "geometry"]
+    assert empty.crs.to_epsg() == 4326

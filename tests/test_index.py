@@ -256,9 +256,7 @@ def test_index_and_search_region_semantics(tmp_path, world_catalog, tiny_ckpt):
         if t.footprint.intersects(box(*region)) and not t.footprint.touches(box(*region))
     }
     centre_outside = {
-        t.id
-        for t in tiles
-        if t.id in expected and not box(*region).contains(t.footprint.centroid)
+        t.id for t in tiles if t.id in expected and not box(*region).contains(t.footprint.centroid)
     }
     hits = search(_wave(), tmp_path / "idx", tiny_ckpt, sample_rate=16000, bbox=region, k=500)
     assert set(hits.tile_id) == expected  # exactly the intersecting footprints
