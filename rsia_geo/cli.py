@@ -100,11 +100,14 @@ def _cmd_catalog_info(args: argparse.Namespace) -> int:
 
 
 def _tile_spec(args: argparse.Namespace) -> Any:
-    from rsia_geo.tiles import TileSpec
+    from rsia_geo.tiles import DEFAULT_SPEC, TileSpec
 
+    overlap = args.overlap
+    if overlap is None:  # the default tiling's fraction of a tile, in the units asked for
+        overlap = args.size * DEFAULT_SPEC.overlap / DEFAULT_SPEC.size
     return TileSpec(
         size=args.size,
-        overlap=args.overlap,
+        overlap=overlap,
         units=args.units,
         scales=tuple(args.scales),
         out_size=args.out_size,
@@ -380,6 +383,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             k=args.k,
             rerank=args.rerank,
             rescore=not args.no_rescore,
+            group=not args.no_group,
         )
     t = hits.attrs.get("timings", {})
     print(
@@ -391,7 +395,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         c = h.geometry.centroid
         print(
             f"{int(h['rank']):3d}  score {h['score']:.4f}  {h['item_id']}  L{h['level']} "
-            f"window=({h['window']})  centre=({c.x:.5f}, {c.y:.5f})"
+            f"window=({h['window']})  centre=({c.x:.5f}, {c.y:.5f})  "
+            f"tiles agreeing {int(h['group_size'])}"
         )
     if args.out:
         from rsia_geo.results import write_hits
@@ -495,7 +500,11 @@ def _add_tile_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--size", type=float, default=D.size, help=f"tile side (default {D.size:g})")
     p.add_argument(
-        "--overlap", type=float, default=D.overlap, help=f"overlap (default {D.overlap:g})"
+        "--overlap",
+        type=float,
+        default=None,
+        help=f"overlap between neighbouring tiles, in --units (default {D.overlap / D.size:g} "
+        "of a tile: a stride of half a tile)",
     )
     p.add_argument(
         "--units",
@@ -734,6 +743,11 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("-k", type=int, default=20, help="results")
     se.add_argument("--rerank", action="store_true", help="BSWFR mutual-rank rerank")
     se.add_argument("--no-rescore", action="store_true", help="skip IA rescoring")
+    se.add_argument(
+        "--no-group",
+        action="store_true",
+        help="one hit per tile instead of one per place (overlapping tiles grouped)",
+    )
     se.add_argument("--out", default=None, help="write hits (.geojson, .gpkg, .parquet)")
     se.add_argument("--map", default=None, help="write an HTML map of the hits")
     se.set_defaults(func=_cmd_search)

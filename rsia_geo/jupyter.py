@@ -320,6 +320,7 @@ class SearchPanel:
         )
         self.k = w.IntSlider(value=10, min=1, max=100, description="k")
         self.rerank = w.Checkbox(value=False, description="BSWFR rerank")
+        self.group = w.Checkbox(value=True, description="one hit per place")
         self.button = w.Button(description="Search", button_style="primary", icon="search")
         self.clear = w.Button(description="Clear region")
         self.status = w.HTML()
@@ -342,7 +343,7 @@ class SearchPanel:
             [
                 w.HBox([self.upload, self.player]),
                 w.HBox([self.bbox_text, self.clear]),
-                w.HBox([self.k, self.rerank, self.button]),
+                w.HBox([self.k, self.rerank, self.group, self.button]),
                 self.status,
                 self.map,
                 self.results,
@@ -432,6 +433,7 @@ class SearchPanel:
                 geometry=geometry,
                 k=int(self.k.value),
                 rerank=bool(self.rerank.value),
+                group=bool(self.group.value),
             )
         except RsiaError as exc:
             self.status.value = f"<b>error:</b> {html.escape(str(exc))}"

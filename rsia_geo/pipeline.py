@@ -74,6 +74,9 @@ HIT_COLUMNS = (
     "datetime",
     "crs",
     "gsd",
+    "group_size",
+    "group_tile_ids",
+    "group_footprint",
     "tile_json",
 )
 """Columns of :func:`search`'s GeoDataFrame besides ``geometry`` (also when it is empty)."""
@@ -379,6 +382,7 @@ def _candidates(
     want: int,
     with_vectors: bool,
     page: int,
+    need_footprints: bool = False,
 ) -> tuple[list[_Candidate], int]:
     """Page through cosine hits until ``want`` pass the exact region test or none remain.
 
@@ -389,7 +393,8 @@ def _candidates(
     import shapely
 
     exact = region is not None and region.geometry is not None
-    fields = (["footprint"] if exact else []) + (["raw_norm"] if with_vectors else [])
+    with_fp = exact or need_footprints
+    fields = (["footprint"] if with_fp else []) + (["raw_norm"] if with_vectors else [])
     if exact:
         assert region is not None
         shapely.prepare(region.geometry)
@@ -400,13 +405,15 @@ def _candidates(
             query, region, limit=page, offset=offset, with_vectors=with_vectors, fields=fields
         )
         fetched += len(hits)
+        if with_fp and hits:
+            fps = _footprints([h.payload["footprint"] for h in hits])
+        else:
+            fps = np.full(len(hits), None, dtype=object)
         if exact and hits:
             assert region is not None
-            fps = _footprints([h.payload["footprint"] for h in hits])
             # inside = the interiors overlap (a tile that only touches the border is out)
             keep = shapely.intersects(fps, region.geometry) & ~shapely.touches(fps, region.geometry)
         else:
-            fps = np.full(len(hits), None, dtype=object)
             keep = np.ones(len(hits), dtype=bool)
         for h, fp, ok in zip(hits, fps, keep, strict=True):
             if not ok:
@@ -417,6 +424,51 @@ def _candidates(
             break
         offset += page
     return out[:want], fetched
+
+
+GROUP_CANDIDATES = 8
+"""With grouping, at least ``GROUP_CANDIDATES * k`` candidates are scored: with half-overlapping
+tiles at two levels, one place is covered by up to about eight tiles."""
+
+
+def group_places(
+    footprints: Sequence[Any], order: Sequence[int], k: int, min_overlap: float = 0.5
+) -> list[list[int]]:
+    """Group hits that show the same place: one group per place, best first.
+
+    Walking the hits best first, a hit joins the first group whose best footprint it overlaps
+    by at least ``min_overlap`` of the smaller of the two areas (so a tile inside a coarser one,
+    or two half-overlapping neighbours, are one place); otherwise it starts a group. Every hit
+    is placed, so a group counts all the candidate tiles that agree on its place.
+
+    Args:
+        footprints: Footprint (shapely, lon/lat) of each hit.
+        order: Hit indices, best first.
+        k: Groups to return.
+        min_overlap: Shared fraction of the smaller footprint that makes two hits one place.
+
+    Returns:
+        Up to ``k`` groups, each a list of hit indices whose first is the group's best hit.
+    """
+    import shapely
+
+    groups: list[list[int]] = []
+    leaders: list[Any] = []
+    areas: list[float] = []
+    for i in order:
+        fp = footprints[i]
+        area = float(fp.area)
+        if leaders:
+            shared = shapely.area(shapely.intersection(np.array(leaders, dtype=object), fp))
+            smaller = np.minimum(np.array(areas), area)
+            same = np.flatnonzero(shared >= min_overlap * np.maximum(smaller, 1e-30))
+            if same.size:
+                groups[int(same[0])].append(int(i))
+                continue
+        groups.append([int(i)])
+        leaders.append(fp)
+        areas.append(area)
+    return groups[:k]
 
 
 def search(
@@ -433,6 +485,8 @@ def search(
     candidates: int = DEFAULT_CANDIDATES,
     rerank_k: int = 30,
     sample_rate: int | None = None,
+    group: bool = True,
+    group_overlap: float = 0.5,
 ) -> Any:
     """Answer a spoken query with georeferenced tiles, restricted to a region.
 
@@ -447,15 +501,22 @@ def search(
         k: Results.
         rescore: Rescore candidates with the exact IA pairwise score (stage 2).
         rerank: Apply the BSWFR mutual-rank rerank (stage 3; needs the checkpoint's bank).
-        candidates: Cosine candidates passed to stages 2-3.
+        candidates: Cosine candidates passed to stages 2-3 (at least
+            ``GROUP_CANDIDATES * k`` when grouping).
         rerank_k: BSWFR ``k``.
         sample_rate: Sample rate of an array ``audio``.
+        group: One hit per place (:func:`group_places`): overlapping tiles (overlapping
+            tilings, several levels) are grouped, the best kept, with how many tiles agreed
+            and their union footprint.
+        group_overlap: Shared fraction of the smaller footprint that makes two tiles one place.
 
     Returns:
         A GeoDataFrame in EPSG:4326, best first: ``rank``, ``score``, ``score_cosine``,
         ``score_ia``, ``score_bswfr``, ``rank_cosine``, ``rank_ia``, ids, ``href``,
-        ``level``, ``window``, ``datetime``, ``crs``, ``gsd``, ``tile_json`` and the footprint
-        geometry; ``attrs["timings"]`` holds per-stage milliseconds.
+        ``level``, ``window``, ``datetime``, ``crs``, ``gsd``, ``group_size`` (tiles that
+        agree on the place), ``group_tile_ids``, ``group_footprint`` (GeoJSON of their
+        union), ``tile_json`` and the best tile's footprint as geometry;
+        ``attrs["timings"]`` holds per-stage milliseconds.
 
     Raises:
         InvalidRegionError: Bad bbox or geometry.
@@ -463,9 +524,12 @@ def search(
         AudioError: Unusable audio.
         ModelMismatchError: The model is not the index's.
     """
+    import json
+
     import geopandas as gpd
+    import shapely
     import torch
-    from shapely.geometry import shape
+    from shapely.geometry import mapping, shape
 
     from rsia_geo.audio import load_audio
     from rsia_geo.models.alac import ia_scores
@@ -473,8 +537,9 @@ def search(
 
     if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
         raise InvalidArgumentError(f"k={k!r} must be a positive integer (e.g. k=20)")
-    if candidates < k:
-        candidates = k
+    if not 0.0 < group_overlap <= 1.0:
+        raise InvalidArgumentError(f"group_overlap={group_overlap!r} must be in (0, 1]")
+    candidates = max(candidates, k, GROUP_CANDIDATES * k if group else 0)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     region = (
@@ -493,7 +558,13 @@ def search(
         timings["encode_audio_ms"] = 1000 * (time.perf_counter() - t)
         t = time.perf_counter()
         cands, fetched = _candidates(
-            idx, a_raw, region, candidates, rescore or rerank, page=_page(candidates)
+            idx,
+            a_raw,
+            region,
+            candidates,
+            rescore or rerank,
+            page=_page(candidates),
+            need_footprints=group,
         )
         timings["search_ms"] = 1000 * (time.perf_counter() - t)
         cos = np.array([c.cosine for c in cands])
@@ -522,15 +593,27 @@ def search(
             order = np.argsort(-bsw, kind="stable")
             timings["rerank_ms"] = 1000 * (time.perf_counter() - t)
         final = cos if not (rescore or rerank) else (bsw if rerank else ia)
+        if group and cands:
+            t = time.perf_counter()
+            groups = group_places([c.footprint for c in cands], order, k, group_overlap)
+            timings["group_ms"] = 1000 * (time.perf_counter() - t)
+        else:
+            groups = [[int(i)] for i in order[:k]]
         t = time.perf_counter()
-        top = [cands[i] for i in order[:k]]
+        top = [cands[g[0]] for g in groups]
         payloads = {h.id: h.payload for h in idx.retrieve([c.id for c in top])}
         timings["fetch_ms"] = 1000 * (time.perf_counter() - t)
         rows = []
-        for r, i in enumerate(order[:k]):
+        for r, members in enumerate(groups):
+            i = members[0]
             c = cands[i]
             p = payloads[c.id]
             footprint = c.footprint if c.footprint is not None else shape(p["footprint"])
+            union = (
+                shapely.union_all([cands[j].footprint for j in members])
+                if len(members) > 1
+                else footprint
+            )
             rows.append(
                 {
                     "rank": r + 1,
@@ -549,6 +632,9 @@ def search(
                     "datetime": p.get("datetime"),
                     "crs": p.get("crs"),
                     "gsd": p.get("gsd"),
+                    "group_size": len(members),
+                    "group_tile_ids": ",".join(cands[j].id for j in members),
+                    "group_footprint": json.dumps(mapping(union)),
                     "tile_json": _tile_json(p),
                     "geometry": footprint,
                 }

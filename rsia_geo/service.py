@@ -419,6 +419,7 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
         datetime: str | None = Form(default=None, description="start/end, ISO 8601"),
         k: int = Form(default=20),
         rerank: bool = Form(default=False),
+        group: bool = Form(default=True, description="one hit per place (overlapping tiles)"),
         x_api_key: str | None = Header(default=None),
     ) -> Response:
         auth(x_api_key)
@@ -463,6 +464,7 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
                 datetime=datetime,
                 k=k,
                 rerank=rerank,
+                group=group,
             )
 
         async with gate:

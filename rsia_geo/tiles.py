@@ -134,9 +134,12 @@ class TileSpec:
             raise InvalidTileSpecError(f"reflectance_max={self.reflectance_max!r} must be > 0")
 
 
-DEFAULT_SPEC = TileSpec(size=78.0, units="m", scales=(1, 2), out_size=256)
+DEFAULT_SPEC = TileSpec(size=78.0, overlap=39.0, units="m", scales=(1, 2), out_size=256)
 """The default tiling of every edge (library, CLI, service, demo): 78 m tiles (UCM's 256 px
-at 0.3 m, the starter model's training footprint) read at 256 px, at levels 1 and 2."""
+at 0.3 m, the starter model's training footprint) read at 256 px, at levels 1 and 2, each
+overlapping its neighbours by half (a stride of 39 m at level 1): a scene is never cut by
+more than a quarter of a tile in each direction, and search groups the overlapping hits into
+one per place (``rsia_geo.search(..., group=True)``)."""
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,8 @@ def test_catalog_build_info_and_tiles(tmp_path, samples, capsys):
             str(tmp_path / "c" / "catalog.json"),
             "--size",
             "512",
+            "--overlap",
+            "0",
             "--units",
             "px",
             "--scales",
@@ -118,6 +120,8 @@ def test_cli_index_then_search_with_exports(tmp_path, samples, capsys):
                 "px",
                 "--size",
                 "128",
+                "--overlap",
+                "0",
                 "--scales",
                 "1",
                 "--no-progress",
@@ -255,6 +259,7 @@ def test_index_help_shows_the_defaults_it_uses(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert f"tile side (default {DEFAULT_SPEC.size:g})" in text
     assert "(default m)" in text and "(default 1 2)" in text and "(default 256)" in text
+    assert "(default 0.5 of a tile" in text
 
 
 def test_bad_port_and_broken_pipe(tmp_path, samples):

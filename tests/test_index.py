@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -258,7 +259,9 @@ def test_index_and_search_region_semantics(tmp_path, world_catalog, tiny_ckpt):
     centre_outside = {
         t.id for t in tiles if t.id in expected and not box(*region).contains(t.footprint.centroid)
     }
-    hits = search(_wave(), tmp_path / "idx", tiny_ckpt, sample_rate=16000, bbox=region, k=500)
+    hits = search(
+        _wave(), tmp_path / "idx", tiny_ckpt, sample_rate=16000, bbox=region, k=500, group=False
+    )
     assert set(hits.tile_id) == expected  # exactly the intersecting footprints
     assert centre_outside  # including tiles whose centre is outside the region
     assert all(g.intersects(box(*region)) for g in hits.geometry)
@@ -272,6 +275,24 @@ def test_index_and_search_region_semantics(tmp_path, world_catalog, tiny_ckpt):
         _wave(), tmp_path / "idx", tiny_ckpt, sample_rate=16000, datetime="2022-01-01/..", k=500
     )
     assert set(old.item_id) == {"m_4112001_sw_10_060_20220716"}
+    # one hit per place: the two levels' overlapping tiles are grouped, the best kept
+    places = search(_wave(), tmp_path / "idx", tiny_ckpt, sample_rate=16000, bbox=region, k=500)
+    assert len(places) < len(hits) and places["group_size"].sum() == len(hits)
+    assert places.iloc[0]["tile_id"] == hits.iloc[0]["tile_id"]
+    from shapely.geometry import shape as _shape
+
+    grouped = set()
+    for _, p in places.iterrows():
+        members = p["group_tile_ids"].split(",")
+        assert members[0] == p["tile_id"] and len(members) == p["group_size"]
+        assert _shape(json.loads(p["group_footprint"])).covers(p.geometry)
+        grouped |= set(members)
+    assert grouped == set(hits.tile_id)  # every candidate tile is in exactly one place
+    fps = list(places.geometry)
+    for i in range(len(fps)):
+        for j in range(i + 1, len(fps)):
+            shared = fps[i].intersection(fps[j]).area
+            assert shared < 0.5 * min(fps[i].area, fps[j].area)  # distinct places
     # polygon region, antimeridian bbox, rerank, chips
     fiji = search(
         _wave(),
@@ -281,6 +302,7 @@ def test_index_and_search_region_semantics(tmp_path, world_catalog, tiny_ckpt):
         bbox=(179.0, 9.0, -179.0, 12.0),
         k=5,
         rerank=True,
+        group=False,
     )
     assert set(fiji.item_id) == {"fiji_20210101"} and len(fiji) == 5
     assert fiji["score_bswfr"].notna().all()

@@ -46,12 +46,29 @@ def health(url, key=None, timeout=5.0):
     return json.loads(body)
 
 
-def search(url, audio_path, bbox=None, geometry=None, k=20, rerank=False, key=None, timeout=120.0):
-    """POST a spoken query; return the GeoJSON FeatureCollection (dict)."""
+def search(
+    url,
+    audio_path,
+    bbox=None,
+    geometry=None,
+    k=20,
+    rerank=False,
+    key=None,
+    timeout=120.0,
+    group=True,
+):
+    """POST a spoken query; return the GeoJSON FeatureCollection (dict).
+
+    ``group`` asks for one hit per place (overlapping tiles grouped, with how many agreed).
+    """
     if not os.path.isfile(audio_path):
         raise ServiceError(f"audio file {audio_path!r} does not exist")
     boundary = uuid.uuid4().hex
-    fields = {"k": str(int(k)), "rerank": "true" if rerank else "false"}
+    fields = {
+        "k": str(int(k)),
+        "rerank": "true" if rerank else "false",
+        "group": "true" if group else "false",
+    }
     if bbox is not None:
         fields["bbox"] = ",".join(repr(float(v)) for v in bbox)
     if geometry is not None:

@@ -100,7 +100,18 @@ def _geojson_to_wkt(geom):
 class SearchTask(QgsTask):
     """Runs one search request off the UI thread; ``on_done(fc, error)`` runs on the UI thread."""
 
-    def __init__(self, url, key, audio_path, on_done, bbox=None, geometry=None, k=20, rerank=False):
+    def __init__(
+        self,
+        url,
+        key,
+        audio_path,
+        on_done,
+        bbox=None,
+        geometry=None,
+        k=20,
+        rerank=False,
+        group=True,
+    ):
         super().__init__("rsia_geo spoken search", QgsTask.CanCancel)
         self.args = dict(
             url=url,
@@ -110,6 +121,7 @@ class SearchTask(QgsTask):
             geometry=geometry,
             k=k,
             rerank=rerank,
+            group=group,
         )
         self.on_done = on_done
         self.result_fc = None
@@ -126,6 +138,7 @@ class SearchTask(QgsTask):
                 geometry=a["geometry"],
                 k=a["k"],
                 rerank=a["rerank"],
+                group=a["group"],
                 key=a["key"],
             )
             return True

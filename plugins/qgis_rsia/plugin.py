@@ -58,6 +58,8 @@ class RsiaDock(QDockWidget):
         self.k.setRange(1, 500)
         self.k.setValue(20)
         self.rerank = QCheckBox("mutual-rank rerank (BSWFR)")
+        self.group = QCheckBox("one hit per place (group overlapping tiles)")
+        self.group.setChecked(True)
         self.go = QPushButton("Search")
         self.go.clicked.connect(self.search)
         self.chip = QLabel("Select a hit to see its image")
@@ -71,6 +73,7 @@ class RsiaDock(QDockWidget):
         form.addRow("Polygon layer", self.layer)
         form.addRow("Results (k)", self.k)
         form.addRow("", self.rerank)
+        form.addRow("", self.group)
         box = QVBoxLayout()
         box.addLayout(form)
         box.addWidget(self.go)
@@ -124,6 +127,7 @@ class RsiaDock(QDockWidget):
             self.show_results,
             k=self.k.value(),
             rerank=self.rerank.isChecked(),
+            group=self.group.isChecked(),
             **region,
         )
         QgsApplication.taskManager().addTask(self.task)

@@ -152,7 +152,8 @@ def test_search_map_extent_in_a_projected_crs(plugin, service, qgis_iface):
     assert layer.crs().authid() == "EPSG:4326"
     assert 1 <= layer.featureCount() <= 5
     names = [f.name() for f in layer.fields()]
-    assert {"rank", "score", "tile_id", "item_id", "level"} <= set(names)
+    assert {"rank", "score", "tile_id", "item_id", "level", "group_size"} <= set(names)
+    assert dock.group.isChecked()  # one hit per place by default
     ct = QgsCoordinateTransform(crs, layer.crs(), QgsProject.instance())
     region = QgsGeometry.fromRect(ct.transformBoundingBox(canvas.extent()))
     ranks = []
