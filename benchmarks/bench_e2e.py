@@ -13,9 +13,12 @@ A hit "finds" the target when it covers at least a quarter of the target cell.
   class precision of the top 10, the fraction of hits outside the region (must be 0);
 * in a random region that does not contain it: the fraction of hits outside the region.
 
-Tilings compared: aligned with the cells (256 px at level 1), shifted by half a cell, and
-larger tiles (384 px), each with and without a coarser level, to measure how much multi-scale
-tiling recovers when tiles do not match the cells.
+Tilings compared (names ``GRID[+L2][+ov][+nogroup]``): GRID is ``aligned`` with the cells
+(256 px tiles), ``half-shift`` (the grid moved by half a cell: tiles straddle four cells),
+``random-offset`` (moved by a seeded random sub-cell offset) or ``384px`` (larger tiles); ``+L2``
+adds a coarser level, ``+ov`` overlaps tiles by half (a stride of half a tile: the default
+tiling), ``+nogroup`` turns off the one-hit-per-place grouping that the search applies by
+default (it only matters with overlapping tiles or several levels).
 
 Usage (about 10 minutes on 2 cores):
     python benchmarks/bench_e2e.py --voices runs/ucm_voices/manifest.jsonl \
@@ -56,6 +59,7 @@ def _run_tiling(
     workdir: Path,
     rng: random.Random,
     k: int = 10,
+    group: bool = True,
 ) -> dict:
     from shapely.geometry import box
 
@@ -91,7 +95,7 @@ def _run_tiling(
                 return None
 
             t = time.perf_counter()
-            hits = search(clip["clip_path"], idx, model, k=k)
+            hits = search(clip["clip_path"], idx, model, k=k, group=group)
             stats["latency"].append(1000 * (time.perf_counter() - t))
             stats["all"].append(rank_of(hits))
             # a region of 3-6 x 3-6 cells containing the target
@@ -106,7 +110,9 @@ def _run_tiling(
             ]
             minx, miny, maxx, maxy = sel.total_bounds
             region = box(minx, miny, maxx, maxy)
-            hits = search(clip["clip_path"], idx, model, bbox=(minx, miny, maxx, maxy), k=k)
+            hits = search(
+                clip["clip_path"], idx, model, bbox=(minx, miny, maxx, maxy), k=k, group=group
+            )
             stats["in"].append(rank_of(hits))
             inside = [g.intersection(region).area > 0 for g in hits.geometry]
             stats["out_frac_in"].append(1 - float(np.mean(inside)) if len(hits) else 0.0)
@@ -126,7 +132,9 @@ def _run_tiling(
             ]
             minx, miny, maxx, maxy = sel.total_bounds
             region = box(minx, miny, maxx, maxy)
-            hits = search(clip["clip_path"], idx, model, bbox=(minx, miny, maxx, maxy), k=k)
+            hits = search(
+                clip["clip_path"], idx, model, bbox=(minx, miny, maxx, maxy), k=k, group=group
+            )
             inside = [g.intersection(region).area > 0 for g in hits.geometry]
             stats["out_frac_out"].append(1 - float(np.mean(inside)) if len(hits) else 0.0)
 
@@ -135,7 +143,8 @@ def _run_tiling(
 
     return {
         "tiling": name,
-        "spec": {"size": spec.size, "scales": list(spec.scales)},
+        "spec": {"size": spec.size, "overlap": spec.overlap, "scales": list(spec.scales)},
+        "group": group,
         "tiles": n_tiles,
         "index_s": round(index_s, 1),
         "index_tiles_per_s": round(report.indexed / max(report.seconds, 1e-9), 1),
@@ -159,7 +168,16 @@ def main() -> None:
     p.add_argument(
         "--tilings",
         nargs="+",
-        default=["aligned", "aligned+L2", "half-shift", "half-shift+L2", "384px", "384px+L2"],
+        default=[
+            "aligned+L2",
+            "half-shift+L2",
+            "384px+L2",
+            "aligned+L2+ov",
+            "half-shift+L2+ov",
+            "random-offset+L2+ov",
+            "384px+L2+ov",
+            "half-shift+L2+ov+nogroup",
+        ],
     )
     p.add_argument("--out", default=None)
     a = p.parse_args()
@@ -186,36 +204,57 @@ def main() -> None:
     model = load_model(a.checkpoint)
     rng = random.Random(0)
     rows = []
+    offsets = {"aligned": (0, 0), "384px": (0, 0), "half-shift": (128, 128)}
+    offsets["random-offset"] = (random.Random(7).randint(1, 255), random.Random(8).randint(1, 255))
     for name in a.tilings:
-        shift = name.startswith("half-shift")
-        size = 384 if name.startswith("384") else 256
-        cat_dir = work / f"catalog_{'shift' if shift else 'plain'}"
+        grid, *opts = name.split("+")
+        if grid not in offsets:
+            raise SystemExit(f"unknown tiling {name!r}: GRID is one of {sorted(offsets)}")
+        dx, dy = offsets[grid]
+        size = 384 if grid == "384px" else 256
+        cat_dir = work / f"catalog_{dx}_{dy}"
         if not (cat_dir / "catalog.json").exists():
             item = open_stac(mosaic / "item.json")
-            if shift:  # move the grid origin by half a cell: tiles straddle 4 cells
-                item = _shifted(item, mosaic, work)
+            if (dx, dy) != (0, 0):  # move the grid origin: tiles straddle up to 4 cells
+                item = _shifted(item, mosaic, work, dx, dy)
             build_catalog([], cat_dir, items=[item])
-        spec = TileSpec(size=size, scales=(1, 2) if name.endswith("+L2") else (1,), out_size=256)
-        row = _run_tiling(name, spec, cat_dir / "catalog.json", model, clips, cells, work, rng)
+        spec = TileSpec(
+            size=size,
+            overlap=size / 2 if "ov" in opts else 0,
+            scales=(1, 2) if "L2" in opts else (1,),
+            out_size=256,
+        )
+        row = _run_tiling(
+            name,
+            spec,
+            cat_dir / "catalog.json",
+            model,
+            clips,
+            cells,
+            work,
+            rng,
+            group="nogroup" not in opts,
+        )
+        row["offset_px"] = [dx, dy]
         rows.append(row)
         print(json.dumps(row), flush=True)
     if a.out:
         Path(a.out).write_text(json.dumps({"clips": len(clips), "rows": rows}, indent=2))
 
 
-def _shifted(item, mosaic: Path, work: Path):
-    """A copy of the mosaic cropped by half a cell on the top and left edges."""
+def _shifted(item, mosaic: Path, work: Path, dx: int = 128, dy: int = 128):
+    """A copy of the mosaic cropped by ``dx`` / ``dy`` pixels on the left and top edges."""
     import rasterio
     from rasterio.windows import Window
 
     from rsia_geo.catalog import item_from_raster
 
     src_path = mosaic / "ucm_mosaic.tif"
-    dst_path = work / "shifted" / "ucm_mosaic_shift.tif"
+    dst_path = work / "shifted" / f"ucm_mosaic_shift_{dx}_{dy}.tif"
     dst_path.parent.mkdir(parents=True, exist_ok=True)
     if not dst_path.exists():
         with rasterio.open(src_path) as src:
-            win = Window(128, 128, src.width - 128, src.height - 128)
+            win = Window(dx, dy, src.width - dx, src.height - dy)
             prof = src.profile | {
                 "width": win.width,
                 "height": win.height,
@@ -229,7 +268,7 @@ def _shifted(item, mosaic: Path, work: Path):
             with rasterio.open(tmp, "w", **prof) as dst:
                 dst.write(src.read(window=win))
             tmp.replace(dst_path)  # never leave a half-written raster behind
-    return item_from_raster(dst_path, item_id="ucm_mosaic_shift", datetime=item.datetime)
+    return item_from_raster(dst_path, item_id=f"ucm_mosaic_{dx}_{dy}", datetime=item.datetime)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ KEYS = ["i2a_r1", "i2a_r5", "i2a_r10", "a2i_r1", "a2i_r5", "a2i_r10", "mR"]
 
 def _scores(v, a, per_image, rescore_k):
     m = evaluate_scores(
-        cosine_scores(v, a).numpy(), ia_scores(v, a).numpy(), per_image=per_image,
+        cosine_scores(v, a).numpy(),
+        ia_scores(v, a).numpy(),
+        per_image=per_image,
         rescore_k=rescore_k,
     )
     return {"cosine": m["cosine"], "pipeline": m[f"cosine+ia@{rescore_k}"]}

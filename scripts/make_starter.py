@@ -1,11 +1,13 @@
-"""Package a training run's best checkpoint as the shipped starter model.
+"""Package a training run's best checkpoint as a shipped starter model.
 
 Usage:
-    python scripts/make_starter.py runs/starter [--bank-voices 1] [--version 0.1.0]
+    python scripts/make_starter.py runs/v2_run --name alac-efficientnet-lite0-whisper-ucm \
+        [--bank-voices 1] [--version 0.2.0]
 
-Writes ``rsia_geo/weights/alac-efficientnet-lite0-ucm/`` (fp16 safetensors + config.json +
-audio_bank.safetensors): the bank holds the raw audio embeddings of the training clips of the
-first voice of every caption (for the BSWFR rerank's reverse ranks at search time).
+Writes ``rsia_geo/weights/<name>/`` (fp16 safetensors + config.json + audio_bank.safetensors):
+the bank holds the raw audio embeddings of the training clips of the first voice of every
+caption, encoded clean from their files as serving hears them (for the BSWFR rerank's reverse
+ranks at search time).
 """
 
 from __future__ import annotations
@@ -16,42 +18,36 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from rsia_geo.models import load_checkpoint, save_checkpoint
-from rsia_geo.training.voicing import manifest_pairs, read_manifest
+from rsia_geo.training.evaluate import encode_clips
+from rsia_geo.training.voicing import load_split
 from rsia_geo.weights import STARTER
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run", help="training run folder (with best/ and cache/)")
-    p.add_argument("--version", default="0.1.0")
+    p.add_argument("run", help="training run folder (with best/ and train_config.json)")
+    p.add_argument("--name", default=STARTER, help="folder name under rsia_geo/weights")
+    p.add_argument("--version", default="0.2.0")
     p.add_argument("--bank-voices", type=int, default=1, help="voices per caption in the bank")
-    p.add_argument("--out", default=str(Path("rsia_geo/weights") / STARTER))
+    p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
+    torch.set_num_threads(a.threads)
     run = Path(a.run)
     model = load_checkpoint(run / "best")
     settings = json.loads((run / "train_config.json").read_text())
-    rows = [r for r in manifest_pairs(read_manifest(settings["manifest"]), settings["train_split"])]
-    caches = sorted((run / "cache").glob("train_audio_*.safetensors"))
-    feats = load_file(str(caches[-1]))["features"]
-    if len(feats) != len(rows):
-        raise SystemExit(f"cache has {len(feats)} clips, manifest {len(rows)}")
-    keep = [i for i, r in enumerate(rows) if r["voice_index"] < a.bank_voices]
+    manifests = settings["manifest"]
+    manifests = [manifests] if isinstance(manifests, str) else manifests
+    rows = [r for m in manifests for r in load_split(m, settings["train_split"])]
+    keep = [r for r in rows if r.get("voice_index", 0) < a.bank_voices]
     model.eval()
-    with torch.no_grad():
-        bank = torch.cat(
-            [
-                model.forward_audio_features(feats[keep[i : i + 256]][:, None].float())
-                for i in range(0, len(keep), 256)
-            ]
-        )
+    bank = encode_clips(model, keep, batch=32, progress=True)
     meta = model.checkpoint_meta
     model.config = dataclasses.replace(model.config, version=a.version)
     out = save_checkpoint(
         model,
-        a.out,
+        Path("rsia_geo/weights") / a.name,
         half=True,
         audio_bank=bank,
         extra={
@@ -60,6 +56,7 @@ def main() -> None:
                 "clips": len(keep),
                 "split": settings["train_split"],
                 "voices_per_caption": a.bank_voices,
+                "encoded": "clean clips from their files (trimmed), as serving hears them",
             },
         },
     )
