@@ -371,12 +371,18 @@ def _cmd_search(args: argparse.Namespace) -> int:
         check_output_path(args.out, HIT_FORMATS)
     if args.map:
         check_output_path(args.map, (".html", ".htm"))
+    if (args.query is None) == (args.text is None):
+        raise InvalidArgumentError(
+            "give an audio file or --text 'what to look for' (one of them), e.g. "
+            "rsia-geo search query.wav --location my_index"
+        )
     region_geom = _read_geometry(args.geometry) if args.geometry else None
     with _index_from_args(args) as idx:
         hits = search(
             args.query,
             idx,
             args.checkpoint,
+            text=args.text,
             bbox=args.bbox,
             geometry=region_geom,
             datetime=args.datetime,
@@ -386,6 +392,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
             group=not args.no_group,
         )
     t = hits.attrs.get("timings", {})
+    q = hits.attrs.get("query", {})
+    if q.get("kind") == "typed":
+        print(f'typed query "{q["text"]}" spoken by {q["voiced_by"]}')
     print(
         f"{len(hits)} hits ({hits.attrs.get('candidates')} candidates; "
         + ", ".join(f"{k} {v:.0f}" for k, v in t.items())
@@ -727,8 +736,13 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--no-progress", action="store_true")
     ix.set_defaults(func=_cmd_index)
 
-    se = sub.add_parser("search", help="spoken query -> georeferenced tiles")
-    se.add_argument("query", help="audio file (WAV, FLAC, OGG, MP3)")
+    se = sub.add_parser("search", help="spoken (or typed) query -> georeferenced tiles")
+    se.add_argument("query", nargs="?", default=None, help="audio file (WAV, FLAC, OGG, MP3)")
+    se.add_argument(
+        "--text",
+        default=None,
+        help="a typed query instead of an audio file (spoken by the bundled speech synthesis)",
+    )
     _add_index_args(se)
     se.add_argument(
         "--bbox",

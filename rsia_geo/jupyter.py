@@ -318,6 +318,10 @@ class SearchPanel:
             placeholder="minx, miny, maxx, maxy (lon/lat) or draw on the map",
             layout=w.Layout(width="340px"),
         )
+        self.text = w.Text(
+            placeholder="or type the query: boats docked at a harbour",
+            layout=w.Layout(width="340px"),
+        )
         self.k = w.IntSlider(value=10, min=1, max=100, description="k")
         self.rerank = w.Checkbox(value=False, description="BSWFR rerank")
         self.group = w.Checkbox(value=True, description="one hit per place")
@@ -342,6 +346,7 @@ class SearchPanel:
         self.widget = w.VBox(
             [
                 w.HBox([self.upload, self.player]),
+                self.text,
                 w.HBox([self.bbox_text, self.clear]),
                 w.HBox([self.k, self.rerank, self.group, self.button]),
                 self.status,
@@ -409,7 +414,7 @@ class SearchPanel:
         self.status.value = "region cleared: the whole index is searched"
 
     def run(self) -> Any:
-        """Search with the panel's current audio, region, k and rerank; show and return hits.
+        """Search with the panel's typed query (if any) or audio, region, k, rerank, grouping.
 
         Returns:
             The hits GeoDataFrame, or None when the search could not run (the reason is shown
@@ -418,17 +423,21 @@ class SearchPanel:
         from rsia_geo.pipeline import search
 
         self.results.outputs = ()
-        if self.audio is None:
-            self.status.value = "<b>upload a clip first</b> (WAV, FLAC, OGG or MP3)"
+        typed = self.text.value.strip() or None
+        if self.audio is None and typed is None:
+            self.status.value = (
+                "<b>upload a clip or type the query first</b> (WAV, FLAC, OGG or MP3)"
+            )
             return None
         try:
             bbox = _parse_bbox(self.bbox_text.value) if self.bbox_text.value.strip() else None
             geometry = None if bbox is not None else self.geometry
             self.status.value = "searching..."
             hits = search(
-                self.audio,
+                None if typed else self.audio,
                 self.index,
                 self.model,
+                text=typed,
                 bbox=bbox,
                 geometry=geometry,
                 k=int(self.k.value),
@@ -440,8 +449,15 @@ class SearchPanel:
             return None
         self.hits = hits
         t = hits.attrs.get("timings", {})
+        q = hits.attrs.get("query", {})
+        said = (
+            f"typed &quot;{html.escape(q['text'])}&quot; "
+            f"(spoken by {html.escape(q['voiced_by'])}): "
+            if q.get("kind") == "typed"
+            else ""
+        )
         self.status.value = (
-            f"{len(hits)} hits in {t.get('total_ms', 0):.0f} ms "
+            f"{said}{len(hits)} hits in {t.get('total_ms', 0):.0f} ms "
             f"({hits.attrs.get('candidates', 0)} candidates in the region)"
         )
         self._show_on_map(hits)

@@ -432,7 +432,7 @@ tiles at two levels, one place is covered by up to about eight tiles."""
 
 
 def group_places(
-    footprints: Sequence[Any], order: Sequence[int], k: int, min_overlap: float = 0.5
+    footprints: Sequence[Any], order: Any, k: int, min_overlap: float = 0.5
 ) -> list[list[int]]:
     """Group hits that show the same place: one group per place, best first.
 
@@ -443,7 +443,7 @@ def group_places(
 
     Args:
         footprints: Footprint (shapely, lon/lat) of each hit.
-        order: Hit indices, best first.
+        order: Hit indices, best first (a sequence or an integer array).
         k: Groups to return.
         min_overlap: Shared fraction of the smaller footprint that makes two hits one place.
 
@@ -472,10 +472,11 @@ def group_places(
 
 
 def search(
-    audio: Any,
-    index: TileIndex | PathLike,
+    audio: Any = None,
+    index: TileIndex | PathLike | None = None,
     model: Any = None,
     *,
+    text: str | None = None,
     bbox: BBox | None = None,
     geometry: Any = None,
     datetime: Any = None,
@@ -488,10 +489,13 @@ def search(
     group: bool = True,
     group_overlap: float = 0.5,
 ) -> Any:
-    """Answer a spoken query with georeferenced tiles, restricted to a region.
+    """Answer a spoken (or typed) query with georeferenced tiles, restricted to a region.
 
     Args:
         audio: A path, bytes, a binary file object, or an array (with ``sample_rate``).
+        text: A typed query instead of ``audio``: spoken by the bundled speech synthesis
+            (:func:`rsia_geo.training.voices.speak`) and searched through the same audio
+            encoder (``attrs["query"]`` says so).
         index: A :class:`TileIndex` or an embedded index folder.
         model: Model, checkpoint folder, or None for the shipped starter checkpoint (must be
             the index's model).
@@ -537,6 +541,13 @@ def search(
 
     if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
         raise InvalidArgumentError(f"k={k!r} must be a positive integer (e.g. k=20)")
+    if index is None:
+        raise InvalidArgumentError("index is required: a TileIndex or an index folder")
+    if (audio is None) == (text is None):
+        raise InvalidArgumentError(
+            "give either audio (a recording) or text= (a typed query), not "
+            + ("both" if audio is not None else "neither")
+        )
     if not 0.0 < group_overlap <= 1.0:
         raise InvalidArgumentError(f"group_overlap={group_overlap!r} must be in (0, 1]")
     candidates = max(candidates, k, GROUP_CANDIDATES * k if group else 0)
@@ -552,8 +563,15 @@ def search(
     try:
         idx.check_model(model_signature(mdl))
         t = time.perf_counter()
-        clip = load_audio(audio, sample_rate=sample_rate, trim=True)
-        wave = torch.from_numpy(clip.samples)[None]
+        if text is not None:
+            from rsia_geo.training.voices import speak
+
+            samples, speaker = speak(text)
+            query = {"kind": "typed", "text": " ".join(text.split()), "voiced_by": speaker}
+        else:
+            samples = load_audio(audio, sample_rate=sample_rate, trim=True).samples
+            query = {"kind": "spoken"}
+        wave = torch.from_numpy(samples)[None]
         a_raw = mdl.encode_audio(wave, normalize=False)[0].numpy()
         timings["encode_audio_ms"] = 1000 * (time.perf_counter() - t)
         t = time.perf_counter()
@@ -651,6 +669,7 @@ def search(
         )
     )
     gdf.attrs["timings"] = {k2: round(v, 2) for k2, v in timings.items()}
+    gdf.attrs["query"] = query
     gdf.attrs["candidates"] = len(cands)
     gdf.attrs["fetched"] = fetched
     gdf.attrs["region"] = (

@@ -413,7 +413,8 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
 
     @app.post("/search")
     async def search_endpoint(
-        audio: UploadFile = File(..., description="WAV, FLAC, OGG or MP3 query"),
+        audio: UploadFile | None = File(default=None, description="WAV, FLAC, OGG or MP3 query"),
+        text: str | None = Form(default=None, description="a typed query instead of audio"),
         bbox: str | None = Form(default=None, description="minx,miny,maxx,maxy in lon/lat"),
         geometry: str | None = Form(default=None, description="GeoJSON polygon(s), EPSG:4326"),
         datetime: str | None = Form(default=None, description="start/end, ISO 8601"),
@@ -423,13 +424,22 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
         x_api_key: str | None = Header(default=None),
     ) -> Response:
         auth(x_api_key)
-        data = await audio.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
-            raise _HTTPProblem(
-                413, "PayloadTooLarge", f"audio upload exceeds {settings.max_upload_bytes} bytes"
+        if (audio is None) == (text is None):
+            raise InvalidArgumentError(
+                "send an audio file (multipart field 'audio') or a typed query (field 'text'), "
+                "one of them"
             )
-        if not data:
-            raise _HTTPProblem(400, "InvalidAudioError", "the audio upload is empty")
+        data = b""
+        if audio is not None:
+            data = await audio.read(settings.max_upload_bytes + 1)
+            if len(data) > settings.max_upload_bytes:
+                raise _HTTPProblem(
+                    413,
+                    "PayloadTooLarge",
+                    f"audio upload exceeds {settings.max_upload_bytes} bytes",
+                )
+            if not data:
+                raise _HTTPProblem(400, "InvalidAudioError", "the audio upload is empty")
         if not 1 <= k <= settings.max_k:
             raise InvalidArgumentError(f"k={k} must be in [1, {settings.max_k}]")
         box: Any = None
@@ -453,6 +463,18 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
         def run() -> Any:
             from rsia_geo.audio import load_audio
 
+            if text is not None:
+                return search(
+                    index=state["index"],
+                    model=state["model"],
+                    text=text,
+                    bbox=box,
+                    geometry=geom,
+                    datetime=datetime,
+                    k=k,
+                    rerank=rerank,
+                    group=group,
+                )
             clip = load_audio(data, max_seconds=settings.max_audio_seconds, trim=True)
             return search(
                 clip.samples,
@@ -476,6 +498,7 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
             else {"type": "FeatureCollection", "features": []}
         )
         body["timings"] = hits.attrs.get("timings", {})
+        body["query"] = hits.attrs.get("query", {})
         return Response(json_bytes(body), media_type="application/geo+json")
 
     @app.get("/tiles/{tile_id}/chip.png")

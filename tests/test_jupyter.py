@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -97,7 +98,7 @@ def test_search_panel_end_to_end(setup):
         lat, lon = panel.map.center
         b = box(*_region(tiles)).buffer(0.05)
         assert b.contains(box(lon, lat, lon, lat).centroid)
-        assert panel.run() is None and "upload a clip first" in panel.status.value
+        assert panel.run() is None and "upload a clip or type the query" in panel.status.value
         # an upload, as the FileUpload widget delivers it
         panel.upload.value = (
             {
@@ -132,6 +133,14 @@ def test_search_panel_end_to_end(setup):
         assert panel.run() is None and "not four numbers" in panel.status.value
         panel.bbox_text.value = "0, 5, 1, 2"  # miny > maxy
         assert panel.run() is None and "error" in panel.status.value
+        # a typed query wins over the uploaded clip, and the panel says what it searched
+        if shutil.which("espeak-ng"):
+            panel.bbox_text.value = ""
+            panel.text.value = "an airplane parked at the airport"
+            typed = panel.run()
+            assert typed is not None and typed.attrs["query"]["kind"] == "typed"
+            assert "typed &quot;an airplane parked at the airport&quot;" in panel.status.value
+            panel.text.value = ""
         json.dumps(panel.geometry)
     finally:
         panel.close()

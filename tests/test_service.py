@@ -226,8 +226,9 @@ def test_framework_validation_errors_use_the_documented_shape(served):
         body = r.json()
         assert set(body) == {"error", "detail"} and body["error"] == "InvalidArgumentError"
         assert "k" in body["detail"]
-        r = c.post("/search", data={"k": "3"})  # no audio part
-        assert r.status_code == 422 and "audio" in r.json()["detail"]
+        r = c.post("/search", data={"k": "3"})  # neither an audio part nor a typed query
+        assert r.status_code == 400 and "audio" in r.json()["detail"]
+        assert r.json()["error"] == "InvalidArgumentError"
 
 
 def test_docs_page_is_self_contained_and_keyed(served):

@@ -56,12 +56,14 @@ def search(
     key=None,
     timeout=120.0,
     group=True,
+    text=None,
 ):
-    """POST a spoken query; return the GeoJSON FeatureCollection (dict).
+    """POST a spoken (or typed) query; return the GeoJSON FeatureCollection (dict).
 
-    ``group`` asks for one hit per place (overlapping tiles grouped, with how many agreed).
+    ``group`` asks for one hit per place (overlapping tiles grouped, with how many agreed);
+    ``text`` sends a typed query instead of the audio file (``audio_path`` is then ignored).
     """
-    if not os.path.isfile(audio_path):
+    if text is None and not os.path.isfile(audio_path or ""):
         raise ServiceError(f"audio file {audio_path!r} does not exist")
     boundary = uuid.uuid4().hex
     fields = {
@@ -73,21 +75,24 @@ def search(
         fields["bbox"] = ",".join(repr(float(v)) for v in bbox)
     if geometry is not None:
         fields["geometry"] = json.dumps(geometry)
+    if text is not None:
+        fields["text"] = text
     parts = []
     for name, value in fields.items():
         parts.append(
             f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
             f"{value}\r\n".encode()
         )
-    ctype = mimetypes.guess_type(audio_path)[0] or "application/octet-stream"
-    with open(audio_path, "rb") as f:
-        data = f.read()
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; '
-        f'filename="{os.path.basename(audio_path)}"\r\nContent-Type: {ctype}\r\n\r\n'.encode()
-        + data
-        + b"\r\n"
-    )
+    if text is None:
+        ctype = mimetypes.guess_type(audio_path)[0] or "application/octet-stream"
+        with open(audio_path, "rb") as f:
+            data = f.read()
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; '
+            f'filename="{os.path.basename(audio_path)}"\r\nContent-Type: {ctype}\r\n\r\n'.encode()
+            + data
+            + b"\r\n"
+        )
     parts.append(f"--{boundary}--\r\n".encode())
     headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", **_headers(key)}
     req = urllib.request.Request(

@@ -111,6 +111,7 @@ class SearchTask(QgsTask):
         k=20,
         rerank=False,
         group=True,
+        text=None,
     ):
         super().__init__("rsia_geo spoken search", QgsTask.CanCancel)
         self.args = dict(
@@ -122,6 +123,7 @@ class SearchTask(QgsTask):
             k=k,
             rerank=rerank,
             group=group,
+            text=text,
         )
         self.on_done = on_done
         self.result_fc = None
@@ -139,6 +141,7 @@ class SearchTask(QgsTask):
                 k=a["k"],
                 rerank=a["rerank"],
                 group=a["group"],
+                text=a["text"],
                 key=a["key"],
             )
             return True

@@ -58,6 +58,8 @@ class RsiaDock(QDockWidget):
         self.k.setRange(1, 500)
         self.k.setValue(20)
         self.rerank = QCheckBox("mutual-rank rerank (BSWFR)")
+        self.text = QLineEdit()
+        self.text.setPlaceholderText("or type it: boats docked at a harbour")
         self.group = QCheckBox("one hit per place (group overlapping tiles)")
         self.group.setChecked(True)
         self.go = QPushButton("Search")
@@ -69,6 +71,7 @@ class RsiaDock(QDockWidget):
         form.addRow("API key", self.key)
         form.addRow("Query audio", self.audio)
         form.addRow("", self.record)
+        form.addRow("Typed query", self.text)
         form.addRow("Region", self.region)
         form.addRow("Polygon layer", self.layer)
         form.addRow("Results (k)", self.k)
@@ -111,8 +114,9 @@ class RsiaDock(QDockWidget):
         s.setValue(f"{SETTINGS}/url", self.url.text().strip())
         s.setValue(f"{SETTINGS}/key", self.key.text())
         path = self.audio.filePath()
-        if not path or not os.path.isfile(path):
-            self._message("Choose or record an audio file first.", Qgis.Warning)
+        typed = self.text.text().strip() or None
+        if typed is None and (not path or not os.path.isfile(path)):
+            self._message("Choose or record an audio file, or type the query.", Qgis.Warning)
             return
         try:
             region = self._region()
@@ -128,6 +132,7 @@ class RsiaDock(QDockWidget):
             k=self.k.value(),
             rerank=self.rerank.isChecked(),
             group=self.group.isChecked(),
+            text=typed,
             **region,
         )
         QgsApplication.taskManager().addTask(self.task)

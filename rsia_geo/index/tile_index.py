@@ -322,8 +322,11 @@ class TileIndex:
             ob = old["bbox"]
             box = [min(box[0], ob[0]), min(box[1], ob[1]), max(box[2], ob[2]), max(box[3], ob[3])]
         starts = [p["timestamp"] for p in payloads if p.get("timestamp") is not None]
-        ends = [p.get("timestamp_end", p.get("timestamp")) for p in payloads]
-        ends = [e for e in ends if e is not None]
+        ends: list[float] = [
+            e
+            for e in (p.get("timestamp_end", p.get("timestamp")) for p in payloads)
+            if e is not None
+        ]
         t0, t1 = old.get("time", [None, None])
         if starts:
             t0 = min(starts) if t0 is None else min(t0, min(starts))

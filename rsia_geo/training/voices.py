@@ -25,8 +25,10 @@ from typing import Any, Literal
 from rsia_geo.errors import RsiaError
 
 __all__ = [
+    "TYPED_QUERY_VOICE",
     "SynthesisError",
     "Voice",
+    "speak",
     "available_engines",
     "sample_voice",
     "synthesize",
@@ -214,6 +216,10 @@ HOLDOUTS = ("families", "variants")
 
 class SynthesisError(RsiaError, RuntimeError):
     """A speech engine is missing or failed."""
+
+
+TYPED_QUERY_VOICE = ("espeak-ng", "en-us+m3")
+"""Engine and voice that speak typed queries (a training voice: its speech is well learned)."""
 
 
 @dataclass(frozen=True)
@@ -438,3 +444,32 @@ def synthesize(text: str, voice: Voice, out_path: str | Path) -> Path:
         raise SynthesisError(f"{voice.speaker} produced no audio for {text!r}")
     tmp.replace(out)  # atomic: a killed run never leaves a half-written clip
     return out
+
+
+def speak(text: str, *, voice: Voice | None = None) -> tuple[Any, str]:
+    """Speak a typed query with the bundled synthesis, for the same audio encoder.
+
+    Args:
+        text: The query, e.g. ``"boats docked at a harbour"``.
+        voice: Speaker (default :data:`TYPED_QUERY_VOICE` at default speed and pitch).
+
+    Returns:
+        ``(samples, speaker)``: mono float32 numpy samples at 16 kHz, and the speaker name.
+
+    Raises:
+        SynthesisError: Empty text, or the engine is not installed.
+    """
+    from rsia_geo.audio import load_audio
+
+    text = " ".join(str(text).split())
+    if not text:
+        raise SynthesisError("the typed query is empty; type what to look for")
+    if len(text) > 500:
+        raise SynthesisError(
+            f"the typed query has {len(text)} characters; a query is a phrase (500 at most)"
+        )
+    v = voice or Voice(*TYPED_QUERY_VOICE)  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory(prefix="rsia_typed_") as tmp:
+        wav = synthesize(text, v, Path(tmp) / "query.wav")
+        clip = load_audio(wav, trim=True)
+    return clip.samples, v.speaker

@@ -1,0 +1,84 @@
+"""Typed queries: spoken by the bundled synthesis, searched through the same audio encoder."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("fastapi")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from rsia_geo import TileSpec, build_catalog  # noqa: E402
+from rsia_geo.cli import main  # noqa: E402
+from rsia_geo.errors import InvalidArgumentError  # noqa: E402
+from rsia_geo.models import build_model, get_config, save_checkpoint  # noqa: E402
+from rsia_geo.pipeline import build_index, search  # noqa: E402
+from rsia_geo.service import ServiceSettings, create_app  # noqa: E402
+from rsia_geo.training.voices import TYPED_QUERY_VOICE, SynthesisError, speak  # noqa: E402
+
+pytestmark = pytest.mark.requires_programs("espeak-ng")
+QUERY = "an airplane parked at the airport"
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory, samples):
+    root = tmp_path_factory.mktemp("typed")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), root / "ck")
+    cat = build_catalog(
+        [samples / "aerial"], root / "cat", default_datetime=dt.datetime(2020, 1, 1)
+    )
+    build_index(cat, root / "idx", ckpt, spec=TileSpec(size=256), progress=False)
+    return root / "idx", ckpt
+
+
+def test_typed_query_is_the_synthesised_clip(indexed):
+    idx, ckpt = indexed
+    hits = search(text=QUERY, index=idx, model=ckpt, k=5)
+    assert hits.attrs["query"] == {
+        "kind": "typed",
+        "text": QUERY,
+        "voiced_by": f"{TYPED_QUERY_VOICE[0]}:{TYPED_QUERY_VOICE[1]}",
+    }
+    samples, _ = speak(QUERY)
+    same = search(samples, idx, ckpt, sample_rate=16000, k=5)
+    assert same.attrs["query"] == {"kind": "spoken"}
+    assert list(hits.tile_id) == list(same.tile_id)
+    # (searching the samples trims and centres them once more: equal up to that)
+    np.testing.assert_allclose(hits.score, same.score, atol=1e-3)
+
+
+def test_typed_query_errors(indexed):
+    idx, ckpt = indexed
+    with pytest.raises(InvalidArgumentError, match="neither"):
+        search(index=idx, model=ckpt)
+    with pytest.raises(InvalidArgumentError, match="both"):
+        search(np.zeros(16000), idx, ckpt, sample_rate=16000, text=QUERY)
+    with pytest.raises(SynthesisError, match="empty"):
+        search(text="   ", index=idx, model=ckpt)
+
+
+def test_cli_and_service_take_text(indexed, capsys):
+    idx, ckpt = indexed
+    rc = main(["search", "--text", QUERY, "--location", str(idx), "--checkpoint", str(ckpt)])
+    out = capsys.readouterr().out
+    assert rc == 0 and f'typed query "{QUERY}"' in out
+    rc = main(["search", "--location", str(idx), "--checkpoint", str(ckpt)])
+    assert rc == 2 and "--text" in capsys.readouterr().err
+    from rsia_geo.index import TileIndex
+    from rsia_geo.pipeline import load_model
+
+    with TileIndex(idx, create=False) as index:
+        app = create_app(ServiceSettings(location=None), index=index, model=load_model(ckpt))
+        with TestClient(app) as c:
+            r = c.post("/search", data={"text": QUERY, "k": "3"})
+            assert r.status_code == 200, r.text
+            body = json.loads(r.text)
+            assert body["query"]["kind"] == "typed" and len(body["features"]) == 3
+            r = c.post("/search", data={"k": "3"})
+            assert r.status_code == 400 and r.json()["error"] == "InvalidArgumentError"
