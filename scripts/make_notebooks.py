@@ -148,13 +148,29 @@ hits["cell_class"] = [
     for g in hits.geometry
 ]
 print("timings (ms):", hits.attrs["timings"])
-hits_table(hits, size=64, columns=("score", "rank_cosine", "cell_class", "item_id", "level"))
+hits_table(
+    hits, size=64, columns=("score", "group_size", "cell_class", "item_id", "level")
+)
 """),
     md("""
 The hits on a map, coloured by score, with the query region dashed:
 """),
     code("""
 hits_map(hits)
+"""),
+    md("""
+### One hit per place, and typed queries
+
+The default tiling overlaps tiles by half at two levels, so one place is seen by several tiles:
+search groups them (`group=True`, the default), keeps the best and reports how many tiles
+agreed (`group_size`) and their union footprint. When you cannot speak, type: the text is
+spoken by the bundled speech synthesis and searched through the same audio encoder.
+"""),
+    code("""
+if "espeak-ng" in available_engines():
+    typed = search(text=QUERY_TEXT, index=index, bbox=region, k=K)
+    print(typed.attrs["query"])
+    print(typed[["rank", "score", "group_size", "item_id", "level"]].head().to_string(index=False))
 """),
     md("""
 ## 5. Pixels and exports
