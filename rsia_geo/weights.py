@@ -7,11 +7,22 @@ from typing import Any
 
 from rsia_geo.errors import CheckpointNotFoundError
 
-__all__ = ["STARTER", "audio_bank", "default_checkpoint", "shipped_checkpoints"]
+__all__ = [
+    "FIRST_STARTER",
+    "STARTER",
+    "audio_bank",
+    "default_checkpoint",
+    "shipped_checkpoint",
+    "shipped_checkpoints",
+]
 
 _WEIGHTS = Path(__file__).resolve().parent / "weights"
-STARTER = "alac-efficientnet-lite0-ucm"
+STARTER = "alac-efficientnet-lite0-whisper-ucm"
 """Name of the starter checkpoint (trained on UCM-Captions train, voiced; see model card)."""
+
+FIRST_STARTER = "alac-efficientnet-lite0-ucm"
+"""The first starter (from-scratch audio encoder), still shipped so that indexes built with it
+can be searched: ``rsia_geo.search(..., model=shipped_checkpoint(FIRST_STARTER))``."""
 
 
 def shipped_checkpoints() -> list[str]:
@@ -23,6 +34,26 @@ def shipped_checkpoints() -> list[str]:
     if not _WEIGHTS.exists():
         return []
     return sorted(p.name for p in _WEIGHTS.iterdir() if (p / "config.json").exists())
+
+
+def shipped_checkpoint(name: str) -> Path:
+    """Folder of a checkpoint shipped in the package.
+
+    Args:
+        name: A name from :func:`shipped_checkpoints`.
+
+    Returns:
+        The checkpoint folder.
+
+    Raises:
+        CheckpointNotFoundError: No such shipped checkpoint (the message lists them).
+    """
+    path = _WEIGHTS / name
+    if not (path / "config.json").exists():
+        raise CheckpointNotFoundError(
+            f"no shipped checkpoint {name!r}; shipped: {', '.join(shipped_checkpoints())}"
+        )
+    return path
 
 
 def default_checkpoint() -> Path:

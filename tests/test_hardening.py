@@ -375,3 +375,28 @@ def test_an_empty_result_keeps_every_column(tmp_path, samples):
     assert len(full) == 3 and len(empty) == 0
     assert list(empty.columns) == list(full.columns) == [*HIT_COLUMNS, "geometry"]
     assert empty.crs.to_epsg() == 4326
+
+
+def test_models_loaded_by_path_are_cached_until_the_file_changes(tmp_path):
+    torch = pytest.importorskip("torch")
+    import os
+    import time
+
+    from rsia_geo.models import build_model, get_config, save_checkpoint
+    from rsia_geo.pipeline import load_model
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(
+        build_model(get_config("alac-tiny"), pretrained=False), tmp_path / "ck"
+    )
+    first = load_model(ckpt)
+    assert load_model(str(ckpt)) is first  # the simple API does not reload per call
+    # a checkpoint written again is loaded again
+    torch.manual_seed(1)
+    save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), ckpt)
+    os.utime(ckpt / "model.safetensors", (time.time() + 5, time.time() + 5))
+    second = load_model(ckpt)
+    assert second is not first
+    w1 = next(iter(first.state_dict().values()))
+    w2 = next(iter(second.state_dict().values()))
+    assert not torch.equal(w1, w2)
