@@ -126,6 +126,8 @@ def load_model(model: Any = None) -> Any:
             _MODEL_CACHE.move_to_end(key)
             return _MODEL_CACHE[key]
     loaded = load_checkpoint(path)
+    if loaded.config.frontend.kind == "whisper":
+        loaded.frontend.speech_encoder()  # load the speech encoder now, not on the first query
     if key is not None:
         with _MODEL_CACHE_LOCK:
             _MODEL_CACHE[key] = loaded
