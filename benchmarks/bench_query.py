@@ -59,7 +59,10 @@ def main() -> None:
     for ck in a.checkpoints:
         model = load_model(ck)
         name = f"{model.config.model_id}-{model.config.version}"
-        index = Path(a.workdir) / name
+        from rsia_geo.tiles import DEFAULT_SPEC
+
+        tiling = f"{DEFAULT_SPEC.size:g}{DEFAULT_SPEC.units}-ov{DEFAULT_SPEC.overlap:g}"
+        index = Path(a.workdir) / f"{name}-{tiling}"  # an index is bound to its tiling
         report = build_index(samples / "mosaic" / "item.json", index, model, progress=False)
         from rsia_geo.audio import load_audio
         from rsia_geo.index import TileIndex
