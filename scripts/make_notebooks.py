@@ -460,8 +460,9 @@ Image(str(WORKDIR / "eval" / "recall.png"))
 """),
     md("""
 For comparison, the shipped starter checkpoint (trained on all 1,680 UCM training images with
-16,800 clips) on the same validation clips. A gallery of 21 images (one per class) is far
-easier than the full 210-image validation set: the model card reports mR 43.3 there.
+25,200 clips of 603 voices, its speech encoder pretrained) on the same validation clips. A
+gallery of 21 images (one per class) is far easier than the full 210-image validation set: the
+model card reports mR 45.8 there.
 """),
     code("""
 from rsia_geo.weights import default_checkpoint
