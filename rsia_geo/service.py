@@ -463,30 +463,17 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
         def run() -> Any:
             from rsia_geo.audio import load_audio
 
+            options = {"bbox": box, "geometry": geom, "datetime": datetime, "k": k}
+            options |= {"rerank": rerank, "group": group}
             if text is not None:
-                return search(
-                    index=state["index"],
-                    model=state["model"],
-                    text=text,
-                    bbox=box,
-                    geometry=geom,
-                    datetime=datetime,
-                    k=k,
-                    rerank=rerank,
-                    group=group,
-                )
+                return search(index=state["index"], model=state["model"], text=text, **options)
             clip = load_audio(data, max_seconds=settings.max_audio_seconds, trim=True)
             return search(
                 clip.samples,
                 state["index"],
                 state["model"],
                 sample_rate=clip.sample_rate,
-                bbox=box,
-                geometry=geom,
-                datetime=datetime,
-                k=k,
-                rerank=rerank,
-                group=group,
+                **options,
             )
 
         async with gate:

