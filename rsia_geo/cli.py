@@ -481,6 +481,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not settings.url:  # a missing index is reported here, not as a server traceback
+        from rsia_geo.index import TileIndex
+
+        TileIndex(settings.location, collection=settings.collection, create=False).close()
     serve(settings)
     return 0
 

@@ -384,3 +384,62 @@ def test_models_loaded_by_path_are_cached_until_the_file_changes(tmp_path):
     w1 = next(iter(first.state_dict().values()))
     w2 = next(iter(second.state_dict().values()))
     assert not torch.equal(w1, w2)
+
+
+def test_an_oversized_flac_is_refused_from_its_header():
+    import io
+
+    import soundfile as sf
+
+    from rsia_geo.audio import load_audio
+    from rsia_geo.errors import InvalidAudioError
+
+    # 120 s of 8-channel 96 kHz silence-with-a-click compresses to ~100 KB of FLAC
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", 96000, 8, format="FLAC") as f:
+        block = np.zeros((96000, 8), np.float32)
+        for _ in range(120):
+            f.write(block)
+    data = buf.getvalue()
+    assert len(data) < 1_000_000
+    import soundfile
+
+    calls = []
+    real_read = soundfile.SoundFile.read
+
+    def spy(self, *a, **kw):
+        calls.append(1)
+        return real_read(self, *a, **kw)
+
+    soundfile.SoundFile.read = spy
+    try:
+        with pytest.raises(InvalidAudioError, match=r"120\.0 s"):
+            load_audio(data, max_seconds=30)
+        many = io.BytesIO()
+        sf.write(many, np.zeros((16000, 10), np.float32), 16000, format="WAV")
+        with pytest.raises(InvalidAudioError, match="10 channels"):
+            load_audio(many.getvalue())
+    finally:
+        soundfile.SoundFile.read = real_read
+    assert calls == []  # refused before any sample was decoded
+
+
+def test_serve_reports_a_missing_index_and_reads_its_key_from_a_file_or_env(tmp_path, capsys):
+    from rsia_geo.cli import main
+    from rsia_geo.service import ServiceSettings
+
+    rc = main(["serve", "--location", str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert rc == 10 and "no index at" in err and "Traceback" not in err
+    assert not (tmp_path / "nope").exists()
+    short = tmp_path / "short.key"
+    short.write_text("abc\n")
+    rc = main(["serve", "--location", str(tmp_path), "--service-key-file", str(short)])
+    assert rc == 2 and "16 or more" in capsys.readouterr().err
+    import os
+
+    os.environ["RSIA_SERVICE_KEY"] = "a-long-service-key-from-env"
+    try:
+        assert ServiceSettings.from_env().api_key == "a-long-service-key-from-env"
+    finally:
+        del os.environ["RSIA_SERVICE_KEY"]

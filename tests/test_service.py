@@ -357,3 +357,40 @@ def test_chip_path_traversal_reaches_the_endpoint_raw(live):
         assert status == 404, (path, body)
         assert b"root:" not in body
         assert set(json.loads(body)) == {"error", "detail"}
+
+
+def test_feature_collection_region_and_escaped_map(served, tmp_path):
+    minx, miny, maxx, maxy = 128.655, 37.668, 128.6575, 37.672
+    ring = [[minx, miny], [maxx, miny], [maxx, maxy], [minx, maxy], [minx, miny]]
+    poly = {"type": "Polygon", "coordinates": [ring]}
+    fc = {
+        "type": "FeatureCollection",
+        "features": [{"type": "Feature", "properties": {}, "geometry": poly}],
+    }
+    with _client(served) as c:
+        args = {"files": {"audio": ("q.wav", _wav_bytes(), "audio/wav")}}
+        a = c.post("/search", **args, data={"geometry": json.dumps(poly), "k": "50"})
+        b = c.post("/search", **args, data={"geometry": json.dumps(fc), "k": "50"})
+        assert a.status_code == b.status_code == 200, b.text
+        ids = [f["properties"]["tile_id"] for f in a.json()["features"]]
+        assert ids and ids == [f["properties"]["tile_id"] for f in b.json()["features"]]
+    # a catalog value that is HTML never reaches the page as markup
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from rsia_geo.results import write_map
+
+    hits = gpd.GeoDataFrame(
+        {
+            "rank": [1],
+            "score": [0.5],
+            "item_id": ["</script><img src=x onerror=alert(1)>"],
+            "level": [1],
+            "window": ["0,0,1,1"],
+        },
+        geometry=[box(0, 0, 1, 1)],
+        crs="EPSG:4326",
+    )
+    page = write_map(hits, tmp_path / "m.html").read_text()
+    assert "</script><img" not in page  # "</" is escaped inside the embedded JSON
+    assert "function esc(" in page and "esc(f.properties.item_id)" in page
