@@ -31,6 +31,8 @@ FIELDS = (
     ("level", QVariant.Int),
     ("datetime", QVariant.String),
     ("href", QVariant.String),
+    ("group_size", QVariant.Int),
+    ("group_tile_ids", QVariant.String),
 )
 
 
@@ -86,6 +88,7 @@ def hits_layer(fc, name="rsia hits"):
         layer.setRenderer(renderer)
         layer.setOpacity(0.7)
     layer.setCustomProperty("rsia/timings", json.dumps(fc.get("timings", {})))
+    layer.setCustomProperty("rsia/query", json.dumps(fc.get("query", {})))
     return layer
 
 
