@@ -3,7 +3,7 @@
 Qdrant's geo conditions test points, and a tile is a footprint, so the payload carries:
 
 * ``location``: the footprint centre as a geo point (geo index; radius/box filters on centres);
-* ``corners``: the footprint's corner points as an array of geo points;
+* ``footprint``: the footprint polygon as GeoJSON (the exact region test);
 * ``bbox_minx``, ``bbox_miny``, ``bbox_maxx``, ``bbox_maxy``: the footprint's lon/lat bounding
   box as numbers (float indexes). A footprint crossing the antimeridian is stored unwrapped
   (``bbox_maxx > 180``), so its box stays one interval.
@@ -136,19 +136,6 @@ def tile_to_payload(tile: Tile, *, raw_norm: float | None = None) -> dict[str, A
     footprint = tile.footprint.simplify(1e-7, preserve_topology=True)
     record.pop("footprint")
     minx, miny, maxx, maxy = _unwrapped_bounds(tile.footprint)
-    corners = []
-    for part in getattr(tile.footprint, "geoms", [tile.footprint]):
-        for x, y in list(part.exterior.coords)[:-1]:
-            corners.append({"lon": float(x), "lat": float(y)})
-    # keep the four extreme corners of each part (the outline is densified)
-    if len(corners) > 8:
-        pts = corners
-        corners = [
-            min(pts, key=lambda p: p["lon"] + p["lat"]),
-            max(pts, key=lambda p: p["lon"] + p["lat"]),
-            min(pts, key=lambda p: p["lon"] - p["lat"]),
-            max(pts, key=lambda p: p["lon"] - p["lat"]),
-        ]
     payload = {
         "tile_id": tile.id,
         "item_id": tile.item_id,
@@ -164,7 +151,6 @@ def tile_to_payload(tile: Tile, *, raw_norm: float | None = None) -> dict[str, A
         "timestamp_end": time_span(tile.datetime)[1],
         "gsd": tile.gsd,
         "location": {"lon": tile.centre[0], "lat": tile.centre[1]},
-        "corners": corners,
         "bbox_minx": minx,
         "bbox_miny": miny,
         "bbox_maxx": maxx,

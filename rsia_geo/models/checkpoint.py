@@ -208,14 +208,3 @@ def model_signature(model: ALACModel) -> dict[str, Any]:
         "weights_sha256": getattr(model, "checkpoint_meta", {}).get("weights_sha256"),
     }
 
-
-def tensor_count(model: torch.nn.Module) -> int:
-    """Number of parameters (for reports).
-
-    Args:
-        model: Any module.
-
-    Returns:
-        Parameter count.
-    """
-    return sum(p.numel() for p in model.parameters())

@@ -63,11 +63,6 @@ class CrossFormerConfig:
         """Channels of the output tokens."""
         return self.embed_dim * 2 ** (len(self.depths) - 1)
 
-    @property
-    def out_resolution(self) -> int:
-        """Side of the output token grid."""
-        return self.img_size // self.patch_sizes[0] // 2 ** (len(self.depths) - 1)
-
 
 def _split_dims(total: int, n: int) -> list[int]:
     """Channels per kernel size: halve for each but the last, which takes the rest's share."""
