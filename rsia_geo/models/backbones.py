@@ -82,7 +82,15 @@ class TokenBackbone(nn.Module):
         """Stages that :meth:`trunk` / :meth:`tail` can split at (0: no partial fine-tuning)."""
         return 0
 
-    def _check_split(self, tail_stages: int) -> None:
+    def check_split(self, tail_stages: int) -> None:
+        """Refuse a split this backbone cannot do.
+
+        Args:
+            tail_stages: Stages to fine-tune.
+
+        Raises:
+            ModelConfigError: Not in ``1..stages`` (or the backbone cannot be split).
+        """
         if not 1 <= tail_stages <= self.stages:
             raise ModelConfigError(
                 f"cannot fine-tune the last {tail_stages} stages of {self.config.name!r} "
@@ -289,7 +297,7 @@ class EfficientNetLite0Tokens(TokenBackbone):
 
     def trunk(self, images: torch.Tensor, tail_stages: int) -> torch.Tensor:
         """Stem and the first ``7 - tail_stages`` stages."""
-        self._check_split(tail_stages)
+        self.check_split(tail_stages)
         net: Any = self.net
         x = net.bn1(net.conv_stem(self.normalise(images)))
         for block in self._blocks()[: self.stages - tail_stages]:
@@ -299,7 +307,7 @@ class EfficientNetLite0Tokens(TokenBackbone):
 
     def tail(self, x: torch.Tensor, tail_stages: int) -> torch.Tensor:
         """The last ``tail_stages`` stages and the 1x1 head convolution, as tokens."""
-        self._check_split(tail_stages)
+        self.check_split(tail_stages)
         net: Any = self.net
         for block in self._blocks()[self.stages - tail_stages :]:
             x = block(x)
@@ -308,7 +316,7 @@ class EfficientNetLite0Tokens(TokenBackbone):
 
     def tail_modules(self, tail_stages: int) -> list[nn.Module]:
         """The last stages, the head convolution and its norm."""
-        self._check_split(tail_stages)
+        self.check_split(tail_stages)
         net: Any = self.net
         return [*self._blocks()[self.stages - tail_stages :], net.conv_head, net.bn2]
 

@@ -446,7 +446,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     tail = cfg.finetune_stages
     if tail:
         try:
-            model.backbone._check_split(tail)
+            model.backbone.check_split(tail)
         except RsiaError as exc:
             raise TrainingError(str(exc)) from exc
     train_rows = _rows(cfg, cfg.train_split, cfg.max_train_images)
