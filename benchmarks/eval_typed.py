@@ -1,0 +1,59 @@
+"""Typed vs spoken queries on a split: the captions as typed text (spoken by the bundled
+synthesis, as ``search(text=...)`` does) against the held-out voices' clips of the same captions.
+
+Usage:
+    python benchmarks/eval_typed.py CHECKPOINT runs/v2_val/manifest.jsonl [--out typed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from rsia_geo.models import load_checkpoint
+from rsia_geo.models.alac import cosine_scores, ia_scores
+from rsia_geo.training.evaluate import encode_clips, encode_images, evaluate_scores
+from rsia_geo.training.voices import speak
+from rsia_geo.training.voicing import load_split
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint")
+    p.add_argument("manifest")
+    p.add_argument("--split", default="val")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=None)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    model = load_checkpoint(a.checkpoint).eval()
+    rows = load_split(a.manifest, a.split)
+    per: dict[str, list[dict]] = {}
+    for r in rows:
+        per.setdefault(r["image"], []).append(r)
+    rows = [r for rs in per.values() for r in rs[:5]]
+    v, _ = encode_images(model, rows)
+    out = {}
+    spoken = encode_clips(model, rows)
+    typed = []
+    with torch.no_grad():
+        for r in rows:
+            samples, voice = speak(r["caption"])
+            typed.append(model.encode_audio(torch.from_numpy(samples)[None], normalize=False))
+    for name, a_raw in (
+        ("spoken (held-out voices)", spoken),
+        (f"typed ({voice})", torch.cat(typed)),
+    ):
+        m = evaluate_scores(cosine_scores(v, a_raw).numpy(), ia_scores(v, a_raw).numpy())
+        out[name] = m["cosine+ia@50"]
+        print(name, json.dumps({k: round(x, 2) for k, x in out[name].items()}), flush=True)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
