@@ -266,8 +266,9 @@ def build_index(
         wthread.start()
         total = None
         if progress and not isinstance(source, Iterator):  # (a generator is read once)
-            # a counting pass (windows and footprints only, no pixels, well under 1 % of the
-            # encoding time) gives the bar a total and an ETA
+            # a counting pass gives the bar a total and an ETA; it repeats the tiling (windows,
+            # footprints and the nodata survey on a <= 1024 px overview per item), not the
+            # per-tile reads and encoding that dominate ingest
             total = sum(
                 1 for _ in iter_tiles(source, spec, bands=bands, bbox=bbox, on_skip=lambda s: None)
             )
@@ -530,14 +531,9 @@ def search(
         AudioError: Unusable audio.
         ModelMismatchError: The model is not the index's.
     """
-    import json
-
     import geopandas as gpd
-    import shapely
     import torch
-    from shapely.geometry import mapping, shape
 
-    from rsia_geo.audio import load_audio
     from rsia_geo.models.alac import ia_scores
     from rsia_geo.models.checkpoint import model_signature
 
@@ -565,16 +561,7 @@ def search(
     try:
         idx.check_model(model_signature(mdl))
         t = time.perf_counter()
-        if text is not None:
-            from rsia_geo.training.voices import speak
-
-            samples, speaker = speak(text)
-            query = {"kind": "typed", "text": " ".join(text.split()), "voiced_by": speaker}
-        else:
-            samples = load_audio(audio, sample_rate=sample_rate, trim=True).samples
-            query = {"kind": "spoken"}
-        wave = torch.from_numpy(samples)[None]
-        a_raw = mdl.encode_audio(wave, normalize=False)[0].numpy()
+        a_raw, query = _encode_query(mdl, audio, text, sample_rate)
         timings["encode_audio_ms"] = 1000 * (time.perf_counter() - t)
         t = time.perf_counter()
         cands, fetched = _candidates(
@@ -623,42 +610,8 @@ def search(
         top = [cands[g[0]] for g in groups]
         payloads = {h.id: h.payload for h in idx.retrieve([c.id for c in top])}
         timings["fetch_ms"] = 1000 * (time.perf_counter() - t)
-        rows = []
-        for r, members in enumerate(groups):
-            i = members[0]
-            c = cands[i]
-            p = payloads[c.id]
-            footprint = c.footprint if c.footprint is not None else shape(p["footprint"])
-            union = (
-                shapely.union_all([cands[j].footprint for j in members])
-                if len(members) > 1
-                else footprint
-            )
-            rows.append(
-                {
-                    "rank": r + 1,
-                    "score": float(final[i]),
-                    "score_cosine": float(cos[i]),
-                    "score_ia": float(ia[i]),
-                    "score_bswfr": float(bsw[i]),
-                    "rank_cosine": int(rank_cos[i]) + 1,
-                    "rank_ia": int(rank_ia[i]) + 1,
-                    "tile_id": c.id,
-                    "item_id": p.get("item_id"),
-                    "collection_id": p.get("collection_id") or None,
-                    "href": p.get("href"),
-                    "level": p.get("level"),
-                    "window": ",".join(str(v) for v in p.get("window", [])),
-                    "datetime": p.get("datetime"),
-                    "crs": p.get("crs"),
-                    "gsd": p.get("gsd"),
-                    "group_size": len(members),
-                    "group_tile_ids": ",".join(cands[j].id for j in members),
-                    "group_footprint": json.dumps(mapping(union)),
-                    "tile_json": _tile_json(p),
-                    "geometry": footprint,
-                }
-            )
+        scores = {"score": final, "score_cosine": cos, "score_ia": ia, "score_bswfr": bsw}
+        rows = _hit_rows(cands, groups, payloads, scores, rank_cos, rank_ia)
         timings["total_ms"] = 1000 * (time.perf_counter() - t0)
     finally:
         if owned:
@@ -678,6 +631,76 @@ def search(
         region.geometry.wkt if region is not None and region.geometry is not None else None
     )
     return gdf
+
+
+def _encode_query(
+    model: Any, audio: Any, text: str | None, sample_rate: int | None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Stage 1 of :func:`search`: the raw audio embedding of a spoken or typed query."""
+    import torch
+
+    from rsia_geo.audio import load_audio
+
+    if text is not None:
+        from rsia_geo.training.voices import speak
+
+        samples, speaker = speak(text)
+        query = {"kind": "typed", "text": " ".join(text.split()), "voiced_by": speaker}
+    else:
+        samples = load_audio(audio, sample_rate=sample_rate, trim=True).samples
+        query = {"kind": "spoken"}
+    wave = torch.from_numpy(samples)[None]
+    return model.encode_audio(wave, normalize=False)[0].numpy(), query
+
+
+def _hit_rows(
+    cands: Sequence[_Candidate],
+    groups: Sequence[Sequence[int]],
+    payloads: dict[str, dict[str, Any]],
+    scores: dict[str, np.ndarray],
+    rank_cos: np.ndarray,
+    rank_ia: np.ndarray,
+) -> list[dict[str, Any]]:
+    """Last stage of :func:`search`: one row (:data:`HIT_COLUMNS` + geometry) per place."""
+    import json
+
+    import shapely
+    from shapely.geometry import mapping, shape
+
+    rows = []
+    for r, members in enumerate(groups):
+        i = members[0]
+        c = cands[i]
+        p = payloads[c.id]
+        footprint = c.footprint if c.footprint is not None else shape(p["footprint"])
+        union = (
+            shapely.union_all([cands[j].footprint for j in members])
+            if len(members) > 1
+            else footprint
+        )
+        rows.append(
+            {
+                "rank": r + 1,
+                **{name: float(values[i]) for name, values in scores.items()},
+                "rank_cosine": int(rank_cos[i]) + 1,
+                "rank_ia": int(rank_ia[i]) + 1,
+                "tile_id": c.id,
+                "item_id": p.get("item_id"),
+                "collection_id": p.get("collection_id") or None,
+                "href": p.get("href"),
+                "level": p.get("level"),
+                "window": ",".join(str(v) for v in p.get("window", [])),
+                "datetime": p.get("datetime"),
+                "crs": p.get("crs"),
+                "gsd": p.get("gsd"),
+                "group_size": len(members),
+                "group_tile_ids": ",".join(cands[j].id for j in members),
+                "group_footprint": json.dumps(mapping(union)),
+                "tile_json": _tile_json(p),
+                "geometry": footprint,
+            }
+        )
+    return rows
 
 
 def _tile_json(payload: dict[str, Any]) -> str:

@@ -207,4 +207,3 @@ def model_signature(model: ALACModel) -> dict[str, Any]:
         "frontend": c.frontend.kind,
         "weights_sha256": getattr(model, "checkpoint_meta", {}).get("weights_sha256"),
     }
-
