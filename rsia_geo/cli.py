@@ -568,6 +568,8 @@ def _add_tile_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+# Long (~225 lines) because every command's options are declared inline; splitting it into
+# one module per command group with shared options (rasterio's rio/options.py) is issue 15.
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser.
 

@@ -289,6 +289,8 @@ def _docs_page(schema: dict[str, Any]) -> str:
     )
 
 
+# Long (~235 lines): the routes are closures over the app's state; one function per route
+# with errors mapped through STATUS_CODES (titiler's core/factory.py) is issue 15.
 def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = None) -> Any:
     """Build the FastAPI app.
 
