@@ -56,6 +56,27 @@ def _holds_index(folder: Path) -> bool:
     return (folder / "rsia_index.json").exists() or (folder / "qdrant").is_dir()
 
 
+def _merged_extent(
+    old: dict[str, Any], payloads: Sequence[dict[str, Any]], other: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The extent ``{"bbox", "time"}`` of ``old`` (and ``other``) grown by these payloads."""
+    boxes = [[p["bbox_minx"], p["bbox_miny"], p["bbox_maxx"], p["bbox_maxy"]] for p in payloads]
+    times = [[p.get("timestamp"), p.get("timestamp_end", p.get("timestamp"))] for p in payloads]
+    for ext in (old, other or {}):
+        if ext.get("bbox"):
+            boxes.append(list(ext["bbox"]))
+        if ext.get("time"):
+            times.append(list(ext["time"]))
+    starts = [t[0] for t in times if t[0] is not None]
+    ends = [t[1] for t in times if t[1] is not None]
+    box = [min(b[0] for b in boxes), min(b[1] for b in boxes)]
+    box += [max(b[2] for b in boxes), max(b[3] for b in boxes)]
+    return {
+        "bbox": [float(v) for v in box],
+        "time": [min(starts) if starts else None, max(ends) if ends else None],
+    }
+
+
 BOUND_KEYS = ("tile_spec", "bands")
 """Index settings a later run must repeat: tiles cut or read otherwise embed differently."""
 
@@ -115,6 +136,7 @@ class TileIndex:
         self._margin: tuple[float, float] | None = None
         self._margin_read = -1e18  # time.monotonic() of the last read of the stored margin
         self._has_time_ranges: bool | None = None
+        self._extent: dict[str, Any] | None = None  # as last read or written
         if location is not None and str(location) != ":memory:":
             folder = Path(location)
             if folder.exists() and not folder.is_dir():
@@ -216,6 +238,7 @@ class TileIndex:
             self.backend.create(int(signature["embed_dim"]))
             self.backend.set_meta({"model": sig, "time_ranges": True, **(extra or {})})
             self._has_time_ranges = None
+            self._extent = None
             return
         self.check_model(sig)
         if extra:
@@ -307,35 +330,22 @@ class TileIndex:
         self.backend.upsert(ids, unit_vectors, payloads)
 
     def _grow_extent(self, payloads: Sequence[dict[str, Any]]) -> None:
-        """Record the spatial and temporal extent of the stored tiles (before the points)."""
+        """Record the spatial and temporal extent of the stored tiles (before the points).
+
+        The metadata is read on the first batch and written (re-read and merged, as another
+        writer may have grown it) only when a batch grows the extent, not on every batch.
+        """
         if not payloads:
             return
-        meta = self.backend.get_meta() or {}
-        old = meta.get("extent") or {}
-        box = [
-            min(p["bbox_minx"] for p in payloads),
-            min(p["bbox_miny"] for p in payloads),
-            max(p["bbox_maxx"] for p in payloads),
-            max(p["bbox_maxy"] for p in payloads),
-        ]
-        if old.get("bbox"):
-            ob = old["bbox"]
-            box = [min(box[0], ob[0]), min(box[1], ob[1]), max(box[2], ob[2]), max(box[3], ob[3])]
-        starts = [p["timestamp"] for p in payloads if p.get("timestamp") is not None]
-        ends: list[float] = [
-            e
-            for e in (p.get("timestamp_end", p.get("timestamp")) for p in payloads)
-            if e is not None
-        ]
-        t0, t1 = old.get("time", [None, None])
-        if starts:
-            t0 = min(starts) if t0 is None else min(t0, min(starts))
-        if ends:
-            t1 = max(ends) if t1 is None else max(t1, max(ends))
-        new = {"bbox": [float(v) for v in box], "time": [t0, t1]}
-        if new != old:
-            meta["extent"] = new
+        if self._extent is None:
+            self._extent = (self.backend.get_meta() or {}).get("extent") or {}
+        grown = _merged_extent(self._extent, payloads)
+        if grown != self._extent:
+            meta = self.backend.get_meta() or {}
+            grown = _merged_extent(meta.get("extent") or {}, payloads, grown)
+            meta["extent"] = grown
             self.backend.set_meta(meta)
+            self._extent = grown
 
     def extent(self) -> dict[str, Any] | None:
         """Spatial and temporal extent of the stored tiles.
