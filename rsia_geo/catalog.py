@@ -123,6 +123,18 @@ def _landsat_scale_offset(path: Path, band_id: str) -> tuple[float, float] | Non
         return None
 
 
+def _sensor_properties(path: Path, platform: str | None) -> dict[str, Any]:
+    """STAC ``platform``/``instruments`` of a raster: its Landsat metadata, else ``platform``."""
+    meta = _landsat_mtl(path)
+    if meta is not None:
+        img = meta.get("IMAGE_ATTRIBUTES", {})
+        craft = str(img.get("SPACECRAFT_ID", "")).strip().lower().replace("_", "-")
+        if craft:
+            sensor = str(img.get("SENSOR_ID", "")).strip().lower()
+            return {"platform": craft, **({"instruments": sensor.split("_")} if sensor else {})}
+    return {"platform": platform.strip().lower()} if platform and platform.strip() else {}
+
+
 def _read_datetime(
     path: Path, explicit: _dt.datetime | None, fallback: _dt.datetime | None = None
 ) -> _dt.datetime:
@@ -231,6 +243,7 @@ def item_from_raster(
     default_datetime: _dt.datetime | None = None,
     asset_key: str = "image",
     properties: Mapping[str, Any] | None = None,
+    platform: str | None = None,
 ) -> pystac.Item:
     """Build a STAC Item for one local raster file (one asset holding all its bands).
 
@@ -242,6 +255,8 @@ def item_from_raster(
         default_datetime: Used when ``datetime`` is None and the file carries no date.
         asset_key: Key of the raster asset.
         properties: Extra Item properties.
+        platform: STAC ``platform`` (e.g. ``"naip"``) when the file's metadata names none
+            (Landsat metadata beside the file names its spacecraft).
 
     Returns:
         The Item, with an absolute asset href (relative once saved in a catalog).
@@ -264,7 +279,7 @@ def item_from_raster(
         geometry=geometry,
         bbox=bbox,
         datetime=_read_datetime(p, datetime, default_datetime),
-        properties=dict(properties or {}),
+        properties={**_sensor_properties(p, platform), **(properties or {})},
     )
     item.add_asset(asset_key, asset)
     _declare_extensions(item)
@@ -278,6 +293,7 @@ def item_from_band_files(
     datetime: _dt.datetime | None = None,
     default_datetime: _dt.datetime | None = None,
     properties: Mapping[str, Any] | None = None,
+    platform: str | None = None,
 ) -> pystac.Item:
     """Build a multi-asset STAC Item from one single-band file per band (Landsat, Sentinel-2).
 
@@ -288,6 +304,7 @@ def item_from_band_files(
         datetime: Acquisition time; when None it is read from metadata or the file names.
         default_datetime: Used when ``datetime`` is None and the files carry no date.
         properties: Extra Item properties.
+        platform: STAC ``platform`` when the files' metadata names none.
 
     Returns:
         The Item; its geometry is the union of the band files' footprints.
@@ -336,7 +353,7 @@ def item_from_band_files(
         geometry=mapping(geom),
         bbox=list(geom.bounds),
         datetime=_read_datetime(first, datetime, default_datetime),
-        properties=dict(properties or {}),
+        properties={**_sensor_properties(first, platform), **(properties or {})},
     )
     for key, asset in assets.items():
         item.add_asset(key, asset)
@@ -401,6 +418,7 @@ def build_catalog(
     copy_assets: bool = False,
     on_error: str = "raise",
     items: Iterable[pystac.Item] = (),
+    platform: str | None = None,
 ) -> pystac.Catalog:
     """Build and save a self-contained STAC catalog from local raster files and folders.
 
@@ -419,6 +437,8 @@ def build_catalog(
             (the skipped files are listed in the catalog's ``rsia:skipped`` field).
         items: Existing STAC Items (e.g. read with :func:`open_stac`) to add as they are;
             their asset hrefs are resolved against their own location first.
+        platform: STAC ``platform`` of the rasters whose metadata names none (e.g.
+            ``"naip"``), so searches can filter and group by sensor.
 
     Returns:
         The saved catalog.
@@ -447,11 +467,14 @@ def build_catalog(
         try:
             if list(group) == ["image"]:
                 item = item_from_raster(
-                    group["image"], item_id=item_id, default_datetime=default_datetime
+                    group["image"],
+                    item_id=item_id,
+                    default_datetime=default_datetime,
+                    platform=platform,
                 )
             else:
                 item = item_from_band_files(
-                    group, item_id=item_id, default_datetime=default_datetime
+                    group, item_id=item_id, default_datetime=default_datetime, platform=platform
                 )
         except (RasterError, CatalogError) as exc:
             if on_error == "raise":

@@ -72,6 +72,7 @@ def _cmd_catalog_build(args: argparse.Namespace) -> int:
         default_datetime=args.datetime,
         copy_assets=args.copy_assets,
         on_error="skip" if args.skip_bad else "raise",
+        platform=args.platform,
     )
     items = list(cat.get_items())
     print(f"catalog {cat.id!r}: {len(items)} items -> {Path(args.out) / 'catalog.json'}")
@@ -597,6 +598,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_parse_datetime,
         default=None,
         help="acquisition date for rasters that carry none (ISO, e.g. 2020-09-02)",
+    )
+    b.add_argument(
+        "--platform",
+        default=None,
+        help="STAC platform of rasters whose metadata names none (e.g. naip), for filtering",
     )
     b.add_argument(
         "--copy-assets",

@@ -26,9 +26,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,6 +46,9 @@ from rsia_geo.tiles import (
     keep_datasets_open,
     read_tile,
 )
+
+if TYPE_CHECKING:
+    from geopandas import GeoDataFrame
 
 __all__ = [
     "DEFAULT_CANDIDATES",
@@ -72,6 +76,7 @@ HIT_COLUMNS = (
     "level",
     "window",
     "datetime",
+    "platform",
     "crs",
     "gsd",
     "group_size",
@@ -375,6 +380,26 @@ def _footprints(geojsons: Sequence[dict[str, Any]]) -> np.ndarray:
     return out
 
 
+@dataclass
+class _Exclusion:
+    """Tiles a query must not return: ids, and tiles showing a place (an example's)."""
+
+    ids: set[str]
+    place: Any = None  # shapely, lon/lat
+    min_overlap: float = 0.5
+
+    def keep(self, ids: Sequence[str], footprints: np.ndarray) -> np.ndarray:
+        """Mask of the tiles to keep (footprints as shapely geometries)."""
+        import shapely
+
+        ok = np.array([i not in self.ids for i in ids], dtype=bool)
+        if self.place is not None and len(ids):
+            shared = shapely.area(shapely.intersection(footprints, self.place))
+            smaller = np.minimum(shapely.area(footprints), self.place.area)
+            ok &= shared < self.min_overlap * np.maximum(smaller, 1e-30)
+        return ok
+
+
 def _page(candidates: int) -> int:
     """Hits per Qdrant request while collecting candidates (a few spare for the exact test)."""
     return candidates + max(8, candidates // 4)
@@ -388,17 +413,20 @@ def _candidates(
     with_vectors: bool,
     page: int,
     need_footprints: bool = False,
+    exclude: _Exclusion | None = None,
 ) -> tuple[list[_Candidate], int]:
     """Page through cosine hits until ``want`` pass the exact region test or none remain.
 
     Only the footprint (for the exact test) and the raw norm (for rescoring) are read per
     candidate, and only when needed (:func:`search` reads full payloads for the final hits);
     the exact test (the footprint's interior overlaps the region) runs vectorised per page.
+    Tiles of ``exclude`` (an example and the tiles marked not relevant) never become
+    candidates.
     """
     import shapely
 
     exact = region is not None and region.geometry is not None
-    with_fp = exact or need_footprints
+    with_fp = exact or need_footprints or (exclude is not None and exclude.place is not None)
     fields = (["footprint"] if with_fp else []) + (["raw_norm"] if with_vectors else [])
     if exact:
         assert region is not None
@@ -420,6 +448,8 @@ def _candidates(
             keep = shapely.intersects(fps, region.geometry) & ~shapely.touches(fps, region.geometry)
         else:
             keep = np.ones(len(hits), dtype=bool)
+        if exclude is not None and hits:
+            keep &= exclude.keep([h.id for h in hits], fps)
         for h, fp, ok in zip(hits, fps, keep, strict=True):
             if not ok:
                 continue
@@ -476,17 +506,41 @@ def group_places(
     return groups[:k]
 
 
-# Long (~160 lines, a third docstring): the stages share the candidate arrays; query encoding
-# and row building are named functions, the rest becomes stage objects in issue 15.
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Add the block's wall time to ``timings[name]`` in milliseconds."""
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + 1000 * (time.perf_counter() - t)
+
+
+@dataclass
+class _Query:
+    """Stage 1's output: what to search for, and what must not come back."""
+
+    vector: np.ndarray  # searched by cosine in Qdrant
+    audio_raw: np.ndarray | None  # raw audio embedding for IA/BSWFR (spoken/typed, no marks)
+    exclude: _Exclusion | None
+    description: dict[str, Any]
+
+
+# Long (~110 lines, half docstring): a composition of the named stages below.
 def search(
     audio: Any = None,
     index: TileIndex | PathLike | None = None,
     model: Any = None,
     *,
     text: str | None = None,
+    example: Any = None,
+    relevant: Any = None,
+    not_relevant: Any = None,
+    refine_method: str = "rocchio",
     bbox: BBox | None = None,
     geometry: Any = None,
     datetime: Any = None,
+    platform: Any = None,
     k: int = 20,
     rescore: bool = True,
     rerank: bool = False,
@@ -495,24 +549,39 @@ def search(
     sample_rate: int | None = None,
     group: bool = True,
     group_overlap: float = 0.5,
-) -> Any:
-    """Answer a spoken (or typed) query with georeferenced tiles, restricted to a region.
+) -> GeoDataFrame:
+    """Answer a spoken, typed or example query with georeferenced tiles, in a region.
 
     Args:
         audio: A path, bytes, a binary file object, or an array (with ``sample_rate``).
-        text: A typed query instead of ``audio``: spoken by the bundled speech synthesis
-            (:func:`rsia_geo.training.voices.speak`) and searched through the same audio
-            encoder (``attrs["query"]`` says so).
         index: A :class:`TileIndex` or an embedded index folder.
         model: Model, checkpoint folder, or None for the shipped starter checkpoint (must be
             the index's model).
+        text: A typed query instead of ``audio``: spoken by the bundled speech synthesis
+            (:func:`rsia_geo.training.voices.speak`) and searched through the same audio
+            encoder (``attrs["query"]`` says so).
+        example: "More like this" instead of ``audio``: an indexed tile (its id or a hit
+            row), pixels (``(bands, H, W)`` in [0, 1] or uint8) or a polygon (the indexed
+            tiles under it); see :func:`rsia_geo.similar.resolve_example`. The example's
+            place is never returned (:func:`rsia_geo.similar.same_place` lists it on other
+            dates).
+        relevant: Tiles marked relevant (ids, hit rows or a hits table): the query moves
+            toward them (:func:`rsia_geo.similar.refine`). Alone, without audio, text or
+            example, they are the query.
+        not_relevant: Tiles marked not relevant: the query moves away, and they never return.
+        refine_method: ``"rocchio"`` or ``"linear"`` (:func:`rsia_geo.similar.refine`; the
+            classifier needs marks of both kinds, Rocchio serves until then and
+            ``attrs["query"]["refine_method"]`` says which moved the query).
         bbox: ``(minx, miny, maxx, maxy)`` in lon/lat; ``minx > maxx`` crosses 180.
         geometry: Polygon region: shapely, GeoJSON, or a GeoDataFrame (its union).
         datetime: ``"start/end"`` interval on the tiles' acquisition time.
+        platform: Keep tiles of these STAC platforms (``"naip"``, ``"landsat-8,landsat-9"``).
         k: Results.
-        rescore: Rescore candidates with the exact IA pairwise score (stage 2).
-        rerank: Apply the BSWFR mutual-rank rerank (stage 3; needs the checkpoint's bank).
-        candidates: Cosine candidates passed to stages 2-3 (at least
+        rescore: Rescore candidates with the exact IA pairwise score (spoken or typed
+            queries without marks: IA scores an image against audio).
+        rerank: Apply the BSWFR mutual-rank rerank (needs the checkpoint's bank; spoken or
+            typed queries without marks).
+        candidates: Cosine candidates passed to the rescoring stages (at least
             ``GROUP_CANDIDATES * k`` when grouping).
         rerank_k: BSWFR ``k``.
         sample_rate: Sample rate of an array ``audio``.
@@ -524,117 +593,221 @@ def search(
     Returns:
         A GeoDataFrame in EPSG:4326, best first: ``rank``, ``score``, ``score_cosine``,
         ``score_ia``, ``score_bswfr``, ``rank_cosine``, ``rank_ia``, ids, ``href``,
-        ``level``, ``window``, ``datetime``, ``crs``, ``gsd``, ``group_size`` (tiles that
-        agree on the place), ``group_tile_ids``, ``group_footprint`` (GeoJSON of their
-        union), ``tile_json`` and the best tile's footprint as geometry;
-        ``attrs["timings"]`` holds per-stage milliseconds.
+        ``level``, ``window``, ``datetime``, ``platform``, ``crs``, ``gsd``, ``group_size``
+        (tiles that agree on the place), ``group_tile_ids``, ``group_footprint`` (GeoJSON of
+        their union), ``tile_json`` and the best tile's footprint as geometry;
+        ``attrs["timings"]`` holds per-stage milliseconds, ``attrs["query"]`` what was
+        searched for.
 
     Raises:
         InvalidRegionError: Bad bbox or geometry.
-        InvalidArgumentError: Bad dates, or k <= 0.
+        InvalidArgumentError: Bad dates, k <= 0, no or several queries, unknown tiles.
         AudioError: Unusable audio.
         ModelMismatchError: The model is not the index's.
     """
-    import geopandas as gpd
-    import torch
-
-    from rsia_geo.models.alac import ia_scores
     from rsia_geo.models.checkpoint import model_signature
 
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise InvalidArgumentError(f"k={k!r} must be a positive integer (e.g. k=20)")
-    if index is None:
-        raise InvalidArgumentError("index is required: a TileIndex or an index folder")
-    if (audio is None) == (text is None):
-        raise InvalidArgumentError(
-            "give either audio (a recording) or text= (a typed query), not "
-            + ("both" if audio is not None else "neither")
-        )
-    if not 0.0 < group_overlap <= 1.0:
-        raise InvalidArgumentError(f"group_overlap={group_overlap!r} must be in (0, 1]")
+    _check_search_args(audio, text, example, relevant, index, k, group_overlap)
     candidates = max(candidates, k, GROUP_CANDIDATES * k if group else 0)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     region = (
-        make_region(bbox, geometry, datetime)
-        if (bbox is not None or geometry is not None or datetime is not None)
+        make_region(bbox, geometry, datetime, platform)
+        if any(v is not None for v in (bbox, geometry, datetime, platform))
         else None
     )
     mdl = load_model(model)
+    assert index is not None  # checked above
     idx, owned = _open_index(index)
     try:
         idx.check_model(model_signature(mdl))
-        t = time.perf_counter()
-        a_raw, query = _encode_query(mdl, audio, text, sample_rate)
-        timings["encode_audio_ms"] = 1000 * (time.perf_counter() - t)
-        t = time.perf_counter()
-        cands, fetched = _candidates(
-            idx,
-            a_raw,
-            region,
-            candidates,
-            rescore or rerank,
-            page=_page(candidates),
-            need_footprints=group,
+        q = _make_query(
+            mdl, idx, timings, audio=audio, text=text, sample_rate=sample_rate,
+            example=example, relevant=relevant, not_relevant=not_relevant,
+            refine_method=refine_method, group_overlap=group_overlap,
+        )  # fmt: skip
+        if rerank and q.audio_raw is None:
+            raise InvalidArgumentError(
+                "rerank=True reranks spoken or typed queries (BSWFR compares audio); drop it "
+                "for example queries and queries refined with marks"
+            )
+        cross = q.audio_raw is not None and (rescore or rerank)
+        with _timed(timings, "search_ms"):
+            cands, fetched = _candidates(
+                idx, q.vector, region, candidates, cross, page=_page(candidates),
+                need_footprints=group, exclude=q.exclude,
+            )  # fmt: skip
+        scores, order, rank_cos, rank_ia = _score(
+            mdl, q, cands, cross, rerank, rerank_k, k, timings
         )
-        timings["search_ms"] = 1000 * (time.perf_counter() - t)
-        cos = np.array([c.cosine for c in cands])
-        order = np.argsort(-cos, kind="stable")
-        rank_cos = np.empty(len(cands), dtype=int)
-        rank_cos[order] = np.arange(len(cands))
-        ia = np.full(len(cands), np.nan)
-        bsw = np.full(len(cands), np.nan)
-        if (rescore or rerank) and cands:
-            t = time.perf_counter()
-            raw_v = np.stack([np.asarray(c.unit) * c.raw_norm for c in cands])
-            ia = ia_scores(
-                torch.from_numpy(raw_v.astype(np.float32)),
-                torch.from_numpy(a_raw[None].astype(np.float32)),
-            )[:, 0].numpy()
-            order = np.argsort(-ia, kind="stable")
-            timings["rescore_ms"] = 1000 * (time.perf_counter() - t)
-        rank_ia = np.empty(len(cands), dtype=int)
-        rank_ia[np.argsort(-ia if rescore or rerank else -cos, kind="stable")] = np.arange(
-            len(cands)
-        )
-        if rerank and cands:
-            t = time.perf_counter()
-            # the rerank depth covers the k hits returned, so every hit is reranked
-            bsw = _bswfr_with_bank(mdl, raw_v, a_raw, ia, max(rerank_k, k))
-            order = np.argsort(-bsw, kind="stable")
-            timings["rerank_ms"] = 1000 * (time.perf_counter() - t)
-        final = cos if not (rescore or rerank) else (bsw if rerank else ia)
-        if group and cands:
-            t = time.perf_counter()
-            groups = group_places([c.footprint for c in cands], order, k, group_overlap)
-            timings["group_ms"] = 1000 * (time.perf_counter() - t)
-        else:
-            groups = [[int(i)] for i in order[:k]]
-        t = time.perf_counter()
-        top = [cands[g[0]] for g in groups]
-        payloads = {h.id: h.payload for h in idx.retrieve([c.id for c in top])}
-        timings["fetch_ms"] = 1000 * (time.perf_counter() - t)
-        scores = {"score": final, "score_cosine": cos, "score_ia": ia, "score_bswfr": bsw}
+        with _timed(timings, "group_ms"):
+            groups = (
+                group_places([c.footprint for c in cands], order, k, group_overlap)
+                if group and cands
+                else [[int(i)] for i in order[:k]]
+            )
+        with _timed(timings, "fetch_ms"):
+            payloads = {h.id: h.payload for h in idx.retrieve([cands[g[0]].id for g in groups])}
         rows = _hit_rows(cands, groups, payloads, scores, rank_cos, rank_ia)
         timings["total_ms"] = 1000 * (time.perf_counter() - t0)
     finally:
         if owned:
             idx.close()
-    gdf = (
-        gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326")
-        if rows
-        else gpd.GeoDataFrame(
-            {c: [] for c in HIT_COLUMNS}, geometry=gpd.GeoSeries([], crs="EPSG:4326")
-        )
-    )
+    gdf = _hits_frame(rows)
     gdf.attrs["timings"] = {k2: round(v, 2) for k2, v in timings.items()}
-    gdf.attrs["query"] = query
+    gdf.attrs["query"] = q.description
     gdf.attrs["candidates"] = len(cands)
     gdf.attrs["fetched"] = fetched
     gdf.attrs["region"] = (
         region.geometry.wkt if region is not None and region.geometry is not None else None
     )
     return gdf
+
+
+def _check_search_args(
+    audio: Any, text: Any, example: Any, relevant: Any, index: Any, k: Any, group_overlap: float
+) -> None:
+    """Refuse bad search arguments before any work, each with its fix."""
+    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+        raise InvalidArgumentError(f"k={k!r} must be a positive integer (e.g. k=20)")
+    if index is None:
+        raise InvalidArgumentError("index is required: a TileIndex or an index folder")
+    given = [
+        n for n, v in (("audio", audio), ("text", text), ("example", example)) if v is not None
+    ]
+    if len(given) > 1:
+        raise InvalidArgumentError(
+            f"give one query, not {' and '.join(given)}: audio (a recording), text= (typed) "
+            "or example= (a tile, pixels or a polygon)"
+        )
+    if not given and relevant is None:
+        raise InvalidArgumentError(
+            "give a query: audio (a recording), text= (typed), example= (a tile, pixels or a "
+            "polygon), or relevant= tiles"
+        )
+    if not 0.0 < group_overlap <= 1.0:
+        raise InvalidArgumentError(f"group_overlap={group_overlap!r} must be in (0, 1]")
+
+
+def _make_query(
+    model: Any,
+    idx: TileIndex,
+    timings: dict[str, float],
+    *,
+    audio: Any,
+    text: str | None,
+    sample_rate: int | None,
+    example: Any,
+    relevant: Any,
+    not_relevant: Any,
+    refine_method: str,
+    group_overlap: float,
+) -> _Query:
+    """Stage 1 of :func:`search`: the query vector, from audio, text, an example and marks."""
+    from rsia_geo.similar import (
+        REFINE_METHODS,
+        refine,
+        resolve_example,
+        stored_vectors,
+        tile_ids,
+    )
+
+    audio_raw: np.ndarray | None = None
+    vector: np.ndarray | None = None
+    exclude: _Exclusion | None = None
+    if audio is not None or text is not None:
+        with _timed(timings, "encode_audio_ms"):
+            audio_raw, description = _encode_query(model, audio, text, sample_rate)
+        vector = audio_raw
+    elif example is not None:
+        with _timed(timings, "example_ms"):
+            ex = resolve_example(example, idx, model)
+        vector, description = ex.vector, dict(ex.description)
+        exclude = _Exclusion(set(ex.tile_ids), ex.place, group_overlap)
+    else:
+        description = {"kind": "relevant"}
+    pos_ids = tile_ids(relevant, "relevant")
+    neg_ids = tile_ids(not_relevant, "not_relevant")
+    both = set(pos_ids) & set(neg_ids)
+    if both:
+        raise InvalidArgumentError(
+            f"tiles {sorted(both)[:3]} are marked both relevant and not relevant; keep one mark"
+        )
+    if pos_ids or neg_ids:
+        with _timed(timings, "refine_ms"):
+            pos, _ = stored_vectors(idx, pos_ids, "relevant")
+            neg, _ = stored_vectors(idx, neg_ids, "not_relevant")
+            # a classifier needs both kinds of marks; with one kind, Rocchio moves the query
+            used = refine_method if len(pos_ids) and len(neg_ids) else "rocchio"
+            if refine_method not in REFINE_METHODS:
+                used = refine_method  # refine() names the bad value
+            vector = refine(vector, pos, neg, method=used)
+        audio_raw = None  # the query is no longer audio: cosine scores it
+        exclude = exclude or _Exclusion(set())
+        exclude.ids |= set(neg_ids)
+        description = {
+            **description, "relevant": len(pos_ids), "not_relevant": len(neg_ids),
+            "refine_method": used,
+        }  # fmt: skip
+    assert vector is not None
+    return _Query(np.asarray(vector, dtype=np.float64), audio_raw, exclude, description)
+
+
+def _score(
+    model: Any,
+    q: _Query,
+    cands: Sequence[_Candidate],
+    cross: bool,
+    rerank: bool,
+    rerank_k: int,
+    k: int,
+    timings: dict[str, float],
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Stages 2-3 of :func:`search`: cosine order, IA rescoring, BSWFR rerank.
+
+    Returns:
+        ``(scores by column, final order, cosine ranks, IA ranks)`` over the candidates.
+    """
+    import torch
+
+    from rsia_geo.models.alac import ia_scores
+
+    cos = np.array([c.cosine for c in cands])
+    order = np.argsort(-cos, kind="stable")
+    rank_cos = np.empty(len(cands), dtype=int)
+    rank_cos[order] = np.arange(len(cands))
+    ia = np.full(len(cands), np.nan)
+    bsw = np.full(len(cands), np.nan)
+    final = cos
+    if cross and cands:
+        assert q.audio_raw is not None
+        with _timed(timings, "rescore_ms"):
+            raw_v = np.stack([np.asarray(c.unit) * c.raw_norm for c in cands])
+            ia = ia_scores(
+                torch.from_numpy(raw_v.astype(np.float32)),
+                torch.from_numpy(q.audio_raw[None].astype(np.float32)),
+            )[:, 0].numpy()
+            order, final = np.argsort(-ia, kind="stable"), ia
+        if rerank:
+            with _timed(timings, "rerank_ms"):
+                # the rerank depth covers the k hits returned, so every hit is reranked
+                bsw = _bswfr_with_bank(model, raw_v, q.audio_raw, ia, max(rerank_k, k))
+                order, final = np.argsort(-bsw, kind="stable"), bsw
+    rank_ia = np.empty(len(cands), dtype=int)
+    rank_ia[np.argsort(-ia if cross else -cos, kind="stable")] = np.arange(len(cands))
+    scores = {"score": final, "score_cosine": cos, "score_ia": ia, "score_bswfr": bsw}
+    return scores, order, rank_cos, rank_ia
+
+
+def _hits_frame(rows: list[dict[str, Any]]) -> GeoDataFrame:
+    """The hits GeoDataFrame (EPSG:4326); an empty one keeps every column."""
+    import geopandas as gpd
+
+    if rows:
+        return gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326")
+    return gpd.GeoDataFrame(
+        {c: [] for c in HIT_COLUMNS}, geometry=gpd.GeoSeries([], crs="EPSG:4326")
+    )
 
 
 def _encode_query(
@@ -695,6 +868,7 @@ def _hit_rows(
                 "level": p.get("level"),
                 "window": ",".join(str(v) for v in p.get("window", [])),
                 "datetime": p.get("datetime"),
+                "platform": p.get("platform") or None,
                 "crs": p.get("crs"),
                 "gsd": p.get("gsd"),
                 "group_size": len(members),

@@ -236,6 +236,7 @@ class Tile:
         gsd: Ground sample distance of an output pixel, metres.
         scaling: The value scaling applied by :func:`read_tile`.
         valid_fraction: Estimated fraction of valid pixels.
+        platform: The Item's STAC ``platform`` (or ``constellation``), lower case, if given.
     """
 
     id: str
@@ -254,6 +255,7 @@ class Tile:
     gsd: float
     scaling: Scaling
     valid_fraction: float
+    platform: str | None = None
 
     @property
     def crs(self) -> str:
@@ -314,6 +316,7 @@ class Tile:
                 d["scaling"]["method"], tuple(d["scaling"]["low"]), tuple(d["scaling"]["high"])
             ),
             valid_fraction=float(d["valid_fraction"]),
+            platform=d.get("platform"),
         )
 
 
@@ -718,6 +721,12 @@ def _item_time(item: Any) -> str | None:
     return start or end or None
 
 
+def _item_platform(item: Any) -> str | None:
+    """An item's platform: STAC ``platform``, else ``constellation`` (lower case), or None."""
+    value = item.properties.get("platform") or item.properties.get("constellation")
+    return str(value).strip().lower() or None if value else None
+
+
 def tile_item(
     item: pystac.Item,
     spec: TileSpec | None = None,
@@ -846,6 +855,7 @@ def tile_item(
         return float(n) / (math.ceil(h / d) * math.ceil(w / d))
 
     dt = _item_time(item)
+    platform = _item_platform(item)
     out = TileSet()
     for level in spec.scales:
         t, step = size_px * level, (size_px - overlap_px) * level
@@ -900,6 +910,7 @@ def tile_item(
                         gsd=px_m * t / out_size,
                         scaling=scaling,
                         valid_fraction=frac,
+                        platform=platform,
                     )
                 )
     return out

@@ -91,6 +91,16 @@ class Backend(Protocol):
     def count(self, region: Region | None = None) -> int:
         """Points (inside the region)."""
 
+    def scroll(
+        self,
+        region: Region | None,
+        limit: int,
+        offset: Any,
+        with_vectors: bool,
+        fields: Sequence[str] | None = None,
+    ) -> tuple[list[Hit], Any]:
+        """One page of the points inside the region, in id order, and the next page's offset."""
+
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Hit]:
         """Points by id."""
 
@@ -111,7 +121,8 @@ def _box_conditions(
 
 
 Condition = tuple[str, str, Any]
-"""``(field, op, value)``: op ``gt/gte/lt/lte`` (a float range) or ``geo_box`` (lon/lat box)."""
+"""``(field, op, value)``: op ``gt/gte/lt/lte`` (a float range), ``geo_box`` (lon/lat box) or
+``any`` (a keyword equal to one of the values)."""
 
 
 def _region_spec(
@@ -149,6 +160,8 @@ def _region_spec(
             musts.append(("timestamp_end" if region.time_overlap else "timestamp", "gte", t0))
         if t1 is not None:
             musts.append(("timestamp", "lte", t1))
+    if region.platforms:
+        musts.append(("platform", "any", list(region.platforms)))
     return alts, musts
 
 
@@ -171,7 +184,8 @@ def _native_filter(region: Region | None, ns: Any, range_cls: Any, exact: bool =
     Args:
         region: The region (None: no filter).
         ns: The engine's models namespace (``qdrant_edge`` or ``qdrant_client.models``), which
-            both name ``FieldCondition``, ``GeoBoundingBox``, ``GeoPoint`` and ``Filter``.
+            both name ``FieldCondition``, ``GeoBoundingBox``, ``GeoPoint``, ``MatchAny`` and
+            ``Filter``.
         range_cls: The engine's float range class (``RangeFloat`` / ``Range``).
         exact: Keep the bbox ranges beside a geo-box condition (see :func:`_region_spec`).
 
@@ -186,6 +200,8 @@ def _native_filter(region: Region | None, ns: Any, range_cls: Any, exact: bool =
                 top_left=ns.GeoPoint(lon=x0, lat=y1), bottom_right=ns.GeoPoint(lon=x1, lat=y0)
             )
             return ns.FieldCondition(key=key, geo_bounding_box=box)
+        if op == "any":
+            return ns.FieldCondition(key=key, match=ns.MatchAny(any=list(value)))
         return ns.FieldCondition(key=key, range=range_cls(**{op: value}))
 
     filter_cls = ns.Filter
@@ -330,6 +346,27 @@ class EdgeBackend:
     def count(self, region: Region | None = None) -> int:
         """Points inside the region (all without one)."""
         return int(self.shard.count(self.q.CountRequest(exact=True, filter=self._filter(region))))
+
+    def scroll(
+        self,
+        region: Region | None,
+        limit: int,
+        offset: Any,
+        with_vectors: bool,
+        fields: Sequence[str] | None = None,
+    ) -> tuple[list[Hit], Any]:
+        """One page of the points inside the region, in id order, and the next page's offset."""
+        q = self.q
+        records, nxt = self.shard.scroll(
+            q.ScrollRequest(
+                offset=offset,
+                limit=limit,
+                filter=self._filter(region),
+                with_payload=(list(fields) or False) if fields is not None else True,
+                with_vector=[VECTOR] if with_vectors else False,
+            )
+        )
+        return _records_to_hits(records, with_vectors), nxt
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Hit]:
         """Points by id."""
@@ -570,6 +607,26 @@ class ClientBackend:
                 self.client.count, self.collection, count_filter=self._filter(region), exact=True
             ).count
         )
+
+    def scroll(
+        self,
+        region: Region | None,
+        limit: int,
+        offset: Any,
+        with_vectors: bool,
+        fields: Sequence[str] | None = None,
+    ) -> tuple[list[Hit], Any]:
+        """One page of the points inside the region, in id order, and the next page's offset."""
+        records, nxt = self._call(
+            self.client.scroll,
+            self.collection,
+            scroll_filter=self._filter(region),
+            limit=limit,
+            offset=offset,
+            with_payload=(list(fields) or False) if fields is not None else True,
+            with_vectors=[VECTOR] if with_vectors else False,
+        )
+        return _records_to_hits(records, with_vectors), nxt
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Hit]:
         """Points by id."""

@@ -32,12 +32,13 @@ __all__ = [
     "KEYWORD_FIELDS",
     "Region",
     "make_region",
+    "parse_platforms",
     "payload_to_tile",
     "region_boxes",
     "tile_to_payload",
 ]
 
-KEYWORD_FIELDS = ("tile_id", "item_id", "collection_id", "crs")
+KEYWORD_FIELDS = ("tile_id", "item_id", "collection_id", "crs", "platform")
 FLOAT_FIELDS = (
     "bbox_minx",
     "bbox_miny",
@@ -147,6 +148,7 @@ def tile_to_payload(tile: Tile, *, raw_norm: float | None = None) -> dict[str, A
         "crs": tile.crs,
         "native_bounds": list(tile.bounds),
         "datetime": tile.datetime,
+        "platform": tile.platform or "",
         "timestamp": time_span(tile.datetime)[0],
         "timestamp_end": time_span(tile.datetime)[1],
         "gsd": tile.gsd,
@@ -195,6 +197,8 @@ class Region:
     time_overlap: bool = False
     """Set by the index when its tiles store ``timestamp_end``: tiles match a time range by
     overlap (an item covering 2020 is found for June 2020); older indexes match by start."""
+    platforms: tuple[str, ...] | None = None
+    """Keep tiles whose STAC ``platform`` (or ``constellation``) is one of these."""
 
 
 def region_boxes(bbox: BBox) -> tuple[BBox, ...]:
@@ -372,7 +376,37 @@ def parse_geometry(geometry: Any) -> Any:
     return g
 
 
-def make_region(bbox: Any = None, geometry: Any = None, datetime: Any = None) -> Region:
+def parse_platforms(platform: Any) -> tuple[str, ...] | None:
+    """Platforms to keep: one name, a comma-separated list, or a sequence of names.
+
+    Args:
+        platform: ``"naip"``, ``"landsat-8,landsat-9"``, ``["sentinel-2a", "sentinel-2b"]``
+            or None (any platform).
+
+    Returns:
+        The names (lower case, as STAC writes them), or None.
+
+    Raises:
+        InvalidArgumentError: Not a name or a list of names.
+    """
+    if platform is None:
+        return None
+    items = platform.split(",") if isinstance(platform, str) else platform
+    try:
+        names = tuple(str(p).strip().lower() for p in items if str(p).strip())
+    except TypeError:
+        names = ()
+    if not names or not all(isinstance(p, str) for p in items):
+        raise InvalidArgumentError(
+            f"platform={platform!r} must name platforms as STAC items do, e.g. 'naip' or "
+            "'landsat-8,landsat-9'"
+        )
+    return names
+
+
+def make_region(
+    bbox: Any = None, geometry: Any = None, datetime: Any = None, platform: Any = None
+) -> Region:
     """Build a query region from a bbox and/or a geometry and/or a time interval.
 
     Args:
@@ -382,6 +416,7 @@ def make_region(bbox: Any = None, geometry: Any = None, datetime: Any = None) ->
         datetime: ``"start/end"`` (either side may be ``..``), a single date, or a
             ``(start, end)`` pair; a date without a time covers its whole day
             (:func:`parse_time_range`).
+        platform: Keep only tiles of these STAC platforms (:func:`parse_platforms`).
 
     Returns:
         The region.
@@ -411,4 +446,4 @@ def make_region(bbox: Any = None, geometry: Any = None, datetime: Any = None) ->
     for b in boxes:
         if not all(math.isfinite(v) for v in b):
             raise InvalidBBoxError(f"region box {b} is not finite")
-    return Region(boxes, geom, time_range)
+    return Region(boxes, geom, time_range, platforms=parse_platforms(platform))

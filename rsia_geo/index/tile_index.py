@@ -441,6 +441,41 @@ class TileIndex:
         )
         return hits
 
+    def scroll(
+        self,
+        region: Region | None = None,
+        *,
+        limit: int = 10_000,
+        with_vectors: bool = False,
+        fields: Sequence[str] | None = None,
+        page: int = 1_000,
+    ) -> list[Hit]:
+        """Tiles inside the region's coarse filter, in id order (no query vector).
+
+        Args:
+            region: Region boxes / time range / platforms (None: every tile).
+            limit: Most tiles returned.
+            with_vectors: Return stored unit vectors.
+            fields: Payload fields to return (all if None).
+            page: Tiles per request.
+
+        Returns:
+            Up to ``limit`` hits (score 1.0).
+        """
+        if not self.backend.exists():
+            return []
+        region = self._with_margin(region)
+        out: list[Hit] = []
+        offset: Any = None
+        while len(out) < limit:
+            hits, offset = self.backend.scroll(
+                region, min(page, limit - len(out)), offset, with_vectors, fields
+            )
+            out.extend(hits)
+            if offset is None or not hits:
+                break
+        return out
+
     def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Hit]:
         """Tiles by id."""
         hits: list[Hit] = self.backend.retrieve(list(ids), with_vectors)
