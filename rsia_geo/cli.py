@@ -372,21 +372,30 @@ def _cmd_search(args: argparse.Namespace) -> int:
         check_output_path(args.out, HIT_FORMATS)
     if args.map:
         check_output_path(args.map, (".html", ".htm"))
-    if (args.query is None) == (args.text is None):
+    given = [a for a in (args.query, args.text, args.like) if a is not None]
+    if len(given) > 1 or (not given and not args.relevant):
         raise InvalidArgumentError(
-            "give an audio file or --text 'what to look for' (one of them), e.g. "
-            "rsia-geo search query.wav --location my_index"
+            "give one query: an audio file, --text 'what to look for', or --like TILE_ID "
+            "(or --relevant TILE_IDS), e.g. rsia-geo search query.wav --location my_index"
         )
     region_geom = _read_geometry(args.geometry) if args.geometry else None
+    like = args.like
+    if like is not None and like.lower().endswith((".geojson", ".json")):
+        like = _read_geometry(like)  # a polygon: the tiles under it are the example
     with _index_from_args(args) as idx:
         hits = search(
             args.query,
             idx,
             args.checkpoint,
             text=args.text,
+            example=like,
+            relevant=args.relevant,
+            not_relevant=args.not_relevant,
+            refine_method=args.refine_method,
             bbox=args.bbox,
             geometry=region_geom,
             datetime=args.datetime,
+            platform=args.platform,
             k=args.k,
             rerank=args.rerank,
             rescore=not args.no_rescore,
@@ -396,6 +405,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
     q = hits.attrs.get("query", {})
     if q.get("kind") == "typed":
         print(f'typed query "{q["text"]}" spoken by {q["voiced_by"]}')
+    if q.get("kind") == "example":
+        print(f"more like the {q['example']} " + (q.get("tile_id") or ""))
+    if q.get("relevant") or q.get("not_relevant"):
+        print(
+            f"refined ({q['refine_method']}) with {q['relevant']} relevant and "
+            f"{q['not_relevant']} not relevant tiles"
+        )
     print(
         f"{len(hits)} hits ({hits.attrs.get('candidates')} candidates; "
         + ", ".join(f"{k} {v:.0f}" for k, v in t.items())
@@ -406,7 +422,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print(
             f"{int(h['rank']):3d}  score {h['score']:.4f}  {h['item_id']}  L{h['level']} "
             f"window=({h['window']})  centre=({c.x:.5f}, {c.y:.5f})  "
-            f"tiles agreeing {int(h['group_size'])}"
+            f"tiles agreeing {int(h['group_size'])}  tile {h['tile_id']}"
         )
     if args.out:
         from rsia_geo.results import write_hits
@@ -417,6 +433,31 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
         write_map(hits, args.map, bbox=args.bbox, geometry=region_geom)
         print(f"map: {args.map}")
+    return 0
+
+
+def _cmd_same_place(args: argparse.Namespace) -> int:
+    from rsia_geo.results import HIT_FORMATS, check_output_path, write_hits
+    from rsia_geo.similar import same_place
+
+    if args.out:
+        check_output_path(args.out, HIT_FORMATS)
+    with _index_from_args(args) as idx:
+        rows = same_place(
+            args.tile_id,
+            idx,
+            min_overlap=args.min_overlap,
+            datetime=args.datetime,
+            platform=args.platform,
+        )
+    print(f"{len(rows)} other acquisitions of tile {args.tile_id}'s place")
+    for _, r in rows.iterrows():
+        print(
+            f"  {r['datetime']}  {r['platform'] or '-'}  {r['item_id']}  L{r['level']}  "
+            f"overlap {r['overlap']:.2f}  similarity {r['similarity']:.3f}  tile {r['tile_id']}"
+        )
+    if args.out:
+        print(f"wrote {write_hits(rows, args.out)}")
     return 0
 
 
@@ -774,9 +815,48 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="one hit per tile instead of one per place (overlapping tiles grouped)",
     )
+    se.add_argument(
+        "--like",
+        default=None,
+        metavar="TILE_ID|POLYGON.geojson",
+        help="more like this: an indexed tile (a hit's tile id) or the tiles under a polygon",
+    )
+    se.add_argument(
+        "--relevant",
+        default=None,
+        metavar="TILE_IDS",
+        help="comma-separated tiles marked relevant: the query moves toward them",
+    )
+    se.add_argument(
+        "--not-relevant",
+        default=None,
+        metavar="TILE_IDS",
+        help="comma-separated tiles marked not relevant: never returned, the query moves away",
+    )
+    se.add_argument(
+        "--refine-method",
+        choices=["rocchio", "linear"],
+        default="rocchio",
+        help="how marks move the query (default rocchio; see docs/benchmarks.md)",
+    )
+    se.add_argument("--platform", default=None, help="keep these STAC platforms (e.g. naip)")
     se.add_argument("--out", default=None, help="write hits (.geojson, .gpkg, .parquet)")
     se.add_argument("--map", default=None, help="write an HTML map of the hits")
     se.set_defaults(func=_cmd_search)
+
+    sp = sub.add_parser("same-place", help="a hit's place on other dates (one tile each)")
+    sp.add_argument("tile_id", help="the hit's tile id")
+    _add_index_args(sp)
+    sp.add_argument(
+        "--min-overlap",
+        type=float,
+        default=0.5,
+        help="shared fraction of the smaller footprint that makes two tiles one place",
+    )
+    sp.add_argument("--datetime", default=None, help="acquisition interval, e.g. 2015-01-01/..")
+    sp.add_argument("--platform", default=None, help="keep these STAC platforms")
+    sp.add_argument("--out", default=None, help="write the rows (.geojson, .gpkg, .parquet)")
+    sp.set_defaults(func=_cmd_same_place)
 
     sv = sub.add_parser("serve", help="HTTP search service (for the QGIS plugin)")
     _add_index_args(sv)

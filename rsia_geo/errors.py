@@ -18,6 +18,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "DependencyNotFoundError",
     "EmptyCatalogError",
+    "InvalidArgumentError",
     "InvalidAudioError",
     "InvalidBBoxError",
     "InvalidRegionError",
@@ -31,6 +32,7 @@ __all__ = [
     "TilingMismatchError",
     "RasterError",
     "RsiaError",
+    "TileNotFoundError",
     "TileReadError",
 ]
 
@@ -80,6 +82,13 @@ class InvalidBBoxError(InvalidRegionError):
 
 class InvalidArgumentError(RsiaError, ValueError):
     """An argument has the wrong type or value (the message names it and the fix)."""
+
+
+class TileNotFoundError(InvalidArgumentError, KeyError):
+    """A tile id (an example, a mark, a hit) is not in the index."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class AudioError(RsiaError, ValueError):

@@ -47,6 +47,7 @@ from rsia_geo.errors import (
     InvalidRegionError,
     ModelMismatchError,
     RsiaError,
+    TileNotFoundError,
     TileReadError,
     VectorIndexError,
 )
@@ -54,6 +55,7 @@ from rsia_geo.errors import (
 __all__ = ["STATUS_CODES", "ServiceSettings", "create_app", "json_bytes", "serve"]
 
 STATUS_CODES: dict[type[BaseException], int] = {
+    TileNotFoundError: 404,
     InvalidRegionError: 400,
     InvalidArgumentError: 400,
     AudioError: 400,
@@ -291,6 +293,17 @@ def _docs_page(schema: dict[str, Any]) -> str:
 
 # Long (~235 lines): the routes are closures over the app's state; one function per route
 # with errors mapped through STATUS_CODES (titiler's core/factory.py) is issue 15.
+def _geojson(text: str, name: str) -> Any:
+    """Parse a GeoJSON form field, naming the field and the fix when it is not JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRegionError(
+            f"{name} is not valid JSON ({exc}); send a GeoJSON Polygon, Feature or "
+            "FeatureCollection"
+        ) from None
+
+
 def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = None) -> Any:
     """Build the FastAPI app.
 
@@ -423,13 +436,23 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
         k: int = Form(default=20),
         rerank: bool = Form(default=False),
         group: bool = Form(default=True, description="one hit per place (overlapping tiles)"),
+        like: str | None = Form(
+            default=None,
+            description="more like this: a tile id, or a GeoJSON polygon (the tiles under it)",
+        ),
+        relevant: str | None = Form(default=None, description="comma-separated tile ids"),
+        not_relevant: str | None = Form(default=None, description="comma-separated tile ids"),
+        refine_method: str = Form(default="rocchio", description="rocchio or linear"),
+        platform: str | None = Form(default=None, description="comma-separated STAC platforms"),
         x_api_key: str | None = Header(default=None),
     ) -> Response:
         auth(x_api_key)
-        if (audio is None) == (text is None):
+        given = [v for v in (audio, text, like) if v is not None]
+        if len(given) > 1 or (not given and not relevant):
             raise InvalidArgumentError(
-                "send an audio file (multipart field 'audio') or a typed query (field 'text'), "
-                "one of them"
+                "send one query: an audio file (multipart field 'audio'), a typed query (field "
+                "'text') or an example (field 'like': a tile id or a GeoJSON polygon), or "
+                "tiles marked relevant (field 'relevant')"
             )
         data = b""
         if audio is not None:
@@ -452,23 +475,23 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
                 raise InvalidBBoxError(
                     f"bbox={bbox!r} is not four comma-separated numbers (minx,miny,maxx,maxy)"
                 ) from None
-        geom = None
-        if geometry:
-            try:
-                geom = json.loads(geometry)
-            except json.JSONDecodeError as exc:
-                raise InvalidRegionError(
-                    f"geometry is not valid JSON ({exc}); send a GeoJSON Polygon, Feature or "
-                    "FeatureCollection"
-                ) from None
+        geom = _geojson(geometry, "geometry") if geometry else None
+        example: Any = like.strip() if like else None
+        if example and example.startswith("{"):
+            example = _geojson(example, "like")
 
         def run() -> Any:
             from rsia_geo.audio import load_audio
 
             options = {"bbox": box, "geometry": geom, "datetime": datetime, "k": k}
-            options |= {"rerank": rerank, "group": group}
-            if text is not None:
-                return search(index=state["index"], model=state["model"], text=text, **options)
+            options |= {"rerank": rerank, "group": group, "platform": platform}
+            options |= {"relevant": relevant, "not_relevant": not_relevant}
+            options |= {"refine_method": refine_method}
+            if audio is None:
+                return search(
+                    index=state["index"], model=state["model"], text=text, example=example,
+                    **options,
+                )  # fmt: skip
             clip = load_audio(data, max_seconds=settings.max_audio_seconds, trim=True)
             return search(
                 clip.samples,
@@ -490,6 +513,36 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
         body["query"] = hits.attrs.get("query", {})
         return Response(json_bytes(body), media_type="application/geo+json")
 
+    @app.get("/tiles/{tile_id}/same-place")
+    async def same_place_endpoint(
+        tile_id: str,
+        min_overlap: float = 0.5,
+        datetime: str | None = None,
+        platform: str | None = None,
+        x_api_key: str | None = Header(default=None),
+    ) -> Response:
+        auth(x_api_key)
+        from rsia_geo.similar import same_place
+
+        def run() -> Any:
+            return same_place(
+                tile_id,
+                state["index"],
+                min_overlap=min_overlap,
+                datetime=datetime,
+                platform=platform,
+            )
+
+        async with gate:
+            rows = await run_in_threadpool(run)
+        body = (
+            json.loads(rows.to_json())
+            if len(rows)
+            else {"type": "FeatureCollection", "features": []}
+        )
+        body["hit"] = rows.attrs.get("hit", {"tile_id": tile_id})
+        return Response(json_bytes(body), media_type="application/geo+json")
+
     @app.get("/tiles/{tile_id}/chip.png")
     async def chip(
         tile_id: str, size: int = 256, x_api_key: str | None = Header(default=None)
@@ -502,10 +555,10 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
         try:
             uuid.UUID(tile_id)
         except ValueError:
-            raise _HTTPProblem(404, "NotFound", f"no tile {tile_id!r} in the index") from None
+            raise TileNotFoundError(f"no tile {tile_id!r} in the index") from None
         found = state["index"].retrieve([tile_id])
         if not found:
-            raise _HTTPProblem(404, "NotFound", f"no tile {tile_id!r} in the index")
+            raise TileNotFoundError(f"no tile {tile_id!r} in the index")
         payload = found[0].payload
 
         def render() -> bytes:

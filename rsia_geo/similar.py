@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from rsia_geo.errors import InvalidArgumentError, InvalidRegionError
+from rsia_geo.errors import InvalidArgumentError, InvalidRegionError, TileNotFoundError
 
 __all__ = [
     "MAX_EXAMPLE_TILES",
@@ -146,7 +146,7 @@ def stored_vectors(index: Any, ids: Sequence[str], name: str) -> tuple[np.ndarra
         ``(vectors (n, d), payloads)``.
 
     Raises:
-        InvalidArgumentError: An id is not in the index.
+        TileNotFoundError: An id is not in the index.
     """
     if not ids:
         return np.zeros((0, 0)), []
@@ -157,7 +157,7 @@ def stored_vectors(index: Any, ids: Sequence[str], name: str) -> tuple[np.ndarra
         shown = ", ".join(missing[:3]) + (
             f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         )
-        raise InvalidArgumentError(
+        raise TileNotFoundError(
             f"{name}: no tile {shown} in this index; pass tile ids from this index's hits "
             "(the tile_id column)"
         )

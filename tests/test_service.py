@@ -179,7 +179,7 @@ def test_limits_auth_and_unknown_tiles(served):
         r = c.get(
             "/tiles/00000000-0000-0000-0000-000000000000/chip.png", headers={"X-API-Key": "s3cret"}
         )
-        assert r.status_code == 404 and r.json()["error"] == "NotFound"
+        assert r.status_code == 404 and r.json()["error"] == "TileNotFoundError"
 
 
 def test_off_loopback_needs_a_key():

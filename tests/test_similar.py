@@ -9,6 +9,7 @@ vectors, so the tests check the search against arithmetic, not against itself.
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -297,3 +298,88 @@ def test_scroll_pages_over_both_engines(tmp_path, engine, aerial_catalog, tiny_c
         assert len(every) == idx.count() == 16 == len({h.id for h in every})
         assert all(h.vector is not None for h in every)
         assert len(idx.scroll(None, limit=7, page=3)) == 7
+
+
+def test_cli_like_refine_platform_and_same_place(world, capsys, tmp_path):
+    from rsia_geo.cli import main
+
+    idx, ckpt, tiles = world
+    tid = _aerial(tiles, "20190601")[2]
+    base = ["--location", str(idx), "--checkpoint", str(ckpt), "--no-group"]
+    assert main(["search", "--like", tid, "-k", "4", *base]) == 0
+    out = capsys.readouterr().out
+    assert f"more like the tile {tid}" in out
+    shown = [line.split("tile ")[-1] for line in out.splitlines() if "score " in line]
+    expected = search(example=tid, index=idx, model=ckpt, k=4, group=False)
+    assert shown == list(expected.tile_id)
+    pos, neg = shown[0], shown[1]
+    rc = main(
+        ["search", "--like", tid, "--relevant", pos, "--not-relevant", neg, "-k", "4",
+         "--refine-method", "linear", "--platform", "aerial-survey", "--out",
+         str(tmp_path / "r.geojson"), *base]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0 and "refined (linear) with 1 relevant and 1 not relevant" in out
+    import geopandas as gpd
+
+    written = gpd.read_file(tmp_path / "r.geojson")
+    assert neg not in set(written.tile_id) and set(written.platform) == {"aerial-survey"}
+    # a polygon file as the example
+    poly = tmp_path / "p.geojson"
+    poly.write_text(json.dumps(tiles[tid].payload["footprint"]))
+    assert main(["search", "--like", str(poly), "-k", "2", *base]) == 0
+    assert "more like the polygon" in capsys.readouterr().out
+    # errors: two queries, an unknown tile (exit code of an argument error, message on stderr)
+    assert main(["search", "q.wav", "--like", tid, *base]) == 2
+    assert "give one query" in capsys.readouterr().err
+    rc = main(["search", "--like", "00000000-0000-0000-0000-000000000000", *base])
+    assert rc == 2 and "no tile 00000000" in capsys.readouterr().err
+    # same place, other dates
+    assert main(["same-place", tid, "--location", str(idx)]) == 0
+    out = capsys.readouterr().out
+    assert "1 other acquisitions" in out and _twin(tiles, tid) in out and "aerial_20210601" in out
+
+
+def test_service_like_refine_and_same_place(world):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from rsia_geo.pipeline import load_model
+    from rsia_geo.service import ServiceSettings, create_app
+
+    idx, ckpt, tiles = world
+    tid = _aerial(tiles, "20210601")[9]
+    with TileIndex(idx, create=False) as index:
+        app = create_app(ServiceSettings(location=None), index=index, model=load_model(ckpt))
+        with TestClient(app) as c:
+            r = c.post("/search", data={"like": tid, "k": "5", "group": "false"})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            got = [f["properties"]["tile_id"] for f in body["features"]]
+            expected = search(example=tid, index=index, model=ckpt, k=5, group=False)
+            assert got == list(expected.tile_id)
+            assert body["query"] == {"kind": "example", "example": "tile", "tile_id": tid}
+            r = c.post(
+                "/search",
+                data={"like": tid, "relevant": got[0], "not_relevant": ",".join(got[1:3]),
+                      "k": "5", "group": "false", "platform": "aerial-survey"},
+            )  # fmt: skip
+            assert r.status_code == 200, r.text
+            refined = [f["properties"]["tile_id"] for f in r.json()["features"]]
+            assert not set(got[1:3]) & set(refined)
+            assert r.json()["query"]["relevant"] == 1
+            poly = json.dumps(tiles[tid].payload["footprint"])
+            r = c.post("/search", data={"like": poly, "k": "2"})
+            assert r.status_code == 200 and r.json()["query"]["example"] == "polygon"
+            r = c.post("/search", data={"like": "00000000-0000-0000-0000-000000000000"})
+            assert r.status_code == 404 and r.json()["error"] == "TileNotFoundError"
+            r = c.post("/search", data={"like": tid, "text": "boats"})
+            assert r.status_code == 400 and "send one query" in r.json()["detail"]
+            r = c.post("/search", data={"like": "{not json"})
+            assert r.status_code == 400 and "like is not valid JSON" in r.json()["detail"]
+            r = c.get(f"/tiles/{tid}/same-place")
+            assert r.status_code == 200, r.text
+            feats = r.json()["features"]
+            assert [f["properties"]["tile_id"] for f in feats] == [_twin(tiles, tid)]
+            assert feats[0]["properties"]["similarity"] > 0.9999
+            assert c.get("/tiles/nope/same-place").status_code == 404
