@@ -124,7 +124,8 @@ def hits_table(
     """A compact HTML table of search hits with chip thumbnails.
 
     Args:
-        hits: The GeoDataFrame returned by :func:`rsia_geo.search`.
+        hits: The GeoDataFrame returned by :func:`rsia_geo.search` (or by
+            :func:`rsia_geo.similar.same_place`: rows without a rank are numbered in order).
         thumbnails: Read each hit's pixels and show them (one windowed read per hit).
         size: Thumbnail side in pixels.
         columns: Columns to show after rank, thumbnail and centre; missing ones are skipped.
@@ -136,7 +137,7 @@ def hits_table(
     Raises:
         InvalidArgumentError: ``hits`` is not a search result.
     """
-    if not hasattr(hits, "columns") or "rank" not in getattr(hits, "columns", ()):
+    if not hasattr(hits, "columns") or "tile_id" not in getattr(hits, "columns", ()):
         raise InvalidArgumentError(
             f"hits_table needs the GeoDataFrame returned by rsia_geo.search, got {type(hits)!r}"
         )
@@ -150,9 +151,9 @@ def hits_table(
     out += [f'<th style="padding:2px 6px">{html.escape(h)}</th>' for h in head]
     out.append("</tr></thead><tbody>")
     shown = hits.head(max_rows)
-    for _, row in shown.iterrows():
+    for n, (_, row) in enumerate(shown.iterrows(), start=1):
         out.append('<tr style="border-top:1px solid #ddd">')
-        out.append(f'<td style="padding:2px 6px">{int(row["rank"])}</td>')
+        out.append(f'<td style="padding:2px 6px">{int(row.get("rank", n))}</td>')
         if thumbnails:
             try:
                 src = "data:image/png;base64," + base64.b64encode(chip_png(row, size=size)).decode()
@@ -273,12 +274,41 @@ def _parse_bbox(text: str) -> tuple[float, float, float, float]:
     return values  # type: ignore[return-value]
 
 
+def _describe(hits: Any) -> str:
+    """The panel's one-line summary of a search: what was searched, how many hits, how fast."""
+    t = hits.attrs.get("timings", {})
+    q = hits.attrs.get("query", {})
+    if q.get("kind") == "typed":
+        said = (
+            f"typed &quot;{html.escape(q['text'])}&quot; "
+            f"(spoken by {html.escape(q['voiced_by'])}): "
+        )
+    elif q.get("kind") == "example":
+        said = f"more like the {html.escape(str(q.get('example')))}: "
+    else:
+        said = ""
+    if q.get("relevant") or q.get("not_relevant"):
+        said += (
+            f"refined ({html.escape(str(q.get('refine_method')))}, {q.get('relevant')} "
+            f"relevant, {q.get('not_relevant')} not): "
+        )
+    return (
+        f"{said}{len(hits)} hits in {t.get('total_ms', 0):.0f} ms "
+        f"({hits.attrs.get('candidates', 0)} candidates in the region)"
+    )
+
+
 class SearchPanel:
     """An interactive spoken-search panel for Jupyter (ipywidgets + ipyleaflet).
 
     Upload a clip (WAV, FLAC, OGG, MP3) and play it back, draw a rectangle or polygon on the
     map or type a bbox, choose ``k`` and the rerank, press *Search*: the hits appear as a table
     with thumbnails and on the map. The latest result is kept in :attr:`hits`.
+
+    Then pick a hit (the list, or a click on the map) and ask for *More like this*, mark hits
+    *Relevant* / *Not relevant* and *Refine* the last query with the marks (kept for the
+    session in :attr:`relevant` / :attr:`not_relevant` until the next new query), or list the
+    hit's *Same place, other dates*. Dates and platforms narrow every search.
 
     Args:
         index: An embedded index folder or a :class:`~rsia_geo.TileIndex`.
@@ -289,6 +319,9 @@ class SearchPanel:
 
     Attributes:
         hits: The latest result (a GeoDataFrame) or None.
+        relevant: Tile ids marked relevant for the current query.
+        not_relevant: Tile ids marked not relevant for the current query.
+        history: The latest "same place, other dates" table, or None.
         widget: The panel's root widget (what Jupyter displays).
     """
 
@@ -312,6 +345,10 @@ class SearchPanel:
         self.audio: bytes | None = None
         self.audio_name: str | None = None
         self.geometry: dict[str, Any] | None = None
+        self.relevant: list[str] = []
+        self.not_relevant: list[str] = []
+        self.history: Any = None
+        self._query: dict[str, Any] = {}
         self.upload = w.FileUpload(accept=".wav,.flac,.ogg,.mp3,audio/*", multiple=False)
         self.player = w.Audio(autoplay=False, controls=True, layout=w.Layout(width="260px"))
         self.bbox_text = w.Text(
@@ -325,8 +362,20 @@ class SearchPanel:
         self.k = w.IntSlider(value=10, min=1, max=100, description="k")
         self.rerank = w.Checkbox(value=False, description="BSWFR rerank")
         self.group = w.Checkbox(value=True, description="one hit per place")
+        self.dates = w.Text(
+            placeholder="dates: 2020-01-01/2021-12-31", layout=w.Layout(width="220px")
+        )
+        self.platform = w.Text(placeholder="platforms: naip", layout=w.Layout(width="160px"))
         self.button = w.Button(description="Search", button_style="primary", icon="search")
         self.clear = w.Button(description="Clear region")
+        self.pick = w.Dropdown(options=[], description="hit", layout=w.Layout(width="300px"))
+        self.like_button = w.Button(description="More like this", icon="clone")
+        self.yes_button = w.Button(description="Relevant", icon="check")
+        self.no_button = w.Button(description="Not relevant", icon="times")
+        self.refine_button = w.Button(description="Refine", icon="refresh")
+        self.reset_button = w.Button(description="Reset marks")
+        self.place_button = w.Button(description="Same place, other dates", icon="history")
+        self.marks = w.HTML()
         self.status = w.HTML()
         self.results = w.Output()
         self.map = leaflet.Map(center=center or self._centre(), zoom=zoom, scroll_wheel_zoom=True)
@@ -343,12 +392,22 @@ class SearchPanel:
         self.draw.on_draw(self._on_draw)
         self.button.on_click(lambda _b: self.run())
         self.clear.on_click(lambda _b: self._clear_region())
+        self.like_button.on_click(lambda _b: self.more_like())
+        self.yes_button.on_click(lambda _b: self.mark(True))
+        self.no_button.on_click(lambda _b: self.mark(False))
+        self.refine_button.on_click(lambda _b: self.refine())
+        self.reset_button.on_click(lambda _b: self.reset_marks())
+        self.place_button.on_click(lambda _b: self.same_place())
         self.widget = w.VBox(
             [
                 w.HBox([self.upload, self.player]),
                 self.text,
                 w.HBox([self.bbox_text, self.clear]),
+                w.HBox([self.dates, self.platform]),
                 w.HBox([self.k, self.rerank, self.group, self.button]),
+                w.HBox([self.pick, self.like_button, self.place_button]),
+                w.HBox([self.yes_button, self.no_button, self.refine_button, self.reset_button]),
+                self.marks,
                 self.status,
                 self.map,
                 self.results,
@@ -416,50 +475,152 @@ class SearchPanel:
     def run(self) -> Any:
         """Search with the panel's typed query (if any) or audio, region, k, rerank, grouping.
 
+        A new query starts with no marks.
+
         Returns:
             The hits GeoDataFrame, or None when the search could not run (the reason is shown
             in the panel).
         """
-        from rsia_geo.pipeline import search
-
-        self.results.outputs = ()
         typed = self.text.value.strip() or None
         if self.audio is None and typed is None:
             self.status.value = (
                 "<b>upload a clip or type the query first</b> (WAV, FLAC, OGG or MP3)"
             )
             return None
+        self.reset_marks()
+        return self._search({"audio": None if typed else self.audio, "text": typed})
+
+    def _selected(self, tile_id: str | None) -> str | None:
+        tid = tile_id or self.pick.value
+        if not tid:
+            self.status.value = "<b>pick a hit first</b> (the hit list, or click it on the map)"
+        return tid or None
+
+    def more_like(self, tile_id: str | None = None) -> Any:
+        """Search for tiles like a hit (default: the picked one); a new query, no marks.
+
+        Args:
+            tile_id: The example tile (default: the hit picked in the list or on the map).
+
+        Returns:
+            The hits, or None (the reason is shown in the panel).
+        """
+        tid = self._selected(tile_id)
+        if tid is None:
+            return None
+        self.reset_marks()
+        return self._search({"example": tid})
+
+    def mark(self, relevant: bool, tile_id: str | None = None) -> None:
+        """Mark a hit (default: the picked one) relevant or not for the next :meth:`refine`.
+
+        Args:
+            relevant: True for relevant, False for not relevant.
+            tile_id: The tile (default: the picked hit).
+        """
+        tid = self._selected(tile_id)
+        if tid is None:
+            return
+        keep, drop = (
+            (self.relevant, self.not_relevant) if relevant else (self.not_relevant, self.relevant)
+        )
+        if tid in drop:
+            drop.remove(tid)
+        if tid not in keep:
+            keep.append(tid)
+        self._show_marks()
+
+    def reset_marks(self) -> None:
+        """Forget every mark."""
+        self.relevant.clear()
+        self.not_relevant.clear()
+        self._show_marks()
+
+    def _show_marks(self) -> None:
+        self.marks.value = (
+            f"marks: {len(self.relevant)} relevant, {len(self.not_relevant)} not relevant"
+            if self.relevant or self.not_relevant
+            else ""
+        )
+
+    def refine(self) -> Any:
+        """Search the last query again with the marks (the query moves toward the relevant).
+
+        Returns:
+            The hits, or None (the reason is shown in the panel).
+        """
+        if not self.relevant and not self.not_relevant:
+            self.status.value = "<b>mark hits relevant or not relevant first</b>"
+            return None
+        return self._search(self._query or {})
+
+    def same_place(self, tile_id: str | None = None) -> Any:
+        """List a hit's place on other dates (default: the picked hit) below the map.
+
+        Args:
+            tile_id: The tile (default: the picked hit).
+
+        Returns:
+            The table (:func:`rsia_geo.similar.same_place`), or None.
+        """
+        from rsia_geo.similar import same_place
+
+        tid = self._selected(tile_id)
+        if tid is None:
+            return None
+        try:
+            rows = same_place(
+                tid, self.index, datetime=self.dates.value.strip() or None,
+                platform=self.platform.value.strip() or None,
+            )  # fmt: skip
+        except RsiaError as exc:
+            self.status.value = f"<b>error:</b> {html.escape(str(exc))}"
+            return None
+        self.history = rows
+        self.results.outputs = ()
+        self.status.value = f"{len(rows)} other acquisitions of this place"
+        if len(rows):
+            cols = ("datetime", "platform", "item_id", "similarity", "overlap", "level")
+            table = hits_table(rows, thumbnails=self.thumbnails, columns=cols)
+            self.results.append_display_data(table)
+        return rows
+
+    def _search(self, query: dict[str, Any]) -> Any:
+        """Run one search with the panel's region, dates, platforms, k, options and marks."""
+        from rsia_geo.pipeline import search
+
+        self.results.outputs = ()
+        self._query = dict(query)
         try:
             bbox = _parse_bbox(self.bbox_text.value) if self.bbox_text.value.strip() else None
             geometry = None if bbox is not None else self.geometry
+            marked = bool(self.relevant or self.not_relevant)
             self.status.value = "searching..."
             hits = search(
-                None if typed else self.audio,
+                query.get("audio"),
                 self.index,
                 self.model,
-                text=typed,
+                text=query.get("text"),
+                example=query.get("example"),
+                relevant=list(self.relevant) or None,
+                not_relevant=list(self.not_relevant) or None,
                 bbox=bbox,
                 geometry=geometry,
+                datetime=self.dates.value.strip() or None,
+                platform=self.platform.value.strip() or None,
                 k=int(self.k.value),
-                rerank=bool(self.rerank.value),
+                rerank=bool(self.rerank.value) and "example" not in query and not marked,
                 group=bool(self.group.value),
             )
         except RsiaError as exc:
             self.status.value = f"<b>error:</b> {html.escape(str(exc))}"
             return None
         self.hits = hits
-        t = hits.attrs.get("timings", {})
-        q = hits.attrs.get("query", {})
-        said = (
-            f"typed &quot;{html.escape(q['text'])}&quot; "
-            f"(spoken by {html.escape(q['voiced_by'])}): "
-            if q.get("kind") == "typed"
-            else ""
-        )
-        self.status.value = (
-            f"{said}{len(hits)} hits in {t.get('total_ms', 0):.0f} ms "
-            f"({hits.attrs.get('candidates', 0)} candidates in the region)"
-        )
+        self.pick.options = [
+            (f"#{int(r['rank'])} {r['item_id']} ({r['score']:.3f})", r["tile_id"])
+            for _, r in hits.iterrows()
+        ]
+        self.status.value = _describe(hits)
         self._show_on_map(hits)
         self.results.append_display_data(hits_table(hits, thumbnails=self.thumbnails))
         return hits
@@ -471,12 +632,14 @@ class SearchPanel:
             self._hits_layer = None
         if not len(hits):
             return
-        cols = [c for c in ("rank", "score", "item_id", "level", "geometry") if c in hits.columns]
+        wanted = ("rank", "score", "item_id", "level", "tile_id", "geometry")
+        cols = [c for c in wanted if c in hits.columns]
         self._hits_layer = leaflet.GeoJSON(
             data=json.loads(hits[cols].to_json()),
             name="hits",
             style={"color": "#1f77b4", "weight": 2, "fillOpacity": 0.3},
         )
+        self._hits_layer.on_click(self._on_hit_click)
         self.map.add(self._hits_layer)
         b = _bounds(hits, None)
         if b is not None:
@@ -484,6 +647,12 @@ class SearchPanel:
             self.map.center = ((south + north) / 2, (west + east) / 2)
             if _loop_running():  # fit_bounds zooms by waiting for the browser's bounds
                 self.map.fit_bounds(b)
+
+    def _on_hit_click(self, feature: dict[str, Any] | None = None, **_kw: Any) -> None:
+        """A click on a hit's footprint picks it."""
+        tid = ((feature or {}).get("properties") or {}).get("tile_id")
+        if tid and tid in [v for _, v in self.pick.options]:
+            self.pick.value = tid
 
     def close(self) -> None:
         """Close the index if the panel opened it, and the widgets."""

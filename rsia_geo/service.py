@@ -536,7 +536,7 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
         async with gate:
             rows = await run_in_threadpool(run)
         body = (
-            json.loads(rows.to_json())
+            json.loads(rows[[c for c in rows.columns if c != "tile_json"]].to_json())
             if len(rows)
             else {"type": "FeatureCollection", "features": []}
         )

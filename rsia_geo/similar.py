@@ -396,8 +396,9 @@ def same_place(
     Returns:
         A GeoDataFrame (EPSG:4326), oldest first: ``tile_id``, ``item_id``,
         ``collection_id``, ``platform``, ``datetime``, ``level``, ``gsd``, ``overlap`` (shared
-        fraction), ``similarity`` (cosine to the hit's embedding), ``href``, ``window``, and
-        the footprint as geometry. The hit's own item is not listed.
+        fraction), ``similarity`` (cosine to the hit's embedding), ``href``, ``window``,
+        ``tile_json`` (for :func:`rsia_geo.read_chip`), and the footprint as geometry. The
+        hit's own item is not listed.
 
     Raises:
         InvalidArgumentError: The tile is not in the index, or a bad ``min_overlap``.
@@ -407,7 +408,7 @@ def same_place(
     from shapely.geometry import shape
 
     from rsia_geo.index.payload import make_region
-    from rsia_geo.pipeline import _footprints, _open_index
+    from rsia_geo.pipeline import _footprints, _open_index, _tile_json
 
     if not (isinstance(min_overlap, (int, float)) and 0.0 < min_overlap <= 1.0):
         raise InvalidArgumentError(f"min_overlap={min_overlap!r} must be in (0, 1]")
@@ -427,7 +428,7 @@ def same_place(
     others = [h for h in hits if h.payload.get("item_id") != payloads[0].get("item_id")]
     columns = [
         "tile_id", "item_id", "collection_id", "platform", "datetime", "level", "gsd",
-        "overlap", "similarity", "href", "window",
+        "overlap", "similarity", "href", "window", "tile_json",
     ]  # fmt: skip
     best: dict[str, dict[str, Any]] = {}
     if others:
@@ -453,6 +454,7 @@ def same_place(
                 "similarity": float(sim),
                 "href": p.get("href"),
                 "window": ",".join(str(v) for v in p.get("window", [])),
+                "tile_json": _tile_json(p),
                 "geometry": fp,
             }
             # one tile per acquisition: the one sharing most of the place, then the hit's level

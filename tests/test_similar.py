@@ -383,3 +383,53 @@ def test_service_like_refine_and_same_place(world):
             assert [f["properties"]["tile_id"] for f in feats] == [_twin(tiles, tid)]
             assert feats[0]["properties"]["similarity"] > 0.9999
             assert c.get("/tiles/nope/same-place").status_code == 404
+
+
+def test_jupyter_panel_more_like_marks_refine_and_history(world):
+    pytest.importorskip("ipyleaflet")
+    from rsia_geo.jupyter import SearchPanel
+
+    idx, ckpt, tiles = world
+    with TileIndex(idx, create=False) as index:
+        panel = SearchPanel(index, ckpt, thumbnails=False)
+        try:
+            panel.k.value = 5
+            panel.group.value = False
+            assert panel.more_like() is None and "pick a hit first" in panel.status.value
+            tid = _aerial(tiles, "20190601")[6]
+            hits = panel.more_like(tid)
+            want = search(example=tid, index=index, model=ckpt, k=5, group=False)
+            assert list(hits.tile_id) == list(want.tile_id)
+            assert "more like the tile" in panel.status.value
+            assert [v for _, v in panel.pick.options] == list(hits.tile_id)
+            # a click on a hit's footprint on the map picks it
+            feature = panel._hits_layer.data["features"][2]
+            panel._on_hit_click(feature=feature)
+            assert panel.pick.value == hits.tile_id.iloc[2]
+            panel.mark(False)  # the picked hit
+            panel.mark(True, hits.tile_id.iloc[0])
+            panel.mark(True, hits.tile_id.iloc[2])  # a change of mind moves the mark
+            assert panel.relevant == [hits.tile_id.iloc[0], hits.tile_id.iloc[2]]
+            assert panel.not_relevant == [] and "2 relevant, 0 not" in panel.marks.value
+            panel.mark(False, hits.tile_id.iloc[1])
+            refined = panel.refine()
+            want = search(
+                example=tid, relevant=panel.relevant, not_relevant=panel.not_relevant,
+                index=index, model=ckpt, k=5, group=False,
+            )  # fmt: skip
+            assert list(refined.tile_id) == list(want.tile_id)
+            assert hits.tile_id.iloc[1] not in set(refined.tile_id)
+            assert "refined (rocchio, 2 relevant, 1 not)" in panel.status.value
+            # filters narrow every search; a new query forgets the marks
+            panel.platform.value = "naip"
+            only = panel.more_like(tid)
+            assert set(only.platform) == {"naip"} and panel.relevant == []
+            assert panel.refine() is None and "mark hits" in panel.status.value
+            panel.platform.value = ""
+            rows = panel.same_place(tid)
+            assert list(rows.tile_id) == [_twin(tiles, tid)] and panel.history is rows
+            assert "1 other acquisitions" in panel.status.value
+            panel.dates.value = "2030-01-01/.."
+            assert panel.more_like(tid) is not None and len(panel.hits) == 0
+        finally:
+            panel.close()
