@@ -4,6 +4,7 @@ import json
 import mimetypes
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -57,13 +58,22 @@ def search(
     timeout=120.0,
     group=True,
     text=None,
+    like=None,
+    relevant=None,
+    not_relevant=None,
+    platform=None,
+    refine_method="rocchio",
+    datetime=None,
 ):
-    """POST a spoken (or typed) query; return the GeoJSON FeatureCollection (dict).
+    """POST a query; return the GeoJSON FeatureCollection (dict).
 
-    ``group`` asks for one hit per place (overlapping tiles grouped, with how many agreed);
-    ``text`` sends a typed query instead of the audio file (``audio_path`` is then ignored).
+    The query is the audio file, or ``text`` (a typed query), or ``like`` (a tile id, or a
+    GeoJSON polygon dict: the tiles under it), or only ``relevant`` tile ids. ``relevant`` /
+    ``not_relevant`` (lists of tile ids) refine it; ``group`` asks for one hit per place;
+    ``platform`` (comma-separated) and ``datetime`` (``start/end``) narrow it.
     """
-    if text is None and not os.path.isfile(audio_path or ""):
+    query_free = text is not None or like is not None or relevant
+    if not query_free and not os.path.isfile(audio_path or ""):
         raise ServiceError(f"audio file {audio_path!r} does not exist")
     boundary = uuid.uuid4().hex
     fields = {
@@ -77,13 +87,25 @@ def search(
         fields["geometry"] = json.dumps(geometry)
     if text is not None:
         fields["text"] = text
+    if like is not None:
+        fields["like"] = like if isinstance(like, str) else json.dumps(like)
+    if relevant:
+        fields["relevant"] = ",".join(relevant)
+    if not_relevant:
+        fields["not_relevant"] = ",".join(not_relevant)
+    if relevant or not_relevant:
+        fields["refine_method"] = refine_method
+    if platform:
+        fields["platform"] = platform
+    if datetime:
+        fields["datetime"] = datetime
     parts = []
     for name, value in fields.items():
         parts.append(
             f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
             f"{value}\r\n".encode()
         )
-    if text is None:
+    if not query_free:
         ctype = mimetypes.guess_type(audio_path)[0] or "application/octet-stream"
         with open(audio_path, "rb") as f:
             data = f.read()
@@ -109,3 +131,14 @@ def chip(url, tile_id, key=None, size=256, timeout=30.0):
     )
     body, _ = _request(req, timeout)
     return body
+
+
+def same_place(url, tile_id, key=None, min_overlap=0.5, timeout=60.0):
+    """The hit's place on other dates: a GeoJSON FeatureCollection (one tile per date)."""
+    query = urllib.parse.urlencode({"min_overlap": repr(float(min_overlap))})
+    req = urllib.request.Request(
+        f"{url.rstrip('/')}/tiles/{urllib.parse.quote(tile_id)}/same-place?{query}",
+        headers=_headers(key),
+    )
+    body, _ = _request(req, timeout)
+    return json.loads(body)

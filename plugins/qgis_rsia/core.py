@@ -30,9 +30,21 @@ FIELDS = (
     ("item_id", QVariant.String),
     ("level", QVariant.Int),
     ("datetime", QVariant.String),
+    ("platform", QVariant.String),
     ("href", QVariant.String),
     ("group_size", QVariant.Int),
     ("group_tile_ids", QVariant.String),
+)
+
+HISTORY_FIELDS = (
+    ("datetime", QVariant.String),
+    ("platform", QVariant.String),
+    ("item_id", QVariant.String),
+    ("similarity", QVariant.Double),
+    ("overlap", QVariant.Double),
+    ("level", QVariant.Int),
+    ("tile_id", QVariant.String),
+    ("href", QVariant.String),
 )
 
 
@@ -60,26 +72,41 @@ def features_geometry(layer, selected_only=True, project=None):
     return json.loads(geom.asJson())
 
 
-def hits_layer(fc, name="rsia hits"):
-    """A memory polygon layer (EPSG:4326) of the service's FeatureCollection, graduated by score."""
+def _memory_layer(fc, name, field_spec):
+    """A memory polygon layer (EPSG:4326) holding a FeatureCollection's listed properties."""
     layer = QgsVectorLayer("MultiPolygon?crs=EPSG:4326", name, "memory")
     fields = QgsFields()
-    for fname, ftype in FIELDS:
+    for fname, ftype in field_spec:
         fields.append(QgsField(fname, ftype))
     prov = layer.dataProvider()
     prov.addAttributes(fields.toList())
     layer.updateFields()
-    import json
-
     feats = []
     for f in fc.get("features", []):
         qf = QgsFeature(layer.fields())
         qf.setGeometry(QgsGeometry.fromWkt(_geojson_to_wkt(f["geometry"])))
         props = f.get("properties", {})
-        qf.setAttributes([props.get(n) for n, _ in FIELDS])
+        qf.setAttributes([props.get(n) for n, _ in field_spec])
         feats.append(qf)
     prov.addFeatures(feats)
     layer.updateExtents()
+    return layer, feats
+
+
+def history_layer(fc, name="rsia same place, other dates"):
+    """A memory layer of a hit's place on other dates (the service's same-place answer)."""
+    import json
+
+    layer, _ = _memory_layer(fc, name, HISTORY_FIELDS)
+    layer.setCustomProperty("rsia/hit", json.dumps(fc.get("hit", {})))
+    return layer
+
+
+def hits_layer(fc, name="rsia hits"):
+    """A memory polygon layer (EPSG:4326) of the service's FeatureCollection, graduated by score."""
+    import json
+
+    layer, feats = _memory_layer(fc, name, FIELDS)
     if feats:
         renderer = QgsGraduatedSymbolRenderer("score")
         renderer.setClassificationMethod(QgsClassificationEqualInterval())
@@ -101,7 +128,11 @@ def _geojson_to_wkt(geom):
 
 
 class SearchTask(QgsTask):
-    """Runs one search request off the UI thread; ``on_done(fc, error)`` runs on the UI thread."""
+    """Runs one search request off the UI thread; ``on_done(fc, error)`` runs on the UI thread.
+
+    Extra keyword arguments (``like``, ``relevant``, ``not_relevant``, ``platform``,
+    ``datetime``, ``refine_method``) go to :func:`client.search`.
+    """
 
     def __init__(
         self,
@@ -115,6 +146,7 @@ class SearchTask(QgsTask):
         rerank=False,
         group=True,
         text=None,
+        **query,
     ):
         super().__init__("rsia_geo spoken search", QgsTask.CanCancel)
         self.args = dict(
@@ -127,6 +159,7 @@ class SearchTask(QgsTask):
             rerank=rerank,
             group=group,
             text=text,
+            **query,
         )
         self.on_done = on_done
         self.result_fc = None
@@ -135,18 +168,35 @@ class SearchTask(QgsTask):
     def run(self):
         """Do the HTTP request (worker thread)."""
         try:
-            a = self.args
-            self.result_fc = client.search(
-                a["url"],
-                a["audio_path"],
-                bbox=a["bbox"],
-                geometry=a["geometry"],
-                k=a["k"],
-                rerank=a["rerank"],
-                group=a["group"],
-                text=a["text"],
-                key=a["key"],
-            )
+            a = dict(self.args)
+            self.result_fc = client.search(a.pop("url"), a.pop("audio_path"), **a)
+            return True
+        except client.ServiceError as exc:
+            self.error = str(exc)
+            return False
+        except Exception as exc:  # never let a worker exception kill QGIS
+            self.error = f"{type(exc).__name__}: {exc}"
+            return False
+
+    def finished(self, ok):
+        """Hand the result back (UI thread)."""
+        self.on_done(self.result_fc if ok else None, self.error)
+
+
+class SamePlaceTask(QgsTask):
+    """Fetches a hit's place on other dates off the UI thread; ``on_done(fc, error)``."""
+
+    def __init__(self, url, key, tile_id, on_done):
+        super().__init__("rsia_geo same place, other dates", QgsTask.CanCancel)
+        self.url, self.key, self.tile_id = url, key, tile_id
+        self.on_done = on_done
+        self.result_fc = None
+        self.error = None
+
+    def run(self):
+        """Do the HTTP request (worker thread)."""
+        try:
+            self.result_fc = client.same_place(self.url, self.tile_id, key=self.key)
             return True
         except client.ServiceError as exc:
             self.error = str(exc)

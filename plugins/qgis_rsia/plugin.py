@@ -13,6 +13,7 @@ from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDockWidget,
     QFormLayout,
+    QGridLayout,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -22,13 +23,25 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import client
-from .core import SearchTask, extent_bbox, features_geometry, hits_layer
+from .core import (
+    SamePlaceTask,
+    SearchTask,
+    extent_bbox,
+    features_geometry,
+    hits_layer,
+    history_layer,
+)
 
 SETTINGS = "rsia_geo"
 
 
 class RsiaDock(QDockWidget):
-    """Dock widget: service, audio, region, k, rerank, search, chip preview."""
+    """Dock widget: service, audio, region, k, rerank, search, chip preview.
+
+    After a search: select a hit in the result layer and ask for more like it, mark the
+    selected hits relevant or not and refine the last query with the marks (kept until the
+    next new query), or load the hit's place on other dates as a layer.
+    """
 
     def __init__(self, iface, parent=None):
         super().__init__("rsia_geo spoken search", parent)
@@ -62,8 +75,29 @@ class RsiaDock(QDockWidget):
         self.text.setPlaceholderText("or type it: boats docked at a harbour")
         self.group = QCheckBox("one hit per place (group overlapping tiles)")
         self.group.setChecked(True)
+        self.platform = QLineEdit()
+        self.platform.setPlaceholderText("any; or e.g. naip,landsat-8")
+        self.dates = QLineEdit()
+        self.dates.setPlaceholderText("any; or e.g. 2020-01-01/2021-12-31")
         self.go = QPushButton("Search")
         self.go.clicked.connect(self.search)
+        self.like = QPushButton("More like selected")
+        self.like.clicked.connect(self.more_like)
+        self.yes = QPushButton("Relevant")
+        self.yes.clicked.connect(lambda: self.mark(True))
+        self.no = QPushButton("Not relevant")
+        self.no.clicked.connect(lambda: self.mark(False))
+        self.refine_button = QPushButton("Refine")
+        self.refine_button.clicked.connect(self.refine)
+        self.reset = QPushButton("Reset marks")
+        self.reset.clicked.connect(self.reset_marks)
+        self.history = QPushButton("Same place, other dates")
+        self.history.clicked.connect(self.same_place)
+        self.marks = QLabel("")
+        self.relevant = []
+        self.not_relevant = []
+        self.last_query = None
+        self.history_layer = None
         self.chip = QLabel("Select a hit to see its image")
         self.chip.setAlignment(Qt.AlignCenter)
         self.chip.setMinimumHeight(160)
@@ -77,9 +111,20 @@ class RsiaDock(QDockWidget):
         form.addRow("Results (k)", self.k)
         form.addRow("", self.rerank)
         form.addRow("", self.group)
+        form.addRow("Platforms", self.platform)
+        form.addRow("Dates", self.dates)
+        more = QGridLayout()
+        more.addWidget(self.like, 0, 0)
+        more.addWidget(self.history, 0, 1)
+        more.addWidget(self.yes, 1, 0)
+        more.addWidget(self.no, 1, 1)
+        more.addWidget(self.refine_button, 2, 0)
+        more.addWidget(self.reset, 2, 1)
         box = QVBoxLayout()
         box.addLayout(form)
         box.addWidget(self.go)
+        box.addLayout(more)
+        box.addWidget(self.marks)
         box.addWidget(self.chip)
         box.addStretch(1)
         body.setLayout(box)
@@ -109,33 +154,123 @@ class RsiaDock(QDockWidget):
         return {"geometry": features_geometry(layer)}
 
     def search(self):
-        """Start a search in a QgsTask (the UI stays responsive)."""
-        s = QgsSettings()
-        s.setValue(f"{SETTINGS}/url", self.url.text().strip())
-        s.setValue(f"{SETTINGS}/key", self.key.text())
+        """Start a spoken or typed search in a QgsTask (the UI stays responsive)."""
         path = self.audio.filePath()
         typed = self.text.text().strip() or None
         if typed is None and (not path or not os.path.isfile(path)):
             self._message("Choose or record an audio file, or type the query.", Qgis.Warning)
             return
+        self.reset_marks()
+        self._start({"audio_path": path, "text": typed})
+
+    def _selected_ids(self):
+        """Tile ids of the hits selected in the result layer."""
+        if self.result_layer is None:
+            return []
+        try:
+            feats = self.result_layer.selectedFeatures()
+        except RuntimeError:  # the layer was removed from the project
+            self.result_layer = None
+            return []
+        return [f["tile_id"] for f in feats if f["tile_id"]]
+
+    def more_like(self):
+        """Search for tiles like the selected hit (a new query: the marks are reset)."""
+        ids = self._selected_ids()
+        if not ids:
+            self._message("Select a hit in the result layer first.", Qgis.Warning)
+            return
+        self.reset_marks()
+        self._start({"audio_path": None, "like": ids[0]})
+
+    def mark(self, relevant):
+        """Mark the selected hits relevant (or not) for the next refine."""
+        ids = self._selected_ids()
+        if not ids:
+            self._message("Select hits in the result layer to mark them.", Qgis.Warning)
+            return
+        keep, drop = (
+            (self.relevant, self.not_relevant) if relevant else (self.not_relevant, self.relevant)
+        )
+        for tid in ids:
+            if tid in drop:
+                drop.remove(tid)
+            if tid not in keep:
+                keep.append(tid)
+        self._show_marks()
+
+    def reset_marks(self):
+        """Forget every mark."""
+        self.relevant, self.not_relevant = [], []
+        self._show_marks()
+
+    def _show_marks(self):
+        self.marks.setText(
+            f"Marks: {len(self.relevant)} relevant, {len(self.not_relevant)} not relevant"
+            if self.relevant or self.not_relevant
+            else ""
+        )
+
+    def refine(self):
+        """Search the last query again, moved by the marks."""
+        if not self.relevant and not self.not_relevant:
+            self._message("Mark hits relevant or not relevant first.", Qgis.Warning)
+            return
+        self._start(dict(self.last_query or {"audio_path": None}))
+
+    def _start(self, query):
+        s = QgsSettings()
+        s.setValue(f"{SETTINGS}/url", self.url.text().strip())
+        s.setValue(f"{SETTINGS}/key", self.key.text())
         try:
             region = self._region()
         except client.ServiceError as exc:
             self._message(str(exc), Qgis.Warning)
             return
+        self.last_query = dict(query)
+        marked = bool(self.relevant or self.not_relevant)
+        spoken = query.get("like") is None and not marked
         self.go.setEnabled(False)
         self.task = SearchTask(
             self.url.text().strip(),
             self.key.text() or None,
-            path,
+            query.get("audio_path"),
             self.show_results,
             k=self.k.value(),
-            rerank=self.rerank.isChecked(),
+            rerank=self.rerank.isChecked() and spoken,
             group=self.group.isChecked(),
-            text=typed,
+            text=query.get("text"),
+            like=query.get("like"),
+            relevant=list(self.relevant),
+            not_relevant=list(self.not_relevant),
+            platform=self.platform.text().strip() or None,
+            datetime=self.dates.text().strip() or None,
             **region,
         )
         QgsApplication.taskManager().addTask(self.task)
+
+    def same_place(self):
+        """Load the selected hit's place on other dates as a layer (one tile per date)."""
+        ids = self._selected_ids()
+        if not ids:
+            self._message("Select a hit in the result layer first.", Qgis.Warning)
+            return
+        self.history.setEnabled(False)
+        self.task = SamePlaceTask(
+            self.url.text().strip(), self.key.text() or None, ids[0], self._show_history
+        )
+        QgsApplication.taskManager().addTask(self.task)
+
+    def _show_history(self, fc, error):
+        self.history.setEnabled(True)
+        if error:
+            self._message(error, Qgis.Critical)
+            return
+        layer = history_layer(fc)
+        if layer.featureCount() == 0:
+            self._message("No other date of this place is indexed.", Qgis.Info)
+        QgsProject.instance().addMapLayer(layer)
+        self.history_layer = layer
 
     def show_results(self, fc, error):
         """Add the hits as a layer, zoom to them (or report the error)."""

@@ -47,8 +47,12 @@ from rsia_geo.sample_data import sample_data_dir
 root = sys.argv[1]
 torch.manual_seed(0)
 ck = save_checkpoint(build_model(get_config("alac-tiny"), pretrained=False), root + "/ck")
-cat = build_catalog([sample_data_dir() / "aerial"], root + "/cat",
-                    default_datetime=dt.datetime(2020, 1, 1))
+import shutil, pathlib
+rasters = pathlib.Path(root) / "rasters"
+rasters.mkdir()
+for day in ("20190601", "20210601"):  # the same place on two dates
+    shutil.copy(sample_data_dir() / "aerial" / "cogeo.tif", rasters / f"aerial_{day}.tif")
+cat = build_catalog([rasters], root + "/cat", platform="aerial-survey")
 build_index(cat, root + "/idx", ck, spec=TileSpec(size=256), progress=False)
 """
 
@@ -203,3 +207,77 @@ def test_service_down_and_bad_file_show_messages(plugin, qgis_iface):
     dock.audio.setFilePath("/nonexistent/query.wav")
     dock.search()  # must not raise
     assert dock.go.isEnabled()
+
+
+def _search_layer(dock, service):
+    dock.url.setText(service)
+    dock.audio.setFilePath(str(QUERY))
+    dock.text.setText("")
+    dock.region.setCurrentIndex(0)
+    dock.group.setChecked(False)
+    dock.k.setValue(6)
+    dock.search()
+    _wait(dock.task)
+    assert dock.task.error is None, dock.task.error
+    return dock.result_layer
+
+
+def test_more_like_marks_refine_and_same_place(plugin, service, qgis_iface):
+    dock = plugin.dock
+    canvas = qgis_iface.mapCanvas()
+    crs = QgsCoordinateReferenceSystem("EPSG:3857")
+    canvas.setDestinationCrs(crs)
+    canvas.setExtent(QgsRectangle(14321500.0, 4532000.0, 14323000.0, 4533400.0))
+    first = _search_layer(dock, service)
+    feats = list(first.getFeatures())
+    assert len(feats) == 6 and {f["platform"] for f in feats} == {"aerial-survey"}
+    # nothing selected: a message, no request
+    dock.more_like()
+    assert dock.task.args.get("like") is None
+    picked = feats[0]
+    first.selectByIds([picked.id()])
+    dock.more_like()
+    _wait(dock.task)
+    like = dock.result_layer
+    assert like is not first and like.featureCount() == 6
+    assert json.loads(like.customProperty("rsia/query"))["tile_id"] == picked["tile_id"]
+    ids = [f["tile_id"] for f in like.getFeatures()]
+    assert picked["tile_id"] not in ids
+    # the example's own place on the other date is left out too (identical pixels)
+    twin_fc = json.loads(
+        urllib.request.urlopen(f"{service}/tiles/{picked['tile_id']}/same-place").read()
+    )
+    twin = twin_fc["features"][0]["properties"]["tile_id"]
+    assert twin not in ids
+    # marks: the first two relevant, the third not; refine re-runs the example query
+    by_id = {f["tile_id"]: f.id() for f in like.getFeatures()}
+    like.selectByIds([by_id[ids[0]], by_id[ids[1]]])
+    dock.mark(True)
+    like.selectByIds([by_id[ids[2]]])
+    dock.mark(False)
+    assert dock.relevant == ids[:2] and dock.not_relevant == [ids[2]]
+    assert "2 relevant, 1 not relevant" in dock.marks.text()
+    dock.refine()
+    _wait(dock.task)
+    refined = dock.result_layer
+    q = json.loads(refined.customProperty("rsia/query"))
+    assert (q["kind"], q["relevant"], q["not_relevant"]) == ("example", 2, 1)
+    assert ids[2] not in [f["tile_id"] for f in refined.getFeatures()]
+    # same place, other dates: a layer with the twin tile and its similarity
+    refined.selectByIds([next(refined.getFeatures()).id()])
+    sel = refined.selectedFeatures()[0]["tile_id"]
+    sel_date = refined.selectedFeatures()[0]["datetime"]
+    dock.same_place()
+    _wait(dock.task)
+    hist = dock.history_layer
+    assert hist is not None and hist.featureCount() == 1
+    row = next(hist.getFeatures())
+    assert row["tile_id"] != sel and row["similarity"] > 0.9999
+    assert row["platform"] == "aerial-survey"
+    assert {row["datetime"][:4], sel_date[:4]} == {"2019", "2021"}
+    # a platform filter that matches nothing: an empty layer, no error
+    dock.platform.setText("landsat-8")
+    dock.search()
+    _wait(dock.task)
+    assert dock.task.error is None and dock.result_layer.featureCount() == 0
+    dock.platform.setText("")
