@@ -424,6 +424,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
             f"window=({h['window']})  centre=({c.x:.5f}, {c.y:.5f})  "
             f"tiles agreeing {int(h['group_size'])}  tile {h['tile_id']}"
         )
+    if len(hits):
+        from rsia_geo.similar import acquisitions
+
+        print("by acquisition:")
+        for _, a in acquisitions(hits).iterrows():
+            print(
+                f"  {a['date']}  {a['platform']}: {a['hits']} hits, best #{a['best_rank']} "
+                f"({a['best_score']:.4f})  {a['items']}"
+            )
     if args.out:
         from rsia_geo.results import write_hits
 

@@ -623,6 +623,14 @@ class SearchPanel:
         self.status.value = _describe(hits)
         self._show_on_map(hits)
         self.results.append_display_data(hits_table(hits, thumbnails=self.thumbnails))
+        if len(hits):
+            from IPython.display import HTML
+
+            from rsia_geo.similar import acquisitions
+
+            by = acquisitions(hits).to_html(index=False, float_format=lambda v: f"{v:.4f}")
+            summary = HTML(f"<p>by acquisition date and platform</p>{by}")  # type: ignore[no-untyped-call]
+            self.results.append_display_data(summary)
         return hits
 
     def _show_on_map(self, hits: Any) -> None:

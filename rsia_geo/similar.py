@@ -34,6 +34,7 @@ __all__ = [
     "MAX_EXAMPLE_TILES",
     "REFINE_METHODS",
     "Example",
+    "acquisitions",
     "refine",
     "resolve_example",
     "same_place",
@@ -472,3 +473,57 @@ def same_place(
     out.attrs["hit"] = {"tile_id": tid, "datetime": payloads[0].get("datetime"),
                         "item_id": payloads[0].get("item_id")}  # fmt: skip
     return out
+
+
+def acquisitions(hits: Any) -> Any:
+    """Hits grouped by acquisition date and platform: how many, and the best of each.
+
+    Args:
+        hits: A GeoDataFrame from :func:`rsia_geo.search` (or :func:`same_place`).
+
+    Returns:
+        A DataFrame, one row per (``date``, ``platform``), newest first: ``hits``,
+        ``best_rank`` and ``best_score`` (when the hits are ranked), ``items`` (item ids).
+
+    Raises:
+        InvalidArgumentError: ``hits`` has no ``datetime`` column.
+    """
+    import pandas as pd  # type: ignore[import-untyped]
+
+    if not hasattr(hits, "columns") or "datetime" not in hits.columns:
+        raise InvalidArgumentError(
+            "acquisitions needs hits from rsia_geo.search or same_place (a datetime column)"
+        )
+    cols = ["date", "platform", "hits", "best_rank", "best_score", "items"]
+    if not len(hits):
+        return pd.DataFrame({c: [] for c in cols})
+
+    def day(value: Any) -> str:
+        # an instant gives its day; a STAC start/end interval gives "start/end" days
+        text = str(value or "")
+        return "/".join(part[:10] for part in text.split("/")) if text else "unknown"
+
+    frame = pd.DataFrame(
+        {
+            "date": [day(v) for v in hits["datetime"]],
+            "platform": [p or "unknown" for p in hits.get("platform", [None] * len(hits))],
+            "rank": list(hits["rank"]) if "rank" in hits.columns else [None] * len(hits),
+            "score": list(hits["score"]) if "score" in hits.columns else [None] * len(hits),
+            "item_id": list(hits["item_id"]),
+        }
+    )
+    rows = []
+    for (date, platform), g in frame.groupby(["date", "platform"], sort=False):
+        ranked = g.dropna(subset=["rank"])
+        best = ranked.loc[ranked["rank"].idxmin()] if len(ranked) else None
+        rows.append(
+            {
+                "date": date,
+                "platform": platform,
+                "hits": len(g),
+                "best_rank": int(best["rank"]) if best is not None else None,
+                "best_score": float(best["score"]) if best is not None else None,
+                "items": ",".join(dict.fromkeys(g["item_id"])),
+            }
+        )
+    return pd.DataFrame(rows, columns=cols).sort_values("date", ascending=False, kind="stable")

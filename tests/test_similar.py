@@ -433,3 +433,26 @@ def test_jupyter_panel_more_like_marks_refine_and_history(world):
             assert panel.more_like(tid) is not None and len(panel.hits) == 0
         finally:
             panel.close()
+
+
+def test_acquisitions_groups_hits_by_date_and_platform(world, capsys):
+    from rsia_geo.cli import main
+    from rsia_geo.similar import acquisitions
+
+    idx, ckpt, tiles = world
+    tid = _aerial(tiles, "20190601")[1]
+    hits = search(example=tid, index=idx, model=ckpt, k=40, group=False)
+    table = acquisitions(hits)
+    assert list(table.date) == ["2021-06-01", "2019-06-01", "2011-08-15"]  # newest first
+    counts = dict(zip(table.date, table.hits, strict=True))
+    assert counts == {"2021-06-01": 15, "2019-06-01": 15, "2011-08-15": 1}
+    for _, row in table.iterrows():
+        mine = hits[[d.startswith(row["date"]) for d in hits.datetime]]
+        assert row["best_rank"] == mine["rank"].min()
+        assert row["best_score"] == pytest.approx(mine["score"].max())
+    assert dict(zip(table.date, table.platform, strict=True))["2011-08-15"] == "naip"
+    assert acquisitions(hits.iloc[:0]).empty
+    with pytest.raises(InvalidArgumentError, match="datetime column"):
+        acquisitions([1, 2])
+    main(["search", "--like", tid, "--location", str(idx), "--checkpoint", str(ckpt), "-k", "3"])
+    assert "by acquisition:" in capsys.readouterr().out
