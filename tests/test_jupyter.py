@@ -116,7 +116,10 @@ def test_search_panel_end_to_end(setup):
         want = search(QUERY, panel.index, ckpt, bbox=_region(tiles), k=4)
         assert list(hits.tile_id) == list(want.tile_id)
         assert "4 hits" in panel.status.value and panel.hits is hits
-        assert len(panel.results.outputs) == 1  # the table
+        outputs = panel.results.outputs
+        assert len(outputs) == 2  # the table, then the hits by acquisition date and platform
+        assert "rsia-hits" in outputs[0]["data"]["text/html"]
+        assert "by acquisition date and platform" in outputs[1]["data"]["text/html"]
         layer = panel._hits_layer
         assert layer is not None and len(layer.data["features"]) == 4
         # a polygon drawn on the map replaces the typed box
