@@ -285,6 +285,8 @@ def _describe(hits: Any) -> str:
         )
     elif q.get("kind") == "example":
         said = f"more like the {html.escape(str(q.get('example')))}: "
+    elif q.get("heard"):
+        said = f"heard &quot;{html.escape(q['heard'])}&quot;: "
     else:
         said = ""
     if q.get("relevant") or q.get("not_relevant"):
@@ -362,6 +364,7 @@ class SearchPanel:
         self.k = w.IntSlider(value=10, min=1, max=100, description="k")
         self.rerank = w.Checkbox(value=False, description="BSWFR rerank")
         self.group = w.Checkbox(value=True, description="one hit per place")
+        self.transcribe = w.Checkbox(value=True, description="show what was heard")
         self.dates = w.Text(
             placeholder="dates: 2020-01-01/2021-12-31", layout=w.Layout(width="220px")
         )
@@ -404,7 +407,7 @@ class SearchPanel:
                 self.text,
                 w.HBox([self.bbox_text, self.clear]),
                 w.HBox([self.dates, self.platform]),
-                w.HBox([self.k, self.rerank, self.group, self.button]),
+                w.HBox([self.k, self.rerank, self.group, self.transcribe, self.button]),
                 w.HBox([self.pick, self.like_button, self.place_button]),
                 w.HBox([self.yes_button, self.no_button, self.refine_button, self.reset_button]),
                 self.marks,
@@ -611,6 +614,7 @@ class SearchPanel:
                 k=int(self.k.value),
                 rerank=bool(self.rerank.value) and "example" not in query and not marked,
                 group=bool(self.group.value),
+                transcribe=bool(self.transcribe.value),
             )
         except RsiaError as exc:
             self.status.value = f"<b>error:</b> {html.escape(str(exc))}"

@@ -444,6 +444,9 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
         not_relevant: str | None = Form(default=None, description="comma-separated tile ids"),
         refine_method: str = Form(default="rocchio", description="rocchio or linear"),
         platform: str | None = Form(default=None, description="comma-separated STAC platforms"),
+        transcribe: bool = Form(
+            default=True, description="say what the speech recogniser heard (query.heard)"
+        ),
         x_api_key: str | None = Header(default=None),
     ) -> Response:
         auth(x_api_key)
@@ -486,7 +489,7 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
             options = {"bbox": box, "geometry": geom, "datetime": datetime, "k": k}
             options |= {"rerank": rerank, "group": group, "platform": platform}
             options |= {"relevant": relevant, "not_relevant": not_relevant}
-            options |= {"refine_method": refine_method}
+            options |= {"refine_method": refine_method, "transcribe": transcribe}
             if audio is None:
                 return search(
                     index=state["index"], model=state["model"], text=text, example=example,

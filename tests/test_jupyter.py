@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import io
 import json
 import shutil
@@ -116,6 +117,9 @@ def test_search_panel_end_to_end(setup):
         want = search(QUERY, panel.index, ckpt, bbox=_region(tiles), k=4)
         assert list(hits.tile_id) == list(want.tile_id)
         assert "4 hits" in panel.status.value and panel.hits is hits
+        # what the recogniser heard, beside the hits (the "show what was heard" box is on)
+        heard = hits.attrs["query"]["heard"]
+        assert heard and f"heard &quot;{html.escape(heard)}&quot;" in panel.status.value
         outputs = panel.results.outputs
         assert len(outputs) == 2  # the table, then the hits by acquisition date and platform
         assert "rsia-hits" in outputs[0]["data"]["text/html"]

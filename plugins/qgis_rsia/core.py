@@ -49,9 +49,13 @@ HISTORY_FIELDS = (
 
 
 def extent_bbox(extent, crs, project=None):
-    """Lon/lat bbox of a map extent given in ``crs``."""
+    """Lon/lat bbox of a map extent given in ``crs``.
+
+    An extent that crosses the antimeridian (a Pacific view) gives ``minx > maxx``, which the
+    service reads as a box crossing 180 degrees, instead of a box around the whole world.
+    """
     ct = QgsCoordinateTransform(crs, WGS84, project or QgsProject.instance())
-    r = ct.transformBoundingBox(extent)
+    r = ct.transformBoundingBox(extent, QgsCoordinateTransform.ForwardTransform, True)
     return (r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum())
 
 

@@ -28,8 +28,8 @@ from .core import (
     SearchTask,
     extent_bbox,
     features_geometry,
-    hits_layer,
     history_layer,
+    hits_layer,
 )
 
 SETTINGS = "rsia_geo"
@@ -94,6 +94,8 @@ class RsiaDock(QDockWidget):
         self.history = QPushButton("Same place, other dates")
         self.history.clicked.connect(self.same_place)
         self.marks = QLabel("")
+        self.heard = QLabel("")
+        self.heard.setWordWrap(True)
         self.relevant = []
         self.not_relevant = []
         self.last_query = None
@@ -125,6 +127,7 @@ class RsiaDock(QDockWidget):
         box.addWidget(self.go)
         box.addLayout(more)
         box.addWidget(self.marks)
+        box.addWidget(self.heard)
         box.addWidget(self.chip)
         box.addStretch(1)
         body.setLayout(box)
@@ -279,6 +282,15 @@ class RsiaDock(QDockWidget):
             self._message(error, Qgis.Critical)
             return
         layer = hits_layer(fc)
+        q = fc.get("query") or {}
+        if q.get("kind") == "typed":
+            self.heard.setText(f'Typed: "{q.get("text")}" (spoken by {q.get("voiced_by")})')
+        elif q.get("heard"):
+            self.heard.setText(f'Heard: "{q["heard"]}"')
+        elif q.get("kind") == "example":
+            self.heard.setText(f"More like tile {q.get('tile_id') or q.get('example')}")
+        else:
+            self.heard.setText("")
         if layer.featureCount() == 0:
             self._message("No tile in this region matches the query.", Qgis.Info)
         QgsProject.instance().addMapLayer(layer)

@@ -177,33 +177,41 @@ class WhisperEncoder:
             frames[i, valid:] = 0.0
         return frames
 
-    def transcribe(self, wave: np.ndarray, *, beam_size: int = 1) -> str:
+    def transcribe(self, wave: np.ndarray, *, beam_size: int = 1, max_tokens: int = 96) -> str:
         """What the recogniser heard in a 16 kHz clip (greedy by default).
+
+        Uses the loaded model's decoder (no second copy of the weights) on Whisper's standard
+        30 s window, as it was trained: the encoder's short window is for embeddings only.
+        Clips longer than 30 s are transcribed from their first 30 s.
 
         Args:
             wave: float32 mono samples at 16 kHz.
             beam_size: Beam width.
+            max_tokens: Most tokens decoded.
 
         Returns:
             The transcript, stripped.
         """
         if self._recognizer is None:
-            from faster_whisper import WhisperModel
+            import tokenizers
 
-            self._recognizer = WhisperModel(
-                str(self.path),
-                device=self.device,
-                compute_type=self.compute_type,
-                cpu_threads=self.threads,
+            tok = tokenizers.Tokenizer.from_file(str(self.path / "tokenizer.json"))
+            multilingual = bool(getattr(self._model, "is_multilingual", False))
+            start = "<|startoftranscript|>" + ("<|en|><|transcribe|>" if multilingual else "")
+            prompt = tok.encode(start + "<|notimestamps|>", add_special_tokens=False).ids
+            self._recognizer = (tok, prompt)
+        tok, prompt = self._recognizer
+        mel = self.log_mel(np.asarray(wave, np.float32), 3000)[None]
+        with self._lock:
+            result = self._model.generate(
+                self._ct2.StorageView.from_array(mel),
+                [prompt],
+                beam_size=beam_size,
+                max_length=max_tokens,
+                suppress_blank=True,
             )
-        segments, _ = self._recognizer.transcribe(
-            np.asarray(wave, np.float32),
-            beam_size=beam_size,
-            language="en",
-            condition_on_previous_text=False,
-            vad_filter=False,
-        )
-        return " ".join(s.text.strip() for s in segments).strip()
+        text: str = tok.decode(result[0].sequences_ids[0], skip_special_tokens=True)
+        return " ".join(text.split())
 
 
 _CACHE: dict[tuple[str, int, str, str], WhisperEncoder] = {}

@@ -166,6 +166,9 @@ def test_search_map_extent_in_a_projected_crs(plugin, service, qgis_iface):
         ranks.append(f["rank"])
     assert sorted(ranks) == list(range(1, len(ranks) + 1))
     assert layer.renderer().type() == "graduatedSymbol"
+    # the service says what it heard (Whisper tiny.en), and the dock shows it
+    heard = json.loads(layer.customProperty("rsia/query")).get("heard")
+    assert heard and dock.heard.text() == f'Heard: "{heard}"'
     # selecting a hit fetches its chip
     layer.selectByIds([next(layer.getFeatures()).id()])
     assert dock.chip.pixmap() is not None and not dock.chip.pixmap().isNull()
@@ -255,7 +258,7 @@ def test_more_like_marks_refine_and_same_place(plugin, service, qgis_iface):
     dock.mark(True)
     like.selectByIds([by_id[ids[2]]])
     dock.mark(False)
-    assert dock.relevant == ids[:2] and dock.not_relevant == [ids[2]]
+    assert sorted(dock.relevant) == sorted(ids[:2]) and dock.not_relevant == [ids[2]]
     assert "2 relevant, 1 not relevant" in dock.marks.text()
     dock.refine()
     _wait(dock.task)
@@ -281,3 +284,34 @@ def test_more_like_marks_refine_and_same_place(plugin, service, qgis_iface):
     _wait(dock.task)
     assert dock.task.error is None and dock.result_layer.featureCount() == 0
     dock.platform.setText("")
+
+
+def test_extent_across_the_antimeridian(plugin, service, qgis_iface):
+    from qgis_rsia.core import extent_bbox
+
+    # a Pacific view in PDC Mercator (centred on 150 E), from 170 E to 170 W
+    crs = QgsCoordinateReferenceSystem("EPSG:3832")
+    to_map = QgsCoordinateTransform(
+        QgsCoordinateReferenceSystem("EPSG:4326"), crs, QgsProject.instance()
+    )
+    from qgis.core import QgsPointXY
+
+    a = to_map.transform(QgsPointXY(170.0, -20.0))
+    b = to_map.transform(QgsPointXY(-170.0, -10.0))
+    minx, miny, maxx, maxy = extent_bbox(QgsRectangle(a, b), crs)
+    assert minx > maxx  # crosses 180: not a box around the whole world
+    assert abs(minx - 170.0) < 0.5 and abs(maxx + 170.0) < 0.5
+    assert -20.5 < miny < maxy < -9.5
+    # the dock sends it as is; the service answers (nothing indexed there) without an error
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(crs)
+    canvas.setExtent(QgsRectangle(a, b))
+    dock = plugin.dock
+    dock.url.setText(service)
+    dock.audio.setFilePath(str(QUERY))
+    dock.text.setText("")
+    dock.region.setCurrentIndex(0)
+    dock.search()
+    _wait(dock.task)
+    assert dock.task.error is None and dock.result_layer.featureCount() == 0
+    assert dock.task.args["bbox"][0] > dock.task.args["bbox"][2]
