@@ -2,8 +2,9 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Debian packages the tests need (speech synthesis: training voices and held-out families).
-APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k
+# Debian packages the tests need (speech synthesis: training voices and held-out families;
+# headless Chromium and its driver: map pages and the notebook panel in a real browser).
+APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k chromium chromium-driver
 
 .PHONY: demo test test-qgis plugin-zip install install-dev apt apt-qgis lint docs notebooks clean
 
@@ -19,7 +20,7 @@ install-dev: $(BIN)/python
 
 # Install missing Debian packages when we can (root or sudo); otherwise say what is missing.
 apt:
-	@missing=""; for c in espeak-ng flite text2wave; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	@missing=""; for c in espeak-ng flite text2wave chromium chromedriver; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
 	  elif command -v sudo >/dev/null 2>&1; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \

@@ -14,8 +14,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import struct
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,46 +24,9 @@ import numpy as np
 from rsia_geo._lazy import lazy_import
 from rsia_geo._types import PathLike
 from rsia_geo.errors import InvalidArgumentError, InvalidBBoxError, RsiaError
+from rsia_geo.results import chip_png
 
 __all__ = ["HitsTable", "SearchPanel", "chip_png", "hits_map", "hits_table"]
-
-
-def _png(rgb: np.ndarray) -> bytes:
-    """Encode an ``(H, W, 3)`` uint8 array as PNG (zlib only, no imaging library)."""
-    h, w, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))  # filter type 0 per row
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw, 6))
-        + chunk(b"IEND", b"")
-    )
-
-
-def chip_png(hit: Any, *, size: int = 96) -> bytes:
-    """A PNG thumbnail of a hit's tile (its first three bands as RGB, or one band as grey).
-
-    Args:
-        hit: A row of :func:`rsia_geo.search`'s GeoDataFrame (or its ``tile_json``), or a Tile.
-        size: Side of the thumbnail in pixels.
-
-    Returns:
-        PNG bytes.
-    """
-    from rsia_geo.pipeline import read_chip
-
-    if size < 8:
-        raise InvalidArgumentError(f"thumbnail size={size!r} is too small; use 8 px or more")
-    chip = read_chip(hit, out_size=size)
-    bands = chip[:3] if chip.shape[0] >= 3 else np.repeat(chip[:1], 3, axis=0)
-    rgb = np.clip(np.round(bands.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
-    return _png(np.ascontiguousarray(rgb))
 
 
 _COLUMNS = ("score", "score_cosine", "rank_cosine", "item_id", "level", "datetime", "gsd")

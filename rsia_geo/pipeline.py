@@ -665,6 +665,18 @@ def search(
     gdf.attrs["region"] = (
         region.geometry.wkt if region is not None and region.geometry is not None else None
     )
+    gdf.attrs["filters"] = {
+        "datetime": None if datetime is None else str(datetime),
+        "platform": list(region.platforms) if region is not None and region.platforms else None,
+        "k": k,
+        "group": group,
+        "rescore": rescore,
+        "rerank": rerank,
+    }
+    signature = model_signature(mdl)
+    gdf.attrs["model"] = {
+        key: signature.get(key) for key in ("model_id", "version", "weights_sha256")
+    }
     return gdf
 
 

@@ -316,7 +316,9 @@ def test_index_and_search_region_semantics(tmp_path, world_catalog, tiny_ckpt):
     from rsia_geo.results import write_map
 
     html = write_map(hits, tmp_path / "map.html", bbox=region)
-    assert "leaflet" in html.read_text() and hits.iloc[0]["tile_id"] in html.read_text()
+    page = html.read_text()
+    assert "unpkg.com" not in page and "leaflet" not in page  # no script from a CDN
+    assert hits.iloc[0]["tile_id"] in page and page.count("data:image/png;base64,") == len(hits)
 
 
 def test_search_errors(tmp_path, world_catalog, tiny_ckpt):

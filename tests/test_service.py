@@ -393,4 +393,4 @@ def test_feature_collection_region_and_escaped_map(served, tmp_path):
     )
     page = write_map(hits, tmp_path / "m.html").read_text()
     assert "</script><img" not in page  # "</" is escaped inside the embedded JSON
-    assert "function esc(" in page and "esc(f.properties.item_id)" in page
+    assert "function esc(" in page and "esc(fmt(v))" in page  # values shown as text
