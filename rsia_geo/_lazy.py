@@ -26,6 +26,7 @@ _PROVIDERS: dict[str, tuple[str, str | None]] = {
     "folium": ("folium", "notebook"),
     "ipywidgets": ("ipywidgets", "notebook"),
     "ipyleaflet": ("ipyleaflet", "notebook"),
+    "anywidget": ("anywidget", "notebook"),
     "soundfile": ("soundfile", None),
     "qdrant_client": ("qdrant-client", None),
     "geopandas": ("geopandas", None),

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from rsia_geo._lazy import lazy_import
+from rsia_geo._lazy import has_module, lazy_import
 from rsia_geo._types import PathLike
 from rsia_geo.errors import InvalidArgumentError, InvalidBBoxError, RsiaError
 from rsia_geo.results import chip_png
@@ -264,7 +264,8 @@ def _describe(hits: Any) -> str:
 class SearchPanel:
     """An interactive spoken-search panel for Jupyter (ipywidgets + ipyleaflet).
 
-    Upload a clip (WAV, FLAC, OGG, MP3) and play it back, draw a rectangle or polygon on the
+    Record from the microphone (*Record* / *Stop*, in the browser) or upload a clip (WAV,
+    FLAC, OGG, MP3), play it back, or type the query; draw a rectangle or polygon on the
     map or type a bbox, choose ``k`` and the rerank, press *Search*: the hits appear as a table
     with thumbnails and on the map. The latest result is kept in :attr:`hits`.
 
@@ -313,6 +314,12 @@ class SearchPanel:
         self.history: Any = None
         self._query: dict[str, Any] = {}
         self.upload = w.FileUpload(accept=".wav,.flac,.ogg,.mp3,audio/*", multiple=False)
+        self.recorder: Any = None
+        if has_module("anywidget"):
+            from rsia_geo._recorder import MicRecorder
+
+            self.recorder = MicRecorder()
+            self.recorder.observe(self._on_record, names="wav")
         self.player = w.Audio(autoplay=False, controls=True, layout=w.Layout(width="260px"))
         self.bbox_text = w.Text(
             placeholder="minx, miny, maxx, maxy (lon/lat) or draw on the map",
@@ -364,7 +371,7 @@ class SearchPanel:
         self.place_button.on_click(lambda _b: self.same_place())
         self.widget = w.VBox(
             [
-                w.HBox([self.upload, self.player]),
+                w.HBox([*self._sources(), self.player]),
                 self.text,
                 w.HBox([self.bbox_text, self.clear]),
                 w.HBox([self.dates, self.platform]),
@@ -401,6 +408,17 @@ class SearchPanel:
             return
         f = files[0]
         self.set_audio(bytes(f["content"]), name=str(f["name"]))
+
+    def _sources(self) -> list[Any]:
+        """The audio inputs: the microphone recorder (when anywidget is there), the upload."""
+        return [*([self.recorder] if self.recorder is not None else []), self.upload]
+
+    def _on_record(self, change: dict[str, Any]) -> None:
+        data = bytes(change["new"] or b"")
+        if data:
+            self.text.value = ""  # a spoken query replaces a typed one
+            self.set_audio(data, name="recording.wav")
+            self.status.value += " recorded from the microphone: press Search"
 
     def set_audio(self, data: bytes, *, name: str = "query.wav") -> None:
         """Use these audio bytes as the query (what an upload does).

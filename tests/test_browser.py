@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,7 +48,9 @@ def hits(tmp_path_factory, samples, tiny_checkpoint):
     )
     build_index(cat, root / "idx", tiny_checkpoint, spec=TileSpec(size=256), progress=False)
     wave = np.sin(np.linspace(0, 300, 32000)).astype(np.float32)
-    return search(wave, root / "idx", tiny_checkpoint, sample_rate=16000, k=6, group=False)
+    found = search(wave, root / "idx", tiny_checkpoint, sample_rate=16000, k=6, group=False)
+    found.attrs["index"] = str(root / "idx")
+    return found
 
 
 def _errors(driver, allowed: str | None = None) -> list[str]:
@@ -78,12 +81,16 @@ def test_map_page_offline_with_chips(browser, hits, tmp_path):
     assert size == 128
     np.testing.assert_allclose(rgb, np.round(chip[:3, 0, 0] * 255), atol=1)
     # the wheel zooms in (a smaller view box), dragging pans
-    before = [float(v) for v in browser.find_element("id", "map").get_dom_attribute("viewBox").split()]
+    before = [
+        float(v) for v in browser.find_element("id", "map").get_dom_attribute("viewBox").split()
+    ]
     browser.execute_script(
         "document.getElementById('map').dispatchEvent(new WheelEvent('wheel', "
         "{deltaY: -100, clientX: 500, clientY: 350, bubbles: true, cancelable: true}))"
     )
-    after = [float(v) for v in browser.find_element("id", "map").get_dom_attribute("viewBox").split()]
+    after = [
+        float(v) for v in browser.find_element("id", "map").get_dom_attribute("viewBox").split()
+    ]
     assert after[2] < before[2] and after[3] < before[3]
     assert _errors(browser) == []
     browser.save_screenshot(str(tmp_path / "map.png"))
@@ -111,3 +118,124 @@ def test_map_page_only_the_basemap_needs_the_internet(browser, hits, tmp_path):
     browser.find_elements("css selector", "path.hit")[0].click()
     assert browser.execute_script("return window.pwned === undefined")
     assert "</script><img" in browser.find_element("id", "popup").text
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+PANEL_NB = """import os
+from rsia_geo.jupyter import SearchPanel
+panel = SearchPanel(os.environ["RSIA_TEST_INDEX"], os.environ["RSIA_TEST_CKPT"])
+panel.k.value = 3
+panel"""
+
+
+@pytest.fixture()
+def voila_panel(tmp_path, hits, tiny_checkpoint):
+    """The search panel served by Voila on loopback (a real kernel behind a real page)."""
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    import nbformat
+
+    pytest.importorskip("voila")
+    pytest.importorskip("anywidget")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(PANEL_NB)]
+    nbformat.write(nb, tmp_path / "panel.ipynb")
+    index = Path(hits.attrs["index"]) if "index" in hits.attrs else None
+    assert index is not None
+    port = _free_port()
+    env = {**os.environ, "RSIA_TEST_INDEX": str(index), "RSIA_TEST_CKPT": str(tiny_checkpoint)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voila", "panel.ipynb", "--no-browser", f"--port={port}",
+         "--Voila.ip=127.0.0.1"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/voila/static/"
+    for _ in range(120):  # the server is up (a page load would start a kernel: not yet)
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            break
+        except urllib.error.HTTPError:
+            break
+        except OSError:
+            time.sleep(0.25)
+    yield f"http://127.0.0.1:{port}/"
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _fake_mic(path: Path) -> Path:
+    """A 48 kHz 16-bit WAV of the bundled harbour query, then silence (Chromium loops it)."""
+    import soundfile as sf
+
+    from rsia_geo.audio import load_audio
+    from rsia_geo.sample_data import sample_data_dir
+
+    clip = load_audio(sample_data_dir() / "queries" / "boats_docked_at_a_harbour.wav")
+    x = np.interp(np.arange(len(clip.samples) * 3) / 3, np.arange(len(clip.samples)), clip.samples)
+    sf.write(path, np.concatenate([x, np.zeros(48000)]).astype(np.float32), 48000, "PCM_16")
+    return path
+
+
+def _wait_for(driver, css: str, timeout: float = 90.0) -> list:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        found = driver.find_elements("css selector", css)
+        if found:
+            return found
+        time.sleep(0.25)
+    raise AssertionError(f"{css!r} did not appear in {timeout} s")
+
+
+def test_speak_into_the_panel_in_a_browser(voila_panel, tmp_path):
+    import os
+
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium")
+    for arg in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1100,1500",
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={_fake_mic(tmp_path / 'mic.wav')}",
+    ):  # fmt: skip
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    try:
+        driver.get(voila_panel)
+        record = _wait_for(driver, "button.rsia-record")[0]
+        record.click()  # the browser asks the (fake) microphone
+        time.sleep(3.0)
+        assert "Stop" in record.text
+        record.click()
+        time.sleep(1.0)
+        status = driver.find_element("css selector", ".rsia-record-status").text
+        assert status.startswith("recorded ") and float(status.split()[1]) >= 2.5
+        # Python received the WAV: the panel says so and the player holds it
+        texts = [e.text for e in driver.find_elements("css selector", ".widget-html-content")]
+        assert any("recorded from the microphone" in t for t in texts), texts
+        next(
+            b for b in driver.find_elements("css selector", "button") if b.text == "Search"
+        ).click()
+        table = _wait_for(driver, "table.rsia-hits", 120)[0]
+        assert len(table.find_elements("css selector", "tbody tr")) == 3
+        assert len(table.find_elements("css selector", "img")) == 3  # chip thumbnails
+        assert len(driver.find_elements("css selector", ".leaflet-container path")) >= 3
+        texts = [e.text for e in driver.find_elements("css selector", ".widget-html-content")]
+        assert any(t.startswith('heard "') and "3 hits" in t for t in texts), texts
+        shots = os.environ.get("RSIA_SCREENSHOT_DIR")
+        driver.save_screenshot(str(Path(shots or tmp_path) / "panel.png"))
+    finally:
+        driver.quit()
