@@ -212,3 +212,94 @@ class SamePlaceTask(QgsTask):
     def finished(self, ok):
         """Hand the result back (UI thread)."""
         self.on_done(self.result_fc if ok else None, self.error)
+
+
+class LocalService:
+    """A local ``rsia-geo serve`` started and stopped by the plugin (a QProcess).
+
+    The process's output is kept (``log_text``) and written to ``log_path``; ``poll()`` asks
+    ``/health`` and says whether the service answers.
+    """
+
+    def __init__(self, log_path=None):
+        import os
+        import tempfile
+
+        self.process = None
+        self.url = None
+        self.log_path = log_path or os.path.join(tempfile.gettempdir(), "rsia_geo_service.log")
+        self.log_text = ""
+
+    def start(self, executable, index, port=8765, checkpoint=None):
+        """Start ``rsia-geo serve --location INDEX --port PORT`` on loopback."""
+        import os
+
+        from qgis.PyQt.QtCore import QProcess
+
+        if self.is_running():
+            raise client.ServiceError("the local service is already running; stop it first")
+        if not executable or not os.path.isfile(executable):
+            raise client.ServiceError(
+                f"rsia-geo executable {executable!r} not found; choose the rsia-geo of the "
+                "environment where rsia_geo is installed (e.g. .venv/bin/rsia-geo)"
+            )
+        if not index or not os.path.isdir(index):
+            raise client.ServiceError(
+                f"index folder {index!r} not found; build one with rsia-geo index"
+            )
+        args = ["serve", "--location", index, "--host", "127.0.0.1", "--port", str(int(port))]
+        if checkpoint:
+            args += ["--checkpoint", checkpoint]
+        self.log_text = f"$ {executable} {' '.join(args)}\n"
+        proc = QProcess()
+        proc.setProcessChannelMode(QProcess.MergedChannels)
+        proc.readyReadStandardOutput.connect(self._read)
+        proc.start(executable, args)
+        if not proc.waitForStarted(10000):
+            raise client.ServiceError(f"cannot start {executable}: {proc.errorString()}")
+        self.process = proc
+        self.url = f"http://127.0.0.1:{int(port)}"
+        return self.url
+
+    def _read(self):
+        if self.process is None:
+            return
+        text = bytes(self.process.readAllStandardOutput()).decode("utf-8", "replace")
+        self.log_text += text
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(text)
+        except OSError:
+            pass
+
+    def is_running(self):
+        """Whether the process is alive."""
+        from qgis.PyQt.QtCore import QProcess
+
+        return self.process is not None and self.process.state() != QProcess.NotRunning
+
+    def poll(self):
+        """``"running"`` (answers /health), ``"starting"``, ``"stopped"`` or ``"exited"``."""
+        self._read()
+        if self.process is None:
+            return "stopped"
+        if not self.is_running():
+            return "exited"
+        try:
+            client.health(self.url, timeout=1.0)
+            return "running"
+        except client.ServiceError:
+            return "starting"
+
+    def stop(self, timeout_ms=10000):
+        """Stop the process (terminate, then kill)."""
+        if self.process is None:
+            return
+        self._read()
+        if self.is_running():
+            self.process.terminate()
+            if not self.process.waitForFinished(timeout_ms):
+                self.process.kill()
+                self.process.waitForFinished(timeout_ms)
+        self._read()
+        self.process = None

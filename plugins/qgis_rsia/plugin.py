@@ -24,6 +24,7 @@ from qgis.PyQt.QtWidgets import (
 
 from . import client
 from .core import (
+    LocalService,
     SamePlaceTask,
     SearchTask,
     extent_bbox,
@@ -51,6 +52,31 @@ class RsiaDock(QDockWidget):
         body = QWidget()
         form = QFormLayout()
         self.url = QLineEdit(s.value(f"{SETTINGS}/url", client.DEFAULT_URL))
+        # a local service the plugin starts itself (or connect to a running/remote one above)
+        self.service = LocalService()
+        self.exe = QgsFileWidget()
+        self.exe.setFilePath(s.value(f"{SETTINGS}/exe", ""))
+        self.index_dir = QgsFileWidget()
+        self.index_dir.setStorageMode(QgsFileWidget.GetDirectory)
+        self.index_dir.setFilePath(s.value(f"{SETTINGS}/index", ""))
+        self.checkpoint = QgsFileWidget()
+        self.checkpoint.setStorageMode(QgsFileWidget.GetDirectory)
+        self.checkpoint.setFilePath(s.value(f"{SETTINGS}/checkpoint", ""))
+        self.checkpoint.setToolTip("the index's model folder; empty for the shipped starter")
+        self.port = QSpinBox()
+        self.port.setRange(1024, 65535)
+        self.port.setValue(int(s.value(f"{SETTINGS}/port", 8765)))
+        self.start_stop = QPushButton("Start local service")
+        self.start_stop.clicked.connect(self.toggle_service)
+        self.show_log = QPushButton("Service log")
+        self.show_log.clicked.connect(self._show_log)
+        self.service_status = QLabel("Local service: stopped")
+        self.service_status.setWordWrap(True)
+        from qgis.PyQt.QtCore import QTimer
+
+        self._timer = QTimer(self)
+        self._timer.setInterval(500)
+        self._timer.timeout.connect(self._poll_service)
         self.key = QLineEdit(s.value(f"{SETTINGS}/key", ""))
         self.key.setEchoMode(QLineEdit.Password)
         self.audio = QgsFileWidget()
@@ -103,6 +129,12 @@ class RsiaDock(QDockWidget):
         self.chip = QLabel("Select a hit to see its image")
         self.chip.setAlignment(Qt.AlignCenter)
         self.chip.setMinimumHeight(160)
+        form.addRow("rsia-geo program", self.exe)
+        form.addRow("Index folder", self.index_dir)
+        form.addRow("Model (optional)", self.checkpoint)
+        form.addRow("Port", self.port)
+        form.addRow(self.start_stop, self.show_log)
+        form.addRow("", self.service_status)
         form.addRow("Service URL", self.url)
         form.addRow("API key", self.key)
         form.addRow("Query audio", self.audio)
@@ -134,6 +166,65 @@ class RsiaDock(QDockWidget):
         self.setWidget(body)
         self.task = None
         self.result_layer = None
+
+    # ------------------------------------------------------------------ local service
+
+    def toggle_service(self):
+        """Start the local service (remembering its settings), or stop it."""
+        if self.service.is_running():
+            self.stop_service()
+            return
+        s = QgsSettings()
+        exe, index = self.exe.filePath(), self.index_dir.filePath()
+        s.setValue(f"{SETTINGS}/exe", exe)
+        s.setValue(f"{SETTINGS}/index", index)
+        s.setValue(f"{SETTINGS}/port", self.port.value())
+        s.setValue(f"{SETTINGS}/checkpoint", self.checkpoint.filePath())
+        try:
+            url = self.service.start(
+                exe, index, port=self.port.value(), checkpoint=self.checkpoint.filePath() or None
+            )
+        except client.ServiceError as exc:
+            self.service_status.setText(f"Local service: {exc}")
+            self._message(str(exc), Qgis.Warning)
+            return
+        self.url.setText(url)
+        self.start_stop.setText("Stop local service")
+        self.service_status.setText(f"Local service: starting on {url} ...")
+        self._timer.start()
+
+    def stop_service(self):
+        """Stop the local service the plugin started."""
+        self._timer.stop()
+        self.service.stop()
+        self.start_stop.setText("Start local service")
+        self.service_status.setText("Local service: stopped")
+
+    def _poll_service(self):
+        state = self.service.poll()
+        if state == "running":
+            self.service_status.setText(f"Local service: running on {self.service.url}")
+            self._timer.stop()
+        elif state == "exited":
+            self._timer.stop()
+            self.start_stop.setText("Start local service")
+            last = self.service.log_text.strip().splitlines()[-1:] or ["(no output)"]
+            self.service_status.setText(f"Local service exited: {last[0]}")
+            self._message(f"the local service exited: {last[0]}", Qgis.Critical)
+
+    def _show_log(self):
+        from qgis.PyQt.QtWidgets import QDialog, QPlainTextEdit
+
+        dlg = QDialog(self)
+        dlg.setWindowTitle(f"rsia_geo service log ({self.service.log_path})")
+        text = QPlainTextEdit(self.service.log_text or "(the service has not run yet)")
+        text.setReadOnly(True)
+        lay = QVBoxLayout()
+        lay.addWidget(text)
+        dlg.setLayout(lay)
+        dlg.resize(700, 400)
+        self.log_dialog = dlg
+        dlg.show()
 
     # ------------------------------------------------------------------ actions
 
@@ -373,6 +464,7 @@ class RsiaSearchPlugin:
             self.iface.removeToolBarIcon(self.action)
             self.iface.removePluginRasterMenu("rsia_geo", self.action)
         if self.dock is not None:
+            self.dock.stop_service()  # never leave a service running behind QGIS
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
         self.action = self.dock = None

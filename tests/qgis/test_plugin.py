@@ -315,3 +315,64 @@ def test_extent_across_the_antimeridian(plugin, service, qgis_iface):
     _wait(dock.task)
     assert dock.task.error is None and dock.result_layer.featureCount() == 0
     assert dock.task.args["bbox"][0] > dock.task.args["bbox"][2]
+
+
+@pytest.fixture(scope="module")
+def spare_index(tmp_path_factory):
+    if not Path(MAIN_PY).exists():
+        pytest.skip(f"main environment {MAIN_PY} not found (set RSIA_MAIN_PYTHON)")
+    root = tmp_path_factory.mktemp("spare")
+    subprocess.run([MAIN_PY, "-c", SETUP, str(root)], check=True)
+    return root
+
+
+def _until(predicate, timeout=90.0):
+    t0 = time.time()
+    while not predicate() and time.time() - t0 < timeout:
+        QgsApplication.processEvents()
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_plugin_starts_and_stops_its_own_service(plugin, spare_index, qgis_iface):
+    dock = plugin.dock
+    exe = str(Path(MAIN_PY).parent / "rsia-geo")
+    port = _free_port()
+    # a wrong program: a clear message, nothing started
+    dock.exe.setFilePath("/nonexistent/rsia-geo")
+    dock.index_dir.setFilePath(str(spare_index / "idx"))
+    dock.toggle_service()
+    assert not dock.service.is_running() and "not found" in dock.service_status.text()
+    dock.exe.setFilePath(exe)
+    dock.checkpoint.setFilePath(str(spare_index / "ck"))  # the index's own model
+    dock.port.setValue(port)
+    dock.toggle_service()
+    assert dock.service.is_running() and dock.url.text() == f"http://127.0.0.1:{port}"
+    assert _until(lambda: "running on" in dock.service_status.text()), dock.service.log_text
+    # settings are remembered for the next QGIS session
+    from qgis.core import QgsSettings
+
+    assert QgsSettings().value("rsia_geo/exe") == exe
+    assert QgsSettings().value("rsia_geo/index") == str(spare_index / "idx")
+    # a search through the service the plugin started
+    dock.audio.setFilePath(str(QUERY))
+    dock.text.setText("")
+    dock.region.setCurrentIndex(0)
+    canvas = qgis_iface.mapCanvas()
+    crs = QgsCoordinateReferenceSystem("EPSG:3857")
+    canvas.setDestinationCrs(crs)
+    canvas.setExtent(QgsRectangle(14321500.0, 4532000.0, 14323000.0, 4533400.0))
+    dock.search()
+    _wait(dock.task)
+    assert dock.task.error is None and dock.result_layer.featureCount() >= 1
+    # its log is reachable: the command line and the server's own lines
+    assert "serve --location" in dock.service.log_text
+    dock.service.poll()  # reads the output so far
+    assert "/search" in dock.service.log_text or "Uvicorn running" in dock.service.log_text
+    dock._show_log()
+    assert dock.log_dialog.isVisible()
+    assert Path(dock.service.log_path).read_text(encoding="utf-8")
+    dock.toggle_service()  # stop
+    assert not dock.service.is_running() and "stopped" in dock.service_status.text()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
