@@ -41,6 +41,32 @@ def _speak(text: str, out: Path, shipped: Path) -> tuple[Path, str]:
     )
 
 
+def _explain_skipped(skipped: list[Any]) -> None:
+    """Say once, plainly, which rasters were left out and why (not one line per raster)."""
+    import re
+
+    coarse: list[str] = []
+    other: list[str] = []
+    for s in skipped:
+        if s.kind != "item":
+            continue  # edges and levels smaller than a tile: normal, not worth a line
+        m = re.search(r"would be (\d+) px of ([\d.]+) m", s.reason)
+        if "too coarse" in s.reason and m:
+            coarse.append(f"{s.item_id} ({float(m.group(2)):.0f} m/px)")
+        else:
+            other.append(f"{s.item_id}: {s.reason}")
+    if coarse:
+        print(
+            f"      left out {len(coarse)} rasters too coarse for the starter model's 78 m "
+            "scenes (it learned them from 0.3 m/px aerial images; a 78 m tile would be 1-4 of "
+            "their pixels): " + ", ".join(coarse) + ". Such imagery needs larger tiles, in an "
+            "index of its own (e.g. rsia-geo index CATALOG --size 64 --units px --location "
+            "coarse_index), and a model trained at that scale to be searched well."
+        )
+    for line in other:
+        print(f"      skipped {line}")
+
+
 def _cell_classes(cells_path: Path) -> Any:
     import geopandas as gpd
 
@@ -48,7 +74,7 @@ def _cell_classes(cells_path: Path) -> Any:
 
 
 # Long (~100 lines): a linear script that prints each step for a first-time user; splitting
-# it would scatter the story it tells. Reworking the demo is part of issue 17.
+# it would scatter the story it tells.
 def run_demo(workdir: Path, *, queries: list[str] | None = None, k: int = 5) -> int:
     """Run the main job end to end on the sample data.
 
@@ -65,7 +91,7 @@ def run_demo(workdir: Path, *, queries: list[str] | None = None, k: int = 5) -> 
     from rsia_geo import build_catalog, open_stac
     from rsia_geo.index import TileIndex
     from rsia_geo.pipeline import DEFAULT_SPEC, build_index, load_model, search
-    from rsia_geo.results import write_map
+    from rsia_geo.results import write_hits, write_map
     from rsia_geo.sample_data import sample_data_dir
 
     t_all = time.perf_counter()
@@ -100,9 +126,7 @@ def run_demo(workdir: Path, *, queries: list[str] | None = None, k: int = 5) -> 
             f"      {report.indexed} new tiles, {report.already_present} already indexed, "
             f"{idx.count()} in the index ({report.seconds:.1f} s)"
         )
-        for s in report.skipped:
-            if s.kind == "item":
-                print(f"      skipped {s.item_id}: {s.reason}")
+        _explain_skipped(report.skipped)
 
         cells = _cell_classes(samples / "mosaic" / "cells.geojson")
         minx, miny, maxx, maxy = cells.total_bounds
@@ -112,8 +136,11 @@ def run_demo(workdir: Path, *, queries: list[str] | None = None, k: int = 5) -> 
             wav, how = _speak(text, workdir / f"query_{q_i + 1}.wav", samples / "queries")
             print(f'[3/4] query {q_i + 1}: "{text}" spoken by {how} -> {wav}')
             for label, bbox in (("everywhere", None), ("west half of the mosaic", west_half)):
-                hits = search(wav, idx, model, bbox=bbox, k=k)
+                hits = search(wav, idx, model, bbox=bbox, k=k, transcribe=bbox is None)
                 t = hits.attrs["timings"]
+                heard = hits.attrs["query"].get("heard")
+                if heard:
+                    print(f'      heard: "{heard}" (Whisper tiny.en)')
                 print(
                     f"[4/4] {label}: {len(hits)} hits in {t['total_ms']:.0f} ms "
                     f"(search stage {t['search_ms']:.1f} ms)"
@@ -140,9 +167,8 @@ def run_demo(workdir: Path, *, queries: list[str] | None = None, k: int = 5) -> 
                         f"{h['item_id']} L{h['level']} ({c.x:.5f}, {c.y:.5f})"
                     )
                 stem = f"query_{q_i + 1}_{'all' if bbox is None else 'region'}"
-                cols = [c for c in hits.columns if c != "tile_json"]
-                hits[cols].to_file(workdir / f"{stem}.geojson", driver="GeoJSON")
-                write_map(hits, workdir / f"{stem}.html", bbox=bbox)
+                write_hits(hits, workdir / f"{stem}.geojson")  # with the query as metadata
+                write_map(hits, workdir / f"{stem}.html", bbox=bbox)  # chips in the popups
                 results[stem] = {"query": text, "bbox": bbox, "hits": found, "timings": t}
     (workdir / "demo.json").write_text(json.dumps(results, indent=2))
     print(

@@ -34,6 +34,11 @@ def test_demo_main_job_end_to_end(tmp_path, capsys):
     assert main(["demo", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "[4/4] west half of the mosaic" in out
+    # rasters too coarse for the 78 m tiling: one plain line naming each, not a line apiece
+    assert out.count("left out 6 rasters too coarse") == 1 and "skipped" not in out
+    for raster in ("RGB.byte (300 m/px)", "m_4112001_sw_10_060_20220716 (22 m/px)"):
+        assert raster in out
+    assert out.count('heard: "') == 2  # what the recogniser heard, once per query
     result = json.loads((tmp_path / "demo.json").read_text())
     plane_all = result["query_2_all"]["hits"]
     plane_region = result["query_2_region"]
@@ -48,7 +53,9 @@ def test_demo_main_job_end_to_end(tmp_path, capsys):
     assert len(hits) == len(plane_region["hits"]) > 0
     for geom in hits.geometry:
         assert geom.intersection(region).area > 0
-    assert (tmp_path / "query_1_region.html").exists()
+    page = (tmp_path / "query_1_region.html").read_text()
+    assert page.count("data:image/png;base64,") == len(result["query_1_region"]["hits"])
+    assert json.loads((tmp_path / "query_1_region.geojson").read_text())["rsia_geo"]["query"]
     assert (tmp_path / "index" / "rsia_index.json").exists()
 
 
