@@ -95,7 +95,7 @@ function show(h, el) {{
   popup.querySelector("button").onclick = () => {{ popup.style.display = "none"; }};
   popup.style.display = "block";
 }}
-DATA.hits.forEach(h => {{
+DATA.hits.slice().reverse().forEach(h => {{  // the best hit drawn last, on top
   const el = document.createElementNS(NS, "path");
   el.setAttribute("d", pathOf(h.rings)); el.setAttribute("class", "hit");
   el.setAttribute("vector-effect", "non-scaling-stroke");

@@ -141,8 +141,9 @@ cells = gpd.read_file(samples / "mosaic" / "cells.geojson")  # the scene class o
 minx, miny, maxx, maxy = cells.total_bounds
 region = (minx, miny, (minx + maxx) / 2, maxy)
 
-hits = search(wav, index, bbox=region, k=K)
+hits = search(wav, index, bbox=region, k=K, transcribe=True)
 assert len(hits) == K and all(g.intersects(box(*region)) for g in hits.geometry)
+print("heard:", hits.attrs["query"].get("heard"))  # what the speech recogniser understood
 hits["cell_class"] = [
     (lambda m: m.iloc[0]["class"] if len(m) else "-")(cells[cells.contains(g.centroid)])
     for g in hits.geometry
@@ -157,6 +158,16 @@ The hits on a map, coloured by score, with the query region dashed:
 """),
     code("""
 hits_map(hits)
+"""),
+    md("""
+To share the result, `write_map` writes one HTML file with every hit's picture in its popup
+(no internet needed but for the basemap), and `write_hits` a GeoJSON/GeoPackage/GeoParquet that
+carries the query (what was heard, region, model) as metadata:
+"""),
+    code("""
+from rsia_geo.results import write_hits, write_map
+
+print(write_map(hits, WORKDIR / "hits.html"), write_hits(hits, WORKDIR / "hits.gpkg"))
 """),
     md("""
 ### One hit per place, and typed queries
@@ -237,8 +248,9 @@ print(sorted(p.name for p in WORKDIR.glob("hits.*")))
     md("""
 ## 6. The interactive panel
 
-Upload or pick a clip, draw a rectangle or polygon on the map (or type a bbox), choose `k` and
-the rerank, and press *Search*. (The widgets need a live kernel; on a static page you see no
+Press *Record* and speak (the browser asks for the microphone), or upload or pick a clip, draw
+a rectangle or polygon on the map (or type a bbox), choose `k` and the rerank, and press
+*Search*. (The widgets need a live kernel; on a static page you see no
 panel.)
 """),
     code("""
