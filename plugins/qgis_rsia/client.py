@@ -64,13 +64,15 @@ def search(
     platform=None,
     refine_method="rocchio",
     datetime=None,
+    transcribe=True,
 ):
     """POST a query; return the GeoJSON FeatureCollection (dict).
 
     The query is the audio file, or ``text`` (a typed query), or ``like`` (a tile id, or a
     GeoJSON polygon dict: the tiles under it), or only ``relevant`` tile ids. ``relevant`` /
     ``not_relevant`` (lists of tile ids) refine it; ``group`` asks for one hit per place;
-    ``platform`` (comma-separated) and ``datetime`` (``start/end``) narrow it.
+    ``platform`` (comma-separated) and ``datetime`` (``start/end``) narrow it;
+    ``transcribe`` asks the service to say what it heard (``query.heard``).
     """
     query_free = text is not None or like is not None or relevant
     if not query_free and not os.path.isfile(audio_path or ""):
@@ -80,6 +82,7 @@ def search(
         "k": str(int(k)),
         "rerank": "true" if rerank else "false",
         "group": "true" if group else "false",
+        "transcribe": "true" if transcribe else "false",
     }
     if bbox is not None:
         fields["bbox"] = ",".join(repr(float(v)) for v in bbox)
