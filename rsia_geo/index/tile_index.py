@@ -34,7 +34,14 @@ from rsia_geo.errors import (
     VectorIndexError,
 )
 from rsia_geo.index.backends import ClientBackend, EdgeBackend, Hit
-from rsia_geo.index.payload import Region, centre_margin, tile_to_payload
+from rsia_geo.index.payload import (
+    Region,
+    centre_margin,
+    pack_payload,
+    stored_keys,
+    tile_to_payload,
+    unpack_payload,
+)
 from rsia_geo.tiles import Tile
 
 __all__ = ["TileIndex"]
@@ -49,6 +56,11 @@ SIGNATURE_KEYS = (
     "frontend",
     "weights_sha256",
 )
+
+
+def _unpacked(hits: list[Hit]) -> list[Hit]:
+    """Hits with their payloads as :func:`tile_to_payload` made them (see ``pack_payload``)."""
+    return [dataclasses.replace(h, payload=unpack_payload(h.payload)) for h in hits]
 
 
 def _holds_index(folder: Path) -> bool:
@@ -327,7 +339,7 @@ class TileIndex:
                 self.backend.set_meta(meta)
                 self._margin = new
         self._grow_extent(payloads)
-        self.backend.upsert(ids, unit_vectors, payloads)
+        self.backend.upsert(ids, unit_vectors, [pack_payload(p) for p in payloads])
 
     def _grow_extent(self, payloads: Sequence[dict[str, Any]]) -> None:
         """Record the spatial and temporal extent of the stored tiles (before the points).
@@ -437,9 +449,9 @@ class TileIndex:
         v = np.asarray(vector, dtype=np.float64).ravel()
         v = v / max(float(np.linalg.norm(v)), 1e-12)
         hits: list[Hit] = self.backend.query(
-            v.tolist(), self._with_margin(region), limit, offset, with_vectors, fields
+            v.tolist(), self._with_margin(region), limit, offset, with_vectors, stored_keys(fields)
         )
-        return hits
+        return _unpacked(hits)
 
     def scroll(
         self,
@@ -469,9 +481,9 @@ class TileIndex:
         offset: Any = None
         while len(out) < limit:
             hits, offset = self.backend.scroll(
-                region, min(page, limit - len(out)), offset, with_vectors, fields
+                region, min(page, limit - len(out)), offset, with_vectors, stored_keys(fields)
             )
-            out.extend(hits)
+            out.extend(_unpacked(hits))
             if offset is None or not hits:
                 break
         return out
@@ -479,4 +491,4 @@ class TileIndex:
     def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Hit]:
         """Tiles by id."""
         hits: list[Hit] = self.backend.retrieve(list(ids), with_vectors)
-        return hits
+        return _unpacked(hits)
