@@ -27,6 +27,7 @@ _PROVIDERS: dict[str, tuple[str, str | None]] = {
     "ipywidgets": ("ipywidgets", "notebook"),
     "ipyleaflet": ("ipyleaflet", "notebook"),
     "anywidget": ("anywidget", "notebook"),
+    "distributed": ("dask[distributed]", "cluster"),
     "soundfile": ("soundfile", None),
     "qdrant_client": ("qdrant-client", None),
     "geopandas": ("geopandas", None),

@@ -307,6 +307,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
                 bbox=args.bbox,
                 batch_size=args.batch_size,
                 workers=args.workers,
+                cluster=args.scheduler or args.dask_workers,
                 progress=not args.no_progress,
             )
             total = idx.count()
@@ -802,6 +803,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tile_args(ix)
     ix.add_argument("--batch-size", type=int, default=16)
     ix.add_argument("--workers", type=int, default=2, help="reader threads")
+    ix.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="read and encode on a Dask cluster (tcp://host:8786); this process stores",
+    )
+    ix.add_argument(
+        "--dask-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="read and encode on a local Dask cluster of N worker processes",
+    )
     ix.add_argument("--no-progress", action="store_true")
     ix.set_defaults(func=_cmd_index)
 

@@ -197,8 +197,6 @@ def _batches(tiles: Iterator[Tile], size: int) -> Iterator[list[Tile]]:
         yield batch
 
 
-# Long (~145 lines): the read / encode / write overlap shares queues, a pool and a report
-# through nested closures; turning them into a small ingest class is issue 15 (and 16, Dask).
 def build_index(
     source: Any,
     index: TileIndex | PathLike,
@@ -210,6 +208,7 @@ def build_index(
     batch_size: int = 16,
     workers: int = 2,
     progress: bool = True,
+    cluster: Any = None,
 ) -> IndexReport:
     """Tile a STAC source, encode the tiles and store them in the index (resumable).
 
@@ -222,8 +221,11 @@ def build_index(
         bands: Bands to read (default RGB).
         bbox: Only tiles intersecting this lon/lat box.
         batch_size: Tiles per encoder batch.
-        workers: Reader threads.
+        workers: Reader threads (in one process).
         progress: Progress bar.
+        cluster: Read and encode on a Dask cluster instead (:mod:`rsia_geo.cluster`): a
+            ``distributed.Client``, a scheduler address, or a number of local worker
+            processes. The same tiles, ids and vectors; this process stores them.
 
     Returns:
         The report.
@@ -232,9 +234,6 @@ def build_index(
         ModelMismatchError: The index holds vectors of another model.
         IndexLockedError: The index folder is open elsewhere.
     """
-    import torch
-    from tqdm.auto import tqdm
-
     from rsia_geo.models.checkpoint import model_signature
 
     mdl = load_model(model)
@@ -255,87 +254,14 @@ def build_index(
                 "checkpoint": str(getattr(mdl, "checkpoint_path", "")),
             },
         )
-        writes: queue.Queue[tuple[list[Tile], np.ndarray] | None] = queue.Queue(maxsize=2)
-        write_error: list[BaseException] = []
-
-        def writer() -> None:
-            while True:
-                item = writes.get()
-                if item is None:
-                    return
-                try:
-                    idx.add(*item)
-                except BaseException as exc:  # surfaced in the main thread
-                    write_error.append(exc)
-                    return
-
-        wthread = threading.Thread(target=writer, name="rsia-index-writer", daemon=True)
-        wthread.start()
-        total = None
-        if progress and not isinstance(source, Iterator):  # (a generator is read once)
-            # a counting pass gives the bar a total and an ETA; it repeats the tiling (windows,
-            # footprints and the nodata survey on a <= 1024 px overview per item), not the
-            # per-tile reads and encoding that dominate ingest
-            total = sum(
-                1 for _ in iter_tiles(source, spec, bands=bands, bbox=bbox, on_skip=lambda s: None)
+        if cluster is not None:
+            _ingest_cluster(
+                cluster, source, idx, mdl, model, spec, bands, bbox, batch_size, report, progress
             )
-        bar = tqdm(desc="indexing", unit="tile", total=total, disable=not progress)
-
-        def read_batch(batch: list[Tile]) -> list[tuple[Tile, np.ndarray | None, str | None]]:
-            out: list[tuple[Tile, np.ndarray | None, str | None]] = []
-            for t in batch:  # datasets stay open per reader thread (keep_datasets_open)
-                try:
-                    out.append((t, read_chip(t), None))
-                except TileReadError as exc:
-                    out.append((t, None, str(exc)))
-            return out
-
-        pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="rsia-read")
-        pending: list[Future[Any]] = []
-
-        def drain(fut: Future[Any]) -> None:
-            rows = fut.result()
-            ok = [(t, a) for t, a, err in rows if err is None]
-            for t, _, err in rows:
-                if err is not None:
-                    report.failed.append((t.id, err))
-                    logger.warning("tile %s of %s failed: %s", t.id, t.item_id, err)
-            if ok:
-                t0 = time.perf_counter()
-                images = torch.from_numpy(np.stack([a for _, a in ok]))
-                vecs = mdl.encode_images(images, normalize=False).numpy()
-                report.encode_seconds += time.perf_counter() - t0
-                if write_error:
-                    raise write_error[0]
-                writes.put(([t for t, _ in ok], vecs))
-                report.indexed += len(ok)
-            bar.update(len(rows))
-
-        with keep_datasets_open():
-            try:
-                tiles = iter_tiles(
-                    source, spec, bands=bands, bbox=bbox, on_skip=report.skipped.append
-                )
-                for batch in _batches(tiles, batch_size):
-                    report.tiles_seen += len(batch)
-                    present = idx.existing([t.id for t in batch])
-                    report.already_present += len(present)
-                    todo = [t for t in batch if t.id not in present]
-                    if len(todo) < len(batch):
-                        bar.update(len(batch) - len(todo))
-                    if todo:
-                        pending.append(pool.submit(read_batch, todo))
-                    while len(pending) > max(1, workers):
-                        drain(pending.pop(0))
-                while pending:
-                    drain(pending.pop(0))
-            finally:
-                pool.shutdown(wait=True)
-                writes.put(None)
-                wthread.join()
-                bar.close()
-        if write_error:
-            raise write_error[0]
+        else:
+            _ingest_local(
+                source, idx, mdl, spec, bands, bbox, batch_size, workers, progress, report
+            )
         meta = idx.meta or {}
         meta["tiles"] = idx.count()
         idx.backend.set_meta(meta)
@@ -344,6 +270,179 @@ def build_index(
         if owned:
             idx.close()
     return report
+
+
+def _tile_total(source: Any, spec: TileSpec, bands: Any, bbox: Any, progress: bool) -> int | None:
+    """How many tiles a source holds, for the progress bar (None without a bar).
+
+    A counting pass repeats the tiling (windows, footprints and the nodata survey on a <= 1024
+    px overview per item), not the per-tile reads and encoding that dominate ingest; a
+    generator source is read once, so it is not counted.
+    """
+    if not progress or isinstance(source, Iterator):
+        return None
+    return sum(1 for _ in iter_tiles(source, spec, bands=bands, bbox=bbox, on_skip=lambda s: None))
+
+
+# Long (~95 lines): the read / encode / write overlap shares queues, a pool and the report
+# through nested closures (reader threads, the encoder in this thread, a writer thread).
+def _ingest_local(
+    source: Any,
+    idx: TileIndex,
+    mdl: Any,
+    spec: TileSpec,
+    bands: Any,
+    bbox: Any,
+    batch_size: int,
+    workers: int,
+    progress: bool,
+    report: IndexReport,
+) -> None:
+    """Read (threads), encode (this thread) and write (a thread) in one process."""
+    import torch
+    from tqdm.auto import tqdm
+
+    writes: queue.Queue[tuple[list[Tile], np.ndarray] | None] = queue.Queue(maxsize=2)
+    write_error: list[BaseException] = []
+
+    def writer() -> None:
+        while True:
+            item = writes.get()
+            if item is None:
+                return
+            try:
+                idx.add(*item)
+            except BaseException as exc:  # surfaced in the main thread
+                write_error.append(exc)
+                return
+
+    wthread = threading.Thread(target=writer, name="rsia-index-writer", daemon=True)
+    wthread.start()
+    total = None
+    if progress and not isinstance(source, Iterator):  # (a generator is read once)
+        # a counting pass gives the bar a total and an ETA; it repeats the tiling (windows,
+        # footprints and the nodata survey on a <= 1024 px overview per item), not the
+        # per-tile reads and encoding that dominate ingest
+        total = sum(
+            1 for _ in iter_tiles(source, spec, bands=bands, bbox=bbox, on_skip=lambda s: None)
+        )
+    bar = tqdm(desc="indexing", unit="tile", total=total, disable=not progress)
+
+    def read_batch(batch: list[Tile]) -> list[tuple[Tile, np.ndarray | None, str | None]]:
+        out: list[tuple[Tile, np.ndarray | None, str | None]] = []
+        for t in batch:  # datasets stay open per reader thread (keep_datasets_open)
+            try:
+                out.append((t, read_chip(t), None))
+            except TileReadError as exc:
+                out.append((t, None, str(exc)))
+        return out
+
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="rsia-read")
+    pending: list[Future[Any]] = []
+
+    def drain(fut: Future[Any]) -> None:
+        rows = fut.result()
+        ok = [(t, a) for t, a, err in rows if err is None]
+        for t, _, err in rows:
+            if err is not None:
+                report.failed.append((t.id, err))
+                logger.warning("tile %s of %s failed: %s", t.id, t.item_id, err)
+        if ok:
+            t0 = time.perf_counter()
+            images = torch.from_numpy(np.stack([a for _, a in ok]))
+            vecs = mdl.encode_images(images, normalize=False).numpy()
+            report.encode_seconds += time.perf_counter() - t0
+            if write_error:
+                raise write_error[0]
+            writes.put(([t for t, _ in ok], vecs))
+            report.indexed += len(ok)
+        bar.update(len(rows))
+
+    with keep_datasets_open():
+        try:
+            tiles = iter_tiles(source, spec, bands=bands, bbox=bbox, on_skip=report.skipped.append)
+            for batch in _batches(tiles, batch_size):
+                report.tiles_seen += len(batch)
+                present = idx.existing([t.id for t in batch])
+                report.already_present += len(present)
+                todo = [t for t in batch if t.id not in present]
+                if len(todo) < len(batch):
+                    bar.update(len(batch) - len(todo))
+                if todo:
+                    pending.append(pool.submit(read_batch, todo))
+                while len(pending) > max(1, workers):
+                    drain(pending.pop(0))
+            while pending:
+                drain(pending.pop(0))
+        finally:
+            pool.shutdown(wait=True)
+            writes.put(None)
+            wthread.join()
+            bar.close()
+    if write_error:
+        raise write_error[0]
+
+
+def _ingest_cluster(
+    cluster: Any,
+    source: Any,
+    idx: TileIndex,
+    mdl: Any,
+    model: Any,
+    spec: TileSpec,
+    bands: Any,
+    bbox: Any,
+    batch_size: int,
+    report: IndexReport,
+    progress: bool,
+) -> None:
+    """Read and encode on a Dask cluster's workers, store here (:mod:`rsia_geo.cluster`)."""
+    from tqdm.auto import tqdm
+
+    from rsia_geo.cluster import open_client, run_ingest
+
+    client, owned = open_client(cluster)
+    try:
+        path = getattr(mdl, "checkpoint_path", None)
+        if isinstance(model, (str, Path)) or model is None:
+            model_ref: Any = str(path) if path else model
+        else:  # a model object: sent to every worker once
+            model_ref = client.scatter(mdl, broadcast=True)
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+        bar = tqdm(
+            desc="indexing (Dask)",
+            unit="tile",
+            total=_tile_total(source, spec, bands, bbox, progress),
+            disable=not progress,
+        )
+
+        def todo() -> Iterator[list[Tile]]:
+            tiles = iter_tiles(source, spec, bands=bands, bbox=bbox, on_skip=report.skipped.append)
+            for batch in _batches(tiles, batch_size):
+                report.tiles_seen += len(batch)
+                present = idx.existing([t.id for t in batch])
+                report.already_present += len(present)
+                bar.update(len(present))
+                rest = [t for t in batch if t.id not in present]
+                if rest:
+                    yield rest
+
+        t0 = time.perf_counter()
+        try:
+            for stored, failed in run_ingest(
+                client, todo(), model_ref, idx.add, in_flight=2 * n_workers + 1
+            ):
+                report.indexed += stored
+                report.failed.extend(failed)
+                for tid, err in failed:
+                    logger.warning("tile %s failed: %s", tid, err)
+                bar.update(stored + len(failed))
+        finally:
+            bar.close()
+        report.encode_seconds += time.perf_counter() - t0  # read + encode, on the workers
+    finally:
+        for closable in reversed(owned or ()):
+            closable.close()
 
 
 # ------------------------------------------------------------------------------ search

@@ -1,0 +1,131 @@
+"""Ingest on a real Dask LocalCluster of worker processes (``rsia_geo.cluster``).
+
+The same catalog is indexed in one process and on two worker processes: the same tile ids and
+the same vectors; a worker killed mid-job and the job still stores every tile exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+distributed = pytest.importorskip("distributed")
+
+from rsia_geo import TileSpec  # noqa: E402
+from rsia_geo.errors import InvalidArgumentError  # noqa: E402
+from rsia_geo.index import TileIndex  # noqa: E402
+from rsia_geo.pipeline import build_index  # noqa: E402
+
+# 128 px tiles overlapping by half on the 1024 px aerial COG: a couple of hundred tiles, so
+# the job lasts long enough to lose a worker in the middle
+SPEC = TileSpec(size=128, overlap=64, out_size=64)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    local = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    client = distributed.Client(local)
+    yield client
+    client.close()
+    local.close()
+
+
+def _vectors(path):
+    with TileIndex(path, create=False) as idx:
+        hits = idx.scroll(None, with_vectors=True)
+    return {h.id: np.asarray(h.vector) for h in hits}
+
+
+def test_same_ids_and_vectors_as_one_process(tmp_path, aerial_catalog, tiny_checkpoint, cluster):
+    one = build_index(aerial_catalog, tmp_path / "one", tiny_checkpoint, spec=SPEC, progress=False)
+    two = build_index(
+        aerial_catalog, tmp_path / "two", tiny_checkpoint, spec=SPEC, progress=False,
+        batch_size=8, cluster=cluster,
+    )  # fmt: skip
+    assert one.indexed == two.indexed > 150 and not two.failed
+    a, b = _vectors(tmp_path / "one"), _vectors(tmp_path / "two")
+    assert set(a) == set(b)
+    for tid in a:
+        np.testing.assert_allclose(a[tid], b[tid], atol=1e-5)
+    # both workers did part of the work
+    assert len(cluster.scheduler_info()["workers"]) == 2
+    # a re-run on the cluster stores nothing twice
+    again = build_index(
+        aerial_catalog, tmp_path / "two", tiny_checkpoint, spec=SPEC, progress=False,
+        cluster=cluster,
+    )  # fmt: skip
+    assert again.indexed == 0 and again.already_present == one.indexed
+
+
+def test_a_worker_killed_mid_job_loses_nothing(tmp_path, aerial_catalog, tiny_checkpoint):
+    local = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    client = distributed.Client(local)
+    try:
+        report: dict = {}
+
+        def job():
+            report["r"] = build_index(
+                aerial_catalog, tmp_path / "idx", tiny_checkpoint, spec=SPEC, progress=False,
+                batch_size=4, cluster=client,
+            )  # fmt: skip
+
+        t = threading.Thread(target=job)
+        t.start()
+        # wait until work is under way on both workers, then kill one of them outright
+        t0 = time.time()
+        while time.time() - t0 < 60:
+            busy = client.processing()
+            if sum(len(v) for v in busy.values()) >= 2 and all(busy.values()):
+                break
+            time.sleep(0.05)
+        pids = client.run(os.getpid)  # worker address -> process id
+        victim = next(a for a, v in client.processing().items() if v)
+        os.kill(pids[victim], signal.SIGKILL)  # kill -9: no goodbye to the scheduler
+        t.join(timeout=300)
+        assert not t.is_alive()
+        assert pids[victim] not in client.run(os.getpid).values()  # it died (and was replaced)
+        r = report["r"]
+        with TileIndex(tmp_path / "idx", create=False) as idx:
+            stored = idx.count()
+        # every tile once: the count equals a one-process run's
+        one = build_index(
+            aerial_catalog, tmp_path / "one", tiny_checkpoint, spec=SPEC, progress=False
+        )
+        assert stored == one.indexed and r.indexed + r.already_present >= stored
+        assert not r.failed
+    finally:
+        client.close()
+        local.close()
+
+
+def test_bad_cluster_arguments(tmp_path, aerial_catalog, tiny_checkpoint):
+    with pytest.raises(InvalidArgumentError, match="cluster="):
+        build_index(aerial_catalog, tmp_path / "i", tiny_checkpoint, cluster=2.5)
+    with pytest.raises(InvalidArgumentError, match="at least 1 worker"):
+        build_index(aerial_catalog, tmp_path / "i", tiny_checkpoint, cluster=0)
+    with pytest.raises(InvalidArgumentError, match="cannot reach the Dask scheduler"):
+        build_index(aerial_catalog, tmp_path / "i", tiny_checkpoint, cluster="tcp://127.0.0.1:1")
+
+
+def test_cli_index_on_local_dask_workers(tmp_path, aerial_catalog, tiny_checkpoint, capsys):
+    from rsia_geo.cli import main
+
+    cat = aerial_catalog.get_self_href()
+    rc = main(
+        ["index", cat, "--location", str(tmp_path / "idx"), "--checkpoint", str(tiny_checkpoint),
+         "--size", "256", "--overlap", "0", "--units", "px", "--scales", "1",
+         "--dask-workers", "2", "--no-progress"]
+    )  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    with TileIndex(tmp_path / "idx", create=False) as idx:
+        assert idx.count() == 16
