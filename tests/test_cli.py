@@ -162,7 +162,9 @@ def test_cli_index_then_search_with_exports(tmp_path, samples, capsys):
     assert len(pq) == len(gj) == 5 and list(pq.tile_id) == list(gj.tile_id)
     assert pq.crs.to_epsg() == 4326
     assert all(g.intersects(box(*map(float, bbox))) for g in pq.geometry)
-    assert "leaflet" in (tmp_path / "map.html").read_text()
+    page = (tmp_path / "map.html").read_text()
+    assert all(t in page for t in pq.tile_id)  # every hit on the map, with its picture
+    assert page.count("data:image/png;base64,") == len(pq)
 
 
 # ---------------------------------------------------------------- user mistakes (issue 12)
