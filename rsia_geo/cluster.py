@@ -20,6 +20,7 @@ here).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -78,14 +79,83 @@ def open_client(cluster: Any) -> tuple[Any, Any]:
     return client, (client,)
 
 
+_READER: Any = None
+_READER_LOCK = threading.Lock()
+MAX_OPEN_RASTERS = 64
+"""Rasters a worker keeps open between tasks (then it closes them all and starts again)."""
+
+
+def _worker_reader() -> Any:
+    """The worker process's reader thread, with rasters kept open across tasks.
+
+    Neighbouring tiles share compressed blocks; one long-lived reader thread with the rasters
+    open lets GDAL's block cache serve them across tasks, as in one process (a reader per task
+    would open the rasters again and decode the shared blocks again).
+    """
+    global _READER
+    with _READER_LOCK:
+        if _READER is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from rsia_geo.tiles import keep_datasets_open
+
+            keep_datasets_open().__enter__()  # for the life of the worker process
+            _READER = ThreadPoolExecutor(1, thread_name_prefix="rsia-read")
+        return _READER
+
+
+_TUNED = False
+
+
+def _tune_allocator() -> None:
+    """Undo, in this worker process, what Dask's default worker environment costs torch.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also freezes
+    glibc's mmap threshold: every large tensor is then mapped and unmapped afresh, and the
+    encoder ran at half speed on workers (docs/benchmarks.md). Raising the mmap and trim
+    thresholds again (glibc ``mallopt``) restores one-process speed; elsewhere nothing is done.
+    """
+    global _TUNED
+    if _TUNED:
+        return
+    _TUNED = True
+    import ctypes
+    import ctypes.util
+    import os
+
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        return
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
+        libc.mallopt(m_trim_threshold, 256 * 1024 * 1024)
+    except (OSError, AttributeError):  # not glibc
+        logger.debug("mallopt unavailable; worker allocator left as it is")
+
+
+def _limit_open_rasters() -> None:
+    from rsia_geo.tiles import _OPEN
+
+    if len(_OPEN.all) > MAX_OPEN_RASTERS:
+        _OPEN.close_all()
+
+
 def encode_tiles(
-    records: list[dict[str, Any]], model_ref: Any
+    records: list[dict[str, Any]], model_ref: Any, batch_size: int = 16
 ) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
     """Read and encode tiles on a worker (a Dask task).
+
+    Reading overlaps encoding, as in one process: a reader thread reads the next
+    ``batch_size`` tiles (GDAL releases the GIL) while the encoder runs on the current ones.
 
     Args:
         records: ``Tile.to_dict()`` of each tile.
         model_ref: A checkpoint folder, None for the starter, or a loaded model.
+        batch_size: Tiles per encoder batch.
 
     Returns:
         ``(ids, raw vectors (n, dim) float32, failed (tile id, reason))``.
@@ -93,30 +163,47 @@ def encode_tiles(
     import torch
 
     from rsia_geo.pipeline import load_model, read_chip
-    from rsia_geo.tiles import Tile, keep_datasets_open
+    from rsia_geo.tiles import Tile
 
     try:
         from distributed import get_worker
 
-        torch.set_num_threads(max(1, int(get_worker().state.nthreads)))
+        threads = max(1, int(get_worker().state.nthreads))
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
     except (ImportError, ValueError):  # run outside a worker (tests, one process)
         pass
+    _tune_allocator()
     model = load_model(model_ref)
-    ids: list[str] = []
-    images: list[np.ndarray] = []
     failed: list[tuple[str, str]] = []
-    with keep_datasets_open():
-        for record in records:
+
+    def read(chunk: list[dict[str, Any]]) -> list[tuple[str, np.ndarray]]:
+        out = []
+        for record in chunk:
             tile = Tile.from_dict(record)
             try:
-                images.append(read_chip(tile))
-                ids.append(tile.id)
+                out.append((tile.id, read_chip(tile)))
             except TileReadError as exc:
                 failed.append((tile.id, str(exc)))
-    if not images:
+        return out
+
+    chunks = [records[i : i + batch_size] for i in range(0, len(records), batch_size)]
+    ids: list[str] = []
+    vecs: list[np.ndarray] = []
+    pool = _worker_reader()
+    nxt = pool.submit(read, chunks[0]) if chunks else None
+    for j in range(len(chunks)):
+        assert nxt is not None
+        got = nxt.result()
+        nxt = pool.submit(read, chunks[j + 1]) if j + 1 < len(chunks) else None
+        if got:
+            images = torch.from_numpy(np.stack([a for _, a in got]))
+            vecs.append(model.encode_images(images, normalize=False).numpy())
+            ids.extend(i for i, _ in got)
+    _limit_open_rasters()
+    if not ids:
         return ids, np.zeros((0, 0), np.float32), failed
-    vecs = model.encode_images(torch.from_numpy(np.stack(images)), normalize=False).numpy()
-    return ids, vecs.astype(np.float32), failed
+    return ids, np.concatenate(vecs).astype(np.float32), failed
 
 
 def run_ingest(
@@ -126,15 +213,17 @@ def run_ingest(
     store: Any,
     *,
     in_flight: int,
+    batch_size: int = 16,
 ) -> Iterator[tuple[int, list[tuple[str, str]]]]:
     """Submit batches of tiles, store each result as it arrives (in this process).
 
     Args:
         client: The ``distributed.Client``.
-        batches: Lists of tiles still to index.
+        batches: Lists of tiles still to index (one task each).
         model_ref: What :func:`encode_tiles` loads (a path, None, or a scattered model).
         store: ``store(tiles, vectors)``: writes one result into the index.
         in_flight: Tasks submitted ahead of the results (bounds memory).
+        batch_size: Tiles per encoder batch inside a task.
 
     Yields:
         ``(tiles stored, failed)`` per finished task.
@@ -151,7 +240,7 @@ def run_ingest(
 
     def submit(tiles: dict[str, Any], tries: int) -> None:
         records = [t.to_dict() for t in tiles.values()]
-        fut = client.submit(encode_tiles, records, model_ref, pure=False)
+        fut = client.submit(encode_tiles, records, model_ref, batch_size, pure=False)
         pending[fut] = (tiles, tries)
         queue.add(fut)  # type: ignore[no-untyped-call]
 

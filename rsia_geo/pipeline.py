@@ -383,6 +383,10 @@ def _ingest_local(
         raise write_error[0]
 
 
+TASK_BATCHES = 2
+"""Encoder batches per Dask task."""
+
+
 def _ingest_cluster(
     cluster: Any,
     source: Any,
@@ -418,7 +422,9 @@ def _ingest_cluster(
 
         def todo() -> Iterator[list[Tile]]:
             tiles = iter_tiles(source, spec, bands=bands, bbox=bbox, on_skip=report.skipped.append)
-            for batch in _batches(tiles, batch_size):
+            # a task holds TASK_BATCHES encoder batches: fewer, larger tasks amortise the
+            # scheduling and the opening of rasters per task
+            for batch in _batches(tiles, batch_size * TASK_BATCHES):
                 report.tiles_seen += len(batch)
                 present = idx.existing([t.id for t in batch])
                 report.already_present += len(present)
@@ -430,8 +436,9 @@ def _ingest_cluster(
         t0 = time.perf_counter()
         try:
             for stored, failed in run_ingest(
-                client, todo(), model_ref, idx.add, in_flight=2 * n_workers + 1
-            ):
+                client, todo(), model_ref, idx.add, in_flight=2 * n_workers + 1,
+                batch_size=batch_size,
+            ):  # fmt: skip
                 report.indexed += stored
                 report.failed.extend(failed)
                 for tid, err in failed:

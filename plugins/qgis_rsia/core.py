@@ -131,8 +131,41 @@ def _geojson_to_wkt(geom):
     return ogr.CreateGeometryFromJson(json.dumps(geom)).ExportToWkt()
 
 
-class SearchTask(QgsTask):
-    """Runs one search request off the UI thread; ``on_done(fc, error)`` runs on the UI thread.
+class ServiceTask(QgsTask):
+    """One request to the service off the UI thread; ``on_done(fc, error)`` on the UI thread.
+
+    Subclasses say what the request is in :meth:`request`.
+    """
+
+    def __init__(self, description, on_done):
+        super().__init__(description, QgsTask.CanCancel)
+        self.on_done = on_done
+        self.result_fc = None
+        self.error = None
+
+    def request(self):
+        """The HTTP request (worker thread); returns the parsed answer."""
+        raise NotImplementedError
+
+    def run(self):
+        """Do the request (worker thread), keeping a message for users on failure."""
+        try:
+            self.result_fc = self.request()
+            return True
+        except client.ServiceError as exc:
+            self.error = str(exc)
+            return False
+        except Exception as exc:  # never let a worker exception kill QGIS
+            self.error = f"{type(exc).__name__}: {exc}"
+            return False
+
+    def finished(self, ok):
+        """Hand the result back (UI thread)."""
+        self.on_done(self.result_fc if ok else None, self.error)
+
+
+class SearchTask(ServiceTask):
+    """One search request.
 
     Extra keyword arguments (``like``, ``relevant``, ``not_relevant``, ``platform``,
     ``datetime``, ``refine_method``) go to :func:`client.search`.
@@ -152,7 +185,7 @@ class SearchTask(QgsTask):
         text=None,
         **query,
     ):
-        super().__init__("rsia_geo spoken search", QgsTask.CanCancel)
+        super().__init__("rsia_geo spoken search", on_done)
         self.args = dict(
             url=url,
             key=key,
@@ -165,53 +198,23 @@ class SearchTask(QgsTask):
             text=text,
             **query,
         )
-        self.on_done = on_done
-        self.result_fc = None
-        self.error = None
 
-    def run(self):
-        """Do the HTTP request (worker thread)."""
-        try:
-            a = dict(self.args)
-            self.result_fc = client.search(a.pop("url"), a.pop("audio_path"), **a)
-            return True
-        except client.ServiceError as exc:
-            self.error = str(exc)
-            return False
-        except Exception as exc:  # never let a worker exception kill QGIS
-            self.error = f"{type(exc).__name__}: {exc}"
-            return False
-
-    def finished(self, ok):
-        """Hand the result back (UI thread)."""
-        self.on_done(self.result_fc if ok else None, self.error)
+    def request(self):
+        """POST /search."""
+        a = dict(self.args)
+        return client.search(a.pop("url"), a.pop("audio_path"), **a)
 
 
-class SamePlaceTask(QgsTask):
-    """Fetches a hit's place on other dates off the UI thread; ``on_done(fc, error)``."""
+class SamePlaceTask(ServiceTask):
+    """Fetches a hit's place on other dates."""
 
     def __init__(self, url, key, tile_id, on_done):
-        super().__init__("rsia_geo same place, other dates", QgsTask.CanCancel)
+        super().__init__("rsia_geo same place, other dates", on_done)
         self.url, self.key, self.tile_id = url, key, tile_id
-        self.on_done = on_done
-        self.result_fc = None
-        self.error = None
 
-    def run(self):
-        """Do the HTTP request (worker thread)."""
-        try:
-            self.result_fc = client.same_place(self.url, self.tile_id, key=self.key)
-            return True
-        except client.ServiceError as exc:
-            self.error = str(exc)
-            return False
-        except Exception as exc:  # never let a worker exception kill QGIS
-            self.error = f"{type(exc).__name__}: {exc}"
-            return False
-
-    def finished(self, ok):
-        """Hand the result back (UI thread)."""
-        self.on_done(self.result_fc if ok else None, self.error)
+    def request(self):
+        """GET /tiles/{id}/same-place."""
+        return client.same_place(self.url, self.tile_id, key=self.key)
 
 
 class LocalService:

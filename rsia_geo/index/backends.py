@@ -307,7 +307,7 @@ class EdgeBackend:
         """Insert or replace points (durable through the shard's write-ahead log)."""
         q = self.q
         points = [
-            q.Point(i, {VECTOR: [float(x) for x in v]}, p)
+            q.Point(i, {VECTOR: _floats(v)}, p)
             for i, v, p in zip(ids, vectors, payloads, strict=True)
         ]
         self.shard.update(q.UpdateOperation.upsert_points(points))
@@ -387,6 +387,13 @@ class EdgeBackend:
             self.shard.flush()
             self.shard.close()
             self.shard = None
+
+
+def _floats(v: Any) -> list[float]:
+    """A vector as a list of Python floats (as given when it already is one: no copy)."""
+    if isinstance(v, list) and (not v or isinstance(v[0], float)):
+        return v
+    return [float(x) for x in v]
 
 
 def _has_kw(cls: Any, name: str) -> bool:
