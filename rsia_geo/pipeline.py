@@ -262,9 +262,7 @@ def build_index(
             _ingest_local(
                 source, idx, mdl, spec, bands, bbox, batch_size, workers, progress, report
             )
-        meta = idx.meta or {}
-        meta["tiles"] = idx.count()
-        idx.backend.set_meta(meta)
+        idx.record_count()
     finally:
         report.seconds = time.perf_counter() - t_start
         if owned:

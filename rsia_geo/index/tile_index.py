@@ -33,7 +33,7 @@ from rsia_geo.errors import (
     TilingMismatchError,
     VectorIndexError,
 )
-from rsia_geo.index.backends import ClientBackend, EdgeBackend, Hit
+from rsia_geo.index.backends import Backend, ClientBackend, EdgeBackend, Hit
 from rsia_geo.index.payload import (
     Region,
     centre_margin,
@@ -166,7 +166,7 @@ class TileIndex:
             self._lock(folder)
         try:
             if engine == "edge":
-                self.backend: Any = EdgeBackend(str(location), hnsw=hnsw)
+                self.backend: Backend = EdgeBackend(str(location), hnsw=hnsw)
             else:
                 local: str | None = None
                 if url is None:
@@ -225,6 +225,13 @@ class TileIndex:
     def meta(self) -> dict[str, Any] | None:
         """Index metadata: model signature, tile specification, counts."""
         return self.backend.get_meta() if self.backend.exists() else None
+
+    def record_count(self) -> int:
+        """Store the number of tiles in the metadata (after an ingest); return it."""
+        meta = self.meta or {}
+        meta["tiles"] = self.count()
+        self.backend.set_meta(meta)
+        return int(meta["tiles"])
 
     def bind_model(self, signature: dict[str, Any], *, extra: dict[str, Any] | None = None) -> None:
         """Create the collection for a model, or check that it was built with the same model.
