@@ -490,7 +490,7 @@ def _port(text: str) -> int:
 
 def _read_geometry(path: str) -> Any:
     """A region from a GeoJSON file (geometry, Feature or FeatureCollection)."""
-    from rsia_geo.index.payload import parse_geometry
+    from rsia_geo.query import parse_geometry
 
     p = Path(path)
     if not p.is_file():

@@ -23,7 +23,8 @@ import numpy as np
 
 from rsia_geo._lazy import has_module, lazy_import
 from rsia_geo._types import PathLike
-from rsia_geo.errors import InvalidArgumentError, InvalidBBoxError, RsiaError
+from rsia_geo.errors import InvalidArgumentError, RsiaError
+from rsia_geo.query import parse_bbox
 from rsia_geo.results import chip_png
 
 __all__ = ["HitsTable", "SearchPanel", "chip_png", "hits_map", "hits_table"]
@@ -219,20 +220,6 @@ def _loop_running() -> bool:
         return asyncio.get_running_loop().is_running()
     except RuntimeError:
         return False
-
-
-def _parse_bbox(text: str) -> tuple[float, float, float, float]:
-    parts = [p for p in text.replace(",", " ").split() if p]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != 4:
-        raise InvalidBBoxError(
-            f"bbox {text!r} is not four numbers; type 'minx, miny, maxx, maxy' in lon/lat, "
-            "e.g. '-117.2, 32.6, -117.0, 32.8'"
-        )
-    return values  # type: ignore[return-value]
 
 
 def _describe(hits: Any) -> str:
@@ -574,7 +561,7 @@ class SearchPanel:
         self.results.outputs = ()
         self._query = dict(query)
         try:
-            bbox = _parse_bbox(self.bbox_text.value) if self.bbox_text.value.strip() else None
+            bbox = parse_bbox(self.bbox_text.value) if self.bbox_text.value.strip() else None
             geometry = None if bbox is not None else self.geometry
             marked = bool(self.relevant or self.not_relevant)
             self.status.value = "searching..."

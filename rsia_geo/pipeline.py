@@ -35,8 +35,8 @@ import numpy as np
 
 from rsia_geo._types import BBox, PathLike
 from rsia_geo.errors import InvalidArgumentError, TileReadError, VectorIndexError
-from rsia_geo.index.payload import Region, make_region
 from rsia_geo.index.tile_index import TileIndex
+from rsia_geo.query import Region, make_region
 from rsia_geo.tiles import (
     DEFAULT_SPEC,
     SkippedTile,

@@ -238,7 +238,7 @@ def region_geojson(bbox: Any = None, geometry: Any = None) -> dict[str, Any] | N
     """
     from shapely.geometry import mapping
 
-    from rsia_geo.index.payload import make_region
+    from rsia_geo.query import make_region
 
     if bbox is None and geometry is None:
         return None

@@ -43,7 +43,6 @@ from rsia_geo.errors import (
     IndexLockedError,
     IndexUnavailableError,
     InvalidArgumentError,
-    InvalidBBoxError,
     InvalidRegionError,
     ModelMismatchError,
     RsiaError,
@@ -51,6 +50,7 @@ from rsia_geo.errors import (
     TileReadError,
     VectorIndexError,
 )
+from rsia_geo.query import parse_bbox
 
 __all__ = ["STATUS_CODES", "ServiceSettings", "create_app", "json_bytes", "serve"]
 
@@ -470,14 +470,7 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
                 raise _HTTPProblem(400, "InvalidAudioError", "the audio upload is empty")
         if not 1 <= k <= settings.max_k:
             raise InvalidArgumentError(f"k={k} must be in [1, {settings.max_k}]")
-        box: Any = None
-        if bbox:
-            try:
-                box = tuple(float(v) for v in bbox.split(","))
-            except ValueError:
-                raise InvalidBBoxError(
-                    f"bbox={bbox!r} is not four comma-separated numbers (minx,miny,maxx,maxy)"
-                ) from None
+        box = parse_bbox(bbox) if bbox else None
         geom = _geojson(geometry, "geometry") if geometry else None
         example: Any = like.strip() if like else None
         if example and example.startswith("{"):
@@ -486,7 +479,8 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
         def run() -> Any:
             from rsia_geo.audio import load_audio
 
-            options = {"bbox": box, "geometry": geom, "datetime": datetime, "k": k}
+            options: dict[str, Any] = {"bbox": box, "geometry": geom, "datetime": datetime}
+            options["k"] = k
             options |= {"rerank": rerank, "group": group, "platform": platform}
             options |= {"relevant": relevant, "not_relevant": not_relevant}
             options |= {"refine_method": refine_method, "transcribe": transcribe}

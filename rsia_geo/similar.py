@@ -197,8 +197,8 @@ def _under_polygon(index: Any, polygon: Any) -> tuple[list[str], np.ndarray]:
     """Ids and unit vectors of the indexed tiles under a polygon (most of each tile inside)."""
     import shapely
 
-    from rsia_geo.index.payload import make_region
     from rsia_geo.pipeline import _footprints
+    from rsia_geo.query import make_region
 
     region = make_region(geometry=polygon)
     hits = index.scroll(
@@ -270,7 +270,7 @@ def resolve_example(example: Any, index: Any, model: Any) -> Example:
             shape(payloads[0]["footprint"]),
             {"kind": "example", "example": "tile", "tile_id": tid},
         )
-    from rsia_geo.index.payload import parse_geometry
+    from rsia_geo.query import parse_geometry
 
     try:
         polygon = parse_geometry(example)
@@ -408,8 +408,8 @@ def same_place(
     import shapely
     from shapely.geometry import shape
 
-    from rsia_geo.index.payload import make_region
     from rsia_geo.pipeline import _footprints, _open_index, _tile_json
+    from rsia_geo.query import make_region
 
     if not (isinstance(min_overlap, (int, float)) and 0.0 < min_overlap <= 1.0):
         raise InvalidArgumentError(f"min_overlap={min_overlap!r} must be in (0, 1]")

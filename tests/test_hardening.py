@@ -13,7 +13,7 @@ from pyproj import Transformer
 from shapely.geometry import Polygon, box, mapping
 
 from rsia_geo.errors import InvalidArgumentError, InvalidRegionError
-from rsia_geo.index.payload import make_region, parse_geometry, parse_time_range
+from rsia_geo.query import make_region, parse_geometry, parse_time_range
 
 UTC = dt.UTC
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rsia_geo.errors import IndexLockedError, IndexUnavailableError, VectorIndexError
-from rsia_geo.index.payload import FLOAT_FIELDS, GEO_FIELDS, KEYWORD_FIELDS, Region
+from rsia_geo.index.payload import FLOAT_FIELDS, GEO_FIELDS, KEYWORD_FIELDS
+from rsia_geo.query import Region
 
 __all__ = ["Backend", "ClientBackend", "EdgeBackend", "Hit"]
 
