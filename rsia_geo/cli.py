@@ -308,6 +308,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 workers=args.workers,
                 cluster=args.scheduler or args.dask_workers,
+                device=args.device,
                 progress=not args.no_progress,
             )
             total = idx.count()
@@ -801,7 +802,18 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("catalog", help="catalog/collection/item JSON path or URL")
     _add_index_args(ix)
     _add_tile_args(ix)
-    ix.add_argument("--batch-size", type=int, default=16)
+    ix.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="tiles per encoder batch (default 16 on CPU, 64 on a GPU)",
+    )
+    ix.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where to encode (default auto: a GPU when torch sees one, in float16)",
+    )
     ix.add_argument("--workers", type=int, default=2, help="reader threads")
     ix.add_argument(
         "--scheduler",

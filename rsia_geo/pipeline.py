@@ -205,10 +205,11 @@ def build_index(
     spec: TileSpec | None = None,
     bands: Sequence[str] | None = None,
     bbox: BBox | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     workers: int = 2,
     progress: bool = True,
     cluster: Any = None,
+    device: str | None = "auto",
 ) -> IndexReport:
     """Tile a STAC source, encode the tiles and store them in the index (resumable).
 
@@ -220,12 +221,14 @@ def build_index(
             starter model's training images, read at 256 px, plus a 156 m level).
         bands: Bands to read (default RGB).
         bbox: Only tiles intersecting this lon/lat box.
-        batch_size: Tiles per encoder batch.
+        batch_size: Tiles per encoder batch (default 16 on CPU, :data:`GPU_BATCH` on a GPU).
         workers: Reader threads (in one process).
         progress: Progress bar.
         cluster: Read and encode on a Dask cluster instead (:mod:`rsia_geo.cluster`): a
             ``distributed.Client``, a scheduler address, or a number of local worker
             processes. The same tiles, ids and vectors; this process stores them.
+        device: Where this process encodes: ``"auto"`` (a GPU when torch sees one),
+            ``"cpu"`` or ``"cuda"`` (float16 autocast). Dask workers encode on CPU.
 
     Returns:
         The report.
@@ -242,6 +245,11 @@ def build_index(
             f"the model takes {mdl.config.backbone.in_chans} bands but bands={bands!r}"
         )
     spec = spec or DEFAULT_SPEC
+    on = resolve_device(device) if cluster is None else "cpu"
+    if batch_size is None:
+        batch_size = GPU_BATCH if on.startswith("cuda") else 16
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidArgumentError(f"batch_size={batch_size!r} must be a positive integer")
     idx, owned = _open_index(index, create=True)
     report = IndexReport()
     t_start = time.perf_counter()
@@ -260,14 +268,84 @@ def build_index(
             )
         else:
             _ingest_local(
-                source, idx, mdl, spec, bands, bbox, batch_size, workers, progress, report
-            )
+                source, idx, image_encoder(mdl, on), spec, bands, bbox, batch_size, workers,
+                progress, report,
+            )  # fmt: skip
         idx.record_count()
     finally:
         report.seconds = time.perf_counter() - t_start
         if owned:
             idx.close()
     return report
+
+
+def resolve_device(device: str | None) -> str:
+    """``"cpu"`` or ``"cuda"`` from ``"auto"``/None (a GPU when torch sees one), checked.
+
+    Args:
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``), or None (auto).
+
+    Returns:
+        The device to encode on.
+
+    Raises:
+        InvalidArgumentError: An unknown device, or CUDA asked for where torch sees no GPU.
+    """
+    import torch
+
+    name = (device or "auto").strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InvalidArgumentError(
+                f"device={device!r} but torch sees no CUDA GPU here; use device='cpu' (or "
+                "'auto', which picks a GPU when there is one)"
+            )
+        return name
+    raise InvalidArgumentError(f"device={device!r}; use 'auto', 'cpu' or 'cuda'")
+
+
+_DEVICE_MODELS: dict[tuple[int, str], Any] = {}
+
+
+def image_encoder(model: Any, device: str) -> Any:
+    """A function ``(B, C, H, W) float32 numpy -> (B, dim) float32 numpy`` on ``device``.
+
+    On CPU it is the model itself. On a GPU a copy of the model lives there (the cached CPU
+    model that search uses is left as it is) and runs in float16 autocast.
+
+    Args:
+        model: A loaded model.
+        device: From :func:`resolve_device`.
+
+    Returns:
+        The encoder function.
+    """
+    import copy
+
+    import torch
+
+    if device == "cpu":
+        return lambda images: model.encode_images(torch.from_numpy(images), normalize=False).numpy()
+    key = (id(model), device)
+    if key not in _DEVICE_MODELS:
+        _DEVICE_MODELS[key] = copy.deepcopy(model).to(device).eval()
+    gpu_model = _DEVICE_MODELS[key]
+
+    def encode(images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(images).to(device, non_blocking=True)
+        with torch.autocast("cuda", dtype=torch.float16):
+            out = gpu_model.encode_images(x, normalize=False)
+        return np.asarray(out.float().cpu().numpy(), dtype=np.float32)
+
+    return encode
+
+
+GPU_BATCH = 64
+"""Tiles per encoder batch on a GPU when ``batch_size`` is not given (16 on CPU)."""
 
 
 def _tile_total(source: Any, spec: TileSpec, bands: Any, bbox: Any, progress: bool) -> int | None:
@@ -287,7 +365,7 @@ def _tile_total(source: Any, spec: TileSpec, bands: Any, bbox: Any, progress: bo
 def _ingest_local(
     source: Any,
     idx: TileIndex,
-    mdl: Any,
+    encode: Any,
     spec: TileSpec,
     bands: Any,
     bbox: Any,
@@ -297,7 +375,6 @@ def _ingest_local(
     report: IndexReport,
 ) -> None:
     """Read (threads), encode (this thread) and write (a thread) in one process."""
-    import torch
     from tqdm.auto import tqdm
 
     writes: queue.Queue[tuple[list[Tile], np.ndarray] | None] = queue.Queue(maxsize=2)
@@ -347,8 +424,7 @@ def _ingest_local(
                 logger.warning("tile %s of %s failed: %s", t.id, t.item_id, err)
         if ok:
             t0 = time.perf_counter()
-            images = torch.from_numpy(np.stack([a for _, a in ok]))
-            vecs = mdl.encode_images(images, normalize=False).numpy()
+            vecs = encode(np.stack([a for _, a in ok]))
             report.encode_seconds += time.perf_counter() - t0
             if write_error:
                 raise write_error[0]

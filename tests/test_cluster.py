@@ -129,3 +129,31 @@ def test_cli_index_on_local_dask_workers(tmp_path, aerial_catalog, tiny_checkpoi
     assert rc == 0, capsys.readouterr().err
     with TileIndex(tmp_path / "idx", create=False) as idx:
         assert idx.count() == 16
+
+
+def test_device_choice_on_this_machine(tmp_path, aerial_catalog, tiny_checkpoint):
+    from rsia_geo.pipeline import resolve_device
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto") == resolve_device(None) == expected
+    assert resolve_device("CPU") == "cpu"
+    with pytest.raises(InvalidArgumentError, match="device='tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidArgumentError, match="no CUDA GPU here; use device='cpu'"):
+            build_index(aerial_catalog, tmp_path / "g", tiny_checkpoint, device="cuda")
+    with pytest.raises(InvalidArgumentError, match="batch_size=0"):
+        build_index(aerial_catalog, tmp_path / "g", tiny_checkpoint, batch_size=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")
+def test_gpu_encoding_matches_cpu(tmp_path, aerial_catalog, tiny_checkpoint):
+    cpu = build_index(aerial_catalog, tmp_path / "cpu", tiny_checkpoint, device="cpu",
+                      spec=SPEC, progress=False)  # fmt: skip
+    gpu = build_index(aerial_catalog, tmp_path / "gpu", tiny_checkpoint, device="cuda",
+                      spec=SPEC, progress=False)  # fmt: skip
+    assert cpu.indexed == gpu.indexed
+    a, b = _vectors(tmp_path / "cpu"), _vectors(tmp_path / "gpu")
+    assert set(a) == set(b)
+    for tid in a:  # float16 autocast: close, not equal
+        assert float(np.dot(a[tid], b[tid])) > 0.999
