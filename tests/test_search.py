@@ -1,0 +1,142 @@
+"""The stages of ``rsia_geo.search``, each alone, on a real tiny index.
+
+query (``_make_query``) -> candidates in the region (``_candidates``) -> scores and order
+(``_score``) -> one hit per place (``group_places``) -> rows (``_hit_rows``, ``_hits_frame``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from shapely.geometry import shape  # noqa: E402
+
+from rsia_geo import TileSpec  # noqa: E402
+from rsia_geo.index import TileIndex  # noqa: E402
+from rsia_geo.pipeline import (  # noqa: E402
+    HIT_COLUMNS,
+    _candidates,
+    _Exclusion,
+    _hit_rows,
+    _hits_frame,
+    _make_query,
+    _score,
+    build_index,
+    group_places,
+    load_model,
+)
+from rsia_geo.query import make_region  # noqa: E402
+
+WAVE = np.sin(np.linspace(0, 500, 24000)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_checkpoint, samples):
+    import datetime as dt
+
+    from rsia_geo import build_catalog
+
+    root = tmp_path_factory.mktemp("stages")
+    cat = build_catalog(
+        [samples / "aerial"], root / "cat", default_datetime=dt.datetime(2020, 1, 1)
+    )
+    # half-overlapping tiles: neighbours share half their area (for the grouping stage)
+    build_index(cat, root / "idx", tiny_checkpoint, spec=TileSpec(size=256, overlap=128),
+                progress=False)  # fmt: skip
+    idx = TileIndex(root / "idx", create=False)
+    yield idx, load_model(tiny_checkpoint)
+    idx.close()
+
+
+def _query(world, **kw):
+    idx, model = world
+    args = dict(audio=None, text=None, sample_rate=16000, example=None, relevant=None,
+                not_relevant=None, refine_method="rocchio", group_overlap=0.5)  # fmt: skip
+    args.update(kw)
+    return _make_query(model, idx, {}, **args)
+
+
+def test_query_stage(world):
+    idx, model = world
+    spoken = _query(world, audio=WAVE)
+    from rsia_geo.audio import load_audio
+
+    heard = load_audio(WAVE, sample_rate=16000, trim=True).samples  # what the stage encodes
+    raw = model.encode_audio(torch.from_numpy(heard)[None], normalize=False)[0].numpy()
+    assert spoken.audio_raw is not None and spoken.exclude is None
+    np.testing.assert_allclose(spoken.vector, raw, rtol=1e-4, atol=1e-5)
+    tid = idx.scroll(None, limit=1)[0].id
+    example = _query(world, example=tid)
+    assert example.audio_raw is None and example.exclude.ids == {tid}
+    assert example.exclude.place is not None
+    marked = _query(world, audio=WAVE, relevant=[tid])
+    assert marked.audio_raw is None and marked.description["relevant"] == 1
+
+
+def test_candidates_stage_region_and_exclusion(world):
+    idx, _ = world
+    every = idx.scroll(None, with_vectors=True)
+    fps = {h.id: shape(h.payload["footprint"]) for h in every}
+    minx, miny, maxx, maxy = next(iter(fps.values())).bounds
+    region = make_region(bbox=(minx, miny, maxx, maxy))
+    q = np.asarray(every[0].vector)
+    cands, fetched = _candidates(idx, q, region, 50, True, page=8)
+    inside = {t for t, fp in fps.items() if fp.intersects(region.geometry)
+              and not fp.touches(region.geometry)}  # fmt: skip
+    assert {c.id for c in cands} == inside and fetched >= len(cands)
+    assert all(c.unit is not None and c.raw_norm > 0 for c in cands)
+    # paging: a small page size gathers the same candidates
+    few, _ = _candidates(idx, q, None, 10, False, page=3)
+    many, _ = _candidates(idx, q, None, 10, False, page=50)
+    assert [c.id for c in few] == [c.id for c in many]
+    # exclusion: ids and a place (tiles sharing half of it) never become candidates
+    place = fps[every[0].id]
+    ex = _Exclusion({every[1].id}, place, 0.5)
+    kept, _ = _candidates(idx, q, None, 100, False, page=20, exclude=ex)
+    ids = {c.id for c in kept}
+    assert every[1].id not in ids and every[0].id not in ids
+    for c in kept:
+        fp = fps[c.id]
+        assert fp.intersection(place).area < 0.5 * min(fp.area, place.area)
+    assert len(kept) > 0
+
+
+def test_score_stage_orders_by_ia_then_cosine(world):
+    idx, model = world
+    q = _query(world, audio=WAVE)
+    cands, _ = _candidates(idx, q.vector, None, 30, True, page=40)
+    scores, order, rank_cos, rank_ia = _score(model, q, cands, True, False, 30, 10, {})
+    assert np.all(np.diff(scores["score_ia"][order]) <= 1e-7)  # best first by IA
+    assert np.all(np.diff(scores["score_cosine"][np.argsort(rank_cos)]) <= 1e-7)
+    assert sorted(rank_ia) == list(range(len(cands)))
+    assert np.isnan(scores["score_bswfr"]).all()
+    cos_only = _score(model, q, cands, False, False, 30, 10, {})
+    assert np.isnan(cos_only[0]["score_ia"]).all()
+    assert list(cos_only[1]) == list(np.argsort(-scores["score_cosine"], kind="stable"))
+
+
+def test_group_and_rows_stages(world):
+    idx, model = world
+    q = _query(world, audio=WAVE)
+    cands, _ = _candidates(idx, q.vector, None, 40, True, page=50, need_footprints=True)
+    scores, order, rank_cos, rank_ia = _score(model, q, cands, True, False, 30, 5, {})
+    groups = group_places([c.footprint for c in cands], order, 5, 0.5)
+    assert len(groups) == 5 and [g[0] for g in groups] == sorted(
+        [g[0] for g in groups], key=lambda i: list(order).index(i)
+    )
+    # a group holds the tiles sharing at least half of the smaller footprint with its leader
+    for g in groups:
+        lead = cands[g[0]].footprint
+        for j in g[1:]:
+            fp = cands[j].footprint
+            assert fp.intersection(lead).area >= 0.5 * min(fp.area, lead.area) - 1e-12
+    payloads = {h.id: h.payload for h in idx.retrieve([cands[g[0]].id for g in groups])}
+    rows = _hit_rows(cands, groups, payloads, scores, rank_cos, rank_ia)
+    frame = _hits_frame(rows)
+    assert list(frame["rank"]) == [1, 2, 3, 4, 5] and frame.crs.to_epsg() == 4326
+    assert set(HIT_COLUMNS) <= set(frame.columns)
+    assert list(frame.group_size) == [len(g) for g in groups]
+    empty = _hits_frame([])
+    assert len(empty) == 0 and set(HIT_COLUMNS) <= set(empty.columns)
