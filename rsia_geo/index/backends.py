@@ -569,7 +569,7 @@ class ClientBackend:
         """Insert or replace points (waits for the write)."""
         m = self.models
         points = [
-            m.PointStruct(id=i, vector={VECTOR: [float(x) for x in v]}, payload=p)
+            m.PointStruct(id=i, vector={VECTOR: _floats(v)}, payload=p)
             for i, v, p in zip(ids, vectors, payloads, strict=True)
         ]
         self._call(self.client.upsert, self.collection, points, wait=True)
