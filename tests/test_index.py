@@ -520,6 +520,9 @@ def test_payloads_are_stored_packed_and_read_back_whole(tmp_path, aerial_catalog
         assert hit["tile"]["id"] == tile.id and hit["footprint"]["type"] == "Polygon"
         part = idx.query(np.ones(64), limit=1, fields=["footprint", "href"])[0].payload
         assert part["href"].endswith("cogeo.tif") and part["footprint"]["type"] == "Polygon"
-        # an index written before packing: its nested payloads are read as they are
+        # an index written before packing: its nested payloads are read as they are, whole
+        # or field by field
         idx.backend.upsert([tile.id], [[1.0] + [0.0] * 63], [logical])
         assert idx.retrieve([tile.id])[0].payload == logical
+        old = idx.query(np.eye(64)[0], limit=1, fields=["href", "footprint"])[0]
+        assert old.id == tile.id and old.payload["href"] == logical["href"]

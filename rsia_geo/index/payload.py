@@ -222,7 +222,7 @@ def stored_keys(fields: Any) -> list[str] | None:
     """The stored keys to read for these payload fields (None: all of them)."""
     if fields is None:
         return None
-    keys = [f for f in fields if f in STORED_FIELDS]
+    keys = list(fields)  # by their own names too: indexes written before packing have them
     if any(f not in STORED_FIELDS for f in fields):
         keys.append(PACKED)
     return keys
