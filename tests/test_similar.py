@@ -456,3 +456,18 @@ def test_acquisitions_groups_hits_by_date_and_platform(world, capsys):
         acquisitions([1, 2])
     main(["search", "--like", tid, "--location", str(idx), "--checkpoint", str(ckpt), "-k", "3"])
     assert "by acquisition:" in capsys.readouterr().out
+
+
+def test_platform_filter_on_an_index_without_platforms_says_so(
+    tmp_path, aerial_catalog, tiny_checkpoint
+):
+    build_index(aerial_catalog, tmp_path / "idx", tiny_checkpoint, spec=TileSpec(size=256),
+                progress=False)  # fmt: skip
+    with TileIndex(tmp_path / "idx", create=False) as idx:
+        meta = idx.meta
+        meta.pop("platforms")  # as indexes written before tiles stored their platform
+        idx.backend.set_meta(meta)
+        tid = idx.scroll(None, limit=1)[0].id
+        with pytest.raises(InvalidArgumentError, match="built before tiles stored their platform"):
+            search(example=tid, index=idx, model=tiny_checkpoint, platform="naip")
+        assert len(search(example=tid, index=idx, model=tiny_checkpoint, k=3)) == 3

@@ -28,6 +28,7 @@ import numpy as np
 
 from rsia_geo.errors import (
     IndexLockedError,
+    InvalidArgumentError,
     IndexNotFoundError,
     ModelMismatchError,
     TilingMismatchError,
@@ -255,7 +256,9 @@ class TileIndex:
             self.backend.drop()
         if not self.backend.exists():
             self.backend.create(int(signature["embed_dim"]))
-            self.backend.set_meta({"model": sig, "time_ranges": True, **(extra or {})})
+            self.backend.set_meta(
+                {"model": sig, "time_ranges": True, "platforms": True, **(extra or {})}
+            )
             self._has_time_ranges = None
             self._extent = None
             return
@@ -414,6 +417,12 @@ class TileIndex:
         """The region with what this index knows: centre margin, time-range payloads."""
         if region is None:
             return region
+        if region.platforms and not (self.meta or {}).get("platforms", False):
+            raise InvalidArgumentError(
+                f"platform={','.join(region.platforms)!r}: this index was built before tiles "
+                "stored their platform; drop the platform filter, or index the catalog again "
+                "into a new folder"
+            )
         if region.time_range is not None and not region.time_overlap and self._time_ranges():
             region = dataclasses.replace(region, time_overlap=True)
         if region.centre_margin is not None or not region.boxes:
