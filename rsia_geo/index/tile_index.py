@@ -28,8 +28,8 @@ import numpy as np
 
 from rsia_geo.errors import (
     IndexLockedError,
-    InvalidArgumentError,
     IndexNotFoundError,
+    InvalidArgumentError,
     ModelMismatchError,
     TilingMismatchError,
     VectorIndexError,
