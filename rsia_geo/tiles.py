@@ -703,6 +703,30 @@ def _tile_id(
     return str(uuid.uuid5(TILE_NAMESPACE, key))
 
 
+def grid_windows(
+    width: int, height: int, size: int, stride: int
+) -> Iterator[tuple[int, int, int, int]]:
+    """The windows of one tiling level over a raster grid, row by row (no pixels read).
+
+    Windows start every ``stride`` pixels from the top-left corner; the last row and column
+    start where the raster still has pixels, so every pixel is covered and edge windows may
+    run past the raster (their valid part is what :func:`read_tile` returns). This is the
+    enumeration alone, apart from reading, as torchgeo's ``tile_to_chips`` is.
+
+    Args:
+        width: Raster width in pixels.
+        height: Raster height in pixels.
+        size: Window side in pixels.
+        stride: Step between window starts (``size`` minus the overlap).
+
+    Returns:
+        ``(col, row, size, size)`` windows.
+    """
+    for row in _starts(height, size, stride):
+        for col in _starts(width, size, stride):
+            yield (col, row, size, size)
+
+
 def _starts(extent: int, tile: int, step: int) -> list[int]:
     if extent <= tile:
         return [0]
@@ -870,49 +894,48 @@ def tile_item(
                 )
             )
             continue
-        for row in _starts(grid.height, t, step):
-            for col in _starts(grid.width, t, step):
-                window = (col, row, t, t)
-                frac = valid_fraction(*window)
-                if frac < spec.min_valid:
-                    inside = col + t <= grid.width and row + t <= grid.height
-                    out.skipped.append(
-                        SkippedTile(
-                            item.id,
-                            f"valid fraction {frac:.2f} < min_valid {spec.min_valid}",
-                            kind="nodata" if inside else "edge",
-                            level=level,
-                            window=window,
-                        )
-                    )
-                    continue
-                cw, ch = min(t, grid.width - col), min(t, grid.height - row)
-                footprint = window_footprint(grid.crs, grid.affine, col, row, cw, ch)
-                if region is not None and not footprint.intersects(region):
-                    continue
-                x0, y0 = pixel_to_xy(grid.affine, col, row)
-                x1, y1 = pixel_to_xy(grid.affine, col + cw, row + ch)
-                out.tiles.append(
-                    Tile(
-                        id=_tile_id(item.id, item.collection_id, sources, level, window, out_size),
-                        item_id=item.id,
-                        collection_id=item.collection_id,
-                        bands=selection.bands,
-                        sources=sources,
+        for window in grid_windows(grid.width, grid.height, t, step):
+            col, row = window[0], window[1]
+            frac = valid_fraction(*window)
+            if frac < spec.min_valid:
+                inside = col + t <= grid.width and row + t <= grid.height
+                out.skipped.append(
+                    SkippedTile(
+                        item.id,
+                        f"valid fraction {frac:.2f} < min_valid {spec.min_valid}",
+                        kind="nodata" if inside else "edge",
                         level=level,
                         window=window,
-                        out_size=out_size,
-                        grid=grid,
-                        bounds=(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)),
-                        footprint=footprint,
-                        centre=window_centre(grid.crs, grid.affine, col, row, cw, ch),
-                        datetime=dt,
-                        gsd=px_m * t / out_size,
-                        scaling=scaling,
-                        valid_fraction=frac,
-                        platform=platform,
                     )
                 )
+                continue
+            cw, ch = min(t, grid.width - col), min(t, grid.height - row)
+            footprint = window_footprint(grid.crs, grid.affine, col, row, cw, ch)
+            if region is not None and not footprint.intersects(region):
+                continue
+            x0, y0 = pixel_to_xy(grid.affine, col, row)
+            x1, y1 = pixel_to_xy(grid.affine, col + cw, row + ch)
+            out.tiles.append(
+                Tile(
+                    id=_tile_id(item.id, item.collection_id, sources, level, window, out_size),
+                    item_id=item.id,
+                    collection_id=item.collection_id,
+                    bands=selection.bands,
+                    sources=sources,
+                    level=level,
+                    window=window,
+                    out_size=out_size,
+                    grid=grid,
+                    bounds=(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)),
+                    footprint=footprint,
+                    centre=window_centre(grid.crs, grid.affine, col, row, cw, ch),
+                    datetime=dt,
+                    gsd=px_m * t / out_size,
+                    scaling=scaling,
+                    valid_fraction=frac,
+                    platform=platform,
+                )
+            )
     return out
 
 

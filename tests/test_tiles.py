@@ -439,3 +439,16 @@ def test_gdal_env_keeps_a_real_block_cache():
 
     with gdal_env():
         assert int(get_gdal_config("GDAL_CACHEMAX")) >= 64 * 1024 * 1024
+
+
+def test_grid_windows_enumerate_without_reading():
+    from rsia_geo.tiles import grid_windows
+
+    wins = list(grid_windows(1000, 600, 256, 128))
+    cols = sorted({w[0] for w in wins})
+    rows = sorted({w[1] for w in wins})
+    assert cols == [0, 128, 256, 384, 512, 640, 768] and rows == [0, 128, 256, 384]
+    assert all(w[2] == w[3] == 256 for w in wins) and len(wins) == len(cols) * len(rows)
+    # every pixel is covered; only the last row/column may run past the raster
+    assert max(c for c in cols) + 256 >= 1000 and max(rows) + 256 >= 600
+    assert list(grid_windows(200, 200, 256, 256)) == [(0, 0, 256, 256)]
