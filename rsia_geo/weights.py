@@ -74,6 +74,9 @@ def default_checkpoint() -> Path:
     return path
 
 
+_BANKS: dict[tuple[str, int, int], Any] = {}
+
+
 def audio_bank(model: Any) -> Any:
     """The reference clips' raw audio embeddings saved with a model's checkpoint.
 
@@ -88,9 +91,6 @@ def audio_bank(model: Any) -> Any:
     """
     from safetensors.torch import load_file
 
-    cached = getattr(model, "_audio_bank", None)
-    if cached is not None:
-        return cached
     folder = getattr(model, "checkpoint_path", None)
     path = Path(folder) / "audio_bank.safetensors" if folder else None
     if path is None or not path.exists():
@@ -98,6 +98,8 @@ def audio_bank(model: Any) -> Any:
             "the BSWFR rerank needs the checkpoint's audio_bank.safetensors (reference clips' "
             "embeddings), which this model lacks; search with rerank=False or add a bank"
         )
-    bank = load_file(str(path))["audio"].float()
-    model._audio_bank = bank
+    key = (str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns)
+    bank = _BANKS.get(key)
+    if bank is None:  # read once per file version (the model object is left as it is)
+        bank = _BANKS[key] = load_file(str(path))["audio"].float()
     return bank
