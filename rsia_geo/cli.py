@@ -404,8 +404,22 @@ def _cmd_search(args: argparse.Namespace) -> int:
             group=not args.no_group,
             transcribe=not args.no_transcript,
         )
-    t = hits.attrs.get("timings", {})
-    q = hits.attrs.get("query", {})
+    _print_query(hits.attrs.get("query", {}))
+    _print_hits(hits)
+    if args.out:
+        from rsia_geo.results import write_hits
+
+        print(f"wrote {write_hits(hits, args.out)}")
+    if args.map:
+        from rsia_geo.results import write_map
+
+        write_map(hits, args.map, bbox=args.bbox, geometry=region_geom)
+        print(f"map: {args.map}")
+    return 0
+
+
+def _print_query(q: dict[str, Any]) -> None:
+    """What was searched for: what was heard or typed, the example, the marks."""
     if "heard" in q:
         print(
             f'heard: "{q["heard"]}"'
@@ -421,6 +435,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
             f"refined ({q['refine_method']}) with {q['relevant']} relevant and "
             f"{q['not_relevant']} not relevant tiles"
         )
+
+
+def _print_hits(hits: Any) -> None:
+    """One line per hit, then the hits by acquisition date and platform."""
+    t = hits.attrs.get("timings", {})
     print(
         f"{len(hits)} hits ({hits.attrs.get('candidates')} candidates; "
         + ", ".join(f"{k} {v:.0f}" for k, v in t.items())
@@ -442,16 +461,6 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 f"  {a['date']}  {a['platform']}: {a['hits']} hits, best #{a['best_rank']} "
                 f"({a['best_score']:.4f})  {a['items']}"
             )
-    if args.out:
-        from rsia_geo.results import write_hits
-
-        print(f"wrote {write_hits(hits, args.out)}")
-    if args.map:
-        from rsia_geo.results import write_map
-
-        write_map(hits, args.map, bbox=args.bbox, geometry=region_geom)
-        print(f"map: {args.map}")
-    return 0
 
 
 def _cmd_same_place(args: argparse.Namespace) -> int:

@@ -88,6 +88,8 @@ MAX_OPEN_RASTERS = 64
 def _worker_reader() -> Any:
     """The worker process's reader thread, with rasters kept open across tasks.
 
+    Made on the first task, with the process's allocator set up (:func:`_tune_allocator`).
+
     Neighbouring tiles share compressed blocks; one long-lived reader thread with the rasters
     open lets GDAL's block cache serve them across tasks, as in one process (a reader per task
     would open the rasters again and decode the shared blocks again).
@@ -99,12 +101,10 @@ def _worker_reader() -> Any:
 
             from rsia_geo.tiles import keep_datasets_open
 
+            _tune_allocator()  # once per worker process, before the model's allocations
             keep_datasets_open().__enter__()  # for the life of the worker process
             _READER = ThreadPoolExecutor(1, thread_name_prefix="rsia-read")
         return _READER
-
-
-_TUNED = False
 
 
 def _tune_allocator() -> None:
@@ -115,10 +115,6 @@ def _tune_allocator() -> None:
     encoder ran at half speed on workers (docs/benchmarks.md). Raising the mmap and trim
     thresholds again (glibc ``mallopt``) restores one-process speed; elsewhere nothing is done.
     """
-    global _TUNED
-    if _TUNED:
-        return
-    _TUNED = True
     import ctypes
     import ctypes.util
     import os
@@ -173,7 +169,7 @@ def encode_tiles(
             torch.set_num_threads(threads)
     except (ImportError, ValueError):  # run outside a worker (tests, one process)
         pass
-    _tune_allocator()
+    pool = _worker_reader()  # (sets the worker process up on its first task)
     model = load_model(model_ref)
     failed: list[tuple[str, str]] = []
 
@@ -190,7 +186,6 @@ def encode_tiles(
     chunks = [records[i : i + batch_size] for i in range(0, len(records), batch_size)]
     ids: list[str] = []
     vecs: list[np.ndarray] = []
-    pool = _worker_reader()
     nxt = pool.submit(read, chunks[0]) if chunks else None
     for j in range(len(chunks)):
         assert nxt is not None

@@ -133,19 +133,6 @@ def hits_table(
     return HitsTable("".join(out), len(shown))
 
 
-def _region_geojson(hits: Any, bbox: Any, geometry: Any) -> dict[str, Any] | None:
-    """The given region, else the one recorded on the hits by :func:`rsia_geo.search`."""
-    from shapely import wkt
-    from shapely.geometry import mapping
-
-    from rsia_geo.results import region_geojson
-
-    if bbox is not None or geometry is not None:
-        return region_geojson(bbox, geometry)
-    region = getattr(hits, "attrs", {}).get("region")
-    return dict(mapping(wkt.loads(region))) if region else None
-
-
 def hits_map(
     hits: Any,
     *,
@@ -167,7 +154,9 @@ def hits_map(
         A ``folium.Map`` (displays itself in Jupyter; ``.save("map.html")`` writes it).
     """
     folium = lazy_import("folium")
-    region = _region_geojson(hits, bbox, geometry)
+    from rsia_geo.results import region_geojson
+
+    region = region_geojson(bbox, geometry, hits)
     if len(hits):
         cols = [c for c in hits.columns if c != "tile_json"]
         fmap = hits[cols].explore(

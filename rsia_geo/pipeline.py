@@ -360,6 +360,28 @@ def _tile_total(source: Any, spec: TileSpec, bands: Any, bbox: Any, progress: bo
     return sum(1 for _ in iter_tiles(source, spec, bands=bands, bbox=bbox, on_skip=lambda s: None))
 
 
+def _new_batches(
+    source: Any,
+    spec: TileSpec,
+    bands: Any,
+    bbox: Any,
+    idx: TileIndex,
+    size: int,
+    report: IndexReport,
+    bar: Any,
+) -> Iterator[list[Tile]]:
+    """The source's tiles in batches of ``size``, less those already stored (counted)."""
+    tiles = iter_tiles(source, spec, bands=bands, bbox=bbox, on_skip=report.skipped.append)
+    for batch in _batches(tiles, size):
+        report.tiles_seen += len(batch)
+        present = idx.existing([t.id for t in batch])
+        report.already_present += len(present)
+        bar.update(len(present))
+        todo = [t for t in batch if t.id not in present]
+        if todo:
+            yield todo
+
+
 # Long (~95 lines): the read / encode / write overlap shares queues, a pool and the report
 # through nested closures (reader threads, the encoder in this thread, a writer thread).
 def _ingest_local(
@@ -393,15 +415,12 @@ def _ingest_local(
 
     wthread = threading.Thread(target=writer, name="rsia-index-writer", daemon=True)
     wthread.start()
-    total = None
-    if progress and not isinstance(source, Iterator):  # (a generator is read once)
-        # a counting pass gives the bar a total and an ETA; it repeats the tiling (windows,
-        # footprints and the nodata survey on a <= 1024 px overview per item), not the
-        # per-tile reads and encoding that dominate ingest
-        total = sum(
-            1 for _ in iter_tiles(source, spec, bands=bands, bbox=bbox, on_skip=lambda s: None)
-        )
-    bar = tqdm(desc="indexing", unit="tile", total=total, disable=not progress)
+    bar = tqdm(
+        desc="indexing",
+        unit="tile",
+        total=_tile_total(source, spec, bands, bbox, progress),
+        disable=not progress,
+    )
 
     def read_batch(batch: list[Tile]) -> list[tuple[Tile, np.ndarray | None, str | None]]:
         out: list[tuple[Tile, np.ndarray | None, str | None]] = []
@@ -434,16 +453,8 @@ def _ingest_local(
 
     with keep_datasets_open():
         try:
-            tiles = iter_tiles(source, spec, bands=bands, bbox=bbox, on_skip=report.skipped.append)
-            for batch in _batches(tiles, batch_size):
-                report.tiles_seen += len(batch)
-                present = idx.existing([t.id for t in batch])
-                report.already_present += len(present)
-                todo = [t for t in batch if t.id not in present]
-                if len(todo) < len(batch):
-                    bar.update(len(batch) - len(todo))
-                if todo:
-                    pending.append(pool.submit(read_batch, todo))
+            for todo in _new_batches(source, spec, bands, bbox, idx, batch_size, report, bar):
+                pending.append(pool.submit(read_batch, todo))
                 while len(pending) > max(1, workers):
                     drain(pending.pop(0))
             while pending:
@@ -494,23 +505,13 @@ def _ingest_cluster(
             disable=not progress,
         )
 
-        def todo() -> Iterator[list[Tile]]:
-            tiles = iter_tiles(source, spec, bands=bands, bbox=bbox, on_skip=report.skipped.append)
-            # a task holds TASK_BATCHES encoder batches: fewer, larger tasks amortise the
-            # scheduling and the opening of rasters per task
-            for batch in _batches(tiles, batch_size * TASK_BATCHES):
-                report.tiles_seen += len(batch)
-                present = idx.existing([t.id for t in batch])
-                report.already_present += len(present)
-                bar.update(len(present))
-                rest = [t for t in batch if t.id not in present]
-                if rest:
-                    yield rest
-
+        # a task holds TASK_BATCHES encoder batches: fewer, larger tasks amortise the
+        # scheduling and the opening of rasters per task
+        tasks = _new_batches(source, spec, bands, bbox, idx, batch_size * TASK_BATCHES, report, bar)
         t0 = time.perf_counter()
         try:
             for stored, failed in run_ingest(
-                client, todo(), model_ref, idx.add, in_flight=2 * n_workers + 1,
+                client, tasks, model_ref, idx.add, in_flight=2 * n_workers + 1,
                 batch_size=batch_size,
             ):  # fmt: skip
                 report.indexed += stored
@@ -570,14 +571,23 @@ class _Exclusion:
 
     def keep(self, ids: Sequence[str], footprints: np.ndarray) -> np.ndarray:
         """Mask of the tiles to keep (footprints as shapely geometries)."""
-        import shapely
-
         ok = np.array([i not in self.ids for i in ids], dtype=bool)
         if self.place is not None and len(ids):
-            shared = shapely.area(shapely.intersection(footprints, self.place))
-            smaller = np.minimum(shapely.area(footprints), self.place.area)
+            shared, smaller = shared_area(footprints, self.place)
             ok &= shared < self.min_overlap * np.maximum(smaller, 1e-30)
         return ok
+
+
+def shared_area(footprints: np.ndarray, place: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Area each footprint shares with ``place``, and the smaller of the two areas.
+
+    Two tiles show one place when the first is at least a fraction of the second (the
+    overlap test of :func:`group_places`, example exclusion and ``same_place``).
+    """
+    import shapely
+
+    shared = shapely.area(shapely.intersection(footprints, place))
+    return shared, np.minimum(shapely.area(footprints), place.area)
 
 
 def _page(candidates: int) -> int:
@@ -801,10 +811,11 @@ def search(
         else None
     )
     mdl = load_model(model)
+    signature = model_signature(mdl)
     assert index is not None  # checked above
     idx, owned = _open_index(index)
     try:
-        idx.check_model(model_signature(mdl))
+        idx.check_model(signature)
         q = _make_query(
             mdl, idx, timings, audio=audio, text=text, sample_rate=sample_rate,
             example=example, relevant=relevant, not_relevant=not_relevant,
@@ -853,7 +864,6 @@ def search(
         "rescore": rescore,
         "rerank": rerank,
     }
-    signature = model_signature(mdl)
     gdf.attrs["model"] = {
         key: signature.get(key) for key in ("model_id", "version", "weights_sha256")
     }
@@ -938,9 +948,9 @@ def _make_query(
             pos, _ = stored_vectors(idx, pos_ids, "relevant")
             neg, _ = stored_vectors(idx, neg_ids, "not_relevant")
             # a classifier needs both kinds of marks; with one kind, Rocchio moves the query
-            used = refine_method if len(pos_ids) and len(neg_ids) else "rocchio"
-            if refine_method not in REFINE_METHODS:
-                used = refine_method  # refine() names the bad value
+            # (an unknown method is passed on: refine() names it)
+            one_kind = not (pos_ids and neg_ids)
+            used = "rocchio" if one_kind and refine_method in REFINE_METHODS else refine_method
             vector = refine(vector, pos, neg, method=used)
         audio_raw = None  # the query is no longer audio: cosine scores it
         exclude = exclude or _Exclusion(set())
@@ -999,30 +1009,21 @@ def _score(
     return scores, order, rank_cos, rank_ia
 
 
-def _hits_frame(rows: list[dict[str, Any]]) -> GeoDataFrame:
-    """The hits GeoDataFrame (EPSG:4326); an empty one keeps every column."""
+def _hits_frame(rows: list[dict[str, Any]], columns: Sequence[str] = HIT_COLUMNS) -> GeoDataFrame:
+    """Rows with a ``geometry`` as a GeoDataFrame (EPSG:4326); an empty one keeps ``columns``."""
     import geopandas as gpd
 
     if rows:
         return gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326")
-    return gpd.GeoDataFrame(
-        {c: [] for c in HIT_COLUMNS}, geometry=gpd.GeoSeries([], crs="EPSG:4326")
-    )
+    return gpd.GeoDataFrame({c: [] for c in columns}, geometry=gpd.GeoSeries([], crs="EPSG:4326"))
 
 
 def _heard(model: Any, samples: np.ndarray) -> dict[str, Any]:
     """What the speech recogniser heard: ``{"heard": text}``, or None and the reason."""
     from rsia_geo.errors import RsiaError
 
-    try:
-        frontend = getattr(model, "frontend", None)
-        if frontend is not None and hasattr(frontend, "speech_encoder"):
-            recogniser = frontend.speech_encoder()
-        else:
-            from rsia_geo.models.whisper import get_whisper
-
-            recogniser = get_whisper()
-        return {"heard": recogniser.transcribe(samples)}
+    try:  # the front end's Whisper (its configured weights), loaded once per process
+        return {"heard": model.frontend.speech_encoder().transcribe(samples)}
     except RsiaError as exc:  # no recogniser installed: the search itself still answers
         return {"heard": None, "heard_unavailable": str(exc)}
 

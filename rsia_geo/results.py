@@ -226,23 +226,29 @@ def chip_png(hit: Any, *, size: int = 96) -> bytes:
     return _png(np.ascontiguousarray(rgb))
 
 
-def region_geojson(bbox: Any = None, geometry: Any = None) -> dict[str, Any] | None:
+def region_geojson(
+    bbox: Any = None, geometry: Any = None, hits: Any = None
+) -> dict[str, Any] | None:
     """The query region as a GeoJSON geometry in lon/lat, as the search understands it.
 
     Args:
         bbox: The query bbox (``minx > maxx`` crosses 180).
         geometry: The query geometry (shapely or GeoJSON).
+        hits: Search hits: their recorded region is used when neither bbox nor geometry is
+            given.
 
     Returns:
-        The GeoJSON geometry, or None when neither is given.
+        The GeoJSON geometry, or None when there is no region.
     """
+    from shapely import wkt
     from shapely.geometry import mapping
 
     from rsia_geo.query import make_region
 
-    if bbox is None and geometry is None:
-        return None
-    return dict(mapping(make_region(bbox=bbox, geometry=geometry).geometry))
+    if bbox is not None or geometry is not None:
+        return dict(mapping(make_region(bbox=bbox, geometry=geometry).geometry))
+    recorded = getattr(hits, "attrs", {}).get("region")
+    return dict(mapping(wkt.loads(recorded))) if recorded else None
 
 
 def check_output_path(path: str | Path, suffixes: dict[str, str] | tuple[str, ...]) -> Path:
@@ -345,17 +351,13 @@ def hits_metadata(hits: Any) -> dict[str, Any]:
     """
     import datetime as dt
 
-    from shapely import wkt
-    from shapely.geometry import mapping
-
     from rsia_geo import __version__
 
-    region = hits.attrs.get("region")
     return {
         "rsia_geo": __version__,
         "written": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "query": hits.attrs.get("query") or {},
-        "region": dict(mapping(wkt.loads(region))) if region else None,
+        "region": region_geojson(hits=hits),
         "filters": hits.attrs.get("filters") or {},
         "model": hits.attrs.get("model") or {},
         "timings": hits.attrs.get("timings") or {},
@@ -398,69 +400,76 @@ def write_map(
     Raises:
         InvalidArgumentError: An unusable path or chip size.
     """
-    import base64
+    from shapely.geometry import shape
 
-    from shapely import wkt
-    from shapely.geometry import mapping
-
-    from rsia_geo.errors import InvalidArgumentError, RsiaError
+    from rsia_geo.errors import InvalidArgumentError
 
     out = check_output_path(path, (".html", ".htm"))
     if chips and not 8 <= chip_size <= 1024:
         raise InvalidArgumentError(f"chip_size={chip_size!r} must be in [8, 1024]")
-    region = region_geojson(bbox, geometry)
-    if region is None and hits.attrs.get("region"):
-        region = dict(mapping(wkt.loads(hits.attrs["region"])))
-    shown = [
-        c for c in ("rank", "score", "item_id", "datetime", "platform", "level", "gsd",
-                    "group_size", "tile_id", "window", "similarity", "overlap")
-        if c in hits.columns
-    ]  # fmt: skip
+    region = region_geojson(bbox, geometry, hits)
+    data = {
+        "hits": _map_features(hits, chip_size if chips else None),
+        "region": _rings(shape(region)) if region is not None else None,
+        "view": _map_view(hits, region),
+        "basemap": basemap,
+        "attribution": attribution if basemap else "",
+        "chip_size": chip_size,
+        "title": _map_title(hits.attrs.get("query") or {}),
+    }
+    # "</" inside embedded JSON would end the script element: escape it
+    page = _TEMPLATE.format(data=json.dumps(data).replace("</", "<\\/"))
+    return _atomic(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+
+
+_MAP_COLUMNS = (
+    "rank", "score", "item_id", "datetime", "platform", "level", "gsd", "group_size",
+    "tile_id", "window", "similarity", "overlap",
+)  # fmt: skip
+
+
+def _map_features(hits: Any, chip_size: int | None) -> list[dict[str, Any]]:
+    """Each hit's rings (map units), attributes and chip (a PNG data URI, or None)."""
+    import base64
+
+    from rsia_geo.errors import RsiaError
+
+    shown = [c for c in _MAP_COLUMNS if c in hits.columns]
     features = []
     for n, (_, row) in enumerate(hits.iterrows(), start=1):
         props = {c: _json_value(row[c]) for c in shown}
         props.setdefault("rank", n)
         props.setdefault("score", props.get("similarity"))
         chip = None
-        if chips and ("tile_json" in hits.columns):
+        if chip_size is not None and "tile_json" in hits.columns:
             try:
-                chip = (
-                    "data:image/png;base64,"
-                    + base64.b64encode(chip_png(row, size=chip_size)).decode()
-                )
+                png = chip_png(row, size=chip_size)
+                chip = "data:image/png;base64," + base64.b64encode(png).decode()
             except RsiaError:  # an asset moved since indexing: the hit is drawn, no picture
                 chip = None
         features.append({"rings": _rings(row.geometry), "props": props, "chip": chip})
+    return features
+
+
+def _map_view(hits: Any, region: dict[str, Any] | None) -> list[float]:
+    """The first view ``[x, y, width, height]`` in map units: hits and region, padded."""
+    from shapely import union_all
     from shapely.geometry import shape
 
-    shapes = [row.geometry for _, row in hits.iterrows()]
-    if region is not None:
-        shapes.append(shape(region))
-    if shapes:
-        from shapely import union_all
-
-        minx, miny, maxx, maxy = union_all(shapes).bounds
-    else:
-        minx, miny, maxx, maxy = -180.0, -85.0, 180.0, 85.0
+    shapes = list(hits.geometry) + ([shape(region)] if region is not None else [])
+    minx, miny, maxx, maxy = union_all(shapes).bounds if shapes else (-180.0, -85.0, 180.0, 85.0)
     (x0, y1), (x1, y0) = _mercator(minx, miny), _mercator(maxx, maxy)
     pad = max(x1 - x0, y1 - y0, 1e-7) * 0.08
-    query = hits.attrs.get("query") or {}
-    title = {
-        "typed": f"typed: {query.get('text', '')}",
-        "example": f"more like the {query.get('example', '')}",
-    }.get(str(query.get("kind")), f"heard: {query['heard']}" if query.get("heard") else "score")
-    data = {
-        "hits": features,
-        "region": _rings(shape(region)) if region is not None else None,
-        "view": [x0 - pad, y0 - pad, x1 - x0 + 2 * pad, y1 - y0 + 2 * pad],
-        "basemap": basemap,
-        "attribution": attribution if basemap else "",
-        "chip_size": chip_size,
-        "title": title,
-    }
-    # "</" inside embedded JSON would end the script element: escape it
-    page = _TEMPLATE.format(data=json.dumps(data).replace("</", "<\\/"))
-    return _atomic(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    return [x0 - pad, y0 - pad, x1 - x0 + 2 * pad, y1 - y0 + 2 * pad]
+
+
+def _map_title(query: dict[str, Any]) -> str:
+    """The legend's title: what was typed, heard or given as an example."""
+    if query.get("kind") == "typed":
+        return f"typed: {query.get('text', '')}"
+    if query.get("kind") == "example":
+        return f"more like the {query.get('example', '')}"
+    return f"heard: {query['heard']}" if query.get("heard") else "score"
 
 
 def _json_value(value: Any) -> Any:

@@ -34,7 +34,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rsia_geo._codes import code_for
 from rsia_geo.errors import (
@@ -51,6 +51,9 @@ from rsia_geo.errors import (
     VectorIndexError,
 )
 from rsia_geo.query import parse_bbox
+
+if TYPE_CHECKING:
+    from fastapi.responses import Response
 
 __all__ = ["STATUS_CODES", "ServiceSettings", "create_app", "json_bytes", "serve"]
 
@@ -291,8 +294,23 @@ def _docs_page(schema: dict[str, Any]) -> str:
     )
 
 
-# Long (~235 lines): the routes are closures over the app's state; one function per route
-# with errors mapped through STATUS_CODES (titiler's core/factory.py) is issue 15.
+def _geojson_response(frame: Any, **members: Any) -> "Response":
+    """A GeoJSON FeatureCollection response of a hits table, with extra top-level members.
+
+    ``tile_json`` is left out, as in every export; members are timings, query or hit.
+    """
+    from fastapi.responses import Response
+
+    cols = [c for c in frame.columns if c != "tile_json"]
+    body = (
+        json.loads(frame[cols].to_json())
+        if len(frame)
+        else {"type": "FeatureCollection", "features": []}
+    )
+    body.update(members)
+    return Response(json_bytes(body), media_type="application/geo+json")
+
+
 def _geojson(text: str, name: str) -> Any:
     """Parse a GeoJSON form field, naming the field and the fix when it is not JSON."""
     try:
@@ -304,6 +322,8 @@ def _geojson(text: str, name: str) -> Any:
         ) from None
 
 
+# Long (~265 lines): the routes are closures over the app's state; one function per route
+# with errors mapped through STATUS_CODES (titiler's core/factory.py) is issue 15.
 def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = None) -> Any:
     """Build the FastAPI app.
 
@@ -479,36 +499,26 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
         def run() -> Any:
             from rsia_geo.audio import load_audio
 
-            options: dict[str, Any] = {"bbox": box, "geometry": geom, "datetime": datetime}
-            options["k"] = k
-            options |= {"rerank": rerank, "group": group, "platform": platform}
-            options |= {"relevant": relevant, "not_relevant": not_relevant}
-            options |= {"refine_method": refine_method, "transcribe": transcribe}
-            if audio is None:
-                return search(
-                    index=state["index"], model=state["model"], text=text, example=example,
-                    **options,
-                )  # fmt: skip
-            clip = load_audio(data, max_seconds=settings.max_audio_seconds, trim=True)
+            clip = (
+                load_audio(data, max_seconds=settings.max_audio_seconds, trim=True)
+                if audio is not None
+                else None
+            )
             return search(
-                clip.samples,
+                clip.samples if clip is not None else None,
                 state["index"],
                 state["model"],
-                sample_rate=clip.sample_rate,
-                **options,
-            )
+                sample_rate=clip.sample_rate if clip is not None else None,
+                text=text, example=example, relevant=relevant, not_relevant=not_relevant,
+                refine_method=refine_method, bbox=box, geometry=geom, datetime=datetime,
+                platform=platform, k=k, rerank=rerank, group=group, transcribe=transcribe,
+            )  # fmt: skip
 
         async with gate:
             hits = await run_in_threadpool(run)
-        cols = [c for c in hits.columns if c != "tile_json"]
-        body = (
-            json.loads(hits[cols].to_json())
-            if len(hits)
-            else {"type": "FeatureCollection", "features": []}
+        return _geojson_response(
+            hits, timings=hits.attrs.get("timings", {}), query=hits.attrs.get("query", {})
         )
-        body["timings"] = hits.attrs.get("timings", {})
-        body["query"] = hits.attrs.get("query", {})
-        return Response(json_bytes(body), media_type="application/geo+json")
 
     @app.get("/tiles/{tile_id}/same-place")
     async def same_place_endpoint(
@@ -532,13 +542,7 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
 
         async with gate:
             rows = await run_in_threadpool(run)
-        body = (
-            json.loads(rows[[c for c in rows.columns if c != "tile_json"]].to_json())
-            if len(rows)
-            else {"type": "FeatureCollection", "features": []}
-        )
-        body["hit"] = rows.attrs.get("hit", {"tile_id": tile_id})
-        return Response(json_bytes(body), media_type="application/geo+json")
+        return _geojson_response(rows, hit=rows.attrs.get("hit", {"tile_id": tile_id}))
 
     @app.get("/tiles/{tile_id}/chip.png")
     async def chip(

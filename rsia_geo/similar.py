@@ -404,11 +404,9 @@ def same_place(
     Raises:
         InvalidArgumentError: The tile is not in the index, or a bad ``min_overlap``.
     """
-    import geopandas as gpd
-    import shapely
     from shapely.geometry import shape
 
-    from rsia_geo.pipeline import _footprints, _open_index, _tile_json
+    from rsia_geo.pipeline import _footprints, _hits_frame, _open_index, _tile_json, shared_area
     from rsia_geo.query import make_region
 
     if not (isinstance(min_overlap, (int, float)) and 0.0 < min_overlap <= 1.0):
@@ -434,8 +432,7 @@ def same_place(
     best: dict[str, dict[str, Any]] = {}
     if others:
         fps = _footprints([h.payload["footprint"] for h in others])
-        shared = shapely.area(shapely.intersection(fps, place))
-        smaller = np.minimum(shapely.area(fps), place.area)
+        shared, smaller = shared_area(fps, place)
         share = shared / np.maximum(smaller, 1e-30)
         sims = _unit(np.asarray([h.vector for h in others])) @ ref
         for h, fp, sh, sim in zip(others, fps, share, sims, strict=True):
@@ -465,11 +462,7 @@ def same_place(
     rows = sorted(best.values(), key=lambda r: (r["datetime"] or "", r["item_id"] or ""))
     for r in rows:
         r.pop("_rank")
-    if not rows:
-        return gpd.GeoDataFrame(
-            {c: [] for c in columns}, geometry=gpd.GeoSeries([], crs="EPSG:4326")
-        )
-    out = gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326")
+    out = _hits_frame(rows, columns)
     out.attrs["hit"] = {"tile_id": tid, "datetime": payloads[0].get("datetime"),
                         "item_id": payloads[0].get("item_id")}  # fmt: skip
     return out

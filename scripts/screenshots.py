@@ -59,11 +59,10 @@ def _fake_mic(path: Path, clip_path: Path) -> Path:
 
 def map_picture(index: Path, clip: Path, out: Path) -> None:
     """The HTML map of a spoken query's hits, the best hit's popup open (its chip inside)."""
-    from rsia_geo import search
-    from rsia_geo.results import write_map
-
     import geopandas as gpd
 
+    from rsia_geo import search
+    from rsia_geo.results import write_map
     from rsia_geo.sample_data import sample_data_dir
 
     cells = gpd.read_file(sample_data_dir() / "mosaic" / "cells.geojson")
@@ -145,7 +144,9 @@ def main() -> None:
     work, out = Path(a.workdir), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if not (work / "index" / "rsia_index.json").exists():
-        subprocess.run([sys.executable, "-m", "rsia_geo", "demo", "--workdir", str(work)], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "rsia_geo", "demo", "--workdir", str(work)], check=True
+        )
     clip = work / "query_2.wav"
     map_picture(work / "index", clip, out)
     panel_picture(work / "index", clip, out)
