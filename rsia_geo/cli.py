@@ -233,6 +233,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
         amp=args.amp,
+        mix_views=args.mix_views,
+        mix_shift=not args.mix_no_shift,
+        mix_scale=(args.mix_scale[0], args.mix_scale[1]),
+        mix_rotate=not args.mix_no_rotate,
+        mix_same_class=args.mix_same_class,
     )
     if args.k_folds:
         cfg.k_folds = args.k_folds
@@ -788,6 +793,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="ALAC's protocol: N reshuffled 80/20 folds of the training split",
     )
     tr.add_argument("--amp", action="store_true", help="bfloat16 autocast forward passes")
+    tr.add_argument(
+        "--mix-views",
+        type=int,
+        default=0,
+        help="scene-mixing views per image: windows of a mosaic of training scenes (0: none)",
+    )
+    tr.add_argument(
+        "--mix-scale",
+        type=float,
+        nargs=2,
+        default=(0.5, 2.0),
+        metavar=("LOW", "HIGH"),
+        help="window side of mixed views, in scenes (1 1: the scene's own footprint)",
+    )
+    tr.add_argument("--mix-no-shift", action="store_true", help="mixed windows stay centred")
+    tr.add_argument("--mix-no-rotate", action="store_true", help="mixed windows stay upright")
+    tr.add_argument(
+        "--mix-same-class",
+        type=float,
+        default=0.5,
+        help="probability that a mosaic neighbour shares the scene's class",
+    )
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_cmd_train)
 

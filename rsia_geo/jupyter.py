@@ -154,12 +154,13 @@ def hits_map(
         A ``folium.Map`` (displays itself in Jupyter; ``.save("map.html")`` writes it).
     """
     folium = lazy_import("folium")
-    from rsia_geo.results import region_geojson
+    from rsia_geo.results import plain_table, region_geojson
 
     region = region_geojson(bbox, geometry, hits)
     if len(hits):
-        cols = [c for c in hits.columns if c != "tile_json"]
-        fmap = hits[cols].explore(
+        table = plain_table(hits)
+        cols = list(table.columns)
+        fmap = table.explore(
             column="score",
             cmap=cmap,
             tiles=tiles,

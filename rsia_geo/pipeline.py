@@ -35,6 +35,7 @@ import numpy as np
 
 from rsia_geo._types import BBox, PathLike
 from rsia_geo.errors import InvalidArgumentError, TileReadError, VectorIndexError
+from rsia_geo.index.payload import payload_to_tile
 from rsia_geo.index.tile_index import TileIndex
 from rsia_geo.query import Region, make_region
 from rsia_geo.tiles import (
@@ -82,9 +83,13 @@ HIT_COLUMNS = (
     "group_size",
     "group_tile_ids",
     "group_footprint",
-    "tile_json",
+    "tile",
 )
-"""Columns of :func:`search`'s GeoDataFrame besides ``geometry`` (also when it is empty)."""
+"""Columns of :func:`search`'s GeoDataFrame besides ``geometry`` (also when it is empty).
+
+``tile`` holds each hit's :class:`~rsia_geo.tiles.Tile` (what :func:`read_chip` reads); it is
+the one column that is a Python object, left out of files and responses by
+:func:`rsia_geo.results.plain_table`."""
 
 DEFAULT_CANDIDATES = 50
 """Cosine candidates rescored by IA: on UCM val, IA over the top 50 ranks exactly as IA over
@@ -789,7 +794,8 @@ def search(
         ``score_ia``, ``score_bswfr``, ``rank_cosine``, ``rank_ia``, ids, ``href``,
         ``level``, ``window``, ``datetime``, ``platform``, ``crs``, ``gsd``, ``group_size``
         (tiles that agree on the place), ``group_tile_ids``, ``group_footprint`` (GeoJSON of
-        their union), ``tile_json`` and the best tile's footprint as geometry;
+        their union), ``tile`` (the :class:`~rsia_geo.tiles.Tile`) and the best tile's
+        footprint as geometry;
         ``attrs["timings"]`` holds per-stage milliseconds, ``attrs["query"]`` what was
         searched for.
 
@@ -853,8 +859,11 @@ def search(
     gdf.attrs["query"] = q.description
     gdf.attrs["candidates"] = len(cands)
     gdf.attrs["fetched"] = fetched
+    # GeoJSON (attrs must stay JSON: pandas writes them into Parquet files)
     gdf.attrs["region"] = (
-        region.geometry.wkt if region is not None and region.geometry is not None else None
+        _geojson_geometry(region.geometry)
+        if region is not None and region.geometry is not None
+        else None
     )
     gdf.attrs["filters"] = {
         "datetime": None if datetime is None else str(datetime),
@@ -1092,17 +1101,11 @@ def _hit_rows(
                 "group_size": len(members),
                 "group_tile_ids": ",".join(cands[j].id for j in members),
                 "group_footprint": json.dumps(mapping(union)),
-                "tile_json": _tile_json(p),
+                "tile": payload_to_tile(p),
                 "geometry": footprint,
             }
         )
     return rows
-
-
-def _tile_json(payload: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps({**payload["tile"], "footprint": payload["footprint"]})
 
 
 def _bswfr_with_bank(
@@ -1123,22 +1126,44 @@ def _bswfr_with_bank(
     return bswfr_query(ia, bank_scores, k)
 
 
+def _geojson_geometry(geom: Any) -> dict[str, Any]:
+    """A shapely geometry as a plain GeoJSON dict (lists, not tuples: JSON round-trips it)."""
+    import json
+
+    from shapely.geometry import mapping
+
+    out: dict[str, Any] = json.loads(json.dumps(mapping(geom)))
+    return out
+
+
+def _row_tile(hit: Any) -> Tile:
+    """The :class:`Tile` of a hit row (a pandas row or a mapping with a ``tile``)."""
+    try:
+        tile = hit["tile"]
+    except (KeyError, TypeError, IndexError):
+        tile = None
+    if not isinstance(tile, Tile):
+        raise InvalidArgumentError(
+            f"read_chip takes a row of rsia_geo.search's hits (with its 'tile' column) or a "
+            f"Tile, got {type(hit).__name__}; pass hits.iloc[i] or a Tile"
+        )
+    return tile
+
+
 def read_chip(hit: Any, *, out_size: int | None = None) -> np.ndarray:
     """Pixels of a search hit's tile, as ``(bands, H, W)`` float32 in [0, 1].
 
     Args:
-        hit: A row of :func:`search`'s GeoDataFrame (or its ``tile_json`` string, or a Tile).
+        hit: A row of :func:`search`'s GeoDataFrame (its ``tile``), or a Tile.
         out_size: Output side (default the tile's).
 
     Returns:
         The chip.
-    """
-    import json
 
-    if isinstance(hit, Tile):
-        tile = hit
-    else:
-        tile = Tile.from_dict(json.loads(hit if isinstance(hit, str) else hit["tile_json"]))
+    Raises:
+        InvalidArgumentError: ``hit`` is neither a hit row nor a Tile.
+    """
+    tile = hit if isinstance(hit, Tile) else _row_tile(hit)
     out = read_tile(tile, out_size=out_size)
     assert isinstance(out, np.ndarray)
     return out

@@ -207,7 +207,7 @@ def chip_png(hit: Any, *, size: int = 96) -> bytes:
     """A PNG thumbnail of a hit's tile (its first three bands as RGB, or one band as grey).
 
     Args:
-        hit: A row of :func:`rsia_geo.search`'s GeoDataFrame (or its ``tile_json``), or a Tile.
+        hit: A row of :func:`rsia_geo.search`'s GeoDataFrame (its ``tile``), or a Tile.
         size: Side of the thumbnail in pixels.
 
     Returns:
@@ -240,15 +240,32 @@ def region_geojson(
     Returns:
         The GeoJSON geometry, or None when there is no region.
     """
-    from shapely import wkt
     from shapely.geometry import mapping
 
     from rsia_geo.query import make_region
 
     if bbox is not None or geometry is not None:
         return dict(mapping(make_region(bbox=bbox, geometry=geometry).geometry))
-    recorded = getattr(hits, "attrs", {}).get("region")
-    return dict(mapping(wkt.loads(recorded))) if recorded else None
+    recorded = getattr(hits, "attrs", {}).get("region")  # GeoJSON
+    return dict(recorded) if recorded is not None else None
+
+
+def plain_table(hits: Any) -> Any:
+    """The hits as a table of plain values: every column but ``tile``.
+
+    ``tile`` holds each hit's :class:`~rsia_geo.tiles.Tile` (for :func:`rsia_geo.read_chip`),
+    a Python object that no file format or JSON response carries; everything written or
+    shown goes through this one function.
+
+    Args:
+        hits: A GeoDataFrame of :func:`rsia_geo.search` (or ``same_place``).
+
+    Returns:
+        The GeoDataFrame without ``tile`` (its attrs kept).
+    """
+    if "tile" not in hits.columns:
+        return hits
+    return hits.drop(columns="tile")
 
 
 def check_output_path(path: str | Path, suffixes: dict[str, str] | tuple[str, ...]) -> Path:
@@ -313,8 +330,7 @@ def write_hits(hits: Any, path: str | Path) -> Path:
     """
     out = check_output_path(path, HIT_FORMATS)
     fmt = HIT_FORMATS[out.suffix.lower()]
-    cols = [c for c in hits.columns if c != "tile_json"]
-    data = hits[cols]
+    data = plain_table(hits)
     meta = json.dumps(hits_metadata(hits))
 
     def write(tmp: Path) -> None:
@@ -441,7 +457,7 @@ def _map_features(hits: Any, chip_size: int | None) -> list[dict[str, Any]]:
         props.setdefault("rank", n)
         props.setdefault("score", props.get("similarity"))
         chip = None
-        if chip_size is not None and "tile_json" in hits.columns:
+        if chip_size is not None and "tile" in hits.columns:
             try:
                 png = chip_png(row, size=chip_size)
                 chip = "data:image/png;base64," + base64.b64encode(png).decode()

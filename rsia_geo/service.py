@@ -28,7 +28,6 @@ via :meth:`ServiceSettings.from_env`), never in the library.
 import asyncio
 import hmac
 import html
-import io
 import ipaddress
 import json
 import math
@@ -297,13 +296,15 @@ def _docs_page(schema: dict[str, Any]) -> str:
 def _geojson_response(frame: Any, **members: Any) -> "Response":
     """A GeoJSON FeatureCollection response of a hits table, with extra top-level members.
 
-    ``tile_json`` is left out, as in every export; members are timings, query or hit.
+    The table is :func:`~rsia_geo.results.plain_table`'s, as in every export; members are
+    timings, query or hit.
     """
     from fastapi.responses import Response
 
-    cols = [c for c in frame.columns if c != "tile_json"]
+    from rsia_geo.results import plain_table
+
     body = (
-        json.loads(frame[cols].to_json())
+        json.loads(plain_table(frame).to_json())
         if len(frame)
         else {"type": "FeatureCollection", "features": []}
     )
@@ -345,7 +346,7 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
 
     from rsia_geo import __version__
     from rsia_geo.index import TileIndex
-    from rsia_geo.pipeline import load_model, read_chip, search
+    from rsia_geo.pipeline import load_model, search
 
     settings.check()
     state: dict[str, Any] = {"index": index, "model": model, "owned": index is None}
@@ -563,17 +564,10 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
         payload = found[0].payload
 
         def render() -> bytes:
-            import numpy as np
-            from PIL import Image
-
             from rsia_geo.index.payload import payload_to_tile
+            from rsia_geo.results import chip_png
 
-            arr = read_chip(payload_to_tile(payload), out_size=size)
-            rgb = arr[:3] if arr.shape[0] >= 3 else np.repeat(arr[:1], 3, axis=0)
-            img = Image.fromarray((rgb.transpose(1, 2, 0) * 255).round().astype(np.uint8))
-            buf = io.BytesIO()
-            img.save(buf, format="PNG")
-            return buf.getvalue()
+            return chip_png(payload_to_tile(payload), size=size)  # as every map's chips
 
         async with gate:
             png = await run_in_threadpool(render)

@@ -398,7 +398,7 @@ def same_place(
         A GeoDataFrame (EPSG:4326), oldest first: ``tile_id``, ``item_id``,
         ``collection_id``, ``platform``, ``datetime``, ``level``, ``gsd``, ``overlap`` (shared
         fraction), ``similarity`` (cosine to the hit's embedding), ``href``, ``window``,
-        ``tile_json`` (for :func:`rsia_geo.read_chip`), and the footprint as geometry. The
+        ``tile`` (for :func:`rsia_geo.read_chip`), and the footprint as geometry. The
         hit's own item is not listed.
 
     Raises:
@@ -406,7 +406,8 @@ def same_place(
     """
     from shapely.geometry import shape
 
-    from rsia_geo.pipeline import _footprints, _hits_frame, _open_index, _tile_json, shared_area
+    from rsia_geo.index.payload import payload_to_tile
+    from rsia_geo.pipeline import _footprints, _hits_frame, _open_index, shared_area
     from rsia_geo.query import make_region
 
     if not (isinstance(min_overlap, (int, float)) and 0.0 < min_overlap <= 1.0):
@@ -427,7 +428,7 @@ def same_place(
     others = [h for h in hits if h.payload.get("item_id") != payloads[0].get("item_id")]
     columns = [
         "tile_id", "item_id", "collection_id", "platform", "datetime", "level", "gsd",
-        "overlap", "similarity", "href", "window", "tile_json",
+        "overlap", "similarity", "href", "window", "tile",
     ]  # fmt: skip
     best: dict[str, dict[str, Any]] = {}
     if others:
@@ -452,7 +453,7 @@ def same_place(
                 "similarity": float(sim),
                 "href": p.get("href"),
                 "window": ",".join(str(v) for v in p.get("window", [])),
-                "tile_json": _tile_json(p),
+                "tile": payload_to_tile(p),
                 "geometry": fp,
             }
             # one tile per acquisition: the one sharing most of the place, then the hit's level

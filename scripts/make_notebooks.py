@@ -240,9 +240,8 @@ for ax, (_, h) in zip(axes, hits.head(4).iterrows()):
     ax.axis("off")
 plt.show()
 
-cols = [c for c in hits.columns if c != "tile_json"]
-hits[cols].to_file(WORKDIR / "hits.geojson", driver="GeoJSON")
-hits[cols].to_parquet(WORKDIR / "hits.parquet")
+write_hits(hits, WORKDIR / "hits.geojson")  # with the query, region and model as metadata
+write_hits(hits, WORKDIR / "hits.parquet")
 print(sorted(p.name for p in WORKDIR.glob("hits.*")))
 """),
     md("""

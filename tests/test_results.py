@@ -69,5 +69,5 @@ def test_every_export_carries_it(hits, tmp_path, suffix):
     stored.pop("written"), expected.pop("written")
     assert stored == json.loads(json.dumps(expected))
     back = gpd.read_file(out) if suffix != ".parquet" else gpd.read_parquet(out)
-    assert list(back.tile_id) == list(hits.tile_id) and "tile_json" not in back.columns
+    assert list(back.tile_id) == list(hits.tile_id) and "tile" not in back.columns
     assert back.crs.to_epsg() == 4326

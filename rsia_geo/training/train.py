@@ -93,6 +93,12 @@ class TrainConfig:
         fold: Which fold this run trains (set by :func:`train_kfold`).
         amp: Run forward passes in bfloat16 autocast (helps on CPUs with bf16 units and on
             GPUs; measure first, see docs/benchmarks.md).
+        mix_views: Scene-mixing views cached per training image, drawn as often as each
+            plain view (:mod:`rsia_geo.training.scenes`; 0: none).
+        mix_shift: Mixed windows straddle up to four scenes.
+        mix_scale: ``(low, high)`` window side in scenes of the mixed views.
+        mix_rotate: Mixed windows turn by any angle.
+        mix_same_class: Probability that a mosaic neighbour shares the scene's class.
     """
 
     manifest: str | list[str]
@@ -122,6 +128,11 @@ class TrainConfig:
     k_folds: int = 0
     fold: int | None = None
     amp: bool = False
+    mix_views: int = 0
+    mix_shift: bool = True
+    mix_scale: tuple[float, float] = (0.5, 2.0)
+    mix_rotate: bool = True
+    mix_same_class: float = 0.5
     seed: int = 0
     threads: int = 2
     val_every: int = 1
@@ -245,6 +256,70 @@ def _image_tokens(
         ]
         out.append(torch.stack(per_view, dim=1))
     tokens = torch.cat(out)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + ".part")
+    save_file({"tokens": tokens.contiguous()}, str(tmp))
+    tmp.replace(cache)
+    return tokens
+
+
+@torch.no_grad()
+def _mixed_tokens(
+    model: ALACModel,
+    paths: Sequence[str],
+    labels: Sequence[str],
+    mix: Any,
+    seed: int,
+    cache: Path,
+    *,
+    tail_stages: int,
+    batch: int = 32,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Cached backbone tokens (or trunk activations) of ``mix.views`` mixed views per image.
+
+    Every image is resized to 256 px once and kept in memory as the mosaics' material; the
+    draws are seeded per image and view, so a cache is rebuilt identically.
+    """
+    from safetensors.torch import load_file, save_file
+    from tqdm.auto import tqdm
+
+    from rsia_geo.training.scenes import mixed_view, neighbours
+
+    if cache.exists():
+        return load_file(str(cache))["tokens"]
+    scenes = [
+        (
+            torch.nn.functional.interpolate(
+                load_image(p)[None], size=(256, 256), mode="bilinear", antialias=True
+            )[0]
+            * 255
+        ).to(torch.uint8)
+        for p in tqdm(paths, desc="scenes", unit="image", disable=not progress)
+    ]
+    model.eval()
+    out: list[torch.Tensor] = []
+    shares: list[float] = []
+    for i in tqdm(range(0, len(paths), batch), desc="mixed views", disable=not progress):
+        per_view = []
+        for v in range(mix.views):
+            views = []
+            for c in range(i, min(i + batch, len(paths))):
+                rng = np.random.default_rng([seed, c, v])
+                around = neighbours(c, labels, rng, mix.same_class)
+                view, share = mixed_view(
+                    scenes[c].float() / 255, [scenes[j].float() / 255 for j in around], mix, rng
+                )
+                shares.append(share)
+                views.append(model.preprocess_images(view[None])[0])
+            imgs = torch.stack(views)
+            toks = (
+                model.backbone.trunk(imgs, tail_stages) if tail_stages else model.image_tokens(imgs)
+            )
+            per_view.append(toks.half())
+        out.append(torch.stack(per_view, dim=1))
+    tokens = torch.cat(out)
+    logger.info("mixed views: mean share of the dominant scene %.3f", float(np.mean(shares)))
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(cache.name + ".part")
     save_file({"tokens": tokens.contiguous()}, str(tmp))
@@ -487,6 +562,33 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         progress=progress,
         tail_stages=tail,
     )
+    if cfg.mix_views:
+        from rsia_geo.training.scenes import MixSettings
+
+        try:
+            mix = MixSettings(
+                views=cfg.mix_views,
+                shift=cfg.mix_shift,
+                scale=(float(cfg.mix_scale[0]), float(cfg.mix_scale[1])),
+                rotate=cfg.mix_rotate,
+                same_class=cfg.mix_same_class,
+            )
+        except RsiaError as exc:
+            raise TrainingError(str(exc)) from exc
+        labels = {r["image"]: str(r.get("label", "")) for r in train_rows}
+        mixed = _mixed_tokens(
+            model,
+            train_images,
+            [labels[p] for p in train_images],
+            mix,
+            cfg.seed,
+            cache / f"train_mixed{trunk}_{bb}_{_digest(train_images, mix.to_dict(), cfg.seed)}"
+            ".safetensors",
+            tail_stages=tail,
+            progress=progress,
+        )
+        tr_tokens = torch.cat([tr_tokens, mixed], dim=1)
+        del mixed
     aug = f"{cfg.seed}" if cfg.audio_augment else None
     tr_feats = _audio_features(
         model,
@@ -570,7 +672,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
                     for i in imgs
                 ]
             )
-            views = torch.randint(0, cfg.views, (len(imgs),), generator=gen)
+            views = torch.randint(0, tr_tokens.shape[1], (len(imgs),), generator=gen)
             tokens = tr_tokens[imgs, views].float()
             feats = tr_feats[clips][:, None].float()
             if cfg.spec_augment:
