@@ -29,6 +29,8 @@ __all__ = [
     "IndexUnavailableError",
     "ModelConfigError",
     "ModelMismatchError",
+    "PayloadTooLargeError",
+    "ServiceKeyError",
     "TilingMismatchError",
     "RasterError",
     "RsiaError",
@@ -89,6 +91,14 @@ class TileNotFoundError(InvalidArgumentError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class PayloadTooLargeError(InvalidArgumentError):
+    """A request or upload is larger than the service accepts (HTTP 413)."""
+
+
+class ServiceKeyError(RsiaError, PermissionError):
+    """A service request lacks the right ``X-API-Key`` (HTTP 401)."""
 
 
 class AudioError(RsiaError, ValueError):

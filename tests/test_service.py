@@ -335,7 +335,7 @@ def test_keyless_client_is_refused_before_any_body_is_read(live):
         b"Content-Type: multipart/form-data; boundary=b\r\n\r\n",
         timeout=5,
     )
-    assert status == 401 and json.loads(body)["error"] == "Unauthorized"
+    assert status == 401 and json.loads(body)["error"] == "ServiceKeyError"
 
 
 def test_chunked_upload_stops_at_the_limit(live):
@@ -347,7 +347,7 @@ def test_chunked_upload_stops_at_the_limit(live):
         b"Content-Type: multipart/form-data; boundary=b\r\n\r\n",
         body_chunks=[chunk] * 64,  # 1 MiB, never terminated: only a limit ends it
     )
-    assert status == 413 and json.loads(body)["error"] == "PayloadTooLarge"
+    assert status == 413 and json.loads(body)["error"] == "PayloadTooLargeError"
 
 
 def test_chip_path_traversal_reaches_the_endpoint_raw(live):

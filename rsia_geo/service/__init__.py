@@ -25,7 +25,6 @@ This module is an edge like the CLI: settings are read here (``RSIA_*`` environm
 via :meth:`ServiceSettings.from_env`), never in the library.
 """
 
-import asyncio
 import hmac
 import html
 import ipaddress
@@ -44,12 +43,13 @@ from rsia_geo.errors import (
     InvalidArgumentError,
     InvalidRegionError,
     ModelMismatchError,
+    PayloadTooLargeError,
     RsiaError,
+    ServiceKeyError,
     TileNotFoundError,
     TileReadError,
     VectorIndexError,
 )
-from rsia_geo.query import parse_bbox
 
 if TYPE_CHECKING:
     from fastapi.responses import Response
@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 __all__ = ["STATUS_CODES", "ServiceSettings", "create_app", "json_bytes", "serve"]
 
 STATUS_CODES: dict[type[BaseException], int] = {
+    ServiceKeyError: 401,
+    PayloadTooLargeError: 413,
     TileNotFoundError: 404,
     InvalidRegionError: 400,
     InvalidArgumentError: 400,
@@ -70,12 +72,6 @@ STATUS_CODES: dict[type[BaseException], int] = {
     RsiaError: 500,
 }
 """HTTP status per exception class; the most specific match wins."""
-
-
-class _HTTPProblem(Exception):
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail = status, error, detail
 
 
 @dataclass
@@ -198,8 +194,8 @@ class _Guard:
         self.key = api_key.encode() if api_key else None
         self.max_body = max_body
 
-    async def _reply(self, send: Any, status: int, error: str, detail: str) -> None:
-        body = json_bytes({"error": error, "detail": detail})
+    async def _reply(self, send: Any, exc: RsiaError) -> None:
+        status, body = _error_body(exc)  # the same table and body as the app's errors
         await send(
             {
                 "type": "http.response.start",
@@ -222,7 +218,7 @@ class _Guard:
             sent = headers.get(b"x-api-key", b"")
             if not hmac.compare_digest(sent, self.key):
                 await self._reply(
-                    send, 401, "Unauthorized", "missing or wrong X-API-Key header (service key)"
+                    send, ServiceKeyError("missing or wrong X-API-Key header (service key)")
                 )
                 return
         if scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -231,7 +227,7 @@ class _Guard:
         length = headers.get(b"content-length")
         too_big = f"request body exceeds {self.max_body} bytes; send a shorter audio query"
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            await self._reply(send, 413, "PayloadTooLarge", too_big)
+            await self._reply(send, PayloadTooLargeError(too_big))
             return
         body = bytearray()
         while True:
@@ -240,7 +236,7 @@ class _Guard:
                 return
             body += message.get("body", b"")
             if len(body) > self.max_body:  # chunked uploads have no length: count them
-                await self._reply(send, 413, "PayloadTooLarge", too_big)
+                await self._reply(send, PayloadTooLargeError(too_big))
                 return
             if not message.get("more_body"):
                 break
@@ -323,8 +319,12 @@ def _geojson(text: str, name: str) -> Any:
         ) from None
 
 
-# Long (~265 lines): the routes are closures over the app's state; one function per route
-# with errors mapped through STATUS_CODES (titiler's core/factory.py) is issue 15.
+def _error_body(exc: BaseException) -> tuple[int, bytes]:
+    """Status and JSON body of an exception, through the one table :data:`STATUS_CODES`."""
+    status = code_for(exc, STATUS_CODES, 500)
+    return status, json_bytes({"error": type(exc).__name__, "detail": str(exc)})
+
+
 def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = None) -> Any:
     """Build the FastAPI app.
 
@@ -338,42 +338,20 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
     """
     from contextlib import asynccontextmanager
 
-    from fastapi import FastAPI, File, Form, Header, Request, UploadFile
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
-    from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from rsia_geo._lazy import lazy_import
+
+    FastAPI = lazy_import("fastapi").FastAPI
+    from fastapi.responses import Response
 
     from rsia_geo import __version__
-    from rsia_geo.index import TileIndex
-    from rsia_geo.pipeline import load_model, search
+    from rsia_geo.service.routes import Routes, add_error_handlers
 
     settings.check()
-    state: dict[str, Any] = {"index": index, "model": model, "owned": index is None}
-    gate = asyncio.Semaphore(settings.concurrency)
-
-    @asynccontextmanager
-    async def lifespan(app: Any) -> Any:
-        if state["model"] is None:
-            state["model"] = load_model(settings.checkpoint)
-        if state["index"] is None:
-            state["index"] = (
-                TileIndex(
-                    url=settings.url,
-                    api_key=settings.qdrant_api_key,
-                    collection=settings.collection,
-                )
-                if settings.url
-                else TileIndex(settings.location, collection=settings.collection, create=False)
-            )
-        yield
-        if state["owned"] and state["index"] is not None:
-            state["index"].close()
-
+    routes = Routes(settings, index, model)
     app = FastAPI(
         title="rsia_geo search service",
         version=__version__,
-        lifespan=lifespan,
+        lifespan=asynccontextmanager(routes.lifespan),
         description="Spoken, region-restricted search over georeferenced tiles.",
         docs_url=None,
         redoc_url=None,
@@ -381,198 +359,12 @@ def create_app(settings: ServiceSettings, *, index: Any = None, model: Any = Non
     # the key and the body limit are checked before FastAPI reads anything
     app.add_middleware(_Guard, api_key=settings.api_key, max_body=settings.max_upload_bytes + 65536)
 
-    @app.get("/docs", include_in_schema=False)
     async def docs() -> Response:
         return Response(_docs_page(app.openapi()), media_type="text/html")
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        names = {404: "NotFound", 405: "MethodNotAllowed"}
-        return Response(
-            json_bytes({"error": names.get(exc.status_code, "HTTPError"), "detail": exc.detail}),
-            status_code=exc.status_code,
-            media_type="application/json",
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        parts = [
-            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg', '')}"
-            for e in exc.errors()
-        ]
-        return Response(
-            json_bytes({"error": "InvalidArgumentError", "detail": "; ".join(parts)}),
-            status_code=422,
-            media_type="application/json",
-        )
-
-    @app.exception_handler(_HTTPProblem)
-    async def _problem(request: Request, exc: _HTTPProblem) -> JSONResponse:
-        return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status)
-
-    @app.exception_handler(RsiaError)
-    async def _rsia(request: Request, exc: RsiaError) -> JSONResponse:
-        return JSONResponse(
-            {"error": type(exc).__name__, "detail": str(exc)},
-            status_code=code_for(exc, STATUS_CODES, 500),
-        )
-
-    def auth(key: str | None) -> None:
-        # the guard already refused wrong keys before the body was read; this keeps routes
-        # safe when the app is mounted without it
-        if settings.api_key and not hmac.compare_digest(
-            (key or "").encode(), settings.api_key.encode()
-        ):
-            raise _HTTPProblem(401, "Unauthorized", "missing or wrong X-API-Key header")
-
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__}
-
-    @app.get("/collections")
-    async def collections(x_api_key: str | None = Header(default=None)) -> dict[str, Any]:
-        auth(x_api_key)
-        idx = state["index"]
-        meta = idx.meta or {}
-        return {
-            "collections": [
-                {
-                    "name": settings.collection,
-                    "tiles": idx.count(),
-                    "model": meta.get("model"),
-                    "tile_spec": meta.get("tile_spec"),
-                    "bands": meta.get("bands"),
-                    "extent": idx.extent(),
-                }
-            ]
-        }
-
-    @app.post("/search")
-    async def search_endpoint(
-        audio: UploadFile | None = File(default=None, description="WAV, FLAC, OGG or MP3 query"),
-        text: str | None = Form(default=None, description="a typed query instead of audio"),
-        bbox: str | None = Form(default=None, description="minx,miny,maxx,maxy in lon/lat"),
-        geometry: str | None = Form(default=None, description="GeoJSON polygon(s), EPSG:4326"),
-        datetime: str | None = Form(default=None, description="start/end, ISO 8601"),
-        k: int = Form(default=20),
-        rerank: bool = Form(default=False),
-        group: bool = Form(default=True, description="one hit per place (overlapping tiles)"),
-        like: str | None = Form(
-            default=None,
-            description="more like this: a tile id, or a GeoJSON polygon (the tiles under it)",
-        ),
-        relevant: str | None = Form(default=None, description="comma-separated tile ids"),
-        not_relevant: str | None = Form(default=None, description="comma-separated tile ids"),
-        refine_method: str = Form(default="rocchio", description="rocchio or linear"),
-        platform: str | None = Form(default=None, description="comma-separated STAC platforms"),
-        transcribe: bool = Form(
-            default=True, description="say what the speech recogniser heard (query.heard)"
-        ),
-        x_api_key: str | None = Header(default=None),
-    ) -> Response:
-        auth(x_api_key)
-        given = [v for v in (audio, text, like) if v is not None]
-        if len(given) > 1 or (not given and not relevant):
-            raise InvalidArgumentError(
-                "send one query: an audio file (multipart field 'audio'), a typed query (field "
-                "'text') or an example (field 'like': a tile id or a GeoJSON polygon), or "
-                "tiles marked relevant (field 'relevant')"
-            )
-        data = b""
-        if audio is not None:
-            data = await audio.read(settings.max_upload_bytes + 1)
-            if len(data) > settings.max_upload_bytes:
-                raise _HTTPProblem(
-                    413,
-                    "PayloadTooLarge",
-                    f"audio upload exceeds {settings.max_upload_bytes} bytes",
-                )
-            if not data:
-                raise _HTTPProblem(400, "InvalidAudioError", "the audio upload is empty")
-        if not 1 <= k <= settings.max_k:
-            raise InvalidArgumentError(f"k={k} must be in [1, {settings.max_k}]")
-        box = parse_bbox(bbox) if bbox else None
-        geom = _geojson(geometry, "geometry") if geometry else None
-        example: Any = like.strip() if like else None
-        if example and example.startswith("{"):
-            example = _geojson(example, "like")
-
-        def run() -> Any:
-            from rsia_geo.audio import load_audio
-
-            clip = (
-                load_audio(data, max_seconds=settings.max_audio_seconds, trim=True)
-                if audio is not None
-                else None
-            )
-            return search(
-                clip.samples if clip is not None else None,
-                state["index"],
-                state["model"],
-                sample_rate=clip.sample_rate if clip is not None else None,
-                text=text, example=example, relevant=relevant, not_relevant=not_relevant,
-                refine_method=refine_method, bbox=box, geometry=geom, datetime=datetime,
-                platform=platform, k=k, rerank=rerank, group=group, transcribe=transcribe,
-            )  # fmt: skip
-
-        async with gate:
-            hits = await run_in_threadpool(run)
-        return _geojson_response(
-            hits, timings=hits.attrs.get("timings", {}), query=hits.attrs.get("query", {})
-        )
-
-    @app.get("/tiles/{tile_id}/same-place")
-    async def same_place_endpoint(
-        tile_id: str,
-        min_overlap: float = 0.5,
-        datetime: str | None = None,
-        platform: str | None = None,
-        x_api_key: str | None = Header(default=None),
-    ) -> Response:
-        auth(x_api_key)
-        from rsia_geo.similar import same_place
-
-        def run() -> Any:
-            return same_place(
-                tile_id,
-                state["index"],
-                min_overlap=min_overlap,
-                datetime=datetime,
-                platform=platform,
-            )
-
-        async with gate:
-            rows = await run_in_threadpool(run)
-        return _geojson_response(rows, hit=rows.attrs.get("hit", {"tile_id": tile_id}))
-
-    @app.get("/tiles/{tile_id}/chip.png")
-    async def chip(
-        tile_id: str, size: int = 256, x_api_key: str | None = Header(default=None)
-    ) -> Response:
-        auth(x_api_key)
-        if not 16 <= size <= 1024:
-            raise InvalidArgumentError(f"size={size} must be in [16, 1024]")
-        import uuid
-
-        try:
-            uuid.UUID(tile_id)
-        except ValueError:
-            raise TileNotFoundError(f"no tile {tile_id!r} in the index") from None
-        found = state["index"].retrieve([tile_id])
-        if not found:
-            raise TileNotFoundError(f"no tile {tile_id!r} in the index")
-        payload = found[0].payload
-
-        def render() -> bytes:
-            from rsia_geo.index.payload import payload_to_tile
-            from rsia_geo.results import chip_png
-
-            return chip_png(payload_to_tile(payload), size=size)  # as every map's chips
-
-        async with gate:
-            png = await run_in_threadpool(render)
-        return Response(png, media_type="image/png")
-
+    app.add_api_route("/docs", docs, methods=["GET"], include_in_schema=False)
+    add_error_handlers(app)
+    routes.register(app)
     return app
 
 
