@@ -473,8 +473,36 @@ def _validate(
     return out
 
 
+@dataclass
+class _Data:
+    """Everything an epoch reads: cached image views and audio features, and their pairing."""
+
+    train_tokens: torch.Tensor  # (images, views, ...) plain views, then mixed views
+    val_tokens: torch.Tensor
+    train_feats: torch.Tensor  # (clips, frames, bins)
+    val_feats: torch.Tensor
+    clip_image: torch.Tensor  # image index of each training clip
+    by_image: dict[int, list[int]]  # training clips of each image
+    n_train: int  # training clips
+    n_val: int  # validation clips
+
+
+@dataclass
+class _Optim:
+    """The optimisers of a run and the parameters they train."""
+
+    params: list[torch.nn.Parameter]
+    opt: torch.optim.Optimizer
+    akt_opt: torch.optim.Optimizer
+
+
 def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) a run.
+
+    The parts, in order: :func:`_start_run` (settings checked and recorded),
+    :func:`_load_data` (caches built once), :func:`_optimisers`, :func:`_resume`, then per
+    epoch :func:`_lr_at` (the schedule), :func:`_train_one_epoch`, validation with the best
+    checkpoint kept, :func:`_log_epoch` and :func:`_save_state`.
 
     Args:
         cfg: Settings.
@@ -487,8 +515,59 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         DataError: Manifest missing, clips missing, or no pairs.
         TrainingError: Inconsistent settings or a resumed run with other settings.
     """
-    from tqdm.auto import tqdm
+    out = _start_run(cfg)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    mcfg = _config_for(cfg)
+    _check_backbone_weights(mcfg, cfg)
+    model = build_model(mcfg)
+    tail = cfg.finetune_stages
+    if tail:
+        try:
+            model.backbone.check_split(tail)
+        except RsiaError as exc:
+            raise TrainingError(str(exc)) from exc
+    data = _load_data(cfg, model, mcfg, out, progress)
+    loss_fn = ALACLoss(
+        akt_adaptive=cfg.akt_adaptive,
+        w_triplet=cfg.loss_weights[0],
+        w_nce=cfg.loss_weights[1],
+        w_akt=cfg.loss_weights[2],
+    )
+    optim = _optimisers(cfg, model, loss_fn)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    state_path = out / "last" / "state.pt"
+    start_epoch, best = _resume(state_path, model, loss_fn, optim, gen)
+    for epoch in range(start_epoch, cfg.epochs):
+        lr = _lr_at(cfg, epoch)
+        for g in optim.opt.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+        for g in optim.akt_opt.param_groups:
+            g["lr"] = 10 * lr
+        t0 = time.time()
+        sums = _train_one_epoch(cfg, model, loss_fn, optim, data, gen, epoch, progress)
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "seconds": round(time.time() - t0, 1),
+            **{k: round(v, 5) for k, v in sums.items()},
+            "akt_p1": float(loss_fn.p1.detach()),
+            "akt_p2": float(loss_fn.p2.detach()),
+        }
+        if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
+            metrics = _validate(model, data.val_tokens, data.val_feats, cfg.per_image, tail)
+            row.update({k: round(v, 3) for k, v in metrics.items()})
+            score = max(metrics["cos_mR"], metrics["ia_mR"])
+            if score > best["mR"]:
+                best = {"mR": score, "epoch": epoch + 1, **metrics}
+                _save_best(model, out / "best", cfg, mcfg, best, data.n_train, data.n_val)
+        _log_epoch(out, row, progress)
+        _save_state(state_path, model, loss_fn, optim, gen, epoch, best)
+    return {"best": best, "out_dir": str(out), "best_checkpoint": str(out / "best")}
 
+
+def _start_run(cfg: TrainConfig) -> Path:
+    """Check the settings, refuse to resume a run made with others, and record them."""
     if not cfg.freeze_backbone:
         raise TrainingError(
             "freeze_backbone=False (full fine-tuning) is not supported by this trainer yet; "
@@ -512,18 +591,27 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
                 "out_dir or the same settings to resume"
             )
     settings.write_text(json.dumps(cfg.to_dict(), indent=2))
+    return out
 
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    mcfg = _config_for(cfg)
-    _check_backbone_weights(mcfg, cfg)
-    model = build_model(mcfg)
-    tail = cfg.finetune_stages
-    if tail:
-        try:
-            model.backbone.check_split(tail)
-        except RsiaError as exc:
-            raise TrainingError(str(exc)) from exc
+
+def _mix_settings(cfg: TrainConfig) -> Any:
+    """The run's :class:`~rsia_geo.training.scenes.MixSettings` (checked)."""
+    from rsia_geo.training.scenes import MixSettings
+
+    try:
+        return MixSettings(
+            views=cfg.mix_views,
+            shift=cfg.mix_shift,
+            scale=(float(cfg.mix_scale[0]), float(cfg.mix_scale[1])),
+            rotate=cfg.mix_rotate,
+            same_class=cfg.mix_same_class,
+        )
+    except RsiaError as exc:
+        raise TrainingError(str(exc)) from exc
+
+
+def _load_data(cfg: TrainConfig, model: ALACModel, mcfg: Any, out: Path, progress: bool) -> _Data:
+    """Pair clips with images and build (or reuse) the image and audio caches of a run."""
     train_rows = _rows(cfg, cfg.train_split, cfg.max_train_images)
     if cfg.fold is not None:
         train_rows, val_rows = _fold_split(train_rows, cfg)
@@ -541,7 +629,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
             f"validation needs {cfg.per_image} clips per image (one voice per caption); "
             f"found counts {sorted(set(val_counts))}"
         )
-
+    mix = _mix_settings(cfg) if cfg.mix_views else None
+    tail = cfg.finetune_stages
     bb = _digest(mcfg.backbone.to_dict())
     fe = _digest(mcfg.frontend.to_dict())
     cache = out / "cache"
@@ -562,19 +651,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         progress=progress,
         tail_stages=tail,
     )
-    if cfg.mix_views:
-        from rsia_geo.training.scenes import MixSettings
-
-        try:
-            mix = MixSettings(
-                views=cfg.mix_views,
-                shift=cfg.mix_shift,
-                scale=(float(cfg.mix_scale[0]), float(cfg.mix_scale[1])),
-                rotate=cfg.mix_rotate,
-                same_class=cfg.mix_same_class,
-            )
-        except RsiaError as exc:
-            raise TrainingError(str(exc)) from exc
+    if mix is not None:
         labels = {r["image"]: str(r.get("label", "")) for r in train_rows}
         mixed = _mixed_tokens(
             model,
@@ -587,7 +664,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
             tail_stages=tail,
             progress=progress,
         )
-        tr_tokens = torch.cat([tr_tokens, mixed], dim=1)
+        tr_tokens = torch.cat([tr_tokens, mixed], dim=1)  # drawn like any other view
         del mixed
     aug = f"{cfg.seed}" if cfg.audio_augment else None
     tr_feats = _audio_features(
@@ -603,8 +680,25 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         cache / f"val_audio_{fe}_{_digest([r['clip'] for r in val_rows])}",
         progress=progress,
     )
-    tr_ids = torch.tensor([img_index[r["image"]] for r in train_rows])
+    return _Data(
+        train_tokens=tr_tokens,
+        val_tokens=va_tokens,
+        train_feats=tr_feats,
+        val_feats=va_feats,
+        clip_image=torch.tensor([img_index[r["image"]] for r in train_rows]),
+        by_image=by_image,
+        n_train=len(train_rows),
+        n_val=len(val_rows),
+    )
 
+
+def _optimisers(cfg: TrainConfig, model: ALACModel, loss_fn: ALACLoss) -> _Optim:
+    """Adam over the heads and fine-tuned stages, and the AKT weights' own Adam.
+
+    The fine-tuned backbone stages train at ``backbone_lr`` times the rate; the rest of the
+    backbone is frozen.
+    """
+    tail = cfg.finetune_stages
     for p in model.backbone.parameters():
         p.requires_grad_(False)
     tail_params: list[torch.nn.Parameter] = []
@@ -616,126 +710,146 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     tail_ids = {id(p) for p in tail_params}
     params = [p for p in model.parameters() if p.requires_grad]
     head_params = [p for p in params if id(p) not in tail_ids]
-    loss_fn = ALACLoss(
-        akt_adaptive=cfg.akt_adaptive,
-        w_triplet=cfg.loss_weights[0],
-        w_nce=cfg.loss_weights[1],
-        w_akt=cfg.loss_weights[2],
-    )
     groups: list[dict[str, Any]] = [{"params": head_params, "lr_scale": 1.0}]
     if tail_params:
         groups.append({"params": tail_params, "lr_scale": cfg.backbone_lr})
-    opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    akt_opt = torch.optim.Adam([loss_fn.p1, loss_fn.p2], lr=10 * cfg.lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    return _Optim(
+        params=params,
+        opt=torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay),
+        akt_opt=torch.optim.Adam([loss_fn.p1, loss_fn.p2], lr=10 * cfg.lr),
+    )
 
-    start_epoch, best = 0, {"mR": -1.0, "epoch": -1}
-    state_path = out / "last" / "state.pt"
-    if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        loss_fn.load_state_dict(state["loss"])
-        opt.load_state_dict(state["opt"])
-        akt_opt.load_state_dict(state["akt_opt"])
-        gen.set_state(state["gen"])
-        start_epoch, best = int(state["epoch"]) + 1, dict(state["best"])
-        logger.info("resuming %s at epoch %d", out, start_epoch)
 
-    log_csv, log_jsonl = out / "log.csv", out / "log.jsonl"
-    n_img = len(train_images)
+def _lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """ALAC's schedule: the learning rate decayed by ``lr_decay`` every ``lr_decay_every``."""
+    return cfg.lr * cfg.lr_decay ** (epoch // cfg.lr_decay_every)
+
+
+def _resume(
+    state_path: Path,
+    model: ALACModel,
+    loss_fn: ALACLoss,
+    optim: _Optim,
+    gen: torch.Generator,
+) -> tuple[int, dict[str, Any]]:
+    """Restore a killed run's last state: ``(first epoch to run, best so far)``."""
+    if not state_path.exists():
+        return 0, {"mR": -1.0, "epoch": -1}
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    loss_fn.load_state_dict(state["loss"])
+    optim.opt.load_state_dict(state["opt"])
+    optim.akt_opt.load_state_dict(state["akt_opt"])
+    gen.set_state(state["gen"])
+    logger.info("resuming %s at epoch %d", state_path.parent.parent, int(state["epoch"]) + 1)
+    return int(state["epoch"]) + 1, dict(state["best"])
+
+
+def _train_one_epoch(
+    cfg: TrainConfig,
+    model: ALACModel,
+    loss_fn: ALACLoss,
+    optim: _Optim,
+    data: _Data,
+    gen: torch.Generator,
+    epoch: int,
+    progress: bool,
+) -> dict[str, float]:
+    """One pass over the training images (one clip and one view each): mean losses."""
+    from tqdm.auto import tqdm
+
+    tail = cfg.finetune_stages
+    model.train()
+    model.backbone.eval()  # frozen BatchNorm statistics, also in fine-tuned stages
+    n_img = len(data.by_image)
     steps = math.ceil(n_img / cfg.batch_size)
-    for epoch in range(start_epoch, cfg.epochs):
-        lr = cfg.lr * cfg.lr_decay ** (epoch // cfg.lr_decay_every)
-        for g in opt.param_groups:
-            g["lr"] = lr * g.get("lr_scale", 1.0)
-        for g in akt_opt.param_groups:
-            g["lr"] = 10 * lr
-        model.train()
-        model.backbone.eval()  # frozen BatchNorm statistics, also in fine-tuned stages
-        t0 = time.time()
-        perm = torch.randperm(n_img, generator=gen)
-        sums = {"loss": 0.0, "triplet": 0.0, "nce": 0.0, "akt": 0.0}
-        bar = tqdm(
-            range(steps),
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            unit="step",
-            disable=not progress,
-            leave=False,
-        )
-        for s in bar:
-            imgs = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
-            if len(imgs) < 2:
-                continue
-            clips = torch.tensor(
-                [
-                    by_image[int(i)][int(torch.randint(len(by_image[int(i)]), (1,), generator=gen))]
-                    for i in imgs
+    perm = torch.randperm(n_img, generator=gen)
+    sums = {"loss": 0.0, "triplet": 0.0, "nce": 0.0, "akt": 0.0}
+    bar = tqdm(
+        range(steps),
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        unit="step",
+        disable=not progress,
+        leave=False,
+    )
+    for s in bar:
+        imgs = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+        if len(imgs) < 2:
+            continue
+        clips = torch.tensor(
+            [
+                data.by_image[int(i)][
+                    int(torch.randint(len(data.by_image[int(i)]), (1,), generator=gen))
                 ]
-            )
-            views = torch.randint(0, tr_tokens.shape[1], (len(imgs),), generator=gen)
-            tokens = tr_tokens[imgs, views].float()
-            feats = tr_feats[clips][:, None].float()
-            if cfg.spec_augment:
-                feats = _spec_augment(feats, gen)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
-                v = _head_from_cache(model, tokens, tail)
-                a = model.forward_audio_features(feats)
-            res = loss_fn(v.float(), a.float(), tr_ids[clips])
-            opt.zero_grad()
-            res["loss"].backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)  # after backward
-            opt.step()
-            if cfg.akt_adaptive:
-                akt_opt.zero_grad()
-                loss_fn.akt_weight_loss(v.detach(), a.detach()).backward()
-                torch.nn.utils.clip_grad_norm_([loss_fn.p1, loss_fn.p2], 2.0)
-                akt_opt.step()
-            for k in sums:
-                sums[k] += float(res[k].detach())
-            bar.set_postfix(loss=f"{float(res['loss'].detach()):.3f}")
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "seconds": round(time.time() - t0, 1),
-            **{k: round(v / steps, 5) for k, v in sums.items()},
-            "akt_p1": float(loss_fn.p1.detach()),
-            "akt_p2": float(loss_fn.p2.detach()),
-        }
-        if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
-            metrics = _validate(model, va_tokens, va_feats, cfg.per_image, tail)
-            row.update({k: round(v, 3) for k, v in metrics.items()})
-            score = max(metrics["cos_mR"], metrics["ia_mR"])
-            if score > best["mR"]:
-                best = {"mR": score, "epoch": epoch + 1, **metrics}
-                _save_best(model, out / "best", cfg, mcfg, best, len(train_rows), len(val_rows))
-        new_file = not log_csv.exists()
-        with log_csv.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new_file:
-                w.writeheader()
-            w.writerow(row)
-        with log_jsonl.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        logger.info("epoch %s", row)
-        if progress:
-            print(json.dumps(row), flush=True)
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = state_path.with_suffix(".tmp")
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "loss": loss_fn.state_dict(),
-                "opt": opt.state_dict(),
-                "akt_opt": akt_opt.state_dict(),
-                "gen": gen.get_state(),
-                "epoch": epoch,
-                "best": best,
-            },
-            tmp,
+                for i in imgs
+            ]
         )
-        tmp.replace(state_path)
-    return {"best": best, "out_dir": str(out), "best_checkpoint": str(out / "best")}
+        views = torch.randint(0, data.train_tokens.shape[1], (len(imgs),), generator=gen)
+        tokens = data.train_tokens[imgs, views].float()
+        feats = data.train_feats[clips][:, None].float()
+        if cfg.spec_augment:
+            feats = _spec_augment(feats, gen)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
+            v = _head_from_cache(model, tokens, tail)
+            a = model.forward_audio_features(feats)
+        res = loss_fn(v.float(), a.float(), data.clip_image[clips])
+        optim.opt.zero_grad()
+        res["loss"].backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(optim.params, cfg.grad_clip)  # after backward
+        optim.opt.step()
+        if cfg.akt_adaptive:
+            optim.akt_opt.zero_grad()
+            loss_fn.akt_weight_loss(v.detach(), a.detach()).backward()
+            torch.nn.utils.clip_grad_norm_([loss_fn.p1, loss_fn.p2], 2.0)
+            optim.akt_opt.step()
+        for k in sums:
+            sums[k] += float(res[k].detach())
+        bar.set_postfix(loss=f"{float(res['loss'].detach()):.3f}")
+    return {k: v / steps for k, v in sums.items()}
+
+
+def _log_epoch(out: Path, row: dict[str, Any], progress: bool) -> None:
+    """Append an epoch's row to ``log.csv`` and ``log.jsonl`` (and print it)."""
+    log_csv, log_jsonl = out / "log.csv", out / "log.jsonl"
+    new_file = not log_csv.exists()
+    with log_csv.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new_file:
+            w.writeheader()
+        w.writerow(row)
+    with log_jsonl.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    logger.info("epoch %s", row)
+    if progress:
+        print(json.dumps(row), flush=True)
+
+
+def _save_state(
+    state_path: Path,
+    model: ALACModel,
+    loss_fn: ALACLoss,
+    optim: _Optim,
+    gen: torch.Generator,
+    epoch: int,
+    best: dict[str, Any],
+) -> None:
+    """Save everything a killed run needs to resume after ``epoch`` (atomically)."""
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = state_path.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "loss": loss_fn.state_dict(),
+            "opt": optim.opt.state_dict(),
+            "akt_opt": optim.akt_opt.state_dict(),
+            "gen": gen.get_state(),
+            "epoch": epoch,
+            "best": best,
+        },
+        tmp,
+    )
+    tmp.replace(state_path)
 
 
 def _check_backbone_weights(mcfg: Any, cfg: TrainConfig) -> None:
