@@ -782,36 +782,88 @@ def tile_item(
     """
     from shapely.geometry import shape
 
-    from rsia_geo._geo import (
-        bbox_to_geometry,
-        gsd_metres,
-        pixel_to_xy,
-        validate_bbox,
-        window_centre,
-        window_footprint,
-    )
+    from rsia_geo._geo import gsd_metres
     from rsia_geo.catalog import select_bands
 
     spec = spec or DEFAULT_SPEC
-    region = None
-    if bbox is not None:
-        region = bbox_to_geometry(validate_bbox(bbox))
-        if item.geometry is not None and not shape(item.geometry).intersects(region):
-            raise InvalidBBoxError(
-                f"bbox={tuple(bbox)!r} does not intersect item {item.id!r} "
-                f"(item bbox {item.bbox!r}); pass a box inside the imagery or bbox=None"
-            )
+    region = _item_region(item, bbox)
     selection: BandSelection = select_bands(item, bands, assets=assets)
-    # reference grid: the finest selected asset
+    grid, sources, dtypes, raster_bands = _item_sources(item, selection)
+    lat = shape(item.geometry).centroid.y if item.geometry else 0.0
+    px_m = gsd_metres(grid.crs, grid.affine, lat)
+    size_px, overlap_px = _tile_pixels(spec, grid, item.id, px_m)
+    survey = _Survey(sources, grid)
+    scaling = _choose_scaling(spec, dtypes, raster_bands, survey.pixels, survey.valid, item.id)
+    out = TileSet()
+    for level in spec.scales:
+        t, step = size_px * level, (size_px - overlap_px) * level
+        if t > grid.width or t > grid.height:
+            out.skipped.append(
+                SkippedTile(
+                    item.id,
+                    f"level {level}: tile of {t} px exceeds the raster "
+                    f"({grid.width}x{grid.height} px)",
+                    kind="level",
+                    level=level,
+                )
+            )
+            continue
+        for window in grid_windows(grid.width, grid.height, t, step):
+            frac = survey.valid_fraction(*window)
+            if frac < spec.min_valid:
+                col, row = window[0], window[1]
+                inside = col + t <= grid.width and row + t <= grid.height
+                out.skipped.append(
+                    SkippedTile(
+                        item.id,
+                        f"valid fraction {frac:.2f} < min_valid {spec.min_valid}",
+                        kind="nodata" if inside else "edge",
+                        level=level,
+                        window=window,
+                    )
+                )
+                continue
+            tile = _make_tile(
+                item, selection.bands, sources, grid, level, window,
+                out_size=spec.out_size or size_px, gsd=px_m * t / (spec.out_size or size_px),
+                scaling=scaling, valid_fraction=frac,
+            )  # fmt: skip
+            if region is None or tile.footprint.intersects(region):
+                out.tiles.append(tile)
+    return out
+
+
+def _item_region(item: pystac.Item, bbox: BBox | None) -> Any:
+    """The lon/lat region of ``bbox`` (None without one), refused if it misses the Item."""
+    from shapely.geometry import shape
+
+    from rsia_geo._geo import bbox_to_geometry, validate_bbox
+
+    if bbox is None:
+        return None
+    region = bbox_to_geometry(validate_bbox(bbox))
+    if item.geometry is not None and not shape(item.geometry).intersects(region):
+        raise InvalidBBoxError(
+            f"bbox={tuple(bbox)!r} does not intersect item {item.id!r} "
+            f"(item bbox {item.bbox!r}); pass a box inside the imagery or bbox=None"
+        )
+    return region
+
+
+def _item_sources(
+    item: pystac.Item, selection: BandSelection
+) -> tuple[Grid, tuple[BandSource, ...], list[str], list[dict[str, Any]]]:
+    """Check the selected assets and describe them.
+
+    Returns the reference grid (the finest asset's), the band sources, their data types and
+    their STAC ``raster:bands`` entries.
+    """
     grids: dict[str, Grid] = {}
     infos: dict[str, dict[str, Any]] = {}
     for key in selection.asset_keys:
         asset = item.assets[key]
-        href = asset.get_absolute_href() or asset.href
-        grid, info = _grid_from_raster(href)
-        grids[key], infos[key] = grid, info
-    ref_key = min(selection.asset_keys, key=lambda k: grids[k].resolution)
-    grid = grids[ref_key]
+        grids[key], infos[key] = _grid_from_raster(asset.get_absolute_href() or asset.href)
+    grid = grids[min(selection.asset_keys, key=lambda k: grids[k].resolution)]
     sources = tuple(
         BandSource(k, item.assets[k].get_absolute_href() or item.assets[k].href, i)
         for k, i in selection.sources
@@ -834,10 +886,11 @@ def tile_item(
     for k, i in selection.sources:
         rb = item.assets[k].extra_fields.get("raster:bands") or []
         raster_bands.append(rb[i - 1] if len(rb) >= i else {})
+    return grid, sources, dtypes, raster_bands
 
-    # sizes in reference pixels
-    lat = shape(item.geometry).centroid.y if item.geometry else 0.0
-    px_m = gsd_metres(grid.crs, grid.affine, lat)
+
+def _tile_pixels(spec: TileSpec, grid: Grid, item_id: str, px_m: float) -> tuple[int, int]:
+    """Tile side and overlap in reference pixels, checked against the raster."""
     if spec.units == "m":
         size_px = max(1, round(spec.size / px_m))
         overlap_px = round(spec.overlap / px_m)
@@ -845,7 +898,7 @@ def tile_item(
         size_px, overlap_px = round(spec.size), round(spec.overlap)
     if size_px < spec.min_pixels:
         raise InvalidTileSpecError(
-            f"item {item.id!r} is too coarse for {spec.size:g} {spec.units} tiles: they would "
+            f"item {item_id!r} is too coarse for {spec.size:g} {spec.units} tiles: they would "
             f"be {size_px} px of {px_m:.2f} m (min_pixels={spec.min_pixels}); use larger tiles "
             "for this imagery"
         )
@@ -854,89 +907,82 @@ def tile_item(
             f"overlap {spec.overlap}{spec.units} is {overlap_px} px, not less than the tile "
             f"({size_px} px) at this item's resolution; lower the overlap"
         )
-    out_size = spec.out_size or size_px
     if size_px > grid.width or size_px > grid.height:
         raise InvalidTileSpecError(
             f"tile size {spec.size:g} {spec.units}"
             + (f" ({size_px} px)" if spec.units == "m" else "")
-            + f" is larger than item {item.id!r} "
+            + f" is larger than item {item_id!r} "
             f"({grid.width}x{grid.height} px); use size <= {min(grid.width, grid.height)} px"
         )
+    return size_px, overlap_px
 
-    # one reduced-resolution survey read for valid fractions and scaling
-    d = max(1, math.ceil(max(grid.width, grid.height) / _SURVEY_MAX_SIDE))
-    sh, sw = math.ceil(grid.height / d), math.ceil(grid.width / d)
-    survey, survey_valid = _read_window(sources, grid, (0, 0, sw * d, sh * d), (sh, sw))
-    scaling = _choose_scaling(spec, dtypes, raster_bands, survey, survey_valid, item.id)
-    integral = np.pad(survey_valid.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
 
-    def valid_fraction(col: int, row: int, w: int, h: int) -> float:
+class _Survey:
+    """One reduced-resolution read of an Item, from overviews where present.
+
+    At most ``_SURVEY_MAX_SIDE`` px a side: the pixels choose the value scaling, and the valid
+    mask gives each window's valid fraction (through a summed-area table).
+    """
+
+    def __init__(self, sources: tuple[BandSource, ...], grid: Grid) -> None:
+        d = max(1, math.ceil(max(grid.width, grid.height) / _SURVEY_MAX_SIDE))
+        self.d, self.h, self.w = d, math.ceil(grid.height / d), math.ceil(grid.width / d)
+        self.pixels, self.valid = _read_window(
+            sources, grid, (0, 0, self.w * d, self.h * d), (self.h, self.w)
+        )
+        self.integral = np.pad(self.valid.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+
+    def valid_fraction(self, col: int, row: int, w: int, h: int) -> float:
+        """Estimated fraction of valid pixels in a window of reference pixels."""
+        d = self.d
         a0, b0 = max(0, row // d), max(0, col // d)
-        a1, b1 = min(sh, math.ceil((row + h) / d)), min(sw, math.ceil((col + w) / d))
+        a1, b1 = min(self.h, math.ceil((row + h) / d)), min(self.w, math.ceil((col + w) / d))
         if a1 <= a0 or b1 <= b0:
             return 0.0
-        n = integral[a1, b1] - integral[a0, b1] - integral[a1, b0] + integral[a0, b0]
+        ii = self.integral
+        n = ii[a1, b1] - ii[a0, b1] - ii[a1, b0] + ii[a0, b0]
         return float(n) / (math.ceil(h / d) * math.ceil(w / d))
 
-    dt = _item_time(item)
-    platform = _item_platform(item)
-    out = TileSet()
-    for level in spec.scales:
-        t, step = size_px * level, (size_px - overlap_px) * level
-        if t > grid.width or t > grid.height:
-            out.skipped.append(
-                SkippedTile(
-                    item.id,
-                    f"level {level}: tile of {t} px exceeds the raster "
-                    f"({grid.width}x{grid.height} px)",
-                    kind="level",
-                    level=level,
-                )
-            )
-            continue
-        for window in grid_windows(grid.width, grid.height, t, step):
-            col, row = window[0], window[1]
-            frac = valid_fraction(*window)
-            if frac < spec.min_valid:
-                inside = col + t <= grid.width and row + t <= grid.height
-                out.skipped.append(
-                    SkippedTile(
-                        item.id,
-                        f"valid fraction {frac:.2f} < min_valid {spec.min_valid}",
-                        kind="nodata" if inside else "edge",
-                        level=level,
-                        window=window,
-                    )
-                )
-                continue
-            cw, ch = min(t, grid.width - col), min(t, grid.height - row)
-            footprint = window_footprint(grid.crs, grid.affine, col, row, cw, ch)
-            if region is not None and not footprint.intersects(region):
-                continue
-            x0, y0 = pixel_to_xy(grid.affine, col, row)
-            x1, y1 = pixel_to_xy(grid.affine, col + cw, row + ch)
-            out.tiles.append(
-                Tile(
-                    id=_tile_id(item.id, item.collection_id, sources, level, window, out_size),
-                    item_id=item.id,
-                    collection_id=item.collection_id,
-                    bands=selection.bands,
-                    sources=sources,
-                    level=level,
-                    window=window,
-                    out_size=out_size,
-                    grid=grid,
-                    bounds=(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)),
-                    footprint=footprint,
-                    centre=window_centre(grid.crs, grid.affine, col, row, cw, ch),
-                    datetime=dt,
-                    gsd=px_m * t / out_size,
-                    scaling=scaling,
-                    valid_fraction=frac,
-                    platform=platform,
-                )
-            )
-    return out
+
+def _make_tile(
+    item: pystac.Item,
+    bands: tuple[str, ...],
+    sources: tuple[BandSource, ...],
+    grid: Grid,
+    level: int,
+    window: tuple[int, int, int, int],
+    *,
+    out_size: int,
+    gsd: float,
+    scaling: Scaling,
+    valid_fraction: float,
+) -> Tile:
+    """The record of one window (clipped to the raster for its bounds and footprint)."""
+    from rsia_geo._geo import pixel_to_xy, window_centre, window_footprint
+
+    col, row, t, _ = window
+    cw, ch = min(t, grid.width - col), min(t, grid.height - row)
+    x0, y0 = pixel_to_xy(grid.affine, col, row)
+    x1, y1 = pixel_to_xy(grid.affine, col + cw, row + ch)
+    return Tile(
+        id=_tile_id(item.id, item.collection_id, sources, level, window, out_size),
+        item_id=item.id,
+        collection_id=item.collection_id,
+        bands=bands,
+        sources=sources,
+        level=level,
+        window=window,
+        out_size=out_size,
+        grid=grid,
+        bounds=(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)),
+        footprint=window_footprint(grid.crs, grid.affine, col, row, cw, ch),
+        centre=window_centre(grid.crs, grid.affine, col, row, cw, ch),
+        datetime=_item_time(item),
+        gsd=gsd,
+        scaling=scaling,
+        valid_fraction=valid_fraction,
+        platform=_item_platform(item),
+    )
 
 
 def iter_tiles(
