@@ -225,115 +225,33 @@ def voice_captions(
         DataError: Bad captions file or arguments.
         SynthesisError: No speech engine is installed.
     """
-    from tqdm.auto import tqdm
-
-    records = read_captions(captions, image_root=image_root)
-    if splits is not None:
-        unknown = set(splits) - {r.split for r in records}
-        if unknown:
-            raise DataError(
-                f"splits {sorted(unknown)} not in {str(captions)!r}; it has "
-                f"{sorted({r.split for r in records})}"
-            )
-        records = [r for r in records if r.split in splits]
-    if limit is not None:
-        by_split: dict[str, list[CaptionRecord]] = {}
-        for r in records:
-            by_split.setdefault(r.split, []).append(r)
-        records = [r for rs in by_split.values() for r in rs[:limit]]
+    every = read_captions(captions, image_root=image_root)
+    have = {r.split for r in every}
+    if splits is not None and set(splits) - have:
+        raise DataError(
+            f"splits {sorted(set(splits) - have)} not in {str(captions)!r}; it has {sorted(have)}"
+        )
+    records = _select_records(every, splits, limit)
     if voices_per_caption < 1:
         raise DataError(f"voices_per_caption={voices_per_caption!r} must be >= 1")
     if eval_voices not in ("heldout", "train"):
         raise DataError(f"eval_voices={eval_voices!r}; use 'heldout' or 'train'")
-    engines = list(engines) if engines is not None else available_engines()
-    missing_engines = set(engines) - set(available_engines())
-    if missing_engines:
-        raise SynthesisError(f"speech engines {sorted(missing_engines)} are not installed")
-    train_voices = voice_catalogue("train", engines, holdout=holdout)
-    held_voices = voice_catalogue(
-        "heldout" if eval_voices == "heldout" else "train", engines, holdout=holdout
-    )
-    if families is not None:
-        wanted = set(families)
-        known = {v.family for v in voice_catalogue("all", engines, holdout=holdout)}
-        if wanted - known:
-            raise DataError(
-                f"unknown voice families {sorted(wanted - known)}; known: {sorted(known)}"
-            )
-        train_voices = [v for v in train_voices if v.family in wanted]
-        held_voices = [v for v in held_voices if v.family in wanted]
-    if not train_voices and not held_voices:
-        raise SynthesisError("no speech engine installed; apt-get install espeak-ng flite")
     for name, rng_ in (("speed_range", speed_range), ("pitch_range", pitch_range)):
         if not 0.3 <= rng_[0] <= rng_[1] <= 3.0:
             raise DataError(f"{name}={rng_!r} must be (low, high) with 0.3 <= low <= high <= 3")
+    engines = list(engines) if engines is not None else available_engines()
+    train_voices, held_voices = _voice_pools(engines, eval_voices, holdout, families)
 
     out = Path(out_dir)
-    audio_dir = out / "audio"
-    audio_dir.mkdir(parents=True, exist_ok=True)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
     manifest = out / "manifest.jsonl"
     done = {row["clip"] for row in read_manifest(manifest) if (out / row["clip"]).exists()}
-
-    jobs: list[dict[str, Any]] = []
-    for r in records:
-        pool = held_voices if r.split in EVAL_SPLITS else train_voices
-        for k, caption in enumerate(r.captions, start=1):
-            for j in range(voices_per_caption):
-                name = f"{r.image_id}S{k}.wav" if j == 0 else f"{r.image_id}S{k}_{j}.wav"
-                rel = f"audio/{name}"
-                if rel in done:
-                    continue
-                if not pool:
-                    raise DataError(
-                        f"no {'held-out' if pool is held_voices else 'training'} voice left "
-                        f"for split {r.split!r} with families={sorted(families or [])}"
-                    )
-                rng = random.Random(f"{seed}/{name}")
-                voice = sample_voice(pool, rng, speed_range=speed_range, pitch_range=pitch_range)
-                jobs.append(
-                    {
-                        "clip": rel,
-                        "image": str(r.image),
-                        "image_id": r.image_id,
-                        "split": r.split,
-                        "label": r.label,
-                        "caption": caption,
-                        "caption_index": k - 1,
-                        "voice_index": j,
-                        "voice_set": "heldout"
-                        if r.split in EVAL_SPLITS and eval_voices == "heldout"
-                        else "train",
-                        **voice.to_dict(),
-                        "speaker": voice.speaker,
-                        "family": voice.family,
-                        "seed": seed,
-                    }
-                )
-    lock = threading.Lock()
-    failures: list[str] = []
-
-    def run(job: dict[str, Any]) -> dict[str, Any]:
-        voice = Voice(job["engine"], job["name"], job["speed"], job["pitch"])
-        synthesize(job["caption"], voice, out / job["clip"])
-        return job
-
-    bar = tqdm(total=len(jobs), desc="voicing", unit="clip", disable=not progress)
-    with manifest.open("a") as mf, ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
-        futures = [ex.submit(run, j) for j in jobs]
-        for fut in as_completed(futures):
-            try:
-                row = fut.result()
-            except SynthesisError as exc:
-                failures.append(str(exc))
-                logger.warning("clip failed: %s", exc)
-            else:
-                with lock:
-                    mf.write(json.dumps(row) + "\n")
-                    mf.flush()
-                if on_clip is not None:
-                    on_clip(row)
-            bar.update(1)
-    bar.close()
+    plan = _VoicingPlan(
+        train_voices, held_voices, voices_per_caption, eval_voices, seed, speed_range,
+        pitch_range, families,
+    )  # fmt: skip
+    jobs = [job for r in records for job in plan.jobs(r) if job["clip"] not in done]
+    failures = _synthesise(jobs, out, manifest, workers, progress, on_clip)
     (out / "voicing.json").write_text(
         json.dumps(
             {
@@ -362,6 +280,144 @@ def voice_captions(
             "%d clips failed (listed in voicing.json); re-run to retry them", len(failures)
         )
     return manifest
+
+
+def _select_records(
+    records: list[CaptionRecord], splits: Sequence[str] | None, limit: int | None
+) -> list[CaptionRecord]:
+    """The records of the splits asked for, the first ``limit`` images of each."""
+    if splits is not None:
+        records = [r for r in records if r.split in splits]
+    if limit is None:
+        return records
+    by_split: dict[str, list[CaptionRecord]] = {}
+    for r in records:
+        by_split.setdefault(r.split, []).append(r)
+    return [r for rs in by_split.values() for r in rs[:limit]]
+
+
+def _voice_pools(
+    engines: list[str], eval_voices: str, holdout: str, families: Sequence[str] | None
+) -> tuple[list[Voice], list[Voice]]:
+    """Training voices and the voices of evaluation splits (held out, or the training ones)."""
+    missing_engines = set(engines) - set(available_engines())
+    if missing_engines:
+        raise SynthesisError(f"speech engines {sorted(missing_engines)} are not installed")
+    train_voices = voice_catalogue("train", engines, holdout=holdout)
+    held_voices = voice_catalogue(
+        "heldout" if eval_voices == "heldout" else "train", engines, holdout=holdout
+    )
+    if families is not None:
+        wanted = set(families)
+        known = {v.family for v in voice_catalogue("all", engines, holdout=holdout)}
+        if wanted - known:
+            raise DataError(
+                f"unknown voice families {sorted(wanted - known)}; known: {sorted(known)}"
+            )
+        train_voices = [v for v in train_voices if v.family in wanted]
+        held_voices = [v for v in held_voices if v.family in wanted]
+    if not train_voices and not held_voices:
+        raise SynthesisError("no speech engine installed; apt-get install espeak-ng flite")
+    return train_voices, held_voices
+
+
+@dataclass
+class _VoicingPlan:
+    """Which voice speaks each clip.
+
+    Drawn from the clip's name and the seed alone, so a resumed run, or one with more
+    workers, voices exactly the same clips.
+    """
+
+    train_voices: list[Voice]
+    held_voices: list[Voice]
+    voices_per_caption: int
+    eval_voices: str
+    seed: int
+    speed_range: tuple[float, float]
+    pitch_range: tuple[float, float]
+    families: Sequence[str] | None
+
+    def jobs(self, r: CaptionRecord) -> list[dict[str, Any]]:
+        """The manifest rows (clips to synthesise) of one image's captions."""
+        evaluation = r.split in EVAL_SPLITS
+        pool = self.held_voices if evaluation else self.train_voices
+        out = []
+        for k, caption in enumerate(r.captions, start=1):
+            for j in range(self.voices_per_caption):
+                name = f"{r.image_id}S{k}.wav" if j == 0 else f"{r.image_id}S{k}_{j}.wav"
+                if not pool:
+                    raise DataError(
+                        f"no {'held-out' if evaluation else 'training'} voice left "
+                        f"for split {r.split!r} with families={sorted(self.families or [])}"
+                    )
+                rng = random.Random(f"{self.seed}/{name}")
+                voice = sample_voice(
+                    pool, rng, speed_range=self.speed_range, pitch_range=self.pitch_range
+                )
+                out.append(
+                    {
+                        "clip": f"audio/{name}",
+                        "image": str(r.image),
+                        "image_id": r.image_id,
+                        "split": r.split,
+                        "label": r.label,
+                        "caption": caption,
+                        "caption_index": k - 1,
+                        "voice_index": j,
+                        "voice_set": "heldout"
+                        if evaluation and self.eval_voices == "heldout"
+                        else "train",
+                        **voice.to_dict(),
+                        "speaker": voice.speaker,
+                        "family": voice.family,
+                        "seed": self.seed,
+                    }
+                )
+        return out
+
+
+def _synthesise(
+    jobs: list[dict[str, Any]],
+    out: Path,
+    manifest: Path,
+    workers: int,
+    progress: bool,
+    on_clip: Callable[[dict[str, Any]], None] | None,
+) -> list[str]:
+    """Voice the planned clips in parallel, appending each finished one to the manifest.
+
+    Returns:
+        The failures' messages (those clips are left for a re-run).
+    """
+    from tqdm.auto import tqdm
+
+    lock = threading.Lock()
+    failures: list[str] = []
+
+    def run(job: dict[str, Any]) -> dict[str, Any]:
+        voice = Voice(job["engine"], job["name"], job["speed"], job["pitch"])
+        synthesize(job["caption"], voice, out / job["clip"])
+        return job
+
+    bar = tqdm(total=len(jobs), desc="voicing", unit="clip", disable=not progress)
+    with manifest.open("a") as mf, ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
+        futures = [ex.submit(run, j) for j in jobs]
+        for fut in as_completed(futures):
+            try:
+                row = fut.result()
+            except SynthesisError as exc:
+                failures.append(str(exc))
+                logger.warning("clip failed: %s", exc)
+            else:
+                with lock:
+                    mf.write(json.dumps(row) + "\n")
+                    mf.flush()
+                if on_clip is not None:
+                    on_clip(row)
+            bar.update(1)
+    bar.close()
+    return failures
 
 
 def load_split(manifest: str | Path, split: str) -> list[dict[str, Any]]:
