@@ -290,6 +290,14 @@ class SearchPanel:
         self.not_relevant: list[str] = []
         self.history: Any = None
         self._query: dict[str, Any] = {}
+        self._hits_layer: Any = None
+        self._build_inputs(w)
+        self._build_map(leaflet, center, zoom)
+        self._wire()
+        self.widget = self._layout(w)
+
+    def _build_inputs(self, w: Any) -> None:
+        """The query widgets: audio sources, text, region, filters, options and buttons."""
         self.upload = w.FileUpload(accept=".wav,.flac,.ogg,.mp3,audio/*", multiple=False)
         self.recorder: Any = None
         if has_module("anywidget"):
@@ -326,6 +334,9 @@ class SearchPanel:
         self.marks = w.HTML()
         self.status = w.HTML()
         self.results = w.Output()
+
+    def _build_map(self, leaflet: Any, center: tuple[float, float] | None, zoom: int) -> None:
+        """The map with its rectangle/polygon drawing tool (the region)."""
         self.map = leaflet.Map(center=center or self._centre(), zoom=zoom, scroll_wheel_zoom=True)
         self.draw = leaflet.DrawControl(
             rectangle={"shapeOptions": {"color": "#d62728", "fillOpacity": 0.05}},
@@ -335,7 +346,9 @@ class SearchPanel:
             marker={},
         )
         self.map.add(self.draw)
-        self._hits_layer: Any = None
+
+    def _wire(self) -> None:
+        """Connect the widgets' events to the panel's actions."""
         self.upload.observe(self._on_upload, names="value")
         self.draw.on_draw(self._on_draw)
         self.button.on_click(lambda _b: self.run())
@@ -346,7 +359,10 @@ class SearchPanel:
         self.refine_button.on_click(lambda _b: self.refine())
         self.reset_button.on_click(lambda _b: self.reset_marks())
         self.place_button.on_click(lambda _b: self.same_place())
-        self.widget = w.VBox(
+
+    def _layout(self, w: Any) -> Any:
+        """The panel's root widget."""
+        return w.VBox(
             [
                 w.HBox([*self._sources(), self.player]),
                 self.text,
