@@ -721,7 +721,6 @@ class _Query:
     description: dict[str, Any]
 
 
-# Long (~110 lines, half docstring): a composition of the named stages below.
 def search(
     audio: Any = None,
     index: TileIndex | PathLike | None = None,
@@ -811,11 +810,7 @@ def search(
     candidates = max(candidates, k, GROUP_CANDIDATES * k if group else 0)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    region = (
-        make_region(bbox, geometry, datetime, platform)
-        if any(v is not None for v in (bbox, geometry, datetime, platform))
-        else None
-    )
+    region = _query_region(bbox, geometry, datetime, platform)
     mdl = load_model(model)
     signature = model_signature(mdl)
     assert index is not None  # checked above
@@ -855,28 +850,40 @@ def search(
         if owned:
             idx.close()
     gdf = _hits_frame(rows)
-    gdf.attrs["timings"] = {k2: round(v, 2) for k2, v in timings.items()}
-    gdf.attrs["query"] = q.description
-    gdf.attrs["candidates"] = len(cands)
-    gdf.attrs["fetched"] = fetched
-    # GeoJSON (attrs must stay JSON: pandas writes them into Parquet files)
-    gdf.attrs["region"] = (
-        _geojson_geometry(region.geometry)
-        if region is not None and region.geometry is not None
-        else None
+    gdf.attrs.update(
+        timings={k2: round(v, 2) for k2, v in timings.items()},
+        query=q.description,
+        candidates=len(cands),
+        fetched=fetched,
+        region=_region_attr(region),
+        filters=_filters_attr(region, datetime, k=k, group=group, rescore=rescore, rerank=rerank),
+        model={key: signature.get(key) for key in ("model_id", "version", "weights_sha256")},
     )
-    gdf.attrs["filters"] = {
-        "datetime": None if datetime is None else str(datetime),
-        "platform": list(region.platforms) if region is not None and region.platforms else None,
-        "k": k,
-        "group": group,
-        "rescore": rescore,
-        "rerank": rerank,
-    }
-    gdf.attrs["model"] = {
-        key: signature.get(key) for key in ("model_id", "version", "weights_sha256")
-    }
     return gdf
+
+
+def _query_region(bbox: Any, geometry: Any, datetime: Any, platform: Any) -> Region | None:
+    """The search's region and filters (:func:`rsia_geo.query.make_region`), None if none."""
+    if all(v is None for v in (bbox, geometry, datetime, platform)):
+        return None
+    return make_region(bbox, geometry, datetime, platform)
+
+
+def _region_attr(region: Region | None) -> dict[str, Any] | None:
+    """The region of ``attrs["region"]``: GeoJSON (attrs stay JSON: Parquet files hold them)."""
+    if region is None or region.geometry is None:
+        return None
+    return _geojson_geometry(region.geometry)
+
+
+def _filters_attr(region: Region | None, datetime: Any, **options: Any) -> dict[str, Any]:
+    """The filters and options of ``attrs["filters"]``."""
+    platforms = list(region.platforms) if region is not None and region.platforms else None
+    return {
+        "datetime": None if datetime is None else str(datetime),
+        "platform": platforms,
+        **options,
+    }
 
 
 def _check_search_args(
