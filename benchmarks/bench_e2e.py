@@ -40,7 +40,7 @@ import numpy as np
 from rsia_geo import TileSpec, build_catalog, open_stac
 from rsia_geo.index import TileIndex
 from rsia_geo.pipeline import build_index, load_model, search
-from rsia_geo.training.voicing import load_split
+from rsia_geo.training.dataset import load_split
 
 
 def _cells(path: Path):

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rsia_geo import TileSpec, build_catalog, iter_tiles, read_tile
+from rsia_geo import TileSpec, build_catalog
 from rsia_geo.pipeline import build_index, load_model
+from rsia_geo.tiles import iter_tiles, read_tile
 
 
 def main() -> None:

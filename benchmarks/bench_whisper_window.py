@@ -23,9 +23,9 @@ import torch
 from rsia_geo.audio import load_audio
 from rsia_geo.models import load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
+from rsia_geo.training.dataset import load_split
 from rsia_geo.training.evaluate import encode_images
 from rsia_geo.training.metrics import retrieval_metrics
-from rsia_geo.training.voicing import load_split
 
 
 def main() -> None:

@@ -15,9 +15,9 @@ import torch
 
 from rsia_geo.models import load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
+from rsia_geo.training.dataset import load_split
 from rsia_geo.training.evaluate import encode_clips, encode_images, evaluate_scores
-from rsia_geo.training.voices import speak
-from rsia_geo.training.voicing import load_split
+from rsia_geo.training.synthesis import speak
 
 
 def main() -> None:

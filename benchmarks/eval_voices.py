@@ -22,8 +22,8 @@ import torch
 from rsia_geo.models import load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.training.augment import CONDITIONS
+from rsia_geo.training.dataset import load_split
 from rsia_geo.training.evaluate import encode_clips, encode_images, evaluate_scores
-from rsia_geo.training.voicing import load_split
 
 KEYS = ["i2a_r1", "i2a_r5", "i2a_r10", "a2i_r1", "a2i_r5", "a2i_r10", "mR"]
 

@@ -10,45 +10,27 @@ from __future__ import annotations
 
 import logging
 
-from rsia_geo.catalog import (
-    BandSelection,
-    build_catalog,
-    item_from_band_files,
-    item_from_raster,
-    iter_items,
-    open_stac,
-    search_stac,
-    select_bands,
-)
+from rsia_geo.catalog import build_catalog, open_stac
 from rsia_geo.errors import RsiaError
 from rsia_geo.index import TileIndex
-from rsia_geo.pipeline import IndexReport, build_index, read_chip, search
-from rsia_geo.tiles import Tile, TileSet, TileSpec, iter_tiles, read_tile, tile_item
+from rsia_geo.pipeline import build_index, read_chip, search
+from rsia_geo.tiles import TileSpec
 
 __version__ = "0.1.0"
 
+# The day's work in nine names: catalog -> index -> search -> pixels. Everything else lives in
+# its module: rsia_geo.catalog (Items, bands, STAC search), rsia_geo.tiles (tiling, reading),
+# rsia_geo.results (exports, maps), rsia_geo.similar (more like this), rsia_geo.errors.
 __all__ = [
-    "BandSelection",
-    "IndexReport",
     "RsiaError",
-    "Tile",
-    "TileSet",
     "TileIndex",
     "TileSpec",
     "__version__",
     "build_catalog",
     "build_index",
-    "item_from_band_files",
-    "item_from_raster",
-    "iter_items",
-    "iter_tiles",
     "open_stac",
     "read_chip",
-    "read_tile",
     "search",
-    "search_stac",
-    "select_bands",
-    "tile_item",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -28,7 +28,7 @@ def _slug(text: str) -> str:
 
 
 def _speak(text: str, out: Path, shipped: Path) -> tuple[Path, str]:
-    from rsia_geo.training.voices import Voice, available_engines, synthesize
+    from rsia_geo.training.synthesis import Voice, available_engines, synthesize
 
     if "espeak-ng" in available_engines():
         return synthesize(text, Voice("espeak-ng", _QUERY_VOICE), out), f"espeak-ng {_QUERY_VOICE}"

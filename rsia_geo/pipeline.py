@@ -753,7 +753,7 @@ def search(
         model: Model, checkpoint folder, or None for the shipped starter checkpoint (must be
             the index's model).
         text: A typed query instead of ``audio``: spoken by the bundled speech synthesis
-            (:func:`rsia_geo.training.voices.speak`) and searched through the same audio
+            (:func:`rsia_geo.training.synthesis.speak`) and searched through the same audio
             encoder (``attrs["query"]`` says so).
         example: "More like this" instead of ``audio``: an indexed tile (its id or a hit
             row), pixels (``(bands, H, W)`` in [0, 1] or uint8) or a polygon (the indexed
@@ -1053,7 +1053,7 @@ def _encode_query(
     from rsia_geo.audio import load_audio
 
     if text is not None:
-        from rsia_geo.training.voices import speak
+        from rsia_geo.training.synthesis import speak
 
         samples, speaker = speak(text)
         query = {"kind": "typed", "text": " ".join(text.split()), "voiced_by": speaker}

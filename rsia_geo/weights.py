@@ -1,4 +1,12 @@
-"""Checkpoints shipped with rsia_geo, and the reference audio bank of a checkpoint."""
+"""Checkpoints shipped with rsia_geo, and the reference audio bank of a checkpoint.
+
+Models as data live in three places, each for one question: :mod:`rsia_geo.models.registry`
+names architectures (configurations to train from), :mod:`rsia_geo.models.checkpoint` writes
+and reads a trained model's files (safetensors + JSON), and this module names the trained
+checkpoints shipped in the package (in ``rsia_geo/weights/<name>/``). It stays light (torch
+only inside :func:`audio_bank`), so the CLI, the service and the search resolve the default
+model without importing the model code.
+"""
 
 from __future__ import annotations
 

@@ -116,7 +116,7 @@ that was never used for training; without a speech engine the pre-recorded clip 
     code("""
 from IPython.display import Audio
 
-from rsia_geo.training.voices import Voice, available_engines, synthesize
+from rsia_geo.training.synthesis import Voice, available_engines, synthesize
 
 wav = WORKDIR / "query.wav"
 if "espeak-ng" in available_engines():
@@ -303,10 +303,9 @@ import shutil
 
 import geopandas as gpd
 
-from rsia_geo import (
-    TileIndex, TileSpec, build_catalog, build_index, item_from_raster, read_tile, select_bands,
-    tile_item,
-)
+from rsia_geo import TileIndex, TileSpec, build_catalog, build_index
+from rsia_geo.catalog import item_from_raster, select_bands
+from rsia_geo.tiles import read_tile, tile_item
 
 WORKDIR.mkdir(parents=True, exist_ok=True)
 """),
@@ -450,7 +449,7 @@ import pandas as pd
 
 from rsia_geo.training.evaluate import evaluate
 from rsia_geo.training.train import TrainConfig, train
-from rsia_geo.training.voicing import read_manifest, voice_captions
+from rsia_geo.training.dataset import read_manifest, voice_captions
 
 WORKDIR.mkdir(parents=True, exist_ok=True)
 ucm = json.loads((SHARED_DATA / "ucm" / "captions.json").read_text())

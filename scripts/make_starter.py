@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from rsia_geo.models import load_checkpoint, save_checkpoint
+from rsia_geo.training.dataset import load_split
 from rsia_geo.training.evaluate import encode_clips
-from rsia_geo.training.voicing import load_split
 from rsia_geo.weights import STARTER
 
 

@@ -138,7 +138,7 @@ def test_empty_and_truncated_files(tmp_path):
 
 @pytest.mark.requires_programs("espeak-ng")
 def test_synthesised_speech_decodes(tmp_path):
-    from rsia_geo.training.voices import Voice, synthesize
+    from rsia_geo.training.synthesis import Voice, synthesize
 
     p = synthesize(
         "an airplane parked at the airport", Voice("espeak-ng", "en-us+f3"), tmp_path / "q.wav"

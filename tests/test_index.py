@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 
 import rasterio  # noqa: E402
 
-from rsia_geo import TileSpec, build_catalog, iter_tiles  # noqa: E402
+from rsia_geo import TileSpec, build_catalog  # noqa: E402
 from rsia_geo.errors import (  # noqa: E402
     AudioError,
     IndexLockedError,
@@ -35,6 +35,7 @@ from rsia_geo.index import TileIndex, make_region  # noqa: E402
 from rsia_geo.index.payload import tile_to_payload  # noqa: E402
 from rsia_geo.models import build_model, get_config, save_checkpoint  # noqa: E402
 from rsia_geo.pipeline import build_index, read_chip, search  # noqa: E402
+from rsia_geo.tiles import iter_tiles  # noqa: E402
 
 UTC = dt.UTC
 BACKENDS = ["edge", "client-memory", "client-folder"]

@@ -13,12 +13,14 @@ import pytest
 import torch
 from shapely.geometry import box, mapping
 
-from rsia_geo import TileSpec, build_index, item_from_raster, iter_tiles, search
+from rsia_geo import TileSpec, build_index, search
+from rsia_geo.catalog import item_from_raster
 from rsia_geo.errors import InvalidArgumentError
 from rsia_geo.jupyter import SearchPanel, chip_png, hits_map, hits_table
 from rsia_geo.models import build_model, get_config, save_checkpoint
 from rsia_geo.pipeline import read_chip
 from rsia_geo.sample_data import sample_data_dir
+from rsia_geo.tiles import iter_tiles
 
 SPEC = TileSpec(size=128, scales=(1, 2))
 QUERY = sample_data_dir() / "queries" / "an_airplane_parked_at_the_airport.wav"

@@ -18,7 +18,7 @@ from rsia_geo.models import ALACLoss, build_model, get_config, ia_scores  # noqa
 def test_tiny_model_overfits_real_pairs(shared_data, tmp_path):
     from PIL import Image
 
-    from rsia_geo.training.voices import sample_voice, synthesize, voice_catalogue
+    from rsia_geo.training.synthesis import sample_voice, synthesize, voice_catalogue
 
     torch.manual_seed(0)
     meta = json.loads((shared_data / "ucm" / "captions.json").read_text())

@@ -105,8 +105,8 @@ def test_training_caches_the_mixed_views(tmp_path, shared_data):
     pytest.importorskip("safetensors")
     from safetensors.torch import load_file
 
+    from rsia_geo.training.dataset import voice_captions
     from rsia_geo.training.train import TrainConfig, TrainingError, train
-    from rsia_geo.training.voicing import voice_captions
 
     meta = json.loads((shared_data / "ucm" / "captions.json").read_text())
     rows = [r for r in meta["images"] if r["split"] == "train"][:40:5]

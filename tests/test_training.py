@@ -10,14 +10,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from rsia_geo.cli import main  # noqa: E402
-from rsia_geo.training.metrics import class_map, retrieval_metrics  # noqa: E402
-from rsia_geo.training.voices import SynthesisError, voice_catalogue  # noqa: E402
-from rsia_geo.training.voicing import (  # noqa: E402
+from rsia_geo.training.dataset import (  # noqa: E402
     DataError,
     read_captions,
     read_manifest,
     voice_captions,
 )
+from rsia_geo.training.metrics import class_map, retrieval_metrics  # noqa: E402
+from rsia_geo.training.synthesis import SynthesisError, voice_catalogue  # noqa: E402
 
 needs_espeak = pytest.mark.requires_programs("espeak-ng")
 
@@ -294,7 +294,7 @@ def test_training_data_errors(tmp_path, shared_data, capsys):
 @needs_espeak
 def test_published_image_voice_layout(tmp_path, shared_data):
     """A UCM-IV-style folder (images, <stem>S<k>.wav clips, split lists) trains directly."""
-    from rsia_geo.training.voices import Voice, synthesize
+    from rsia_geo.training.synthesis import Voice, synthesize
 
     root = tmp_path / "UCM_IV"
     (root / "images").mkdir(parents=True)
@@ -339,7 +339,7 @@ def test_published_image_voice_layout(tmp_path, shared_data):
     # clips that match no image, and lists naming missing images, are refused
     (root / "audio" / "999S1.wav").write_bytes((root / "audio" / f"{stems[0]}S1.wav").read_bytes())
     with pytest.raises(DataError, match="match no image"):
-        from rsia_geo.training.iv import read_iv_layout
+        from rsia_geo.training.published import read_iv_layout
 
         read_iv_layout(root, tmp_path / "m2")
     (root / "audio" / "999S1.wav").unlink()

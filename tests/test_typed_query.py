@@ -19,7 +19,7 @@ from rsia_geo.errors import InvalidArgumentError  # noqa: E402
 from rsia_geo.models import build_model, get_config, save_checkpoint  # noqa: E402
 from rsia_geo.pipeline import build_index, search  # noqa: E402
 from rsia_geo.service import ServiceSettings, create_app  # noqa: E402
-from rsia_geo.training.voices import TYPED_QUERY_VOICE, SynthesisError, speak  # noqa: E402
+from rsia_geo.training.synthesis import TYPED_QUERY_VOICE, SynthesisError, speak  # noqa: E402
 
 pytestmark = pytest.mark.requires_programs("espeak-ng")
 QUERY = "an airplane parked at the airport"

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from rsia_geo._codes import code_for
+from rsia_geo._error_codes import code_for
 from rsia_geo.errors import (
     AudioError,
     CatalogError,

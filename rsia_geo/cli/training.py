@@ -160,7 +160,7 @@ def _add_evaluate(sub: Any) -> None:
 
 
 def _print_manifest_summary(manifest: Path) -> None:
-    from rsia_geo.training.voicing import read_manifest
+    from rsia_geo.training.dataset import read_manifest
 
     by_split: dict[str, int] = {}
     rows = read_manifest(manifest)
@@ -170,7 +170,7 @@ def _print_manifest_summary(manifest: Path) -> None:
 
 
 def _cmd_data_voice(args: argparse.Namespace) -> int:
-    from rsia_geo.training.voicing import voice_captions
+    from rsia_geo.training.dataset import voice_captions
 
     manifest = voice_captions(
         args.captions,
@@ -194,7 +194,7 @@ def _cmd_data_voice(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_iv(args: argparse.Namespace) -> int:
-    from rsia_geo.training.iv import read_iv_layout
+    from rsia_geo.training.published import read_iv_layout
 
     manifest = read_iv_layout(args.root, args.out)
     _print_manifest_summary(manifest)

@@ -34,7 +34,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rsia_geo._codes import code_for
+from rsia_geo._error_codes import code_for
 from rsia_geo.errors import (
     AudioError,
     CheckpointError,

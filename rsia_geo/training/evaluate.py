@@ -26,8 +26,8 @@ import torch
 from rsia_geo.models import ALACModel, load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.rerank import bswfr_rerank
+from rsia_geo.training.dataset import DataError, load_split
 from rsia_geo.training.metrics import class_map, recall_curves, retrieval_metrics
-from rsia_geo.training.voicing import DataError, load_split
 
 __all__ = ["evaluate", "evaluate_scores", "rescore_topk"]
 

@@ -38,8 +38,8 @@ import torch
 from rsia_geo.errors import RsiaError
 from rsia_geo.models import ALACLoss, ALACModel, build_model, get_config, save_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
+from rsia_geo.training.dataset import DataError, load_split, manifest_pairs
 from rsia_geo.training.metrics import retrieval_metrics
-from rsia_geo.training.voicing import DataError, load_split, manifest_pairs
 
 __all__ = ["TrainConfig", "encode_split", "load_image", "train", "train_kfold"]
 

@@ -20,7 +20,7 @@ import json
 import re
 from pathlib import Path
 
-from rsia_geo.training.voicing import DataError
+from rsia_geo.training.dataset import DataError
 
 __all__ = ["read_iv_layout"]
 

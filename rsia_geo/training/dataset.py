@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rsia_geo.errors import RsiaError
-from rsia_geo.training.voices import (
+from rsia_geo.training.synthesis import (
     SynthesisError,
     Voice,
     available_engines,
@@ -211,7 +211,7 @@ def voice_captions(
         on_clip: Called with each new manifest row.
         holdout: How speakers are split into training and held-out voices (``"families"``:
             whole accents and voices; ``"variants"``: the first starter's catalogue), see
-            :func:`~rsia_geo.training.voices.voice_catalogue`.
+            :func:`~rsia_geo.training.synthesis.voice_catalogue`.
         families: Use only voices of these families (``"espeak-ng:en-029"``, ``"flite:slt"``,
             ``"festival:kal_diphone"``...), e.g. to voice a validation split once per held-out
             family.
