@@ -6,6 +6,12 @@ several scale levels), so the tiles are already the samples and a plain map-styl
 :class:`~rsia_geo.tiles.Tile` records is what fits. Files are opened per read, so the dataset
 works with ``DataLoader(num_workers>0)``.
 
+Why two ways to batch tiles: this Dataset is for a user's own torch loops (fine-tuning,
+feature extraction). :func:`rsia_geo.build_index` does not use it: it streams tiles through
+reader threads so that reads overlap encoding and writing, skips tiles already stored, and
+records a failed read with its reason instead of raising inside a worker. Both read pixels
+with the one :func:`~rsia_geo.tiles.read_tile`.
+
 This module imports torch; import it only where torch is installed (``rsia_geo[model]``).
 """
 
