@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from rsia_geo._lazy import has_module, lazy_import
-from rsia_geo._types import PathLike
+from rsia_geo._types import ModelSource, PathLike
 from rsia_geo.errors import InvalidArgumentError, RsiaError
 from rsia_geo.query import parse_bbox
 from rsia_geo.results import chip_png
@@ -269,7 +269,7 @@ class SearchPanel:
     def __init__(
         self,
         index: Any,
-        model: Any = None,
+        model: ModelSource = None,
         *,
         center: tuple[float, float] | None = None,
         zoom: int = 14,

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rsia_geo._types import BBox, PathLike
+from rsia_geo._types import AudioSource, BBox, ModelSource, PathLike
 from rsia_geo.errors import InvalidArgumentError, TileReadError, VectorIndexError
 from rsia_geo.index.payload import payload_to_tile
 from rsia_geo.index.tile_index import TileIndex
@@ -111,7 +111,7 @@ def _checkpoint_key(path: Path) -> tuple[Any, ...]:
     return (str(folder), *stats)
 
 
-def load_model(model: Any = None) -> Any:
+def load_model(model: ModelSource = None) -> Any:
     """Resolve a model argument: a loaded model, a checkpoint folder, or None (the starter).
 
     Checkpoints loaded by path are kept (the last four, keyed by path and the size and
@@ -205,7 +205,7 @@ def _batches(tiles: Iterator[Tile], size: int) -> Iterator[list[Tile]]:
 def build_index(
     source: Any,
     index: TileIndex | PathLike,
-    model: Any = None,
+    model: ModelSource = None,
     *,
     spec: TileSpec | None = None,
     bands: Sequence[str] | None = None,
@@ -722,9 +722,9 @@ class _Query:
 
 
 def search(
-    audio: Any = None,
+    audio: AudioSource | None = None,
     index: TileIndex | PathLike | None = None,
-    model: Any = None,
+    model: ModelSource = None,
     *,
     text: str | None = None,
     example: Any = None,

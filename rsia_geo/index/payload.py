@@ -41,7 +41,10 @@ __all__ = [
     "unpack_payload",
 ]
 
-KEYWORD_FIELDS = ("tile_id", "item_id", "collection_id", "crs", "platform")
+# Payload indexes exist only for what a search filters on (the region's boxes and centre, the
+# dates, the platform): each index costs every stored point an update, so ids, CRS, GSD and
+# level travel in the packed document (readers see them as before; docs/benchmarks.md).
+KEYWORD_FIELDS = ("platform",)
 FLOAT_FIELDS = (
     "bbox_minx",
     "bbox_miny",
@@ -49,8 +52,6 @@ FLOAT_FIELDS = (
     "bbox_maxy",
     "timestamp",
     "timestamp_end",
-    "gsd",
-    "level",
 )
 GEO_FIELDS = ("location",)
 STORED_FIELDS = (*KEYWORD_FIELDS, *FLOAT_FIELDS, *GEO_FIELDS, "raw_norm", "footprint")
