@@ -17,6 +17,7 @@ from rsia_geo.errors import CheckpointNotFoundError
 
 __all__ = [
     "FIRST_STARTER",
+    "PREVIOUS_STARTER",
     "STARTER",
     "audio_bank",
     "default_checkpoint",
@@ -25,8 +26,14 @@ __all__ = [
 ]
 
 _WEIGHTS = Path(__file__).resolve().parent / "weights"
-STARTER = "alac-efficientnet-lite0-whisper-ucm"
-"""Name of the starter checkpoint (trained on UCM-Captions train, voiced; see model card)."""
+STARTER = "alac-efficientnet-lite0-whisper-mix-ucm"
+"""Name of the starter checkpoint (v0.3.0: trained on UCM-Captions train, voiced, with scene
+mixing; see docs/model_card.md)."""
+
+PREVIOUS_STARTER = "alac-efficientnet-lite0-whisper-ucm"
+"""The previous starter (v0.2.0, the same model trained without scene mixing), still shipped
+so that indexes built with it can be searched:
+``rsia_geo.search(..., model=shipped_checkpoint(PREVIOUS_STARTER))``."""
 
 FIRST_STARTER = "alac-efficientnet-lite0-ucm"
 """The first starter (from-scratch audio encoder), still shipped so that indexes built with it

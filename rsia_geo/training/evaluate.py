@@ -321,6 +321,7 @@ def evaluate(
     report: dict[str, Any] = {
         "checkpoint": str(checkpoint) if not isinstance(checkpoint, ALACModel) else None,
         "model_id": model.config.model_id,
+        "model_version": model.config.version,
         "split": split,
         "condition": condition,
         "images": len(per),
