@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_QUERIES", "run_demo"]
+__all__ = ["DEFAULT_QUERIES", "index_folder", "run_demo"]
 
 DEFAULT_QUERIES = ("boats docked at a harbour", "an airplane parked at the airport")
 _QUERY_VOICE = "en-gb-scotland+f2"  # an espeak-ng speaker held out of training
@@ -73,6 +73,22 @@ def _cell_classes(cells_path: Path) -> Any:
     return gpd.read_file(cells_path)
 
 
+def index_folder(workdir: Path, model: Any) -> Path:
+    """The demo's index folder for a model: one per model id and version.
+
+    An index records its model and refuses others, so a demo run after an upgrade of the
+    starter builds its own index beside the old one instead of failing on it.
+
+    Args:
+        workdir: The demo's output folder.
+        model: The loaded model.
+
+    Returns:
+        ``workdir / "index-<model id>-<version>"``.
+    """
+    return workdir / f"index-{model.config.model_id}-{model.config.version}"
+
+
 # Long (~100 lines): a linear script that prints each step for a first-time user; splitting
 # it would scatter the story it tells.
 def run_demo(workdir: Path, *, queries: list[str] | None = None, k: int = 5) -> int:
@@ -116,11 +132,12 @@ def run_demo(workdir: Path, *, queries: list[str] | None = None, k: int = 5) -> 
     # tiles of ~78 m, the ground size of the UCM training images (256 px at 0.3 m), read at
     # 256 px; level 2 covers 156 m. Rasters too coarse for that are skipped with a reason.
     spec = DEFAULT_SPEC
+    index_dir = index_folder(workdir, model)
     print(
         f"[2/4] indexing with {model.config.model_id} v{model.config.version} "
-        f"(78 m tiles at levels 1 and 2) into the embedded Qdrant folder {workdir / 'index'}"
+        f"(78 m tiles at levels 1 and 2) into the embedded Qdrant folder {index_dir}"
     )
-    with TileIndex(workdir / "index") as idx:
+    with TileIndex(index_dir) as idx:
         report = build_index(catalog, idx, model, spec=spec, progress=False)
         print(
             f"      {report.indexed} new tiles, {report.already_present} already indexed, "

@@ -99,7 +99,9 @@ The default tiling cuts 78 m tiles (the ground size of the model's training imag
 the reason. Re-running skips what is already stored.
 """),
     code("""
-index = TileIndex(WORKDIR / "index")
+from rsia_geo.weights import STARTER
+
+index = TileIndex(WORKDIR / f"index-{STARTER}")  # one per model: an index refuses other models
 report = build_index(catalog, index)
 print(f"{report.indexed} new tiles, {report.already_present} already indexed, "
       f"{index.count()} in the index, {report.seconds:.1f} s")
@@ -407,7 +409,9 @@ plt.imshow(chip.transpose(1, 2, 0)); plt.axis("off"); plt.show()
 The starter model takes RGB. Restricting to a bbox indexes only the tiles that intersect it.
 """),
     code("""
-with TileIndex(WORKDIR / "index") as index:
+from rsia_geo.weights import STARTER
+
+with TileIndex(WORKDIR / f"index-{STARTER}") as index:  # one per model (an index refuses others)
     report = build_index(catalog, index, spec=TileSpec(size=TILE_METRES, units="m", scales=(1, 2), out_size=256),
                          bbox=tuple(aerial.bbox))
     print(report.indexed, "tiles indexed,", report.already_present, "already there;",
@@ -560,6 +564,7 @@ import shutil
 
 from rsia_geo import TileIndex, TileSpec, build_catalog, build_index, search
 from rsia_geo.sample_data import sample_data_dir
+from rsia_geo.weights import STARTER
 
 samples = sample_data_dir()
 WORKDIR.mkdir(parents=True, exist_ok=True)
@@ -576,7 +581,7 @@ query = samples / "queries" / "an_airplane_parked_at_the_airport.wav"
 """),
     code("""
 engines = {
-    "edge (embedded folder)": TileIndex(WORKDIR / "edge"),
+    "edge (embedded folder)": TileIndex(WORKDIR / f"edge-{STARTER}"),  # one per model
     "qdrant-client local": TileIndex(":memory:", engine="client"),
 }
 if QDRANT_URL:

@@ -143,13 +143,17 @@ def main() -> None:
     a = p.parse_args()
     work, out = Path(a.workdir), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not (work / "index" / "rsia_index.json").exists():
+    from rsia_geo.demo import index_folder
+    from rsia_geo.pipeline import load_model
+
+    index = index_folder(work, load_model(None))
+    if not (index / "rsia_index.json").exists():
         subprocess.run(
             [sys.executable, "-m", "rsia_geo", "demo", "--workdir", str(work)], check=True
         )
     clip = work / "query_2.wav"
-    map_picture(work / "index", clip, out)
-    panel_picture(work / "index", clip, out)
+    map_picture(index, clip, out)
+    panel_picture(index, clip, out)
     print(f"wrote {out / 'map.png'} and {out / 'panel.png'}")
 
 

@@ -56,7 +56,31 @@ def test_demo_main_job_end_to_end(tmp_path, capsys):
     page = (tmp_path / "query_1_region.html").read_text()
     assert page.count("data:image/png;base64,") == len(result["query_1_region"]["hits"])
     assert json.loads((tmp_path / "query_1_region.geojson").read_text())["rsia_geo"]["query"]
-    assert (tmp_path / "index" / "rsia_index.json").exists()
+    from rsia_geo.demo import index_folder
+    from rsia_geo.pipeline import load_model
+
+    index = index_folder(tmp_path, load_model(None))
+    assert index.name == "index-alac-efficientnet-lite0-whisper-0.3.0"
+    assert (index / "rsia_index.json").exists()
+    # a demo run after a starter upgrade: the workdir holds the older demo's index (at the
+    # path demos used before, built with another model); the new run neither fails on it nor
+    # touches it, and reuses its own index
+    import shutil
+
+    from rsia_geo.index import TileIndex
+
+    with TileIndex(index) as idx:
+        n = idx.count()
+    old = tmp_path / "index"
+    shutil.copytree(index, old)
+    meta = json.loads((old / "rsia_index.json").read_text())
+    meta["model"]["version"] = "0.2.0"
+    (old / "rsia_index.json").write_text(json.dumps(meta))
+    before = (old / "rsia_index.json").read_bytes()
+    capsys.readouterr()
+    assert main(["demo", "--workdir", str(tmp_path), "-k", "3"]) == 0
+    assert f"0 new tiles, {n} already indexed" in capsys.readouterr().out
+    assert (old / "rsia_index.json").read_bytes() == before
 
 
 def test_catalog_build_info_and_tiles(tmp_path, samples, capsys):
