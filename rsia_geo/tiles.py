@@ -267,6 +267,14 @@ class Tile:
         """Distinct asset keys the tile reads."""
         return tuple(dict.fromkeys(s.asset for s in self.sources))
 
+    def __str__(self) -> str:
+        """The record as compact JSON (:meth:`to_dict`).
+
+        Text writers (GeoPackage, GeoJSON) store this for a hit's ``tile``; it reads back with
+        ``Tile.from_dict(json.loads(text))``.
+        """
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable record (footprint as GeoJSON).
 

@@ -71,3 +71,18 @@ def test_every_export_carries_it(hits, tmp_path, suffix):
     back = gpd.read_file(out) if suffix != ".parquet" else gpd.read_parquet(out)
     assert list(back.tile_id) == list(hits.tile_id) and "tile" not in back.columns
     assert back.crs.to_epsg() == 4326
+
+
+def test_geopandas_own_writers_keep_a_readable_tile_record(hits, tmp_path):
+    """hits.to_file (GeoPandas, not write_hits) stores each Tile as JSON that reads back."""
+    import geopandas as gpd
+
+    from rsia_geo.pipeline import read_chip
+    from rsia_geo.tiles import Tile
+
+    hits.to_file(tmp_path / "direct.gpkg")
+    back = gpd.read_file(tmp_path / "direct.gpkg")
+    tiles = [Tile.from_dict(json.loads(text)) for text in back["tile"]]
+    assert [t.id for t in tiles] == list(hits.tile_id)
+    assert tiles[0] == hits.iloc[0]["tile"]
+    assert np.array_equal(read_chip(tiles[0]), read_chip(hits.iloc[0]))
