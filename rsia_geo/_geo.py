@@ -18,6 +18,7 @@ from rsia_geo.errors import InvalidBBoxError
 
 __all__ = [
     "bbox_to_geometry",
+    "geojson_geometry",
     "gsd_metres",
     "pixel_to_xy",
     "validate_bbox",
@@ -250,3 +251,20 @@ def bbox_to_geometry(bbox: BBox) -> Any:
     if minx <= maxx:
         return box(minx, miny, maxx, maxy)
     return MultiPolygon([box(minx, miny, 180.0, maxy), box(-180.0, miny, maxx, maxy)])
+
+
+def geojson_geometry(geom: Any) -> dict[str, Any]:
+    """A shapely geometry as a plain GeoJSON dict (lists, not tuples: it round-trips JSON).
+
+    Args:
+        geom: The geometry.
+
+    Returns:
+        The GeoJSON geometry, as ``json.loads`` would give it back.
+    """
+    import json
+
+    from shapely.geometry import mapping
+
+    out: dict[str, Any] = json.loads(json.dumps(mapping(geom)))
+    return out

@@ -871,9 +871,11 @@ def _query_region(bbox: Any, geometry: Any, datetime: Any, platform: Any) -> Reg
 
 def _region_attr(region: Region | None) -> dict[str, Any] | None:
     """The region of ``attrs["region"]``: GeoJSON (attrs stay JSON: Parquet files hold them)."""
+    from rsia_geo._geo import geojson_geometry
+
     if region is None or region.geometry is None:
         return None
-    return _geojson_geometry(region.geometry)
+    return geojson_geometry(region.geometry)
 
 
 def _filters_attr(region: Region | None, datetime: Any, **options: Any) -> dict[str, Any]:
@@ -1131,16 +1133,6 @@ def _bswfr_with_bank(
     cand = torch.from_numpy(raw_v[order].astype(np.float32))
     bank_scores = ia_scores(cand, bank).numpy()  # (k1, bank), forward order
     return bswfr_query(ia, bank_scores, k)
-
-
-def _geojson_geometry(geom: Any) -> dict[str, Any]:
-    """A shapely geometry as a plain GeoJSON dict (lists, not tuples: JSON round-trips it)."""
-    import json
-
-    from shapely.geometry import mapping
-
-    out: dict[str, Any] = json.loads(json.dumps(mapping(geom)))
-    return out
 
 
 def _row_tile(hit: Any) -> Tile:

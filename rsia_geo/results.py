@@ -240,12 +240,11 @@ def region_geojson(
     Returns:
         The GeoJSON geometry, or None when there is no region.
     """
-    from shapely.geometry import mapping
-
+    from rsia_geo._geo import geojson_geometry
     from rsia_geo.query import make_region
 
-    if bbox is not None or geometry is not None:
-        return dict(mapping(make_region(bbox=bbox, geometry=geometry).geometry))
+    if bbox is not None or geometry is not None:  # the same form as the recorded region
+        return geojson_geometry(make_region(bbox=bbox, geometry=geometry).geometry)
     recorded = getattr(hits, "attrs", {}).get("region")  # GeoJSON
     return dict(recorded) if recorded is not None else None
 
