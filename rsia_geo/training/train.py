@@ -229,11 +229,11 @@ def _image_tokens(
     With ``tail_stages`` > 0, the cached tensors are the trunk activations before the last
     ``tail_stages`` stages, ``(n, views, C, h, w)``.
     """
-    from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
-    if cache.exists():
-        return load_file(str(cache))["tokens"]
+    cached = _read_tokens(cache)
+    if cached is not None:
+        return cached
     model.eval()
     out: list[torch.Tensor] = []
     for i in tqdm(
@@ -246,16 +246,33 @@ def _image_tokens(
         imgs = torch.stack(
             [model.preprocess_images(load_image(p)[None])[0] for p in paths[i : i + batch]]
         )
-        per_view = [
-            (
-                model.backbone.trunk(_view(imgs, k), tail_stages)
-                if tail_stages
-                else model.image_tokens(_view(imgs, k))
-            ).half()
-            for k in range(views)
-        ]
+        per_view = [_frozen_part(model, _view(imgs, k), tail_stages) for k in range(views)]
         out.append(torch.stack(per_view, dim=1))
-    tokens = torch.cat(out)
+    return _write_tokens(cache, torch.cat(out))
+
+
+def _frozen_part(model: ALACModel, images: torch.Tensor, tail_stages: int) -> torch.Tensor:
+    """What is cached of preprocessed images (float16).
+
+    The backbone's tokens, or with ``tail_stages`` > 0 the trunk activations before its last
+    ``tail_stages`` stages (:func:`_head_from_cache` runs the rest).
+    """
+    if tail_stages:
+        return model.backbone.trunk(images, tail_stages).half()
+    return model.image_tokens(images).half()
+
+
+def _read_tokens(cache: Path) -> torch.Tensor | None:
+    """A token cache written by :func:`_write_tokens`, or None when there is none yet."""
+    from safetensors.torch import load_file
+
+    return load_file(str(cache))["tokens"] if cache.exists() else None
+
+
+def _write_tokens(cache: Path, tokens: torch.Tensor) -> torch.Tensor:
+    """Write a token cache atomically (a killed run leaves no half file) and return it."""
+    from safetensors.torch import save_file
+
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(cache.name + ".part")
     save_file({"tokens": tokens.contiguous()}, str(tmp))
@@ -281,13 +298,13 @@ def _mixed_tokens(
     Every image is resized to 256 px once and kept in memory as the mosaics' material; the
     draws are seeded per image and view, so a cache is rebuilt identically.
     """
-    from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
     from rsia_geo.training.scenes import mixed_view, neighbours
 
-    if cache.exists():
-        return load_file(str(cache))["tokens"]
+    cached = _read_tokens(cache)
+    if cached is not None:
+        return cached
     scenes = [
         (
             torch.nn.functional.interpolate(
@@ -312,19 +329,10 @@ def _mixed_tokens(
                 )
                 shares.append(share)
                 views.append(model.preprocess_images(view[None])[0])
-            imgs = torch.stack(views)
-            toks = (
-                model.backbone.trunk(imgs, tail_stages) if tail_stages else model.image_tokens(imgs)
-            )
-            per_view.append(toks.half())
+            per_view.append(_frozen_part(model, torch.stack(views), tail_stages))
         out.append(torch.stack(per_view, dim=1))
-    tokens = torch.cat(out)
     logger.info("mixed views: mean share of the dominant scene %.3f", float(np.mean(shares)))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + ".part")
-    save_file({"tokens": tokens.contiguous()}, str(tmp))
-    tmp.replace(cache)
-    return tokens
+    return _write_tokens(cache, torch.cat(out))
 
 
 def _clip_wave(path: str, augment_seed: str | None) -> np.ndarray:
