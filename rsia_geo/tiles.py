@@ -790,7 +790,7 @@ def tile_item(
     """
     from shapely.geometry import shape
 
-    from rsia_geo._geo import gsd_metres
+    from rsia_geo._geo import gsd_metres, window_footprint
     from rsia_geo.catalog import select_bands
 
     spec = spec or DEFAULT_SPEC
@@ -802,6 +802,11 @@ def tile_item(
     size_px, overlap_px = _tile_pixels(spec, grid, item.id, px_m)
     survey = _Survey(sources, grid)
     scaling = _choose_scaling(spec, dtypes, raster_bands, survey.pixels, survey.valid, item.id)
+    facts = _ItemFacts(
+        item.id, item.collection_id, selection.bands, sources, grid, scaling,
+        out_size=spec.out_size or size_px, datetime=_item_time(item),
+        platform=_item_platform(item),
+    )  # fmt: skip
     out = TileSet()
     for level in spec.scales:
         t, step = size_px * level, (size_px - overlap_px) * level
@@ -831,13 +836,11 @@ def tile_item(
                     )
                 )
                 continue
-            tile = _make_tile(
-                item, selection.bands, sources, grid, level, window,
-                out_size=spec.out_size or size_px, gsd=px_m * t / (spec.out_size or size_px),
-                scaling=scaling, valid_fraction=frac,
-            )  # fmt: skip
-            if region is None or tile.footprint.intersects(region):
-                out.tiles.append(tile)
+            footprint = window_footprint(grid.crs, grid.affine, *_clipped(grid, window))
+            if region is not None and not footprint.intersects(region):
+                continue  # the id and centre are only computed for tiles that are kept
+            gsd = px_m * t / facts.out_size
+            out.tiles.append(_make_tile(facts, level, window, footprint, gsd, frac))
     return out
 
 
@@ -952,44 +955,62 @@ class _Survey:
         return float(n) / (math.ceil(h / d) * math.ceil(w / d))
 
 
+@dataclass(frozen=True)
+class _ItemFacts:
+    """What every tile of one Item shares (computed once per Item, not per window)."""
+
+    item_id: str
+    collection_id: str | None
+    bands: tuple[str, ...]
+    sources: tuple[BandSource, ...]
+    grid: Grid
+    scaling: Scaling
+    out_size: int
+    datetime: str | None
+    platform: str | None
+
+
+def _clipped(grid: Grid, window: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """A window's ``(col, row, width, height)`` clipped to the raster."""
+    col, row, w, h = window
+    return col, row, min(w, grid.width - col), min(h, grid.height - row)
+
+
 def _make_tile(
-    item: pystac.Item,
-    bands: tuple[str, ...],
-    sources: tuple[BandSource, ...],
-    grid: Grid,
+    facts: _ItemFacts,
     level: int,
     window: tuple[int, int, int, int],
-    *,
-    out_size: int,
+    footprint: Any,
     gsd: float,
-    scaling: Scaling,
     valid_fraction: float,
 ) -> Tile:
-    """The record of one window (clipped to the raster for its bounds and footprint)."""
-    from rsia_geo._geo import pixel_to_xy, window_centre, window_footprint
+    """The record of one window (its footprint and bounds clipped to the raster)."""
+    from rsia_geo._geo import pixel_to_xy, window_centre
 
-    col, row, t, _ = window
-    cw, ch = min(t, grid.width - col), min(t, grid.height - row)
+    grid = facts.grid
+    col, row, cw, ch = _clipped(grid, window)
     x0, y0 = pixel_to_xy(grid.affine, col, row)
     x1, y1 = pixel_to_xy(grid.affine, col + cw, row + ch)
     return Tile(
-        id=_tile_id(item.id, item.collection_id, sources, level, window, out_size),
-        item_id=item.id,
-        collection_id=item.collection_id,
-        bands=bands,
-        sources=sources,
+        id=_tile_id(
+            facts.item_id, facts.collection_id, facts.sources, level, window, facts.out_size
+        ),
+        item_id=facts.item_id,
+        collection_id=facts.collection_id,
+        bands=facts.bands,
+        sources=facts.sources,
         level=level,
         window=window,
-        out_size=out_size,
+        out_size=facts.out_size,
         grid=grid,
         bounds=(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)),
-        footprint=window_footprint(grid.crs, grid.affine, col, row, cw, ch),
+        footprint=footprint,
         centre=window_centre(grid.crs, grid.affine, col, row, cw, ch),
-        datetime=_item_time(item),
+        datetime=facts.datetime,
         gsd=gsd,
-        scaling=scaling,
+        scaling=facts.scaling,
         valid_fraction=valid_fraction,
-        platform=_item_platform(item),
+        platform=facts.platform,
     )
 
 
