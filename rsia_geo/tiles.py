@@ -517,6 +517,36 @@ def _grid_from_raster(href: str) -> tuple[Grid, dict[str, Any]]:
         return Grid(_crs_string(src.crs), tuple(src.transform)[:6], src.width, src.height), info
 
 
+@contextmanager
+def _on_grid(src: Any, grid: Grid) -> Iterator[Any]:
+    """An open raster as seen on the reference grid.
+
+    Itself when it is that grid, else a bilinear WarpedVRT onto it (closed on exit; ``src`` is
+    left open).
+    """
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    same = (
+        src.crs is not None
+        and _crs_string(src.crs) == grid.crs
+        and tuple(src.transform)[:6] == grid.transform
+        and (src.width, src.height) == (grid.width, grid.height)
+    )
+    if same:
+        yield src
+        return
+    with WarpedVRT(
+        src,
+        crs=grid.crs,
+        transform=grid.affine,
+        width=grid.width,
+        height=grid.height,
+        resampling=Resampling.bilinear,
+    ) as vrt:
+        yield vrt
+
+
 def _read_window(
     sources: Sequence[BandSource],
     grid: Grid,
@@ -532,7 +562,6 @@ def _read_window(
     """
     import rasterio
     from rasterio.enums import Resampling
-    from rasterio.vrt import WarpedVRT
     from rasterio.windows import Window
 
     from rsia_geo.env import gdal_env
@@ -561,42 +590,23 @@ def _read_window(
     with gdal_env():
         for href, out_idx in by_href.items():
             kept = _OPEN.get(href)
-            with nullcontext(kept) if kept is not None else _open(href) as src:
-                same = (
-                    src.crs is not None
-                    and _crs_string(src.crs) == grid.crs
-                    and tuple(src.transform)[:6] == grid.transform
-                    and (src.width, src.height) == (grid.width, grid.height)
-                )
-                ds = (
-                    src
-                    if same
-                    else WarpedVRT(
-                        src,
-                        crs=grid.crs,
-                        transform=grid.affine,
-                        width=grid.width,
-                        height=grid.height,
-                        resampling=Resampling.bilinear,
-                    )
-                )
+            indexes = [sources[i].index for i in out_idx]
+            shape = (len(indexes), or1 - or0, oc1 - oc0)
+            with (
+                nullcontext(kept) if kept is not None else _open(href) as src,
+                _on_grid(src, grid) as ds,
+            ):
                 try:
-                    indexes = [sources[i].index for i in out_idx]
-                    shape = (len(indexes), or1 - or0, oc1 - oc0)
-                    try:
-                        arr = ds.read(
-                            indexes, window=sub, out_shape=shape, resampling=Resampling.average
-                        )
-                        masks = ds.read_masks(
-                            indexes, window=sub, out_shape=shape, resampling=Resampling.nearest
-                        )
-                    except rasterio.errors.RasterioIOError as exc:
-                        raise TileReadError(
-                            f"reading window {window} of {href!r} failed: {exc}"
-                        ) from exc
-                finally:
-                    if ds is not src:
-                        ds.close()
+                    arr = ds.read(
+                        indexes, window=sub, out_shape=shape, resampling=Resampling.average
+                    )
+                    masks = ds.read_masks(
+                        indexes, window=sub, out_shape=shape, resampling=Resampling.nearest
+                    )
+                except rasterio.errors.RasterioIOError as exc:
+                    raise TileReadError(
+                        f"reading window {window} of {href!r} failed: {exc}"
+                    ) from exc
             for j, i in enumerate(out_idx):
                 data[i, or0:or1, oc0:oc1] = arr[j]
             valid[or0:or1, oc0:oc1] &= (masks > 0).all(axis=0)
