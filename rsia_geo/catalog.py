@@ -462,6 +462,35 @@ def build_catalog(
             asset.href = asset.get_absolute_href() or asset.href
         item.clear_links()
         catalog.add_item(item)
+    skipped = _add_raster_items(catalog, groups, default_datetime, platform, on_error)
+    if not list(catalog.get_items()):
+        raise EmptyCatalogError(f"every raster was skipped: {skipped!r}")
+    if skipped:
+        catalog.extra_fields["rsia:skipped"] = skipped
+    out = Path(out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise CatalogError(
+            f"output {str(out_dir)!r} is a file; the catalog is written into a folder: pass a "
+            "folder path (it is created)"
+        )
+    # pystac takes a root with a dot in its last name ("my_catalog.v2") for a file and writes
+    # into its parent; naming the root file itself leaves no doubt
+    catalog.normalize_hrefs(str(out / "catalog.json"))
+    if copy_assets:
+        _copy_assets(catalog)
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    return catalog
+
+
+def _add_raster_items(
+    catalog: pystac.Catalog,
+    groups: list[tuple[str, dict[str, Path]]],
+    default_datetime: _dt.datetime | None,
+    platform: str | None,
+    on_error: str,
+) -> list[dict[str, str]]:
+    """Add one Item per raster (or band-file group); return the skipped ones with reasons."""
     skipped: list[dict[str, str]] = []
     for item_id, group in groups:
         try:
@@ -483,32 +512,20 @@ def build_catalog(
             skipped.append({"item": item_id, "reason": str(exc)})
             continue
         catalog.add_item(item)
-    if not list(catalog.get_items()):
-        raise EmptyCatalogError(f"every raster was skipped: {skipped!r}")
-    if skipped:
-        catalog.extra_fields["rsia:skipped"] = skipped
-    out = Path(out_dir).resolve()
-    if out.exists() and not out.is_dir():
-        raise CatalogError(
-            f"output {str(out_dir)!r} is a file; the catalog is written into a folder: pass a "
-            "folder path (it is created)"
-        )
-    # pystac takes a root with a dot in its last name ("my_catalog.v2") for a file and writes
-    # into its parent; naming the root file itself leaves no doubt
-    catalog.normalize_hrefs(str(out / "catalog.json"))
-    if copy_assets:
-        for item in catalog.get_items():
-            item_dir = Path(item.get_self_href() or "").parent
-            item_dir.mkdir(parents=True, exist_ok=True)
-            for asset in item.assets.values():
-                src_path = Path(asset.get_absolute_href() or "")
-                dst = item_dir / src_path.name
-                if src_path.resolve() != dst.resolve():
-                    shutil.copy2(src_path, dst)
-                asset.href = str(dst)
-    catalog.make_all_asset_hrefs_relative()
-    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
-    return catalog
+    return skipped
+
+
+def _copy_assets(catalog: pystac.Catalog) -> None:
+    """Copy every asset beside its Item's JSON (a portable catalog folder)."""
+    for item in catalog.get_items():
+        item_dir = Path(item.get_self_href() or "").parent
+        item_dir.mkdir(parents=True, exist_ok=True)
+        for asset in item.assets.values():
+            src_path = Path(asset.get_absolute_href() or "")
+            dst = item_dir / src_path.name
+            if src_path.resolve() != dst.resolve():
+                shutil.copy2(src_path, dst)
+            asset.href = str(dst)
 
 
 # --------------------------------------------------------------------------------------------
