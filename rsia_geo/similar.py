@@ -406,8 +406,7 @@ def same_place(
     """
     from shapely.geometry import shape
 
-    from rsia_geo.index.payload import payload_to_tile
-    from rsia_geo.pipeline import _footprints, _hits_frame, _open_index, shared_area
+    from rsia_geo.pipeline import _hits_frame, _open_index
     from rsia_geo.query import make_region
 
     if not (isinstance(min_overlap, (int, float)) and 0.0 < min_overlap <= 1.0):
@@ -430,43 +429,66 @@ def same_place(
         "tile_id", "item_id", "collection_id", "platform", "datetime", "level", "gsd",
         "overlap", "similarity", "href", "window", "tile",
     ]  # fmt: skip
-    best: dict[str, dict[str, Any]] = {}
-    if others:
-        fps = _footprints([h.payload["footprint"] for h in others])
-        shared, smaller = shared_area(fps, place)
-        share = shared / np.maximum(smaller, 1e-30)
-        sims = _unit(np.asarray([h.vector for h in others])) @ ref
-        for h, fp, sh, sim in zip(others, fps, share, sims, strict=True):
-            if sh < min_overlap:
-                continue
-            p = h.payload
-            key = str(p.get("item_id"))
-            row = {
-                "tile_id": h.id,
-                "item_id": key,
-                "collection_id": p.get("collection_id") or None,
-                "platform": p.get("platform") or None,
-                "datetime": p.get("datetime"),
-                "level": p.get("level"),
-                "gsd": p.get("gsd"),
-                "overlap": round(float(sh), 4),
-                "similarity": float(sim),
-                "href": p.get("href"),
-                "window": ",".join(str(v) for v in p.get("window", [])),
-                "tile": payload_to_tile(p),
-                "geometry": fp,
-            }
-            # one tile per acquisition: the one sharing most of the place, then the hit's level
-            rank = (float(sh), p.get("level") == payloads[0].get("level"))
-            if key not in best or rank > best[key]["_rank"]:
-                best[key] = {**row, "_rank": rank}
-    rows = sorted(best.values(), key=lambda r: (r["datetime"] or "", r["item_id"] or ""))
-    for r in rows:
-        r.pop("_rank")
+    rows = [
+        _same_place_row(h, fp, share, sim)
+        for h, fp, share, sim in _best_per_acquisition(
+            others, place, ref, min_overlap, payloads[0].get("level")
+        )
+    ]
+    rows.sort(key=lambda r: (r["datetime"] or "", r["item_id"] or ""))
     out = _hits_frame(rows, columns)
     out.attrs["hit"] = {"tile_id": tid, "datetime": payloads[0].get("datetime"),
                         "item_id": payloads[0].get("item_id")}  # fmt: skip
     return out
+
+
+def _best_per_acquisition(
+    others: list[Any], place: Any, ref: np.ndarray, min_overlap: float, level: Any
+) -> list[tuple[Any, Any, float, float]]:
+    """Per other item, the tile sharing most of the place (then the hit's level).
+
+    Returns:
+        ``(hit, footprint, shared fraction, cosine similarity to ref)`` per acquisition kept.
+    """
+    from rsia_geo.pipeline import _footprints, shared_area
+
+    if not others:
+        return []
+    fps = _footprints([h.payload["footprint"] for h in others])
+    shared, smaller = shared_area(fps, place)
+    shares = shared / np.maximum(smaller, 1e-30)
+    sims = _unit(np.asarray([h.vector for h in others])) @ ref
+    best: dict[str, tuple[tuple[float, bool], tuple[Any, Any, float, float]]] = {}
+    for h, fp, sh, sim in zip(others, fps, shares, sims, strict=True):
+        if sh < min_overlap:
+            continue
+        key = str(h.payload.get("item_id"))
+        rank = (float(sh), h.payload.get("level") == level)
+        if key not in best or rank > best[key][0]:
+            best[key] = (rank, (h, fp, float(sh), float(sim)))
+    return [found for _, found in best.values()]
+
+
+def _same_place_row(h: Any, footprint: Any, share: float, sim: float) -> dict[str, Any]:
+    """One row of :func:`same_place` (its tile record built only for the tiles kept)."""
+    from rsia_geo.index.payload import payload_to_tile
+
+    p = h.payload
+    return {
+        "tile_id": h.id,
+        "item_id": str(p.get("item_id")),
+        "collection_id": p.get("collection_id") or None,
+        "platform": p.get("platform") or None,
+        "datetime": p.get("datetime"),
+        "level": p.get("level"),
+        "gsd": p.get("gsd"),
+        "overlap": round(share, 4),
+        "similarity": sim,
+        "href": p.get("href"),
+        "window": ",".join(str(v) for v in p.get("window", [])),
+        "tile": payload_to_tile(p),
+        "geometry": footprint,
+    }
 
 
 def acquisitions(hits: Any) -> Any:
