@@ -721,6 +721,9 @@ class _Query:
     description: dict[str, Any]
 
 
+# Long (~140 lines, of which ~60 docstring for its 21 parameters): the body is the
+# composition of the named stages below (_make_query, _candidates, _score, group_places,
+# _hit_rows, _hits_frame), ~80 lines with its timing and index handling.
 def search(
     audio: AudioSource | None = None,
     index: TileIndex | PathLike | None = None,

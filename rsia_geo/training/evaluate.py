@@ -248,6 +248,8 @@ def encode_clips(
     return torch.cat(as_)
 
 
+# Long (~95 lines, ~35 of them docstring): one linear pass (encode, score, each scoring
+# variant, report), every step a named function of this module.
 def evaluate(
     checkpoint: str | Path | ALACModel,
     manifest: str | Path,
