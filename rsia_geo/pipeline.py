@@ -719,6 +719,8 @@ class _Query:
     audio_raw: np.ndarray | None  # raw audio embedding for IA/BSWFR (spoken/typed, no marks)
     exclude: _Exclusion | None
     description: dict[str, Any]
+    text_unit: np.ndarray | None = None  # the text route's unit vector (transcript or typed)
+    text_weight: float = 0.0  # its weight in both stages (route weight x confidence)
 
 
 # Long (~140 lines, of which ~60 docstring for its 21 parameters): the body is the
@@ -747,6 +749,7 @@ def search(
     group: bool = True,
     group_overlap: float = 0.5,
     transcribe: bool = False,
+    text_weight: float | None = None,
 ) -> GeoDataFrame:
     """Answer a spoken, typed or example query with georeferenced tiles, in a region.
 
@@ -788,8 +791,14 @@ def search(
             and their union footprint.
         group_overlap: Shared fraction of the smaller footprint that makes two tiles one place.
         transcribe: Also say what the speech recogniser heard in a spoken query
-            (``attrs["query"]["heard"]``; Whisper tiny.en, ~0.4 s on 2 cores; None with the
-            reason in ``heard_unavailable`` when no recogniser is installed).
+            (``attrs["query"]["heard"]``; Whisper tiny.en on a short window, ~50 ms on 2
+            cores; None with the reason in ``heard_unavailable`` when no recogniser is
+            installed). Always on when the text route runs.
+        text_weight: Weight of the text route (:mod:`rsia_geo.models.text`) for spoken and
+            typed queries: the transcript (or the typed text) embedded in the image space,
+            fused with the audio route in both stages (:func:`~rsia_geo.models.text.fused_scores`),
+            times the recogniser's confidence for speech. None: the checkpoint's default
+            (its ``text.json``; 0 when it ships no text route); 0: the audio route alone.
 
     Returns:
         A GeoDataFrame in EPSG:4326, best first: ``rank``, ``score``, ``score_cosine``,
@@ -824,6 +833,7 @@ def search(
             mdl, idx, timings, audio=audio, text=text, sample_rate=sample_rate,
             example=example, relevant=relevant, not_relevant=not_relevant,
             refine_method=refine_method, group_overlap=group_overlap, transcribe=transcribe,
+            text_weight=text_weight,
         )  # fmt: skip
         if rerank and q.audio_raw is None:
             raise InvalidArgumentError(
@@ -930,6 +940,7 @@ def _make_query(
     refine_method: str,
     group_overlap: float,
     transcribe: bool = False,
+    text_weight: float | None = None,
 ) -> _Query:
     """Stage 1 of :func:`search`: the query vector, from audio, text, an example and marks."""
     from rsia_geo.similar import (
@@ -943,13 +954,23 @@ def _make_query(
     audio_raw: np.ndarray | None = None
     vector: np.ndarray | None = None
     exclude: _Exclusion | None = None
+    text_unit: np.ndarray | None = None
+    weight = 0.0
     if audio is not None or text is not None:
         with _timed(timings, "encode_audio_ms"):
             audio_raw, description, samples = _encode_query(model, audio, text, sample_rate)
         vector = audio_raw
-        if transcribe and audio is not None:
+        encoder, route_weight = _text_route(model, text_weight)
+        if (transcribe or encoder is not None) and audio is not None:
             with _timed(timings, "transcribe_ms"):
                 description.update(_heard(model, samples))
+        said = text if text is not None else description.get("heard")
+        if encoder is not None and said:
+            with _timed(timings, "encode_text_ms"):
+                text_unit = encoder.encode([said])[0].numpy().astype(np.float64)
+            weight = route_weight * float(description.get("heard_confidence", 1.0))
+            vector = audio_raw / max(float(np.linalg.norm(audio_raw)), 1e-12) + weight * text_unit
+            description["text_weight"] = round(weight, 4)
     elif example is not None:
         with _timed(timings, "example_ms"):
             ex = resolve_example(example, idx, model)
@@ -973,7 +994,7 @@ def _make_query(
             one_kind = not (pos_ids and neg_ids)
             used = "rocchio" if one_kind and refine_method in REFINE_METHODS else refine_method
             vector = refine(vector, pos, neg, method=used)
-        audio_raw = None  # the query is no longer audio: cosine scores it
+        audio_raw, text_unit = None, None  # the query is no longer audio: cosine scores it
         exclude = exclude or _Exclusion(set())
         exclude.ids |= set(neg_ids)
         description = {
@@ -981,7 +1002,32 @@ def _make_query(
             "refine_method": used,
         }  # fmt: skip
     assert vector is not None
-    return _Query(np.asarray(vector, dtype=np.float64), audio_raw, exclude, description)
+    return _Query(
+        np.asarray(vector, dtype=np.float64), audio_raw, exclude, description, text_unit, weight
+    )
+
+
+def _text_route(model: Any, text_weight: float | None) -> tuple[Any, float]:
+    """The checkpoint's text encoder and the route weight, or ``(None, 0)`` when it is off."""
+    from rsia_geo.weights import text_encoder
+
+    if text_weight is not None and (not np.isfinite(text_weight) or text_weight < 0):
+        raise InvalidArgumentError(
+            f"text_weight={text_weight!r} must be a number >= 0 (0: the audio route alone)"
+        )
+    if text_weight == 0:
+        return None, 0.0
+    encoder = text_encoder(model)
+    if encoder is None:
+        if text_weight is not None:
+            raise InvalidArgumentError(
+                f"text_weight={text_weight} needs a text route, which this checkpoint does not "
+                "ship (no text.safetensors beside it); train one with `rsia-geo train-text` "
+                "or leave text_weight unset"
+            )
+        return None, 0.0
+    default = float(encoder.default_weight)
+    return encoder, default if text_weight is None else float(text_weight)
 
 
 def _score(
@@ -1018,6 +1064,9 @@ def _score(
                 torch.from_numpy(raw_v.astype(np.float32)),
                 torch.from_numpy(q.audio_raw[None].astype(np.float32)),
             )[:, 0].numpy()
+            if q.text_unit is not None:  # the text route's share (models.text.fused_scores)
+                units = np.stack([np.asarray(c.unit, dtype=np.float64) for c in cands])
+                ia = ia + q.text_weight * (units @ q.text_unit)
             order, final = np.argsort(-ia, kind="stable"), ia
         if rerank:
             with _timed(timings, "rerank_ms"):
@@ -1044,7 +1093,8 @@ def _heard(model: Any, samples: np.ndarray) -> dict[str, Any]:
     from rsia_geo.errors import RsiaError
 
     try:  # the front end's Whisper (its configured weights), loaded once per process
-        return {"heard": model.frontend.speech_encoder().transcribe(samples)}
+        heard = model.frontend.speech_encoder().recognise([samples])[0]
+        return {"heard": heard.text, "heard_confidence": round(heard.confidence, 4)}
     except RsiaError as exc:  # no recogniser installed: the search itself still answers
         return {"heard": None, "heard_unavailable": str(exc)}
 

@@ -23,6 +23,7 @@ __all__ = [
     "default_checkpoint",
     "shipped_checkpoint",
     "shipped_checkpoints",
+    "text_encoder",
 ]
 
 _WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -118,3 +119,36 @@ def audio_bank(model: Any) -> Any:
     if bank is None:  # read once per file version (the model object is left as it is)
         bank = _BANKS[key] = load_file(str(path))["audio"].float()
     return bank
+
+
+_TEXT: dict[tuple[str, int, int], Any] = {}
+
+
+def text_encoder(model: Any) -> Any:
+    """The text route shipped beside a model's checkpoint (``text.safetensors``), or None.
+
+    Read once per file version. The text encoder embeds transcripts and typed queries into the
+    checkpoint's image space (:mod:`rsia_geo.models.text`).
+
+    Args:
+        model: A model loaded with :func:`rsia_geo.models.load_checkpoint`.
+
+    Returns:
+        A :class:`~rsia_geo.models.text.TextEncoder` in eval mode, or None when the checkpoint
+        has none (or the model was not loaded from a folder).
+
+    Raises:
+        CheckpointError: The text route belongs to other image weights, or is unreadable.
+    """
+    from rsia_geo.models.text import TEXT_WEIGHTS_NAME, load_text_encoder
+
+    folder = getattr(model, "checkpoint_path", None)
+    path = Path(folder) / TEXT_WEIGHTS_NAME if folder else None
+    if path is None or not path.exists():
+        return None
+    key = (str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns)
+    enc = _TEXT.get(key)
+    if enc is None:
+        meta = getattr(model, "checkpoint_meta", None) or {}
+        enc = _TEXT[key] = load_text_encoder(path.parent, image_sha256=meta.get("weights_sha256"))
+    return enc

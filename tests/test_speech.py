@@ -277,3 +277,43 @@ def test_whisper_head_trains_with_a_fine_tuned_backbone_tail(tmp_path, spoken, s
             ),
             progress=False,
         )
+
+
+def test_recognise_reuses_the_query_encoding_and_reports_confidence(spoken):
+    enc = get_whisper()
+    enc.encode([spoken], max_frames=600, pool=2)  # what the audio route does for a query
+    before = enc.reused
+    heard = enc.recognise([spoken])[0]
+    assert enc.reused == before + 1  # decoded from the same encoder pass
+    assert "parking" in heard.text.lower() and "trees" in heard.text.lower()
+    assert 0.5 < heard.confidence <= 1.0
+    noise = np.random.default_rng(0).normal(0, 0.1, 2 * SR).astype(np.float32)
+    assert enc.recognise([noise])[0].confidence < heard.confidence
+    two = enc.recognise([spoken, spoken[: len(spoken) // 3]])
+    assert len(two) == 2 and two[0].text.lower().count("parking") == 1  # no repeated sentence
+
+
+def test_transcribe_manifest_is_resumable(tmp_path, spoken):
+    import json
+
+    import soundfile as sf
+
+    from rsia_geo.training.transcripts import read_transcripts, transcribe_manifest
+
+    (tmp_path / "audio").mkdir()
+    rows = []
+    for i, part in enumerate((spoken, spoken[: len(spoken) // 2])):
+        sf.write(tmp_path / "audio" / f"c{i}.wav", part, SR)
+        rows.append({"clip": f"audio/c{i}.wav", "image": "x.jpg", "split": "train"})
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = transcribe_manifest(manifest, progress=False)
+    first = read_transcripts(out)
+    assert set(first) == {"audio/c0.wav", "audio/c1.wav"}
+    assert "parking" in first["audio/c0.wav"]["text"].lower()
+    # an interrupted run leaves a torn last line: the rerun redoes that clip only
+    lines = out.read_text().splitlines()
+    out.write_text(lines[0] + "\n" + lines[1][:10])
+    transcribe_manifest(manifest, progress=False)
+    again = out.read_text().splitlines()
+    assert len(again) == 2 and read_transcripts(out) == first

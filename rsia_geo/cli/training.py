@@ -1,4 +1,4 @@
-"""``rsia-geo data voice|iv``, ``train`` and ``evaluate``: training data and models."""
+"""``rsia-geo data voice|iv|transcribe``, ``train``, ``train-text`` and ``evaluate``."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
-    """Add ``data``, ``train`` and ``evaluate``.
+    """Add ``data``, ``train``, ``train-text`` and ``evaluate``.
 
     Args:
         sub: The ``rsia-geo`` subcommand group (``add_subparsers`` result).
     """
     _add_data(sub)
     _add_train(sub)
+    _add_train_text(sub)
     _add_evaluate(sub)
 
 
@@ -63,6 +64,34 @@ def _add_data(sub: Any) -> None:
     iv.add_argument("root", help="folder with images/, audio/ and split lists")
     iv.add_argument("-o", "--out", required=True, help="folder for manifest.jsonl")
     iv.set_defaults(func=_cmd_data_iv)
+    tx = data_sub.add_parser(
+        "transcribe", help="what the speech recogniser hears in each clip (for train-text)"
+    )
+    tx.add_argument("manifest", help="manifest.jsonl from `rsia-geo data voice`")
+    tx.add_argument("-o", "--out", default=None, help="JSONL (default: transcripts.jsonl beside)")
+    tx.add_argument("--whisper-path", default=None, help="CTranslate2 Whisper model folder")
+    tx.add_argument("--threads", type=int, default=2)
+    tx.add_argument("--no-progress", action="store_true")
+    tx.set_defaults(func=_cmd_data_transcribe)
+
+
+def _add_train_text(sub: Any) -> None:
+    tt = sub.add_parser(
+        "train-text", help="train the text route of a checkpoint (transcripts, typed queries)"
+    )
+    tt.add_argument("checkpoint", help="checkpoint folder or shipped name (its image space)")
+    tt.add_argument("manifest", help="training manifest.jsonl (transcripts.jsonl beside it used)")
+    tt.add_argument("-o", "--out", required=True, help="folder for text.safetensors, text.json")
+    tt.add_argument("--val", nargs="*", default=[], help="val manifests with transcripts")
+    tt.add_argument("--epochs", type=int, default=60)
+    tt.add_argument("--batch-size", type=int, default=128)
+    tt.add_argument("--lr", type=float, default=2e-3)
+    tt.add_argument("--caption-share", type=float, default=0.5)
+    tt.add_argument("--views", type=int, default=2, choices=[1, 2])
+    tt.add_argument("--seed", type=int, default=0)
+    tt.add_argument("--threads", type=int, default=2)
+    tt.add_argument("--no-progress", action="store_true")
+    tt.set_defaults(func=_cmd_train_text)
 
 
 def _add_train(sub: Any) -> None:
@@ -198,6 +227,53 @@ def _cmd_data_iv(args: argparse.Namespace) -> int:
 
     manifest = read_iv_layout(args.root, args.out)
     _print_manifest_summary(manifest)
+    return 0
+
+
+def _cmd_data_transcribe(args: argparse.Namespace) -> int:
+    from rsia_geo.training.transcripts import read_transcripts, transcribe_manifest
+
+    out = transcribe_manifest(
+        args.manifest,
+        args.out,
+        whisper_path=args.whisper_path,
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
+    heard = read_transcripts(out)
+    conf = [h["confidence"] for h in heard.values()]
+    mean = sum(conf) / max(1, len(conf))
+    print(f"{len(heard)} transcripts (mean confidence {mean:.2f}) -> {out}")
+    return 0
+
+
+def _cmd_train_text(args: argparse.Namespace) -> int:
+    from rsia_geo.training.text_route import TextRouteSettings, train_text_route
+
+    settings = TextRouteSettings(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        caption_share=args.caption_share,
+        views=args.views,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    report = train_text_route(
+        args.checkpoint,
+        args.manifest,
+        args.out,
+        val_manifests=tuple(args.val),
+        settings=settings,
+        progress=not args.no_progress,
+    )
+    final = report["final"]
+    vals = {k: v["mR"] for k, v in final.items() if k.startswith("val:")}
+    shown = ", ".join(f"{k[4:]} mR {v:.2f}" for k, v in vals.items()) or "no val manifests"
+    print(
+        f"text route: {report['train_images']} images, {report['captions']} captions, "
+        f"{report['transcripts']} transcripts, {report['seconds']:.0f} s; {shown} -> {args.out}"
+    )
     return 0
 
 

@@ -1,0 +1,144 @@
+"""The text route (recogniser transcript -> text encoder) alone and fused with the audio route.
+
+For each voicing (one held-out voice family each, plus recording conditions of the mixed one
+when asked), scores val images against the clips as the search pipeline does: cosine
+candidates (top 50) rescored by IA (``audio``); the transcript's cosine alone (``text``); and the
+fusion the pipeline serves with a text encoder (``fused``): candidates by
+``cos(audio) + w * cos(text)``, ranked by ``IA + w * cos(text)``, where ``w = weight x the
+recogniser's confidence`` (:func:`rsia_geo.models.text.fused_scores`). A sweep over ``weight`` is
+reported for transparency; the shipped weight is fixed in advance (1.0), not picked on val.
+
+Usage:
+    python benchmarks/eval_text_route.py CHECKPOINT --text TEXT_FOLDER \
+        --manifests runs/v2_val_*/manifest.jsonl --cache runs/text_eval --out runs/text_eval.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rsia_geo.models import load_checkpoint
+from rsia_geo.models.alac import cosine_scores, ia_scores
+from rsia_geo.models.text import fused_scores, load_text_encoder
+from rsia_geo.training.dataset import load_split
+from rsia_geo.training.evaluate import _metrics_both, candidates_only, encode_clips, encode_images
+from rsia_geo.training.transcripts import read_transcripts, transcripts_path
+
+KEYS = ["i2a_r1", "i2a_r5", "i2a_r10", "a2i_r1", "a2i_r5", "a2i_r10", "mR"]
+WEIGHTS = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0]
+
+
+def _rows(manifest: str, split: str, per_image: int) -> list[dict]:
+    rows = load_split(manifest, split)
+    per: dict[str, list[dict]] = {}
+    for r in rows:
+        per.setdefault(r["image"], []).append(r)
+    return [r for rs in per.values() for r in rs[:per_image]]
+
+
+def _audio(model, rows, cache: Path | None, name: str) -> torch.Tensor:
+    f = cache / f"audio_{name}.pt" if cache else None
+    if f is not None and f.exists():
+        return torch.load(f, weights_only=True)
+    a = encode_clips(model, rows)
+    if f is not None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(a, f)
+    return a
+
+
+def _pipeline(cos: np.ndarray, second: np.ndarray, per_image: int, k: int) -> dict[str, float]:
+    """Metrics of candidates by ``cos`` ranked by ``second`` (both ``N x Q``)."""
+    return _metrics_both(
+        candidates_only(cos, second, k), candidates_only(cos.T, second.T, k).T, per_image
+    )
+
+
+def evaluate_voicing(model, encoder, v, manifest, split, per_image, k, cache) -> dict:
+    rows = _rows(manifest, split, per_image)
+    heard = read_transcripts(transcripts_path(manifest))
+    texts = [heard[r["clip"]]["text"] for r in rows]
+    conf = np.array([heard[r["clip"]]["confidence"] for r in rows])
+    a = _audio(model, rows, cache, Path(manifest).parent.name)
+    t = encoder.encode(texts)
+    cos_a = cosine_scores(v, a).numpy()
+    ia = ia_scores(v, a).numpy()
+    cos_t = (torch.nn.functional.normalize(v, dim=-1) @ t.T).numpy()
+    out: dict = {
+        "clips": len(rows),
+        "confidence_mean": float(conf.mean()),
+        "audio": _pipeline(cos_a, ia, per_image, k),
+        "text": _metrics_both(cos_t, cos_t, per_image),
+        "fused": {},
+        "fused_no_confidence": {},
+    }
+    for w in WEIGHTS:
+        for key, c in (("fused", conf), ("fused_no_confidence", np.ones_like(conf))):
+            first, second = fused_scores(cos_a, ia, cos_t, w * c[None, :])
+            out[key][str(w)] = _pipeline(first, second, per_image, k)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint")
+    p.add_argument("--text", required=True, help="folder with text.safetensors / text.json")
+    p.add_argument("--manifests", nargs="+", required=True, help="voicings with transcripts")
+    p.add_argument("--split", default="val")
+    p.add_argument("--per-image", type=int, default=5)
+    p.add_argument("--rescore-k", type=int, default=50)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cache", default=None, help="folder for the clips' audio embeddings")
+    p.add_argument("--out", default=None, help="JSON report")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    model = load_checkpoint(a.checkpoint)
+    encoder = load_text_encoder(a.text, image_sha256=model.checkpoint_meta.get("weights_sha256"))
+    if encoder is None:
+        raise SystemExit(f"{a.text} has no text.safetensors / text.json")
+    t0 = time.time()
+    first = _rows(a.manifests[0], a.split, a.per_image)
+    v, _ = encode_images(model, first)
+    cache = Path(a.cache) if a.cache else None
+    report: dict = {"checkpoint": a.checkpoint, "text": a.text, "voicings": {}}
+    for m in a.manifests:
+        r = evaluate_voicing(model, encoder, v, m, a.split, a.per_image, a.rescore_k, cache)
+        report["voicings"][Path(m).parent.name] = r
+        print(
+            Path(m).parent.name,
+            f"audio {r['audio']['mR']:.2f} text {r['text']['mR']:.2f} fused@1 "
+            f"{r['fused']['1.0']['mR']:.2f} conf {r['confidence_mean']:.2f}",
+            flush=True,
+        )
+    names = list(report["voicings"])
+    summary = {}
+    for variant in ("audio", "text"):
+        summary[variant] = float(np.mean([report["voicings"][n][variant]["mR"] for n in names]))
+    for w in WEIGHTS:
+        for key in ("fused", "fused_no_confidence"):
+            vals = [report["voicings"][n][key][str(w)]["mR"] for n in names]
+            summary[f"{key}@{w}"] = float(np.mean(vals))
+            summary[f"{key}@{w}:spread"] = float(max(vals) - min(vals))
+    report["mean_over_voicings"] = summary
+    report["seconds"] = round(time.time() - t0, 1)
+    print("\n| voicing | audio | text | " + " | ".join(f"fused w={w}" for w in WEIGHTS) + " |")
+    print("|---|" + "---:|" * (2 + len(WEIGHTS)))
+    for n in names:
+        r = report["voicings"][n]
+        cells = [r["audio"]["mR"], r["text"]["mR"]] + [r["fused"][str(w)]["mR"] for w in WEIGHTS]
+        print(f"| {n} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    print(json.dumps(summary, indent=1))
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(report, indent=2))
+        print(f"\nwrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""The text route: what the recogniser heard (or the analyst typed), in the image space.
+
+A spoken query is embedded twice: by the audio branch (Whisper's frames through a trained head)
+and, through Whisper's recogniser, as a transcript. :class:`TextEncoder` maps a sentence into
+the *same* embedding space as a checkpoint's images (it is trained against that checkpoint's
+frozen image embeddings), so an index built with the checkpoint serves both routes and nothing
+is re-indexed when the text route is added. This is the ASR-then-text route of the MMFR method
+(see ``shared/docs/alac.md``), fused here with ALAC's audio route instead of replacing it.
+
+Words are embedded fastText-style: each word is a bag of hashed ids (the word itself and its
+character 3-5-grams) into one table, so recogniser misspellings ("free ways", "farm land",
+"parrallel") and words never seen in training land near the words they resemble. A bidirectional
+GRU reads the word vectors, attention pooling and a linear layer give the embedding.
+
+Files: ``text.safetensors`` (weights) and ``text.json`` (its :class:`TextConfig` and the sha256
+of the image checkpoint it was trained for) in the checkpoint's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rsia_geo.errors import CheckpointError, ModelConfigError
+
+__all__ = [
+    "TEXT_CONFIG_NAME",
+    "TEXT_WEIGHTS_NAME",
+    "TextConfig",
+    "TextEncoder",
+    "fused_scores",
+    "load_text_encoder",
+    "normalise_text",
+    "save_text_encoder",
+]
+
+TEXT_WEIGHTS_NAME = "text.safetensors"
+DEFAULT_WEIGHT = 1.0
+"""The text route's weight against the audio route's when a checkpoint does not say (fixed in
+advance, equal shares; not tuned on val)."""
+TEXT_CONFIG_NAME = "text.json"
+
+_NUMBERS = {
+    "0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "five", "6": "six",
+    "7": "seven", "8": "eight", "9": "nine", "10": "ten", "11": "eleven", "12": "twelve",
+}  # fmt: skip
+
+
+def normalise_text(text: str) -> list[str]:
+    """Lower-case words of a sentence, digits spelled out, punctuation and hyphens removed.
+
+    Args:
+        text: A caption, transcript or typed query.
+
+    Returns:
+        Its words.
+    """
+    words = re.sub(r"[^a-z0-9' ]", " ", text.lower().replace("-", " ")).split()
+    return [_NUMBERS.get(w, w) for w in (w.strip("'") for w in words) if w]
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Text encoder settings (stored in ``text.json``).
+
+    Attributes:
+        embed_dim: Output size (the checkpoint's ``embed_dim``).
+        buckets: Hashed ids (words and character n-grams share them).
+        width: Word vector size (the GRU's hidden size per direction too).
+        min_n: Shortest character n-gram.
+        max_n: Longest character n-gram.
+        max_words: Words read per sentence (the rest are ignored).
+        dropout: Dropout on word vectors while training.
+    """
+
+    embed_dim: int = 512
+    buckets: int = 16384
+    width: int = 128
+    min_n: int = 3
+    max_n: int = 5
+    max_words: int = 48
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("embed_dim", "buckets", "width", "min_n", "max_words"):
+            if int(getattr(self, name)) < 1:
+                raise ModelConfigError(f"TextConfig.{name}={getattr(self, name)} must be >= 1")
+        if self.max_n < self.min_n:
+            raise ModelConfigError(f"TextConfig.max_n={self.max_n} must be >= min_n={self.min_n}")
+
+
+def _bucket(token: str, buckets: int) -> int:
+    return zlib.crc32(token.encode("utf-8")) % buckets
+
+
+class TextEncoder(nn.Module):
+    """Sentences -> embeddings in a checkpoint's image space (raw, not normalised).
+
+    Args:
+        config: Settings.
+    """
+
+    def __init__(self, config: TextConfig | None = None) -> None:
+        super().__init__()
+        c = config or TextConfig()
+        self.config = c
+        self.table = nn.EmbeddingBag(c.buckets, c.width, mode="mean")
+        self.drop = nn.Dropout(c.dropout)
+        self.gru = nn.GRU(c.width, c.width, batch_first=True, bidirectional=True)
+        self.attend = nn.Linear(2 * c.width, 1)
+        self.norm = nn.LayerNorm(2 * c.width)
+        self.proj = nn.Linear(2 * c.width, c.embed_dim)
+        self.default_weight = DEFAULT_WEIGHT
+        self._ids: dict[str, list[int]] = {}
+
+    def word_ids(self, word: str) -> list[int]:
+        """Hashed ids of a word: the word itself and its character n-grams (memoised)."""
+        ids = self._ids.get(word)
+        if ids is None:
+            c = self.config
+            w = f"<{word}>"
+            grams = [
+                w[i : i + n] for n in range(c.min_n, c.max_n + 1) for i in range(len(w) - n + 1)
+            ]
+            ids = [_bucket("w:" + word, c.buckets)] + [_bucket("g:" + g, c.buckets) for g in grams]
+            if len(self._ids) < 200_000:
+                self._ids[word] = ids
+        return ids
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        """Raw embeddings ``(B, embed_dim)`` of sentences (an empty one embeds as zeros' path).
+
+        Args:
+            texts: Sentences.
+
+        Returns:
+            float32 ``(B, embed_dim)``.
+        """
+        c = self.config
+        sentences = [normalise_text(t)[: c.max_words] or ["<empty>"] for t in texts]
+        flat: list[int] = []
+        offsets: list[int] = []
+        for words in sentences:
+            for word in words:
+                offsets.append(len(flat))
+                flat.extend(self.word_ids(word))
+        dev = self.proj.weight.device
+        vecs = self.table(
+            torch.tensor(flat, dtype=torch.long, device=dev),
+            torch.tensor(offsets, dtype=torch.long, device=dev),
+        )
+        lengths = torch.tensor([len(s) for s in sentences])
+        seq = nn.utils.rnn.pad_sequence(list(torch.split(vecs, lengths.tolist())), batch_first=True)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.drop(seq), lengths, batch_first=True, enforce_sorted=False
+        )
+        out, _ = self.gru(packed)
+        h, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
+        mask = torch.arange(h.shape[1], device=dev)[None] < lengths.to(dev)[:, None]
+        logits = self.attend(h).squeeze(-1).masked_fill(~mask, float("-inf"))
+        pooled = (torch.softmax(logits, dim=1)[..., None] * h).sum(dim=1)
+        result: torch.Tensor = self.proj(self.norm(pooled))
+        return result
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], *, normalize: bool = True) -> torch.Tensor:
+        """Embed sentences in eval mode.
+
+        Args:
+            texts: Sentences.
+            normalize: L2-normalise (for cosine search).
+
+        Returns:
+            float32 ``(B, embed_dim)``.
+        """
+        was = self.training
+        self.eval()
+        try:
+            t = self(texts).float()
+        finally:
+            self.train(was)
+        return nn.functional.normalize(t, dim=-1) if normalize else t
+
+
+def fused_scores(
+    cos_audio: np.ndarray, ia: np.ndarray, cos_text: np.ndarray, weight: np.ndarray | float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two stages' scores of a spoken query heard by both routes.
+
+    Stage 1 (candidates) ranks by ``cos(audio, v) + w cos(text, v)``; stage 2 (the candidates'
+    order) by ``IA(audio, v) + w cos(text, v)``. ``w`` is the route weight times the
+    recogniser's confidence, so a query the recogniser barely understood leans on the audio
+    route. For one query, stage 1 is the cosine of ``unit(audio) + w unit(text)`` with the unit
+    image vectors, up to a constant factor: the index searches that single vector.
+
+    Args:
+        cos_audio: Cosine scores of the audio route (any shape, e.g. ``(N, Q)``).
+        ia: IA scores, same shape.
+        cos_text: Cosine scores of the text route, same shape.
+        weight: ``w``, a scalar or broadcastable to the scores (e.g. ``(1, Q)`` per query).
+
+    Returns:
+        ``(stage 1 scores, stage 2 scores)``.
+    """
+    w = np.asarray(weight, dtype=np.float64)
+    text = w * np.asarray(cos_text, dtype=np.float64)
+    return np.asarray(cos_audio, np.float64) + text, np.asarray(ia, np.float64) + text
+
+
+def save_text_encoder(
+    encoder: TextEncoder,
+    folder: str | Path,
+    *,
+    image_sha256: str,
+    summary: dict[str, Any],
+    default_weight: float = DEFAULT_WEIGHT,
+) -> Path:
+    """Write ``text.safetensors`` and ``text.json`` into a checkpoint's folder.
+
+    Args:
+        encoder: The trained encoder.
+        folder: The checkpoint folder it was trained for.
+        image_sha256: ``weights_sha256`` of that checkpoint (checked when loading).
+        summary: Training summary (data, command, measured numbers).
+        default_weight: The route weight searches use unless told otherwise.
+
+    Returns:
+        The weights file.
+    """
+    from safetensors.torch import save_file
+
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    save_file(tensors, str(d / TEXT_WEIGHTS_NAME))
+    meta = {
+        "format": "rsia-text",
+        "format_version": 1,
+        "config": asdict(encoder.config),
+        "image_weights_sha256": image_sha256,
+        "default_weight": float(default_weight),
+        "summary": summary,
+    }
+    (d / TEXT_CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return d / TEXT_WEIGHTS_NAME
+
+
+def load_text_encoder(folder: str | Path, *, image_sha256: str | None = None) -> TextEncoder | None:
+    """The text encoder shipped beside a checkpoint, or None when it has none.
+
+    Args:
+        folder: The checkpoint folder.
+        image_sha256: The loaded checkpoint's ``weights_sha256``; when given, a text encoder
+            trained for other image weights is refused (its embeddings would not match the index).
+
+    Returns:
+        The encoder in eval mode, or None.
+
+    Raises:
+        CheckpointError: The files are unreadable or belong to other image weights.
+    """
+    from safetensors.torch import load_file
+
+    d = Path(folder)
+    meta_path, weights = d / TEXT_CONFIG_NAME, d / TEXT_WEIGHTS_NAME
+    if not meta_path.exists() or not weights.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        config = TextConfig(**meta["config"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"{str(meta_path)!r} is not a text encoder description: {exc}"
+        ) from exc
+    expected = meta.get("image_weights_sha256")
+    if image_sha256 is not None and expected != image_sha256:
+        raise CheckpointError(
+            f"{str(weights)!r} was trained for image weights {str(expected)[:16]}..., not "
+            f"{image_sha256[:16]}...; retrain it with `rsia-geo train-text` for this checkpoint "
+            "or remove text.safetensors and text.json"
+        )
+    encoder = TextEncoder(config)
+    try:
+        encoder.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
+    except RuntimeError as exc:
+        raise CheckpointError(f"cannot load {str(weights)!r}: {exc}") from exc
+    encoder.default_weight = float(meta.get("default_weight", DEFAULT_WEIGHT))
+    return encoder.eval()

@@ -1,0 +1,294 @@
+"""Train the text route of a checkpoint: sentences -> that checkpoint's image embedding space.
+
+The image side stays frozen (the checkpoint's embeddings, so an existing index serves the text
+route unchanged). Each step draws a batch of distinct training images, one view of each (plain
+or mirrored) and one sentence describing it: a human caption (words dropped at random) or what
+Whisper's recogniser heard when a training voice spoke a caption (``transcripts.jsonl`` beside
+the manifest, from :func:`~rsia_geo.training.transcripts.transcribe_manifest`), so the encoder
+learns the recogniser's mistakes too. Loss: symmetric InfoNCE with a learned temperature.
+
+Validation manifests with transcripts are scored after each epoch (text route alone, cosine,
+the same mR as the audio route's); they are reported, never used to pick weights: the last
+epoch's weights are written.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rsia_geo.training.dataset import DataError, load_split
+
+__all__ = ["TextRouteSettings", "text_route_metrics", "train_text_route"]
+
+
+class TextRouteSettings:
+    """Settings of :func:`train_text_route`.
+
+    Args:
+        epochs: Passes over the training images.
+        batch_size: Images per step (distinct).
+        lr: AdamW learning rate (cosine decay to 5 % of it).
+        caption_share: Share of steps' sentences that are human captions (the rest transcripts;
+            1.0 when the manifest has no transcripts).
+        word_drop: Chance to drop each word of a caption.
+        views: Image views per training image: 1 (plain) or 2 (plus the mirrored one).
+        seed: Random seed.
+        threads: Torch CPU threads.
+    """
+
+    def __init__(
+        self,
+        *,
+        epochs: int = 60,
+        batch_size: int = 128,
+        lr: float = 2e-3,
+        caption_share: float = 0.5,
+        word_drop: float = 0.1,
+        views: int = 2,
+        seed: int = 0,
+        threads: int = 2,
+    ) -> None:
+        from rsia_geo.errors import InvalidArgumentError
+
+        if epochs < 1 or batch_size < 2:
+            raise InvalidArgumentError(
+                f"epochs={epochs} must be >= 1 and batch_size={batch_size} >= 2"
+            )
+        if not 0.0 <= caption_share <= 1.0 or not 0.0 <= word_drop < 1.0:
+            raise InvalidArgumentError(
+                f"caption_share={caption_share} must be in [0, 1] and "
+                f"word_drop={word_drop} in [0, 1)"
+            )
+        if views not in (1, 2):
+            raise InvalidArgumentError(f"views={views} must be 1 (plain) or 2 (plus mirrored)")
+        self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
+        self.caption_share, self.word_drop, self.views = caption_share, word_drop, views
+        self.seed, self.threads = seed, threads
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict."""
+        return dict(vars(self))
+
+
+def _image_targets(model: Any, images: list[str], views: int, cache: Path | None) -> torch.Tensor:
+    """Unit image embeddings ``(N, views, D)`` of the checkpoint (cached on disk)."""
+    from rsia_geo.training.train import load_image
+
+    if cache is not None and cache.exists():
+        blob = torch.load(cache, weights_only=True)
+        if blob["images"] == images and blob["v"].shape[1] == views:
+            out: torch.Tensor = blob["v"]
+            return out
+    vs = []
+    for i in range(0, len(images), 32):
+        imgs = torch.stack(
+            [model.preprocess_images(load_image(p)[None])[0] for p in images[i : i + 32]]
+        )
+        per_view = [model.encode_images(imgs)]
+        if views == 2:
+            per_view.append(model.encode_images(imgs.flip(-1)))
+        vs.append(torch.stack(per_view, dim=1))
+    v = torch.cat(vs)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"images": images, "v": v}, cache)
+    return v
+
+
+def _sentences(
+    manifest: str | Path, split: str
+) -> tuple[list[str], list[list[str]], list[list[str]]]:
+    """Images of a split, with their captions and their transcripts (empty when none)."""
+    from rsia_geo.training.transcripts import read_transcripts, transcripts_path
+
+    rows = load_split(manifest, split)
+    if not rows:
+        raise DataError(f"manifest {str(manifest)!r} has no rows of split {split!r}")
+    heard_file = transcripts_path(manifest)
+    heard = read_transcripts(heard_file) if heard_file.exists() else {}
+    images = list(dict.fromkeys(r["image"] for r in rows))
+    at = {p: i for i, p in enumerate(images)}
+    captions: list[list[str]] = [[] for _ in images]
+    spoken: list[list[str]] = [[] for _ in images]
+    for r in rows:
+        i = at[r["image"]]
+        if r["caption"] not in captions[i]:
+            captions[i].append(r["caption"])
+        if r["clip"] in heard:
+            spoken[i].append(heard[r["clip"]]["text"])
+    return images, captions, spoken
+
+
+def text_route_metrics(
+    encoder: Any, model: Any, manifest: str | Path, split: str = "val", *, cache: Path | None = None
+) -> dict[str, float]:
+    """Text route alone (cosine) on a voiced split's transcripts: the audio route's metrics.
+
+    Args:
+        encoder: A :class:`~rsia_geo.models.text.TextEncoder`.
+        model: The checkpoint's model (image side).
+        manifest: A manifest with ``transcripts.jsonl`` beside it.
+        split: Split name.
+        cache: Where to keep the split's image embeddings.
+
+    Returns:
+        R@1/5/10 both ways and ``mR``.
+
+    Raises:
+        DataError: A clip of the split has no transcript.
+    """
+    from rsia_geo.training.evaluate import _metrics_both
+    from rsia_geo.training.transcripts import read_transcripts, transcripts_path
+
+    rows = load_split(manifest, split)
+    heard = read_transcripts(transcripts_path(manifest))
+    missing = [r["clip"] for r in rows if r["clip"] not in heard]
+    if missing:
+        raise DataError(
+            f"{len(missing)} clips of {str(manifest)!r} have no transcript (first: "
+            f"{missing[0]!r}); run `rsia-geo data transcribe {manifest}`"
+        )
+    per: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        per.setdefault(r["image"], []).append(r)
+    per_image = min(len(v) for v in per.values())
+    rows = [r for rs in per.values() for r in rs[:per_image]]
+    v = _image_targets(model, list(per), 1, cache)[:, 0]
+    t = encoder.encode([heard[r["clip"]]["text"] for r in rows])
+    cos = (v @ t.T).numpy()
+    return _metrics_both(cos, cos, per_image)
+
+
+def _drop_words(text: str, p: float, rng: random.Random) -> str:
+    words = text.split()
+    kept = [w for w in words if rng.random() >= p]
+    return " ".join(kept or words)
+
+
+def _batch_texts(
+    batch: list[int],
+    captions: list[list[str]],
+    spoken: list[list[str]],
+    s: TextRouteSettings,
+    rng: random.Random,
+) -> list[str]:
+    out = []
+    for i in batch:
+        if spoken[i] and rng.random() >= s.caption_share:
+            out.append(rng.choice(spoken[i]))
+        else:
+            out.append(_drop_words(rng.choice(captions[i]), s.word_drop, rng))
+    return out
+
+
+# Long (~85 lines, ~30 of them docstring): one training loop with its logging and report.
+def train_text_route(
+    checkpoint: str | Path,
+    manifest: str | Path,
+    out: str | Path,
+    *,
+    val_manifests: tuple[str | Path, ...] = (),
+    settings: TextRouteSettings | None = None,
+    text_config: Any = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a text encoder for a checkpoint's image space and write it into ``out``.
+
+    Args:
+        checkpoint: The image/audio checkpoint (folder or name) whose image side is the target.
+        manifest: Training manifest (``train`` split; its ``transcripts.jsonl`` when present).
+        out: Folder for ``text.safetensors``, ``text.json`` and ``text_log.jsonl`` (copy them
+            into the checkpoint's folder to ship them).
+        val_manifests: Manifests with transcripts to report the text route on (``val`` split).
+        settings: Training settings.
+        text_config: A :class:`~rsia_geo.models.text.TextConfig` (default: the checkpoint's
+            ``embed_dim``, other fields default).
+        progress: Progress bar over epochs.
+
+    Returns:
+        The report: settings, data sizes, per-epoch loss and validation metrics, time.
+    """
+    from tqdm.auto import tqdm
+
+    from rsia_geo.models import load_checkpoint
+    from rsia_geo.models.checkpoint import read_checkpoint_meta
+    from rsia_geo.models.text import TextConfig, TextEncoder, save_text_encoder
+    from rsia_geo.weights import shipped_checkpoint, shipped_checkpoints
+
+    s = settings or TextRouteSettings()
+    torch.set_num_threads(s.threads)
+    torch.manual_seed(s.seed)
+    rng = random.Random(s.seed)
+    ckpt = Path(checkpoint)
+    if not ckpt.exists() and str(checkpoint) in shipped_checkpoints():
+        ckpt = shipped_checkpoint(str(checkpoint))
+    model = load_checkpoint(ckpt).eval()
+    sha = str(read_checkpoint_meta(ckpt).get("weights_sha256", ""))
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache = out_dir / "cache"
+    images, captions, spoken = _sentences(manifest, "train")
+    targets = _image_targets(model, images, s.views, cache / f"train_{sha[:12]}_v{s.views}.pt")
+    if not any(spoken):
+        s.caption_share = 1.0
+    encoder = TextEncoder(text_config or TextConfig(embed_dim=model.config.embed_dim))
+    scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.05))))
+    opt = torch.optim.AdamW([*encoder.parameters(), scale], lr=s.lr, weight_decay=1e-4)
+    steps = s.epochs * -(-len(images) // s.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(k, steps) / steps))
+    )
+    log: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    for epoch in tqdm(range(1, s.epochs + 1), desc="text route", disable=not progress):
+        encoder.train()
+        order = list(range(len(images)))
+        rng.shuffle(order)
+        losses = []
+        for b in range(0, len(order) - 1, s.batch_size):
+            batch = order[b : b + s.batch_size]
+            if len(batch) < 2:
+                continue
+            view = torch.randint(0, s.views, (len(batch),))
+            v = targets[torch.tensor(batch), view]
+            t = nn.functional.normalize(
+                encoder(_batch_texts(batch, captions, spoken, s, rng)), dim=-1
+            )
+            logits = scale.clamp(max=np.log(100.0)).exp() * t @ v.T
+            labels = torch.arange(len(batch))
+            loss = (nn.functional.cross_entropy(logits, labels)
+                    + nn.functional.cross_entropy(logits.T, labels)) / 2  # fmt: skip
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        row: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses))}
+        if epoch == s.epochs or epoch % 10 == 0:
+            for m in val_manifests:
+                vc = cache / f"val_{sha[:12]}_{Path(m).parent.name}.pt"
+                row[f"val:{Path(m).parent.name}"] = text_route_metrics(encoder, model, m, cache=vc)
+        log.append(row)
+        with (out_dir / "text_log.jsonl").open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+    report = {
+        "checkpoint": str(ckpt),
+        "image_weights_sha256": sha,
+        "manifest": str(manifest),
+        "settings": s.to_dict(),
+        "train_images": len(images),
+        "captions": sum(len(c) for c in captions),
+        "transcripts": sum(len(c) for c in spoken),
+        "seconds": round(time.perf_counter() - start, 1),
+        "final": log[-1],
+    }
+    save_text_encoder(encoder.eval(), out_dir, image_sha256=sha, summary=report)
+    return report

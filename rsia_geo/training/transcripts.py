@@ -1,0 +1,115 @@
+"""What the speech recogniser hears in a voiced manifest: what the text route learns from.
+
+``transcribe_manifest`` runs Whisper's recogniser
+(:meth:`~rsia_geo.models.whisper.WhisperEncoder.recognise`, on the trimmed clip, with the short
+window and decoding of a spoken query) over every clip of a manifest and appends one JSON line
+per clip (``clip``, ``text``, ``confidence``) to a file beside it. It is resumable:
+clips already in the file are skipped, so an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rsia_geo.training.dataset import DataError, read_manifest
+
+__all__ = ["read_transcripts", "transcribe_manifest", "transcripts_path"]
+
+
+def transcripts_path(manifest: str | Path) -> Path:
+    """Where :func:`transcribe_manifest` writes by default: ``transcripts.jsonl`` beside it.
+
+    Args:
+        manifest: A ``manifest.jsonl``.
+
+    Returns:
+        The transcripts file path.
+    """
+    return Path(manifest).parent / "transcripts.jsonl"
+
+
+def read_transcripts(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Transcripts by clip (as written in the manifest).
+
+    Args:
+        path: A transcripts JSONL file.
+
+    Returns:
+        ``{clip: {"text": ..., "confidence": ...}}``; a torn last line (an interrupted write) is
+        ignored.
+
+    Raises:
+        DataError: The file does not exist.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataError(
+            f"transcripts {str(p)!r} do not exist; run `rsia-geo data transcribe MANIFEST` first"
+        )
+    out: dict[str, dict[str, Any]] = {}
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        out[row["clip"]] = {"text": row["text"], "confidence": float(row["confidence"])}
+    return out
+
+
+def transcribe_manifest(
+    manifest: str | Path,
+    out: str | Path | None = None,
+    *,
+    whisper_path: str | Path | None = None,
+    threads: int = 2,
+    progress: bool = True,
+) -> Path:
+    """Transcribe every clip of a manifest (resumable).
+
+    Args:
+        manifest: A ``manifest.jsonl`` from ``rsia-geo data voice``.
+        out: Output JSONL (default: :func:`transcripts_path`).
+        whisper_path: CTranslate2 Whisper model folder (None: the packaged tiny.en).
+        threads: CPU threads of the recogniser.
+        progress: Show a progress bar.
+
+    Returns:
+        The transcripts file.
+
+    Raises:
+        DataError: The manifest does not exist.
+    """
+    from tqdm.auto import tqdm
+
+    from rsia_geo.audio import load_audio
+    from rsia_geo.models.whisper import get_whisper
+
+    m = Path(manifest)
+    if not m.exists():
+        raise DataError(f"manifest {str(m)!r} does not exist; run `rsia-geo data voice` first")
+    dest = Path(out) if out is not None else transcripts_path(m)
+    done = read_transcripts(dest) if dest.exists() else {}
+    todo = [r for r in read_manifest(m) if r["clip"] not in done]
+    enc = get_whisper(whisper_path, threads=threads)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _drop_torn_line(dest)
+    with dest.open("a", encoding="utf-8") as f:
+        for row in tqdm(todo, desc="transcribing", unit="clip", disable=not progress):
+            clip = row["clip"]
+            path = Path(clip) if Path(clip).is_absolute() else m.parent / clip
+            heard = enc.recognise([load_audio(path, trim=True).samples])[0]
+            record = {"clip": clip, "text": heard.text, "confidence": round(heard.confidence, 4)}
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+    return dest
+
+
+def _drop_torn_line(path: Path) -> None:
+    """Cut a last line left unfinished by an interrupted run, so appending starts clean."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])

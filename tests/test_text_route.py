@@ -1,0 +1,146 @@
+"""The text route: transcripts and typed text embedded in a checkpoint's image space."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rsia_geo.errors import CheckpointError, InvalidArgumentError, ModelConfigError  # noqa: E402
+from rsia_geo.models import build_model, get_config, save_checkpoint  # noqa: E402
+from rsia_geo.models.text import (  # noqa: E402
+    TextConfig,
+    TextEncoder,
+    fused_scores,
+    load_text_encoder,
+    normalise_text,
+    save_text_encoder,
+)
+from rsia_geo.models.whisper import drop_repeats  # noqa: E402
+from rsia_geo.training.text_route import TextRouteSettings, train_text_route  # noqa: E402
+
+
+def test_normalise_text_spells_digits_and_drops_punctuation():
+    assert normalise_text("There are 4 white, straight free-ways.") == [
+        "there", "are", "four", "white", "straight", "free", "ways",
+    ]  # fmt: skip
+    assert normalise_text("  ...  ") == []
+
+
+def test_drop_repeats_keeps_the_sentence_once():
+    # what Whisper said on a short window after the clip had ended (measured outputs)
+    said = "There is a piece of cropland. There is a piece of cropland. There is a"
+    assert drop_repeats(said) == "There is a piece of cropland."
+    said = "and intersection with no cars or pedestrians. An intersection with"
+    assert drop_repeats(said) == "and intersection with no cars or pedestrians."
+    two = "This is a parking lot. There are many cars in the lot."
+    assert drop_repeats(two) == two  # a second, different sentence stays
+
+
+def _word_vector(enc: TextEncoder, word: str) -> torch.Tensor:
+    ids = torch.tensor(enc.word_ids(word))
+    return enc.table(ids, torch.tensor([0]))[0]
+
+
+def test_misspelt_words_start_near_the_word_they_resemble():
+    torch.manual_seed(0)
+    enc = TextEncoder(TextConfig(embed_dim=32))
+    cos = torch.nn.functional.cosine_similarity
+    near = cos(_word_vector(enc, "parallel"), _word_vector(enc, "parrallel"), dim=0)
+    far = cos(_word_vector(enc, "parallel"), _word_vector(enc, "harbour"), dim=0)
+    assert near > 0.5 and near > far + 0.3
+
+
+def test_encoder_shapes_batch_independence_and_empty_text():
+    torch.manual_seed(0)
+    enc = TextEncoder(TextConfig(embed_dim=32)).eval()
+    texts = ["many boats docked at the harbour", "a runway", ""]
+    both = enc.encode(texts)
+    assert both.shape == (3, 32)
+    np.testing.assert_allclose(torch.linalg.norm(both, dim=1).numpy(), 1.0, rtol=1e-5)
+    alone = enc.encode(texts[1:2])
+    np.testing.assert_allclose(both[1].numpy(), alone[0].numpy(), atol=1e-5)
+    assert torch.isfinite(both[2]).all()  # an empty transcript still embeds
+    with pytest.raises(ModelConfigError, match="max_n"):
+        TextConfig(min_n=4, max_n=3)
+
+
+def test_save_load_and_the_wrong_image_weights(tmp_path):
+    torch.manual_seed(0)
+    enc = TextEncoder(TextConfig(embed_dim=16))
+    assert load_text_encoder(tmp_path) is None  # a checkpoint without a text route
+    save_text_encoder(enc, tmp_path, image_sha256="ab" * 32, summary={"epochs": 1})
+    back = load_text_encoder(tmp_path, image_sha256="ab" * 32)
+    assert back is not None
+    np.testing.assert_allclose(back.encode(["a beach"]), enc.encode(["a beach"]), atol=1e-6)
+    with pytest.raises(CheckpointError, match=r"trained for image weights.*retrain"):
+        load_text_encoder(tmp_path, image_sha256="cd" * 32)
+    (tmp_path / "text.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="text encoder description"):
+        load_text_encoder(tmp_path)
+
+
+def test_fused_stage_one_is_the_cosine_of_one_combined_vector():
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(40, 8))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    a, t = rng.normal(size=8), rng.normal(size=8)
+    a, t = a / np.linalg.norm(a), t / np.linalg.norm(t)
+    w = 0.7
+    first, second = fused_scores(v @ a, np.zeros(40), v @ t, w)
+    q = a + w * t  # what the index is asked for
+    np.testing.assert_array_equal(np.argsort(-first), np.argsort(-(v @ q) / np.linalg.norm(q)))
+    np.testing.assert_allclose(second, w * (v @ t))
+    same, _ = fused_scores(v @ a, np.zeros(40), v @ t, 0.0)
+    np.testing.assert_allclose(same, v @ a)  # weight 0: the audio route alone
+
+
+def _manifest(folder: Path, shared_data: Path, split: str, n: int) -> Path:
+    """Rows over real UCM images and captions; the text route reads no audio."""
+    meta = json.loads((shared_data / "ucm" / "captions.json").read_text())
+    picked = [
+        next(r for r in meta["images"] if r["class"] == c and r["split"] == "train")
+        for c in meta["classes"][:n]
+    ]
+    rows, heard = [], []
+    for r in picked:
+        for j, caption in enumerate(r["captions"][:5]):
+            clip = f"audio/{Path(r['image']).stem}_{j}.wav"
+            rows.append({
+                "clip": clip, "image": str(shared_data / "ucm" / r["image"]),
+                "image_id": Path(r["image"]).stem, "split": split, "label": r["class"],
+                "caption": caption, "caption_index": j, "voice_index": 0,
+            })  # fmt: skip
+            heard.append({"clip": clip, "text": caption.lower(), "confidence": 0.9})
+    folder.mkdir(parents=True)
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "transcripts.jsonl").write_text("".join(json.dumps(h) + "\n" for h in heard))
+    return folder / "manifest.jsonl"
+
+
+def test_train_text_route_tiny_fits_its_images(tmp_path, shared_data):
+    torch.manual_seed(0)
+    model = build_model(get_config("alac-tiny"), pretrained=False).eval()
+    ckpt = save_checkpoint(model, tmp_path / "ckpt")
+    train = _manifest(tmp_path / "train", shared_data, "train", 8)
+    val = _manifest(tmp_path / "val", shared_data, "val", 8)  # the same images, as val
+    report = train_text_route(
+        ckpt, train, tmp_path / "text", val_manifests=(val,),
+        settings=TextRouteSettings(epochs=40, batch_size=8, lr=3e-3), progress=False,
+    )  # fmt: skip
+    log = [json.loads(x) for x in (tmp_path / "text" / "text_log.jsonl").read_text().splitlines()]
+    assert len(log) == 40 and log[-1]["loss"] < 0.6 * log[0]["loss"]
+    metrics = report["final"]["val:val"]
+    # chance R@1 text -> image is 1/8 = 12.5 %
+    assert metrics["a2i_r1"] >= 4 * 12.5
+    rows = [json.loads(x) for x in train.read_text().splitlines()]
+    unique = {(r["image"], r["caption"]) for r in rows}  # UCM repeats some captions
+    assert report["transcripts"] == 40 and report["captions"] == len(unique)
+    enc = load_text_encoder(tmp_path / "text", image_sha256=report["image_weights_sha256"])
+    assert enc is not None
+    with pytest.raises(InvalidArgumentError, match="views=3"):
+        TextRouteSettings(views=3)
