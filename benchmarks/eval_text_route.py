@@ -2,15 +2,19 @@
 
 For each voicing (one held-out voice family each, plus recording conditions of the mixed one
 when asked), scores val images against the clips as the search pipeline does: cosine
-candidates (top 50) rescored by IA (``audio``); the transcript's cosine alone (``text``); and the
-fusion the pipeline serves with a text encoder (``fused``): candidates by
-``cos(audio) + w * cos(text)``, ranked by ``IA + w * cos(text)``, where ``w = weight x the
-recogniser's confidence`` (:func:`rsia_geo.models.text.fused_scores`). A sweep over ``weight`` is
-reported for transparency; the shipped weight is fixed in advance (1.0), not picked on val.
+candidates (top 50) rescored by IA (``audio``); the transcript's cosine alone (``text``); and
+the fusion the pipeline serves with a text encoder (``fused``): candidates by
+``cos(audio) + w * cos(text)``, ranked by ``IA + w * cos(text)``
+(:func:`rsia_geo.models.text.fused_scores`), where ``w`` is the route weight times the
+recogniser's confidence times the share of the transcript's words seen in training. A sweep
+over the route weight is reported for transparency; the shipped weight is fixed in advance
+(1.0), not picked on val.
 
 Usage:
     python benchmarks/eval_text_route.py CHECKPOINT --text TEXT_FOLDER \
-        --manifests runs/v2_val_*/manifest.jsonl --cache runs/text_eval --out runs/text_eval.json
+        --manifests runs/v2_val/manifest.jsonl runs/v2_val_*/manifest.jsonl \
+        --conditions clean snr20 snr10 snr5 reverb band --cache runs/text_eval \
+        --out runs/text_eval.json
 """
 
 from __future__ import annotations
@@ -42,11 +46,11 @@ def _rows(manifest: str, split: str, per_image: int) -> list[dict]:
     return [r for rs in per.values() for r in rs[:per_image]]
 
 
-def _audio(model, rows, cache: Path | None, name: str) -> torch.Tensor:
-    f = cache / f"audio_{name}.pt" if cache else None
+def _audio(model, rows, cache: Path | None, name: str, condition: str = "clean") -> torch.Tensor:
+    f = cache / f"audio_{name}_{condition}.pt" if cache else None
     if f is not None and f.exists():
         return torch.load(f, weights_only=True)
-    a = encode_clips(model, rows)
+    a = encode_clips(model, rows, condition=condition)
     if f is not None:
         f.parent.mkdir(parents=True, exist_ok=True)
         torch.save(a, f)
@@ -60,12 +64,43 @@ def _pipeline(cos: np.ndarray, second: np.ndarray, per_image: int, k: int) -> di
     )
 
 
-def evaluate_voicing(model, encoder, v, manifest, split, per_image, k, cache) -> dict:
+def _heard_under(rows, condition: str, cache: Path | None, name: str) -> dict:
+    """Transcripts of the clips under a recording condition (the served clip, as evaluated)."""
+    from rsia_geo.models.whisper import get_whisper
+    from rsia_geo.training.evaluate import _heard
+
+    f = cache / f"heard_{name}_{condition}.json" if cache else None
+    if f is not None and f.exists():
+        return json.loads(f.read_text())
+    enc = get_whisper()
+    out = {}
+    for r in rows:
+        h = enc.recognise([_heard(r["clip_path"], condition).numpy()])[0]
+        out[r["clip"]] = {"text": h.text, "confidence": h.confidence}
+    if f is not None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(out))
+    return out
+
+
+def evaluate_voicing(
+    model, encoder, v, manifest, split, per_image, k, cache, condition="clean"
+) -> dict:
     rows = _rows(manifest, split, per_image)
-    heard = read_transcripts(transcripts_path(manifest))
+    name = Path(manifest).parent.name
+    if condition == "clean":
+        heard = read_transcripts(transcripts_path(manifest))
+    else:
+        heard = _heard_under(rows, condition, cache, name)
     texts = [heard[r["clip"]]["text"] for r in rows]
-    conf = np.array([heard[r["clip"]]["confidence"] for r in rows])
-    a = _audio(model, rows, cache, Path(manifest).parent.name)
+    # the served weight: route weight x recogniser confidence x words the route knows
+    conf = np.array(
+        [
+            heard[r["clip"]]["confidence"] * encoder.coverage(t)
+            for r, t in zip(rows, texts, strict=True)
+        ]
+    )
+    a = _audio(model, rows, cache, name, condition)
     t = encoder.encode(texts)
     cos_a = cosine_scores(v, a).numpy()
     ia = ia_scores(v, a).numpy()
@@ -90,6 +125,9 @@ def main() -> None:
     p.add_argument("checkpoint")
     p.add_argument("--text", required=True, help="folder with text.safetensors / text.json")
     p.add_argument("--manifests", nargs="+", required=True, help="voicings with transcripts")
+    p.add_argument(
+        "--conditions", nargs="*", default=[], help="recording conditions of the first voicing"
+    )
     p.add_argument("--split", default="val")
     p.add_argument("--per-image", type=int, default=5)
     p.add_argument("--rescore-k", type=int, default=50)
@@ -116,6 +154,17 @@ def main() -> None:
             f"{r['fused']['1.0']['mR']:.2f} conf {r['confidence_mean']:.2f}",
             flush=True,
         )
+    report["conditions"] = {}
+    for cond in a.conditions:
+        r = evaluate_voicing(
+            model, encoder, v, a.manifests[0], a.split, a.per_image, a.rescore_k, cache, cond
+        )
+        report["conditions"][cond] = r
+        print(
+            f"{cond}: audio {r['audio']['mR']:.2f} text {r['text']['mR']:.2f} "
+            f"fused@1 {r['fused']['1.0']['mR']:.2f}",
+            flush=True,
+        )
     names = list(report["voicings"])
     summary = {}
     for variant in ("audio", "text"):
@@ -133,6 +182,12 @@ def main() -> None:
         r = report["voicings"][n]
         cells = [r["audio"]["mR"], r["text"]["mR"]] + [r["fused"][str(w)]["mR"] for w in WEIGHTS]
         print(f"| {n} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    if report["conditions"]:
+        print("\n| condition | audio | text | fused w=1 |")
+        print("|---|---:|---:|---:|")
+        for c, r in report["conditions"].items():
+            cells = [r["audio"]["mR"], r["text"]["mR"], r["fused"]["1.0"]["mR"]]
+            print(f"| {c} | " + " | ".join(f"{x:.2f}" for x in cells) + " |")
     print(json.dumps(summary, indent=1))
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

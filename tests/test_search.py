@@ -140,3 +140,41 @@ def test_group_and_rows_stages(world):
     assert list(frame.group_size) == [len(g) for g in groups]
     empty = _hits_frame([])
     assert len(empty) == 0 and set(HIT_COLUMNS) <= set(empty.columns)
+
+
+@pytest.mark.requires_programs("espeak-ng")
+def test_text_route_is_fused_in_both_stages(world, tmp_path, tiny_checkpoint):
+    import shutil
+
+    from rsia_geo.errors import InvalidArgumentError
+    from rsia_geo.models.text import TextConfig, TextEncoder, save_text_encoder
+    from rsia_geo.weights import text_encoder
+
+    idx, plain = world
+    with pytest.raises(InvalidArgumentError, match="train-text"):  # no text route shipped
+        _query(world, text="boats in a harbour", text_weight=1.0)
+    ckpt = tmp_path / "with_text"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    torch.manual_seed(0)
+    sha = plain.checkpoint_meta["weights_sha256"]
+    enc = TextEncoder(TextConfig(embed_dim=plain.config.embed_dim))
+    save_text_encoder(enc, ckpt, image_sha256=sha, summary={}, default_weight=0.5)
+    model = load_model(ckpt)
+    assert text_encoder(model) is not None
+    args = dict(audio=None, sample_rate=16000, example=None, relevant=None, not_relevant=None,
+                refine_method="rocchio", group_overlap=0.5)  # fmt: skip
+    said = "many boats docked at the harbour"
+    q = _make_query(model, idx, {}, text=said, **args)
+    t = enc.encode([said])[0].numpy()
+    unit_a = q.audio_raw / np.linalg.norm(q.audio_raw)
+    np.testing.assert_allclose(q.vector, unit_a + 0.5 * t, atol=1e-5)  # the checkpoint's weight
+    assert q.description["text_weight"] == 0.5
+    off = _make_query(model, idx, {}, text=said, text_weight=0, **args)
+    np.testing.assert_allclose(off.vector, off.audio_raw)  # the audio route alone
+    cands, _ = _candidates(idx, q.vector, None, 20, True, page=24)
+    fused, _, _, _ = _score(model, q, cands, True, False, 30, 10, {})
+    alone, _, _, _ = _score(model, off, cands, True, False, 30, 10, {})
+    units = np.stack([c.unit for c in cands])
+    np.testing.assert_allclose(fused["score_ia"], alone["score_ia"] + 0.5 * units @ t, atol=1e-5)
+    with pytest.raises(InvalidArgumentError, match="text_weight"):
+        _make_query(model, idx, {}, text=said, text_weight=-1.0, **args)

@@ -142,5 +142,9 @@ def test_train_text_route_tiny_fits_its_images(tmp_path, shared_data):
     assert report["transcripts"] == 40 and report["captions"] == len(unique)
     enc = load_text_encoder(tmp_path / "text", image_sha256=report["image_weights_sha256"])
     assert enc is not None
+    # the words it learned travel with it: a query in other words leans on the audio route
+    said = rows[0]["caption"]
+    assert enc.coverage(said) == 1.0
+    assert enc.coverage("zebras grazing on a savanna") <= 0.4
     with pytest.raises(InvalidArgumentError, match="views=3"):
         TextRouteSettings(views=3)

@@ -119,7 +119,25 @@ class TextEncoder(nn.Module):
         self.norm = nn.LayerNorm(2 * c.width)
         self.proj = nn.Linear(2 * c.width, c.embed_dim)
         self.default_weight = DEFAULT_WEIGHT
+        self.vocabulary: frozenset[str] = frozenset()  # words seen in training
         self._ids: dict[str, list[int]] = {}
+
+    def coverage(self, text: str) -> float:
+        """Share of a sentence's words seen in training (1.0 when no vocabulary is recorded).
+
+        Searches scale the text route's weight by it, so a query in words the route never
+        learned leans on the audio route.
+
+        Args:
+            text: A transcript or typed query.
+
+        Returns:
+            A number in [0, 1].
+        """
+        words = normalise_text(text)
+        if not self.vocabulary or not words:
+            return 1.0
+        return sum(w in self.vocabulary for w in words) / len(words)
 
     def word_ids(self, word: str) -> list[int]:
         """Hashed ids of a word: the word itself and its character n-grams (memoised)."""
@@ -222,6 +240,7 @@ def save_text_encoder(
     image_sha256: str,
     summary: dict[str, Any],
     default_weight: float = DEFAULT_WEIGHT,
+    half: bool = False,
 ) -> Path:
     """Write ``text.safetensors`` and ``text.json`` into a checkpoint's folder.
 
@@ -231,6 +250,7 @@ def save_text_encoder(
         image_sha256: ``weights_sha256`` of that checkpoint (checked when loading).
         summary: Training summary (data, command, measured numbers).
         default_weight: The route weight searches use unless told otherwise.
+        half: Store float16 tensors (half the size; loaded back as float32).
 
     Returns:
         The weights file.
@@ -239,7 +259,10 @@ def save_text_encoder(
 
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    tensors = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in encoder.state_dict().items()
+    }
     save_file(tensors, str(d / TEXT_WEIGHTS_NAME))
     meta = {
         "format": "rsia-text",
@@ -247,6 +270,7 @@ def save_text_encoder(
         "config": asdict(encoder.config),
         "image_weights_sha256": image_sha256,
         "default_weight": float(default_weight),
+        "vocabulary": sorted(encoder.vocabulary),
         "summary": summary,
     }
     (d / TEXT_CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -293,4 +317,5 @@ def load_text_encoder(folder: str | Path, *, image_sha256: str | None = None) ->
     except RuntimeError as exc:
         raise CheckpointError(f"cannot load {str(weights)!r}: {exc}") from exc
     encoder.default_weight = float(meta.get("default_weight", DEFAULT_WEIGHT))
+    encoder.vocabulary = frozenset(meta.get("vocabulary", ()))
     return encoder.eval()

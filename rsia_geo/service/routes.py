@@ -212,6 +212,10 @@ class Routes:
         transcribe: Annotated[
             bool, Form(description="say what the speech recogniser heard (query.heard)")
         ] = True,
+        text_weight: Annotated[
+            float | None,
+            Form(description="text route weight (default: the checkpoint's; 0: audio only)"),
+        ] = None,
         x_api_key: Annotated[str | None, Header()] = None,
     ) -> Response:
         """A spoken, typed or example query, restricted to a region: hits as GeoJSON."""
@@ -238,6 +242,7 @@ class Routes:
                 text=text, example=example, relevant=relevant, not_relevant=not_relevant,
                 refine_method=refine_method, bbox=box, geometry=geom, datetime=datetime,
                 platform=platform, k=k, rerank=rerank, group=group, transcribe=transcribe,
+                text_weight=text_weight,
             )  # fmt: skip
 
         hits = await self.run(run)

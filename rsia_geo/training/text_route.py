@@ -220,7 +220,7 @@ def train_text_route(
 
     from rsia_geo.models import load_checkpoint
     from rsia_geo.models.checkpoint import read_checkpoint_meta
-    from rsia_geo.models.text import TextConfig, TextEncoder, save_text_encoder
+    from rsia_geo.models.text import TextConfig, TextEncoder, normalise_text, save_text_encoder
     from rsia_geo.weights import shipped_checkpoint, shipped_checkpoints
 
     s = settings or TextRouteSettings()
@@ -240,6 +240,9 @@ def train_text_route(
     if not any(spoken):
         s.caption_share = 1.0
     encoder = TextEncoder(text_config or TextConfig(embed_dim=model.config.embed_dim))
+    encoder.vocabulary = frozenset(
+        w for texts in (*captions, *spoken) for t in texts for w in normalise_text(t)
+    )
     scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.05))))
     opt = torch.optim.AdamW([*encoder.parameters(), scale], lr=s.lr, weight_decay=1e-4)
     steps = s.epochs * -(-len(images) // s.batch_size)
