@@ -381,6 +381,14 @@ def test_k_fold_protocol_and_amp(tmp_path, shared_data, capsys):
     summary = json.loads((run / "kfold.json").read_text())
     assert len(summary["folds"]) == 2
     assert summary["mean"]["mR"] == pytest.approx(np.mean([f["mR"] for f in summary["folds"]]))
+    # ALAC reports the fold models averaged on the held-out split (never trained or selected on)
+    test = summary["test"]
+    assert test["split"] == "val" and len(test["folds"]) == 2
+    assert test["mean"]["mR"] == pytest.approx(np.mean([t["mR"] for t in test["folds"]]))
+    from rsia_geo.training.evaluate import evaluate
+
+    again = evaluate(run / "fold_1" / "best", out / "manifest.jsonl", split="val", progress=False)
+    assert again["metrics"]["cosine+ia@50"]["mR"] == pytest.approx(test["folds"][1]["mR"])
     for i in range(2):
         settings = json.loads((run / f"fold_{i}" / "train_config.json").read_text())
         assert settings["fold"] == i and settings["amp"] is True
@@ -395,7 +403,8 @@ def test_k_fold_protocol_and_amp(tmp_path, shared_data, capsys):
         tr, va = _fold_split(rows, cfg)
         assert not {r["image"] for r in tr} & {r["image"] for r in va}
         assert len(va) == 5  # one voice per caption for validation
-    assert "mean val mR over 2 folds" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "mean val mR over 2 folds" in printed and "held-out split 'val'" in printed
 
 
 @pytest.mark.requires_programs("espeak-ng", "flite", "text2wave")

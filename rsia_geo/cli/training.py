@@ -318,6 +318,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"mean val mR over {args.k_folds} folds: {summary['mean']['mR']:.2f} -> "
             f"{Path(args.out) / 'kfold.json'}"
         )
+        if "test" in summary:
+            test = summary["test"]
+            per = ", ".join(f"{t['mR']:.2f}" for t in test["folds"])
+            print(
+                f"held-out split {test['split']!r} (the fold models, pipeline score): "
+                f"mR {per}; mean {test['mean']['mR']:.2f}"
+            )
         return 0
     result = train(cfg, progress=not args.no_progress)
     best = result["best"]

@@ -897,28 +897,62 @@ def _fold_split(
 def train_kfold(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run ALAC's k-fold protocol: one run per fold under ``out_dir/fold_<i>``.
 
+    Each fold reshuffles the training pool into 80/20 train/validation and keeps its best
+    checkpoint on that validation part; each fold's best model is then evaluated on the
+    held-out split (``cfg.val_split``, ALAC's test split, which no fold trains or selects on)
+    with the search pipeline's score, and the folds' test metrics are averaged, as ALAC
+    reports them.
+
     Args:
         cfg: Settings with ``k_folds >= 2``.
         progress: Progress bars.
 
     Returns:
-        Per-fold best validation metrics and their mean (also written to ``kfold.json``).
+        Per-fold best validation metrics and their mean, and ``test``: per-fold metrics on the
+        held-out split and their mean (absent when no manifest has that split); also written
+        to ``kfold.json``.
 
     Raises:
         TrainingError: ``k_folds < 2``.
     """
     if cfg.k_folds < 2:
         raise TrainingError(f"k_folds={cfg.k_folds!r}; use 2 or more (ALAC uses 2)")
-    folds = []
+    from rsia_geo.training.evaluate import evaluate
+
+    folds, tests = [], []
+    held_out = _manifest_with_split(cfg.manifest, cfg.val_split)
     for i in range(cfg.k_folds):
         fcfg = dataclasses.replace(cfg, fold=i, out_dir=str(Path(cfg.out_dir) / f"fold_{i}"))
-        folds.append(train(fcfg, progress=progress)["best"])
+        result = train(fcfg, progress=progress)
+        folds.append(result["best"])
+        if held_out is not None:
+            report = evaluate(
+                result["best_checkpoint"], held_out, split=cfg.val_split, progress=progress
+            )
+            tests.append(report["metrics"]["cosine+ia@50"])
     keys = [k for k in folds[0] if k != "epoch"]
     mean = {k: float(np.mean([f[k] for f in folds])) for k in keys}
-    summary = {"folds": folds, "mean": mean, "k_folds": cfg.k_folds}
+    summary: dict[str, Any] = {"folds": folds, "mean": mean, "k_folds": cfg.k_folds}
+    if tests:
+        summary["test"] = {
+            "split": cfg.val_split,
+            "score": "cosine+ia@50",
+            "folds": tests,
+            "mean": {k: float(np.mean([t[k] for t in tests])) for k in tests[0]},
+        }
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     (Path(cfg.out_dir) / "kfold.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _manifest_with_split(manifest: Any, split: str) -> str | None:
+    """The first of the run's manifests that has rows of ``split`` (None when none has)."""
+    from rsia_geo.training.dataset import read_manifest
+
+    for m in [manifest] if isinstance(manifest, (str, Path)) else list(manifest):
+        if any(r.get("split") == split for r in read_manifest(m)):
+            return str(m)
+    return None
 
 
 def _save_best(
