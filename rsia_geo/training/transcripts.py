@@ -4,7 +4,9 @@
 (:meth:`~rsia_geo.models.whisper.WhisperEncoder.recognise`, on the trimmed clip, with the short
 window and decoding of a spoken query) over every clip of a manifest and appends one JSON line
 per clip (``clip``, ``text``, ``confidence``) to a file beside it. It is resumable:
-clips already in the file are skipped, so an interrupted run continues where it stopped.
+clips already in the file are skipped, so an interrupted run continues where it stopped. Clips
+are taken voice by voice (every caption's first voice, then every second voice...), so a
+partial run already covers every image and caption.
 """
 
 from __future__ import annotations
@@ -91,7 +93,9 @@ def transcribe_manifest(
         raise DataError(f"manifest {str(m)!r} does not exist; run `rsia-geo data voice` first")
     dest = Path(out) if out is not None else transcripts_path(m)
     done = read_transcripts(dest) if dest.exists() else {}
-    todo = [r for r in read_manifest(m) if r["clip"] not in done]
+    rows = read_manifest(m)
+    order = sorted(range(len(rows)), key=lambda i: (int(rows[i].get("voice_index") or 0), i))
+    todo = [rows[i] for i in order if rows[i]["clip"] not in done]
     enc = get_whisper(whisper_path, threads=threads)
     dest.parent.mkdir(parents=True, exist_ok=True)
     _drop_torn_line(dest)
