@@ -7,7 +7,9 @@ default tiling, then times, over the bundled query clips:
 * ``search (objects)``: ``rsia_geo.search(clip, idx, model)`` with an open index and a loaded
   model, the whole pipeline (encode, cosine candidates in Qdrant, IA rescoring, payloads);
 * ``search (paths)``: ``rsia_geo.search("q.wav", "index_folder")`` as the README shows it:
-  the model comes from the process-wide cache, the index folder is opened per call.
+  the model comes from the process-wide cache, the index folder is opened per call;
+* with a checkpoint that ships a text route, ``search (audio route only)`` too
+  (``text_weight=0``): the text route's cost is the recogniser's decoding and the text encoder.
 
 Usage:
     python benchmarks/bench_query.py [--checkpoints CK ...] [--repeats 30] [--threads 2]
@@ -75,6 +77,13 @@ def main() -> None:
             row["search (objects)"] = _time(
                 lambda m=model, i=idx: search(str(clips[0]), i, m, k=20), a.repeats
             )
+            from rsia_geo.weights import text_encoder
+
+            if text_encoder(model) is not None:
+                row["search (audio route only)"] = _time(
+                    lambda m=model, i=idx: search(str(clips[0]), i, m, k=20, text_weight=0),
+                    a.repeats,
+                )
         row["search (paths)"] = _time(
             lambda c=ck, i=index: search(str(clips[0]), str(i), c, k=20), a.repeats
         )

@@ -5,10 +5,10 @@ when asked), scores val images against the clips as the search pipeline does: co
 candidates (top 50) rescored by IA (``audio``); the transcript's cosine alone (``text``); and
 the fusion the pipeline serves with a text encoder (``fused``): candidates by
 ``cos(audio) + w * cos(text)``, ranked by ``IA + w * cos(text)``
-(:func:`rsia_geo.models.text.fused_scores`), where ``w`` is the route weight times the
-recogniser's confidence times the share of the transcript's words seen in training. A sweep
-over the route weight is reported for transparency; the shipped weight is fixed in advance
-(1.0), not picked on val.
+(:func:`rsia_geo.models.text.fused_scores`), where ``w`` is the route weight times the share
+of the transcript's words seen in training; ``fused_confidence`` also multiplies by the
+recogniser's confidence (measured worse, so not served). A sweep over the route weight is
+reported for transparency; the shipped weight, 1.0, was fixed in advance.
 
 Usage:
     python benchmarks/eval_text_route.py CHECKPOINT --text TEXT_FOLDER \
@@ -93,13 +93,9 @@ def evaluate_voicing(
     else:
         heard = _heard_under(rows, condition, cache, name)
     texts = [heard[r["clip"]]["text"] for r in rows]
-    # the served weight: route weight x recogniser confidence x words the route knows
-    conf = np.array(
-        [
-            heard[r["clip"]]["confidence"] * encoder.coverage(t)
-            for r, t in zip(rows, texts, strict=True)
-        ]
-    )
+    # the served weight: route weight x share of the words the route knows
+    cover = np.array([encoder.coverage(t) for t in texts])
+    conf = np.array([heard[r["clip"]]["confidence"] for r in rows])
     a = _audio(model, rows, cache, name, condition)
     t = encoder.encode(texts)
     cos_a = cosine_scores(v, a).numpy()
@@ -111,10 +107,10 @@ def evaluate_voicing(
         "audio": _pipeline(cos_a, ia, per_image, k),
         "text": _metrics_both(cos_t, cos_t, per_image),
         "fused": {},
-        "fused_no_confidence": {},
+        "fused_confidence": {},
     }
     for w in WEIGHTS:
-        for key, c in (("fused", conf), ("fused_no_confidence", np.ones_like(conf))):
+        for key, c in (("fused", cover), ("fused_confidence", cover * conf)):
             first, second = fused_scores(cos_a, ia, cos_t, w * c[None, :])
             out[key][str(w)] = _pipeline(first, second, per_image, k)
     return out
@@ -170,7 +166,7 @@ def main() -> None:
     for variant in ("audio", "text"):
         summary[variant] = float(np.mean([report["voicings"][n][variant]["mR"] for n in names]))
     for w in WEIGHTS:
-        for key in ("fused", "fused_no_confidence"):
+        for key in ("fused", "fused_confidence"):
             vals = [report["voicings"][n][key][str(w)]["mR"] for n in names]
             summary[f"{key}@{w}"] = float(np.mean(vals))
             summary[f"{key}@{w}:spread"] = float(max(vals) - min(vals))

@@ -797,11 +797,10 @@ def search(
         text_weight: Weight of the text route (:mod:`rsia_geo.models.text`) for spoken and
             typed queries: the transcript (or the typed text) embedded in the image space,
             fused with the audio route in both stages
-            (:func:`~rsia_geo.models.text.fused_scores`), times the recogniser's confidence
-            for speech and the share of the words the route learned
-            (``attrs["query"]["text_weight"]`` says the weight used). None: the checkpoint's
-            default (its ``text.json``; 0 when it ships no text route); 0: the audio route
-            alone.
+            (:func:`~rsia_geo.models.text.fused_scores`), times the share of the query's words
+            the route learned (``attrs["query"]["text_weight"]`` says the weight used).
+            None: the checkpoint's default (its ``text.json``; 0 when it ships no text
+            route); 0: the audio route alone.
 
     Returns:
         A GeoDataFrame in EPSG:4326, best first: ``rank``, ``score``, ``score_cosine``,
@@ -971,8 +970,8 @@ def _make_query(
         if encoder is not None and said:
             with _timed(timings, "encode_text_ms"):
                 text_unit = encoder.encode([said])[0].numpy().astype(np.float64)
-            confidence = float(description.get("heard_confidence", 1.0))
-            weight = route_weight * confidence * encoder.coverage(said)
+            # not times the recogniser's confidence: that measured worse (docs/model_card.md)
+            weight = route_weight * encoder.coverage(said)
             vector = audio_raw / max(float(np.linalg.norm(audio_raw)), 1e-12) + weight * text_unit
             description["text_weight"] = round(weight, 4)
     elif example is not None:

@@ -26,7 +26,7 @@ from torch import nn
 
 from rsia_geo.training.dataset import DataError, load_split
 
-__all__ = ["TextRouteSettings", "text_route_metrics", "train_text_route"]
+__all__ = ["TextRouteSettings", "route_vocabulary", "text_route_metrics", "train_text_route"]
 
 
 class TextRouteSettings:
@@ -167,6 +167,30 @@ def text_route_metrics(
     return _metrics_both(cos, cos, per_image)
 
 
+def route_vocabulary(
+    captions: list[list[str]], spoken: list[list[str]], *, min_heard: int = 3
+) -> frozenset[str]:
+    """The words a text route learned (its one-off recognition slips are not vocabulary).
+
+    Every caption word, and the recogniser's words heard at least ``min_heard`` times.
+
+    Args:
+        captions: Captions per image.
+        spoken: Transcripts per image.
+        min_heard: Least count of a transcript-only word.
+
+    Returns:
+        The vocabulary (normalised words).
+    """
+    from collections import Counter
+
+    from rsia_geo.models.text import normalise_text
+
+    words = {w for texts in captions for t in texts for w in normalise_text(t)}
+    heard = Counter(w for texts in spoken for t in texts for w in normalise_text(t))
+    return frozenset(words | {w for w, n in heard.items() if n >= min_heard})
+
+
 def _drop_words(text: str, p: float, rng: random.Random) -> str:
     words = text.split()
     kept = [w for w in words if rng.random() >= p]
@@ -220,7 +244,7 @@ def train_text_route(
 
     from rsia_geo.models import load_checkpoint
     from rsia_geo.models.checkpoint import read_checkpoint_meta
-    from rsia_geo.models.text import TextConfig, TextEncoder, normalise_text, save_text_encoder
+    from rsia_geo.models.text import TextConfig, TextEncoder, save_text_encoder
     from rsia_geo.weights import shipped_checkpoint, shipped_checkpoints
 
     s = settings or TextRouteSettings()
@@ -240,9 +264,7 @@ def train_text_route(
     if not any(spoken):
         s.caption_share = 1.0
     encoder = TextEncoder(text_config or TextConfig(embed_dim=model.config.embed_dim))
-    encoder.vocabulary = frozenset(
-        w for texts in (*captions, *spoken) for t in texts for w in normalise_text(t)
-    )
+    encoder.vocabulary = route_vocabulary(captions, spoken)
     scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.05))))
     opt = torch.optim.AdamW([*encoder.parameters(), scale], lr=s.lr, weight_decay=1e-4)
     steps = s.epochs * -(-len(images) // s.batch_size)

@@ -1,0 +1,46 @@
+"""Ship a trained text route beside a checkpoint (float16, its training summary kept).
+
+Usage:
+    python scripts/ship_text_route.py runs/text_route/v0 rsia_geo/weights/CHECKPOINT [--weight 1.0]
+        [--manifest runs/v2_train/manifest.jsonl]
+
+``--manifest`` recomputes the route's vocabulary from its training manifest (with the current
+:func:`rsia_geo.training.text_route.route_vocabulary` rule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rsia_geo.models.checkpoint import read_checkpoint_meta
+from rsia_geo.models.text import TEXT_CONFIG_NAME, load_text_encoder, save_text_encoder
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("trained", help="folder written by rsia-geo train-text")
+    p.add_argument("checkpoint", help="checkpoint folder it was trained for")
+    p.add_argument("--weight", type=float, default=1.0, help="the route's default weight")
+    p.add_argument("--manifest", default=None, help="training manifest: recompute vocabulary")
+    a = p.parse_args()
+    sha = read_checkpoint_meta(a.checkpoint)["weights_sha256"]
+    encoder = load_text_encoder(a.trained, image_sha256=sha)
+    if encoder is None:
+        raise SystemExit(f"{a.trained} has no text route")
+    if a.manifest:
+        from rsia_geo.training.text_route import _sentences, route_vocabulary
+
+        _, captions, spoken = _sentences(a.manifest, "train")
+        encoder.vocabulary = route_vocabulary(captions, spoken)
+    summary = json.loads((Path(a.trained) / TEXT_CONFIG_NAME).read_text())["summary"]
+    out = save_text_encoder(
+        encoder, a.checkpoint, image_sha256=sha, summary=summary, default_weight=a.weight,
+        half=True,
+    )  # fmt: skip
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
