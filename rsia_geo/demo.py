@@ -156,8 +156,10 @@ def run_demo(workdir: Path, *, queries: list[str] | None = None, k: int = 5) -> 
                 hits = search(wav, idx, model, bbox=bbox, k=k, transcribe=bbox is None)
                 t = hits.attrs["timings"]
                 heard = hits.attrs["query"].get("heard")
-                if heard:
-                    print(f'      heard: "{heard}" (Whisper tiny.en)')
+                if heard and bbox is None:  # said once per query (both searches hear it)
+                    weight = hits.attrs["query"].get("text_weight")
+                    route = f"; text route weight {weight:g}" if weight is not None else ""
+                    print(f'      heard: "{heard}" (Whisper tiny.en{route})')
                 print(
                     f"[4/4] {label}: {len(hits)} hits in {t['total_ms']:.0f} ms "
                     f"(search stage {t['search_ms']:.1f} ms)"
