@@ -26,24 +26,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from eval_voices import _rows  # the same clips per image as the audio tables
 
 from rsia_geo.models import load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.models.text import fused_scores, load_text_encoder
-from rsia_geo.training.dataset import load_split
 from rsia_geo.training.evaluate import _metrics_both, candidates_only, encode_clips, encode_images
 from rsia_geo.training.transcripts import read_transcripts, transcripts_path
 
 KEYS = ["i2a_r1", "i2a_r5", "i2a_r10", "a2i_r1", "a2i_r5", "a2i_r10", "mR"]
 WEIGHTS = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0]
-
-
-def _rows(manifest: str, split: str, per_image: int) -> list[dict]:
-    rows = load_split(manifest, split)
-    per: dict[str, list[dict]] = {}
-    for r in rows:
-        per.setdefault(r["image"], []).append(r)
-    return [r for rs in per.values() for r in rs[:per_image]]
 
 
 def _audio(model, rows, cache: Path | None, name: str, condition: str = "clean") -> torch.Tensor:

@@ -133,7 +133,10 @@ Audio(str(wav))
 The region here is the west half of the mosaic. A tile is in the region when its footprint's
 interior overlaps it (not just its centre): Qdrant filters on the footprint's bounding box, then
 shapely checks the exact footprint. `rescore=True` (default) reorders the candidates with the
-exact IA pairwise score; `rerank=True` adds the BSWFR mutual-rank rerank.
+exact IA pairwise score; `rerank=True` adds the BSWFR mutual-rank rerank. The query is heard
+twice: by the audio route, and as the transcript Whisper's recogniser makes of it, embedded by
+the starter's text route; both are fused (`attrs["query"]["text_weight"]`; `text_weight=0`
+searches with the audio route alone).
 """),
     code("""
 import geopandas as gpd
@@ -146,6 +149,7 @@ region = (minx, miny, (minx + maxx) / 2, maxy)
 hits = search(wav, index, bbox=region, k=K, transcribe=True)
 assert len(hits) == K and all(g.intersects(box(*region)) for g in hits.geometry)
 print("heard:", hits.attrs["query"].get("heard"))  # what the speech recogniser understood
+print("text route weight:", hits.attrs["query"].get("text_weight"))
 hits["cell_class"] = [
     (lambda m: m.iloc[0]["class"] if len(m) else "-")(cells[cells.contains(g.centroid)])
     for g in hits.geometry
@@ -176,8 +180,8 @@ print(write_map(hits, WORKDIR / "hits.html"), write_hits(hits, WORKDIR / "hits.g
 
 The default tiling overlaps tiles by half at two levels, so one place is seen by several tiles:
 search groups them (`group=True`, the default), keeps the best and reports how many tiles
-agreed (`group_size`) and their union footprint. When you cannot speak, type: the text is
-spoken by the bundled speech synthesis and searched through the same audio encoder.
+agreed (`group_size`) and their union footprint. When you cannot speak, type: the text goes
+through the text route, and is also spoken by the bundled speech synthesis for the audio route.
 """),
     code("""
 if "espeak-ng" in available_engines():
