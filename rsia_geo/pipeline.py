@@ -720,7 +720,7 @@ class _Query:
     exclude: _Exclusion | None
     description: dict[str, Any]
     text_unit: np.ndarray | None = None  # the text route's unit vector (transcript or typed)
-    text_weight: float = 0.0  # its weight in both stages (route weight x confidence)
+    text_weight: float = 0.0  # its weight in both stages (route weight x word coverage)
 
 
 # Long (~140 lines, of which ~60 docstring for its 21 parameters): the body is the
@@ -1014,7 +1014,8 @@ def _text_route(model: Any, text_weight: float | None) -> tuple[Any, float]:
     """The checkpoint's text encoder and the route weight, or ``(None, 0)`` when it is off."""
     from rsia_geo.weights import text_encoder
 
-    if text_weight is not None and (not np.isfinite(text_weight) or text_weight < 0):
+    number = isinstance(text_weight, (int, float)) and not isinstance(text_weight, bool)
+    if text_weight is not None and (not number or not np.isfinite(text_weight) or text_weight < 0):
         raise InvalidArgumentError(
             f"text_weight={text_weight!r} must be a number >= 0 (0: the audio route alone)"
         )

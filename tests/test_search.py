@@ -176,5 +176,6 @@ def test_text_route_is_fused_in_both_stages(world, tmp_path, tiny_checkpoint):
     alone, _, _, _ = _score(model, off, cands, True, False, 30, 10, {})
     units = np.stack([c.unit for c in cands])
     np.testing.assert_allclose(fused["score_ia"], alone["score_ia"] + 0.5 * units @ t, atol=1e-5)
-    with pytest.raises(InvalidArgumentError, match="text_weight"):
-        _make_query(model, idx, {}, text=said, text_weight=-1.0, **args)
+    for bad in (-1.0, float("nan"), "1", True):
+        with pytest.raises(InvalidArgumentError, match="text_weight"):
+            _make_query(model, idx, {}, text=said, text_weight=bad, **args)
