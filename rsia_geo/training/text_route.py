@@ -213,7 +213,41 @@ def _batch_texts(
     return out
 
 
-# Long (~85 lines, ~30 of them docstring): one training loop with its logging and report.
+def _one_epoch(
+    encoder: Any,
+    scale: nn.Parameter,
+    steppers: tuple[Any, Any],
+    targets: torch.Tensor,
+    texts: tuple[list[list[str]], list[list[str]]],
+    s: TextRouteSettings,
+    rng: random.Random,
+) -> float:
+    """One pass over the training images in batches of distinct images; the mean loss."""
+    opt, sched = steppers
+    captions, spoken = texts
+    encoder.train()
+    order = list(range(len(targets)))
+    rng.shuffle(order)
+    losses = []
+    for b in range(0, len(order) - 1, s.batch_size):
+        batch = order[b : b + s.batch_size]
+        if len(batch) < 2:
+            continue
+        view = torch.randint(0, s.views, (len(batch),))
+        v = targets[torch.tensor(batch), view]
+        t = nn.functional.normalize(encoder(_batch_texts(batch, captions, spoken, s, rng)), dim=-1)
+        logits = scale.clamp(max=np.log(100.0)).exp() * t @ v.T
+        labels = torch.arange(len(batch))
+        loss = (nn.functional.cross_entropy(logits, labels)
+                + nn.functional.cross_entropy(logits.T, labels)) / 2  # fmt: skip
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
 def train_text_route(
     checkpoint: str | Path,
     manifest: str | Path,
@@ -274,29 +308,8 @@ def train_text_route(
     log: list[dict[str, Any]] = []
     start = time.perf_counter()
     for epoch in tqdm(range(1, s.epochs + 1), desc="text route", disable=not progress):
-        encoder.train()
-        order = list(range(len(images)))
-        rng.shuffle(order)
-        losses = []
-        for b in range(0, len(order) - 1, s.batch_size):
-            batch = order[b : b + s.batch_size]
-            if len(batch) < 2:
-                continue
-            view = torch.randint(0, s.views, (len(batch),))
-            v = targets[torch.tensor(batch), view]
-            t = nn.functional.normalize(
-                encoder(_batch_texts(batch, captions, spoken, s, rng)), dim=-1
-            )
-            logits = scale.clamp(max=np.log(100.0)).exp() * t @ v.T
-            labels = torch.arange(len(batch))
-            loss = (nn.functional.cross_entropy(logits, labels)
-                    + nn.functional.cross_entropy(logits.T, labels)) / 2  # fmt: skip
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-        row: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses))}
+        loss = _one_epoch(encoder, scale, (opt, sched), targets, (captions, spoken), s, rng)
+        row: dict[str, Any] = {"epoch": epoch, "loss": loss}
         if epoch == s.epochs or epoch % 10 == 0:
             for m in val_manifests:
                 vc = cache / f"val_{sha[:12]}_{Path(m).parent.name}.pt"
