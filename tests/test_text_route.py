@@ -148,3 +148,29 @@ def test_train_text_route_tiny_fits_its_images(tmp_path, shared_data):
     assert enc.coverage("zebras grazing on a savanna") <= 0.4
     with pytest.raises(InvalidArgumentError, match="views=3"):
         TextRouteSettings(views=3)
+
+
+def test_the_starter_ships_a_text_route_for_its_images(shared_data):
+    """The shipped route loads against the starter's image weights and reads real scenes."""
+    from rsia_geo.pipeline import load_model
+    from rsia_geo.training.train import load_image
+    from rsia_geo.weights import text_encoder
+
+    model = load_model(None)
+    enc = text_encoder(model)
+    assert enc is not None and enc.default_weight == 1.0
+    meta = json.loads((shared_data / "ucm" / "captions.json").read_text())
+    queries = {
+        "airplane": "an airplane parked at the airport",
+        "forest": "a dense forest with many green trees",
+        "harbor": "lots of boats docked at the harbour",
+        "beach": "a beach with white sand and blue sea",
+    }
+    images = []
+    for cls in queries:
+        row = next(r for r in meta["images"] if r["class"] == cls and r["split"] == "val")
+        images.append(load_image(shared_data / "ucm" / row["image"]))
+    v = model.encode_images(torch.stack([model.preprocess_images(i[None])[0] for i in images]))
+    t = enc.encode(list(queries.values()))
+    assert (t @ v.T).argmax(dim=1).tolist() == list(range(len(queries)))  # each finds its scene
+    assert enc.coverage("an airplane parked at the airport") == 1.0
