@@ -85,8 +85,8 @@ def evaluate_voicing(
     else:
         heard = _heard_under(rows, condition, cache, name)
     texts = [heard[r["clip"]]["text"] for r in rows]
-    # the served weight: route weight x share of the words the route knows
-    cover = np.array([encoder.coverage(t) for t in texts])
+    # the served weight per query at route weight 1 (scaled by each swept weight below)
+    cover = np.array([encoder.weight_for(t, 1.0) for t in texts])
     conf = np.array([heard[r["clip"]]["confidence"] for r in rows])
     a = _audio(model, rows, cache, name, condition)
     t = encoder.encode(texts)

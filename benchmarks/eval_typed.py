@@ -75,7 +75,7 @@ def main() -> None:
         captions = [r["caption"] for r in rows]
         t = encoder.encode(captions)
         cos_t = (torch.nn.functional.normalize(v, dim=-1) @ t.T).numpy()
-        w = encoder.default_weight * np.array([encoder.coverage(c) for c in captions])
+        w = np.array([encoder.weight_for(c) for c in captions])
         first, second = fused_scores(
             cosine_scores(v, typed_a).numpy(), ia_scores(v, typed_a).numpy(), cos_t, w[None, :]
         )

@@ -970,8 +970,7 @@ def _make_query(
         if encoder is not None and said:
             with _timed(timings, "encode_text_ms"):
                 text_unit = encoder.encode([said])[0].numpy().astype(np.float64)
-            # not times the recogniser's confidence: that measured worse (docs/model_card.md)
-            weight = route_weight * encoder.coverage(said)
+            weight = encoder.weight_for(said, route_weight)
             vector = audio_raw / max(float(np.linalg.norm(audio_raw)), 1e-12) + weight * text_unit
             description["text_weight"] = round(weight, 4)
     elif example is not None:
@@ -1030,8 +1029,7 @@ def _text_route(model: Any, text_weight: float | None) -> tuple[Any, float]:
                 "or leave text_weight unset"
             )
         return None, 0.0
-    default = float(encoder.default_weight)
-    return encoder, default if text_weight is None else float(text_weight)
+    return encoder, encoder.default_weight if text_weight is None else float(text_weight)
 
 
 def _score(

@@ -90,7 +90,24 @@ def default_checkpoint() -> Path:
     return path
 
 
-_BANKS: dict[tuple[str, int, int], Any] = {}
+_BESIDE: dict[tuple[str, str, int, int], Any] = {}
+
+
+def _read_beside(model: Any, name: str, read: Any) -> Any:
+    """``read(path)`` of a file beside a model's checkpoint, once per file version.
+
+    Returns None when the model was not loaded from a folder or the file is absent; the model
+    object is left as it is.
+    """
+    folder = getattr(model, "checkpoint_path", None)
+    path = Path(folder) / name if folder else None
+    if path is None or not path.exists():
+        return None
+    stat = path.stat()
+    key = (name, str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _BESIDE:
+        _BESIDE[key] = read(path)
+    return _BESIDE[key]
 
 
 def audio_bank(model: Any) -> Any:
@@ -107,21 +124,15 @@ def audio_bank(model: Any) -> Any:
     """
     from safetensors.torch import load_file
 
-    folder = getattr(model, "checkpoint_path", None)
-    path = Path(folder) / "audio_bank.safetensors" if folder else None
-    if path is None or not path.exists():
+    bank = _read_beside(
+        model, "audio_bank.safetensors", lambda p: load_file(str(p))["audio"].float()
+    )
+    if bank is None:
         raise CheckpointNotFoundError(
             "the BSWFR rerank needs the checkpoint's audio_bank.safetensors (reference clips' "
             "embeddings), which this model lacks; search with rerank=False or add a bank"
         )
-    key = (str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns)
-    bank = _BANKS.get(key)
-    if bank is None:  # read once per file version (the model object is left as it is)
-        bank = _BANKS[key] = load_file(str(path))["audio"].float()
     return bank
-
-
-_TEXT: dict[tuple[str, int, int], Any] = {}
 
 
 def text_encoder(model: Any) -> Any:
@@ -142,13 +153,7 @@ def text_encoder(model: Any) -> Any:
     """
     from rsia_geo.models.text import TEXT_WEIGHTS_NAME, load_text_encoder
 
-    folder = getattr(model, "checkpoint_path", None)
-    path = Path(folder) / TEXT_WEIGHTS_NAME if folder else None
-    if path is None or not path.exists():
-        return None
-    key = (str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns)
-    enc = _TEXT.get(key)
-    if enc is None:
-        meta = getattr(model, "checkpoint_meta", None) or {}
-        enc = _TEXT[key] = load_text_encoder(path.parent, image_sha256=meta.get("weights_sha256"))
-    return enc
+    sha = (getattr(model, "checkpoint_meta", None) or {}).get("weights_sha256")
+    return _read_beside(
+        model, TEXT_WEIGHTS_NAME, lambda p: load_text_encoder(p.parent, image_sha256=sha)
+    )

@@ -139,6 +139,22 @@ class TextEncoder(nn.Module):
             return 1.0
         return sum(w in self.vocabulary for w in words) / len(words)
 
+    def weight_for(self, text: str, route_weight: float | None = None) -> float:
+        """The text route's weight for one query: the route weight times :meth:`coverage`.
+
+        The one rule searches and the benchmarks apply (not times the recogniser's
+        confidence: that measured worse, docs/model_card.md).
+
+        Args:
+            text: The transcript or typed query.
+            route_weight: The route weight (None: :attr:`default_weight`).
+
+        Returns:
+            The weight ``w`` of :func:`fused_scores`.
+        """
+        base = self.default_weight if route_weight is None else route_weight
+        return float(base) * self.coverage(text)
+
     def word_ids(self, word: str) -> list[int]:
         """Hashed ids of a word: the word itself and its character n-grams (memoised)."""
         ids = self._ids.get(word)
@@ -154,7 +170,7 @@ class TextEncoder(nn.Module):
         return ids
 
     def forward(self, texts: list[str]) -> torch.Tensor:
-        """Raw embeddings ``(B, embed_dim)`` of sentences (an empty one embeds as zeros' path).
+        """Raw embeddings ``(B, embed_dim)`` of sentences (an empty one as the word ``<empty>``).
 
         Args:
             texts: Sentences.

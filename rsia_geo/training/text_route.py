@@ -78,10 +78,23 @@ class TextRouteSettings:
         return dict(vars(self))
 
 
-def _image_targets(model: Any, images: list[str], views: int, cache: Path | None) -> torch.Tensor:
-    """Unit image embeddings ``(N, views, D)`` of the checkpoint (cached on disk)."""
+def _image_targets(
+    model: Any, images: list[str], views: int, cache_dir: Path | None
+) -> torch.Tensor:
+    """Unit image embeddings ``(N, views, D)`` of the checkpoint (cached on disk).
+
+    The cache file is named by the image weights, the image list and the views, so voicings of
+    the same images (one per held-out voice family) share one file.
+    """
+    import hashlib
+
     from rsia_geo.training.train import load_image
 
+    cache = None
+    if cache_dir is not None:
+        sha = str((getattr(model, "checkpoint_meta", None) or {}).get("weights_sha256", ""))
+        digest = hashlib.sha256("\n".join(images).encode("utf-8")).hexdigest()
+        cache = cache_dir / f"images_{sha[:12]}_{digest[:12]}_v{views}.pt"
     if cache is not None and cache.exists():
         blob = torch.load(cache, weights_only=True)
         if blob["images"] == images and blob["v"].shape[1] == views:
@@ -137,7 +150,7 @@ def text_route_metrics(
         model: The checkpoint's model (image side).
         manifest: A manifest with ``transcripts.jsonl`` beside it.
         split: Split name.
-        cache: Where to keep the split's image embeddings.
+        cache: Folder for the split's image embeddings (shared by voicings of its images).
 
     Returns:
         R@1/5/10 both ways and ``mR``.
@@ -294,7 +307,7 @@ def train_text_route(
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = out_dir / "cache"
     images, captions, spoken = _sentences(manifest, "train")
-    targets = _image_targets(model, images, s.views, cache / f"train_{sha[:12]}_v{s.views}.pt")
+    targets = _image_targets(model, images, s.views, cache)
     if not any(spoken):
         s.caption_share = 1.0
     encoder = TextEncoder(text_config or TextConfig(embed_dim=model.config.embed_dim))
@@ -312,8 +325,9 @@ def train_text_route(
         row: dict[str, Any] = {"epoch": epoch, "loss": loss}
         if epoch == s.epochs or epoch % 10 == 0:
             for m in val_manifests:
-                vc = cache / f"val_{sha[:12]}_{Path(m).parent.name}.pt"
-                row[f"val:{Path(m).parent.name}"] = text_route_metrics(encoder, model, m, cache=vc)
+                row[f"val:{Path(m).parent.name}"] = text_route_metrics(
+                    encoder, model, m, cache=cache
+                )
         log.append(row)
         with (out_dir / "text_log.jsonl").open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
