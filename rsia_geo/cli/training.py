@@ -88,6 +88,13 @@ def _add_train_text(sub: Any) -> None:
     tt.add_argument("--lr", type=float, default=2e-3)
     tt.add_argument("--caption-share", type=float, default=0.5)
     tt.add_argument("--views", type=int, default=2, choices=[1, 2])
+    tt.add_argument(
+        "--kind",
+        choices=["pretrained", "hashed"],
+        default="pretrained",
+        help="pretrained: frozen all-MiniLM-L6-v2 + a trained head (the text extra); "
+        "hashed: word n-grams learned from the captions alone",
+    )
     tt.add_argument("--seed", type=int, default=0)
     tt.add_argument("--threads", type=int, default=2)
     tt.add_argument("--no-progress", action="store_true")
@@ -265,6 +272,7 @@ def _cmd_train_text(args: argparse.Namespace) -> int:
         args.out,
         val_manifests=tuple(args.val),
         settings=settings,
+        kind=args.kind,
         progress=not args.no_progress,
     )
     final = report["final"]

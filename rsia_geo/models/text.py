@@ -12,8 +12,20 @@ character 3-5-grams) into one table, so recogniser misspellings ("free ways", "f
 "parrallel") and words never seen in training land near the words they resemble. A bidirectional
 GRU reads the word vectors, attention pooling and a linear layer give the embedding.
 
-Files: ``text.safetensors`` (weights) and ``text.json`` (its :class:`TextConfig` and the sha256
-of the image checkpoint it was trained for) in the checkpoint's folder.
+Two kinds of encoder (``TextConfig.kind``):
+
+* ``"pretrained"`` (:class:`PretrainedTextEncoder`): a frozen all-MiniLM-L6-v2 sentence encoder
+  (:mod:`rsia_geo.models.sentence`, trained on a billion sentence pairs) and a small trained
+  head; it knows words UCM's captions never use, so queries in an analyst's own words reach the
+  right scenes.
+* ``"hashed"`` (:class:`TextEncoder`): words embedded fastText-style, learned from the captions
+  alone. Each word is a bag of hashed ids (the word itself and its character 3-5-grams) into
+  one table, so recogniser misspellings ("free ways", "farm land", "parrallel") land near the
+  words they resemble. A bidirectional GRU reads the word vectors, attention pooling and a
+  linear layer give the embedding. No extra dependency.
+
+Files: ``text.safetensors`` (trained weights) and ``text.json`` (its :class:`TextConfig` and the
+sha256 of the image checkpoint it was trained for) in the checkpoint's folder.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ from rsia_geo.errors import CheckpointError, ModelConfigError
 __all__ = [
     "TEXT_CONFIG_NAME",
     "TEXT_WEIGHTS_NAME",
+    "PretrainedTextEncoder",
     "TextConfig",
     "TextEncoder",
     "fused_scores",
@@ -47,6 +60,7 @@ DEFAULT_WEIGHT = 1.0
 """The text route's weight against the audio route's when a checkpoint does not say (fixed in
 advance, equal shares; not tuned on val)."""
 TEXT_CONFIG_NAME = "text.json"
+TEXT_KINDS = ("hashed", "pretrained")
 
 _NUMBERS = {
     "0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "five", "6": "six",
@@ -73,24 +87,38 @@ class TextConfig:
 
     Attributes:
         embed_dim: Output size (the checkpoint's ``embed_dim``).
+        kind: ``"hashed"`` (:class:`TextEncoder`) or ``"pretrained"``
+            (:class:`PretrainedTextEncoder`).
         buckets: Hashed ids (words and character n-grams share them).
         width: Word vector size (the GRU's hidden size per direction too).
         min_n: Shortest character n-gram.
         max_n: Longest character n-gram.
         max_words: Words read per sentence (the rest are ignored).
-        dropout: Dropout on word vectors while training.
+        dropout: Dropout on word vectors (hashed) or in the head (pretrained) while training.
+        hidden: Hidden size of the pretrained kind's head.
+        sentence_dim: Size of the pretrained sentence vectors (384 for all-MiniLM-L6-v2).
     """
 
     embed_dim: int = 512
+    kind: str = "hashed"
     buckets: int = 16384
     width: int = 128
     min_n: int = 3
     max_n: int = 5
     max_words: int = 48
     dropout: float = 0.1
+    hidden: int = 1024
+    sentence_dim: int = 384
 
     def __post_init__(self) -> None:
-        for name in ("embed_dim", "buckets", "width", "min_n", "max_words"):
+        if self.kind not in TEXT_KINDS:
+            raise ModelConfigError(
+                f"TextConfig.kind={self.kind!r} is not one of {', '.join(TEXT_KINDS)}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ModelConfigError(f"TextConfig.dropout={self.dropout} must be in [0, 1)")
+        names = ("embed_dim", "buckets", "width", "min_n", "max_words", "hidden", "sentence_dim")
+        for name in names:
             if int(getattr(self, name)) < 1:
                 raise ModelConfigError(f"TextConfig.{name}={getattr(self, name)} must be >= 1")
         if self.max_n < self.min_n:
@@ -101,26 +129,16 @@ def _bucket(token: str, buckets: int) -> int:
     return zlib.crc32(token.encode("utf-8")) % buckets
 
 
-class TextEncoder(nn.Module):
-    """Sentences -> embeddings in a checkpoint's image space (raw, not normalised).
+class _TextRoute(nn.Module):
+    """What both kinds share: the route weight, the vocabulary and encoding in eval mode."""
 
-    Args:
-        config: Settings.
-    """
+    config: TextConfig
 
-    def __init__(self, config: TextConfig | None = None) -> None:
+    def __init__(self, config: TextConfig) -> None:
         super().__init__()
-        c = config or TextConfig()
-        self.config = c
-        self.table = nn.EmbeddingBag(c.buckets, c.width, mode="mean")
-        self.drop = nn.Dropout(c.dropout)
-        self.gru = nn.GRU(c.width, c.width, batch_first=True, bidirectional=True)
-        self.attend = nn.Linear(2 * c.width, 1)
-        self.norm = nn.LayerNorm(2 * c.width)
-        self.proj = nn.Linear(2 * c.width, c.embed_dim)
+        self.config = config
         self.default_weight = DEFAULT_WEIGHT
         self.vocabulary: frozenset[str] = frozenset()  # words seen in training
-        self._ids: dict[str, list[int]] = {}
 
     def coverage(self, text: str) -> float:
         """Share of a sentence's words seen in training (1.0 when no vocabulary is recorded).
@@ -154,6 +172,48 @@ class TextEncoder(nn.Module):
         """
         base = self.default_weight if route_weight is None else route_weight
         return float(base) * self.coverage(text)
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], *, normalize: bool = True) -> torch.Tensor:
+        """Embed sentences in eval mode.
+
+        Args:
+            texts: Sentences.
+            normalize: L2-normalise (for cosine search).
+
+        Returns:
+            float32 ``(B, embed_dim)``.
+        """
+        was = self.training
+        self.eval()
+        try:
+            t = self(texts).float()
+        finally:
+            self.train(was)
+        return nn.functional.normalize(t, dim=-1) if normalize else t
+
+
+class TextEncoder(_TextRoute):
+    """Sentences -> embeddings in a checkpoint's image space (raw, not normalised): hashed words.
+
+    Args:
+        config: Settings (``kind="hashed"``).
+    """
+
+    def __init__(self, config: TextConfig | None = None) -> None:
+        c = config or TextConfig()
+        if c.kind != "hashed":
+            raise ModelConfigError(
+                f"TextEncoder is the hashed kind, not {c.kind!r}; use PretrainedTextEncoder"
+            )
+        super().__init__(c)
+        self.table = nn.EmbeddingBag(c.buckets, c.width, mode="mean")
+        self.drop = nn.Dropout(c.dropout)
+        self.gru = nn.GRU(c.width, c.width, batch_first=True, bidirectional=True)
+        self.attend = nn.Linear(2 * c.width, 1)
+        self.norm = nn.LayerNorm(2 * c.width)
+        self.proj = nn.Linear(2 * c.width, c.embed_dim)
+        self._ids: dict[str, list[int]] = {}
 
     def word_ids(self, word: str) -> list[int]:
         """Hashed ids of a word: the word itself and its character n-grams (memoised)."""
@@ -204,24 +264,74 @@ class TextEncoder(nn.Module):
         result: torch.Tensor = self.proj(self.norm(pooled))
         return result
 
-    @torch.no_grad()
-    def encode(self, texts: list[str], *, normalize: bool = True) -> torch.Tensor:
-        """Embed sentences in eval mode.
+
+class PretrainedTextEncoder(_TextRoute):
+    """Sentences -> embeddings in a checkpoint's image space: frozen MiniLM + a trained head.
+
+    The sentence encoder (:class:`~rsia_geo.models.sentence.SentenceEncoder`) is frozen and
+    not part of this module's weights (it loads from its own folder, checked by sha256); only
+    the head is trained and saved. The head is a residual MLP: ``Linear(x) + MLP(x)``.
+
+    It learned its words in pretraining, so :meth:`coverage` is always 1.0: a query in words
+    the captions never use is not down-weighted (the hashed kind's coverage rule is for words
+    it never learned).
+
+    Args:
+        config: Settings (``kind="pretrained"``).
+        sentence: The sentence encoder (None: the packaged all-MiniLM-L6-v2, loaded on first use).
+    """
+
+    def __init__(self, config: TextConfig | None = None, sentence: Any = None) -> None:
+        c = config or TextConfig(kind="pretrained")
+        if c.kind != "pretrained":
+            raise ModelConfigError(
+                f"PretrainedTextEncoder is the pretrained kind, not {c.kind!r}; use TextEncoder"
+            )
+        super().__init__(c)
+        self.skip = nn.Linear(c.sentence_dim, c.embed_dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(c.sentence_dim, c.hidden),
+            nn.GELU(),
+            nn.Dropout(c.dropout),
+            nn.Linear(c.hidden, c.embed_dim),
+        )
+        self._sentence = sentence  # not a submodule: its weights are not ours to save
+
+    @property
+    def sentence(self) -> Any:
+        """The frozen sentence encoder (loaded on first use)."""
+        if self._sentence is None:
+            from rsia_geo.models.sentence import get_sentence_encoder
+
+            self._sentence = get_sentence_encoder()
+        if self._sentence.dim != self.config.sentence_dim:
+            raise ModelConfigError(
+                f"the sentence encoder at {str(self._sentence.path)!r} gives "
+                f"{self._sentence.dim}-d vectors; this text route was trained on "
+                f"{self.config.sentence_dim}-d ones"
+            )
+        return self._sentence
+
+    def coverage(self, text: str) -> float:
+        """Always 1.0: the pretrained encoder knows the words (see the class docstring)."""
+        return 1.0
+
+    def head(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Raw embeddings ``(B, embed_dim)`` of sentence vectors ``(B, sentence_dim)``."""
+        out: torch.Tensor = self.skip(vectors) + self.mlp(vectors)
+        return out
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        """Raw embeddings ``(B, embed_dim)`` of sentences.
 
         Args:
             texts: Sentences.
-            normalize: L2-normalise (for cosine search).
 
         Returns:
             float32 ``(B, embed_dim)``.
         """
-        was = self.training
-        self.eval()
-        try:
-            t = self(texts).float()
-        finally:
-            self.train(was)
-        return nn.functional.normalize(t, dim=-1) if normalize else t
+        vectors = self.sentence.embed(list(texts)).to(self.skip.weight.device)
+        return self.head(vectors)
 
 
 def fused_scores(
@@ -230,10 +340,10 @@ def fused_scores(
     """The two stages' scores of a spoken query heard by both routes.
 
     Stage 1 (candidates) ranks by ``cos(audio, v) + w cos(text, v)``; stage 2 (the candidates'
-    order) by ``IA(audio, v) + w cos(text, v)``. ``w`` is the route weight times the
-    recogniser's confidence, so a query the recogniser barely understood leans on the audio
-    route. For one query, stage 1 is the cosine of ``unit(audio) + w unit(text)`` with the unit
-    image vectors, up to a constant factor: the index searches that single vector.
+    order) by ``IA(audio, v) + w cos(text, v)``. ``w`` is :meth:`TextEncoder.weight_for` (the
+    route weight, times the share of known words for the hashed kind). For one query, stage 1
+    is the cosine of ``unit(audio) + w unit(text)`` with the unit image vectors, up to a
+    constant factor: the index searches that single vector.
 
     Args:
         cos_audio: Cosine scores of the audio route (any shape, e.g. ``(N, Q)``).
@@ -250,7 +360,7 @@ def fused_scores(
 
 
 def save_text_encoder(
-    encoder: TextEncoder,
+    encoder: _TextRoute,
     folder: str | Path,
     *,
     image_sha256: str,
@@ -286,6 +396,9 @@ def save_text_encoder(
         "config": asdict(encoder.config),
         "image_weights_sha256": image_sha256,
         "default_weight": float(default_weight),
+        "sentence_weights_sha256": (
+            encoder.sentence.sha256 if isinstance(encoder, PretrainedTextEncoder) else None
+        ),
         "vocabulary": sorted(encoder.vocabulary),
         "summary": summary,
     }
@@ -293,19 +406,24 @@ def save_text_encoder(
     return d / TEXT_WEIGHTS_NAME
 
 
-def load_text_encoder(folder: str | Path, *, image_sha256: str | None = None) -> TextEncoder | None:
+def load_text_encoder(
+    folder: str | Path, *, image_sha256: str | None = None, sentence: Any = None
+) -> TextEncoder | PretrainedTextEncoder | None:
     """The text encoder shipped beside a checkpoint, or None when it has none.
 
     Args:
         folder: The checkpoint folder.
         image_sha256: The loaded checkpoint's ``weights_sha256``; when given, a text encoder
             trained for other image weights is refused (its embeddings would not match the index).
+        sentence: For the pretrained kind, the sentence encoder (None: the packaged
+            all-MiniLM-L6-v2, loaded on first use; a route trained on other sentence weights is
+            refused then).
 
     Returns:
         The encoder in eval mode, or None.
 
     Raises:
-        CheckpointError: The files are unreadable or belong to other image weights.
+        CheckpointError: The files are unreadable or belong to other image or sentence weights.
     """
     from safetensors.torch import load_file
 
@@ -327,7 +445,19 @@ def load_text_encoder(folder: str | Path, *, image_sha256: str | None = None) ->
             f"{image_sha256[:16]}...; retrain it with `rsia-geo train-text` for this checkpoint "
             "or remove text.safetensors and text.json"
         )
-    encoder = TextEncoder(config)
+    encoder: TextEncoder | PretrainedTextEncoder
+    if config.kind == "pretrained":
+        encoder = PretrainedTextEncoder(config, sentence)
+        wanted = meta.get("sentence_weights_sha256")
+        got = encoder.sentence.sha256
+        if wanted and got != wanted:
+            raise CheckpointError(
+                f"{str(weights)!r} was trained on sentence encoder weights {wanted[:16]}..., "
+                f"not {got[:16]}... ({str(encoder.sentence.path)!r}); retrain it with "
+                "`rsia-geo train-text` or load the sentence encoder it was trained on"
+            )
+    else:
+        encoder = TextEncoder(config)
     try:
         encoder.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
     except RuntimeError as exc:
