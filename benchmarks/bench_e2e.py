@@ -13,6 +13,12 @@ A hit "finds" the target when it covers at least a quarter of the target cell.
   class precision of the top 10, the fraction of hits outside the region (must be 0);
 * in a random region that does not contain it: the fraction of hits outside the region.
 
+The **oracle** class precision is the ceiling of that metric for the tiling: in the same
+regions, the index's tiles ranked by a ranker that knows every cell's class (tiles whose centre
+lies on a cell of the query's class first, most of their area on such cells first), grouped
+into places exactly as the search groups them, top 10. No model is involved: with one hit per
+place, a region holds only so many distinct places of one class.
+
 Tilings compared (names ``GRID[+L2][+ov][+nogroup]``): GRID is ``aligned`` with the cells
 (256 px tiles), ``half-shift`` (the grid moved by half a cell: tiles straddle four cells),
 ``random-offset`` (moved by a seeded random sub-cell offset) or ``384px`` (larger tiles); ``+L2``
@@ -49,6 +55,50 @@ def _cells(path: Path):
     return gpd.read_file(path)
 
 
+class _OracleTiles:
+    """Every tile of an index with the class under its centre and its area per class."""
+
+    def __init__(self, idx, cells) -> None:
+        import shapely
+        from shapely.geometry import shape
+
+        hits = idx.scroll(fields=["footprint"], limit=10**7)
+        fps = [
+            shape(json.loads(h.payload["footprint"]) if isinstance(h.payload["footprint"], str)
+                  else h.payload["footprint"])
+            for h in hits
+        ]  # fmt: skip
+        self.footprints = np.array(fps, dtype=object)
+        geoms = np.array(list(cells.geometry), dtype=object)
+        classes = np.array(list(cells["class"]))
+        self.centre_class = []
+        for fp in fps:
+            on = np.flatnonzero(shapely.intersects(geoms, fp.centroid.buffer(1e-7)))
+            self.centre_class.append(classes[on[0]] if on.size else None)
+        self.centre_class = np.array(self.centre_class, dtype=object)
+        self.share: dict[str, np.ndarray] = {}
+        for c in set(classes):
+            union = shapely.union_all(geoms[classes == c])
+            self.share[c] = shapely.area(shapely.intersection(self.footprints, union)) / (
+                shapely.area(self.footprints)
+            )
+
+    def precision(self, region, cls, k: int, group: bool, group_places) -> float:
+        """Class precision of the top k places an all-knowing ranker returns in the region."""
+        import shapely
+
+        inside = np.flatnonzero(shapely.area(shapely.intersection(self.footprints, region)) > 0)
+        if not inside.size:
+            return 0.0
+        on = self.centre_class[inside] == cls
+        order = inside[np.lexsort((-self.share[cls][inside], ~on))]
+        if group:
+            picked = [g[0] for g in group_places(self.footprints, order, k)]
+        else:
+            picked = list(order[:k])
+        return float(np.mean(self.centre_class[picked] == cls))
+
+
 def _run_tiling(
     name: str,
     spec: TileSpec,
@@ -63,6 +113,8 @@ def _run_tiling(
 ) -> dict:
     from shapely.geometry import box
 
+    from rsia_geo.pipeline import group_places
+
     idx_path = workdir / f"index_{name}"
     t0 = time.perf_counter()
     with TileIndex(idx_path) as idx:
@@ -72,10 +124,12 @@ def _run_tiling(
         by_image = {row["image"]: i for i, row in cells.iterrows()}
         grid_w = int(cells["col"].max()) + 1
         grid_h = int(cells["row"].max()) + 1
+        oracle = _OracleTiles(idx, cells)
         stats = {
             "all": [],
             "in": [],
             "prec": [],
+            "oracle": [],
             "out_frac_in": [],
             "out_frac_out": [],
             "latency": [],
@@ -121,6 +175,7 @@ def _run_tiling(
                 over = cells[cells.intersects(g.centroid.buffer(1e-7))]
                 hit_cls.append(over.iloc[0]["class"] if len(over) else None)
             stats["prec"].append(float(np.mean([c == cls for c in hit_cls])) if hit_cls else 0.0)
+            stats["oracle"].append(oracle.precision(region, cls, k, group, group_places))
             # a region that does not contain the target: the opposite corner block
             oc = 0 if target["col"] >= grid_w / 2 else grid_w - 3
             orr = 0 if target["row"] >= grid_h / 2 else grid_h - 3
@@ -151,6 +206,7 @@ def _run_tiling(
         "everywhere": {f"R@{kk}": round(recall(stats["all"], kk), 2) for kk in (1, 5, 10)},
         "in_region": {f"R@{kk}": round(recall(stats["in"], kk), 2) for kk in (1, 5, 10)},
         "class_precision@10_in_region": round(100 * float(np.mean(stats["prec"])), 2),
+        "oracle_class_precision@10_in_region": round(100 * float(np.mean(stats["oracle"])), 2),
         "hits_outside_region": max(stats["out_frac_in"] + stats["out_frac_out"]),
         "latency_ms": {
             "p50": round(float(np.percentile(stats["latency"], 50)), 1),

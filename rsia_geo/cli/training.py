@@ -71,6 +71,7 @@ def _add_data(sub: Any) -> None:
     tx.add_argument("-o", "--out", default=None, help="JSONL (default: transcripts.jsonl beside)")
     tx.add_argument("--whisper-path", default=None, help="CTranslate2 Whisper model folder")
     tx.add_argument("--threads", type=int, default=2)
+    tx.add_argument("--batch-size", type=int, default=16, help="clips decoded together")
     tx.add_argument("--no-progress", action="store_true")
     tx.set_defaults(func=_cmd_data_transcribe)
 
@@ -245,6 +246,7 @@ def _cmd_data_transcribe(args: argparse.Namespace) -> int:
         args.out,
         whisper_path=args.whisper_path,
         threads=args.threads,
+        batch_size=args.batch_size,
         progress=not args.no_progress,
     )
     heard = read_transcripts(out)
