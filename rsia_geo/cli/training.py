@@ -72,6 +72,9 @@ def _add_data(sub: Any) -> None:
     tx.add_argument("--whisper-path", default=None, help="CTranslate2 Whisper model folder")
     tx.add_argument("--threads", type=int, default=2)
     tx.add_argument("--batch-size", type=int, default=16, help="clips decoded together")
+    tx.add_argument(
+        "--limit", type=int, default=None, help="at most this many clips now (a rerun continues)"
+    )
     tx.add_argument("--no-progress", action="store_true")
     tx.set_defaults(func=_cmd_data_transcribe)
 
@@ -247,6 +250,7 @@ def _cmd_data_transcribe(args: argparse.Namespace) -> int:
         whisper_path=args.whisper_path,
         threads=args.threads,
         batch_size=args.batch_size,
+        limit=args.limit,
         progress=not args.no_progress,
     )
     heard = read_transcripts(out)
