@@ -2,7 +2,11 @@
 
 Usage:
     python scripts/ship_text_route.py runs/text_route/v0 rsia_geo/weights/CHECKPOINT [--weight 1.0]
-        [--manifest runs/v2_train/manifest.jsonl]
+        [--manifest runs/v2_train/manifest.jsonl] [--with-hashed FOLDER]
+
+``--with-hashed`` ships an ensemble (:class:`rsia_geo.models.text.EnsembleTextEncoder`) of the
+trained pretrained route and the hashed route in FOLDER (which may be the checkpoint's own
+folder: it is read before anything is written).
 
 ``--manifest`` recomputes the route's vocabulary from its training manifest (with the current
 :func:`rsia_geo.training.text_route.route_vocabulary` rule).
@@ -15,7 +19,14 @@ import json
 from pathlib import Path
 
 from rsia_geo.models.checkpoint import read_checkpoint_meta
-from rsia_geo.models.text import TEXT_CONFIG_NAME, load_text_encoder, save_text_encoder
+from rsia_geo.models.text import (
+    TEXT_CONFIG_NAME,
+    EnsembleTextEncoder,
+    PretrainedTextEncoder,
+    TextEncoder,
+    load_text_encoder,
+    save_text_encoder,
+)
 
 
 def main() -> None:
@@ -24,17 +35,28 @@ def main() -> None:
     p.add_argument("checkpoint", help="checkpoint folder it was trained for")
     p.add_argument("--weight", type=float, default=1.0, help="the route's default weight")
     p.add_argument("--manifest", default=None, help="training manifest: recompute vocabulary")
+    p.add_argument("--with-hashed", default=None, help="hashed route to ship an ensemble with")
     a = p.parse_args()
     sha = read_checkpoint_meta(a.checkpoint)["weights_sha256"]
     encoder = load_text_encoder(a.trained, image_sha256=sha)
     if encoder is None:
         raise SystemExit(f"{a.trained} has no text route")
+    summary = json.loads((Path(a.trained) / TEXT_CONFIG_NAME).read_text())["summary"]
+    if a.with_hashed:
+        hashed = load_text_encoder(a.with_hashed, image_sha256=sha)
+        if not isinstance(hashed, TextEncoder) or not isinstance(encoder, PretrainedTextEncoder):
+            raise SystemExit("--with-hashed needs a hashed route there and a pretrained one here")
+        hashed_summary = json.loads((Path(a.with_hashed) / TEXT_CONFIG_NAME).read_text())
+        summary = {
+            "text_kind": "ensemble",
+            "members": {"hashed": hashed_summary["summary"], "pretrained": summary},
+        }
+        encoder = EnsembleTextEncoder(hashed, encoder)
     if a.manifest:
         from rsia_geo.training.text_route import _sentences, route_vocabulary
 
         _, captions, spoken = _sentences(a.manifest, "train")
         encoder.vocabulary = route_vocabulary(captions, spoken)
-    summary = json.loads((Path(a.trained) / TEXT_CONFIG_NAME).read_text())["summary"]
     out = save_text_encoder(
         encoder, a.checkpoint, image_sha256=sha, summary=summary, default_weight=a.weight,
         half=True,

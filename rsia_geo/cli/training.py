@@ -94,10 +94,10 @@ def _add_train_text(sub: Any) -> None:
     tt.add_argument("--views", type=int, default=2, choices=[1, 2])
     tt.add_argument(
         "--kind",
-        choices=["pretrained", "hashed"],
+        choices=["pretrained", "hashed", "ensemble"],
         default="pretrained",
         help="pretrained: frozen all-MiniLM-L6-v2 + a trained head (the text extra); "
-        "hashed: word n-grams learned from the captions alone",
+        "hashed: word n-grams learned from the captions alone; ensemble: both",
     )
     tt.add_argument("--seed", type=int, default=0)
     tt.add_argument("--threads", type=int, default=2)

@@ -18,6 +18,8 @@ Two kinds of encoder (``TextConfig.kind``):
   (:mod:`rsia_geo.models.sentence`, trained on a billion sentence pairs) and a small trained
   head; it knows words UCM's captions never use, so queries in an analyst's own words reach the
   right scenes.
+* ``"ensemble"`` (:class:`EnsembleTextEncoder`): both, their unit vectors summed, the hashed
+  one weighted by the share of the sentence's words it learned.
 * ``"hashed"`` (:class:`TextEncoder`): words embedded fastText-style, learned from the captions
   alone. Each word is a bag of hashed ids (the word itself and its character 3-5-grams) into
   one table, so recogniser misspellings ("free ways", "farm land", "parrallel") land near the
@@ -33,7 +35,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ from rsia_geo.errors import CheckpointError, ModelConfigError
 __all__ = [
     "TEXT_CONFIG_NAME",
     "TEXT_WEIGHTS_NAME",
+    "EnsembleTextEncoder",
     "PretrainedTextEncoder",
     "TextConfig",
     "TextEncoder",
@@ -60,7 +63,7 @@ DEFAULT_WEIGHT = 1.0
 """The text route's weight against the audio route's when a checkpoint does not say (fixed in
 advance, equal shares; not tuned on val)."""
 TEXT_CONFIG_NAME = "text.json"
-TEXT_KINDS = ("hashed", "pretrained")
+TEXT_KINDS = ("hashed", "pretrained", "ensemble")
 
 _NUMBERS = {
     "0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "five", "6": "six",
@@ -87,8 +90,9 @@ class TextConfig:
 
     Attributes:
         embed_dim: Output size (the checkpoint's ``embed_dim``).
-        kind: ``"hashed"`` (:class:`TextEncoder`) or ``"pretrained"``
-            (:class:`PretrainedTextEncoder`).
+        kind: ``"hashed"`` (:class:`TextEncoder`), ``"pretrained"``
+            (:class:`PretrainedTextEncoder`) or ``"ensemble"`` (:class:`EnsembleTextEncoder`,
+            whose two members share these settings).
         buckets: Hashed ids (words and character n-grams share them).
         width: Word vector size (the GRU's hidden size per direction too).
         min_n: Shortest character n-gram.
@@ -334,6 +338,76 @@ class PretrainedTextEncoder(_TextRoute):
         return self.head(vectors)
 
 
+class EnsembleTextEncoder(_TextRoute):
+    """Both kinds at once: ``c unit(hashed) + unit(pretrained)`` (raw; :meth:`encode` normalises).
+
+    ``c`` is the hashed member's :meth:`~TextEncoder.coverage` of the sentence: it speaks only
+    for the words it learned (and for the recogniser's misspellings of them, which its
+    character n-grams place near the words), while the pretrained member knows every word. The
+    route as a whole is not down-weighted (:meth:`coverage` is 1.0).
+
+    Args:
+        hashed: The hashed member (trained for the same image weights).
+        pretrained: The pretrained member.
+
+    Raises:
+        ModelConfigError: The members' output sizes differ.
+    """
+
+    def __init__(self, hashed: TextEncoder, pretrained: PretrainedTextEncoder) -> None:
+        if hashed.config.embed_dim != pretrained.config.embed_dim:
+            raise ModelConfigError(
+                f"the members embed in {hashed.config.embed_dim} and "
+                f"{pretrained.config.embed_dim} dimensions; train both for one checkpoint"
+            )
+        pc = pretrained.config
+        super().__init__(
+            replace(hashed.config, kind="ensemble", hidden=pc.hidden, sentence_dim=pc.sentence_dim)
+        )
+        self.hashed = hashed
+        self.pretrained = pretrained
+
+    @property  # type: ignore[override]
+    def vocabulary(self) -> frozenset[str]:
+        """The hashed member's vocabulary (what its coverage counts)."""
+        hashed = self._modules.get("hashed")
+        return hashed.vocabulary if hashed is not None else frozenset()  # type: ignore[return-value]
+
+    @vocabulary.setter
+    def vocabulary(self, words: frozenset[str]) -> None:
+        hashed = self._modules.get("hashed")
+        if hashed is not None:
+            hashed.vocabulary = frozenset(words)
+
+    @classmethod
+    def from_config(cls, config: TextConfig, sentence: Any = None) -> EnsembleTextEncoder:
+        """Untrained members built from one config (``kind="ensemble"``)."""
+        return cls(
+            TextEncoder(replace(config, kind="hashed")),
+            PretrainedTextEncoder(replace(config, kind="pretrained"), sentence),
+        )
+
+    def coverage(self, text: str) -> float:
+        """Always 1.0 (the hashed member's coverage weights that member only)."""
+        return 1.0
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        """``c unit(hashed) + unit(pretrained)`` per sentence, ``(B, embed_dim)``.
+
+        Args:
+            texts: Sentences.
+
+        Returns:
+            float32 ``(B, embed_dim)`` (not unit length).
+        """
+        texts = list(texts)
+        c = torch.tensor([self.hashed.coverage(t) for t in texts], dtype=torch.float32)
+        h = nn.functional.normalize(self.hashed(texts), dim=-1)
+        p = nn.functional.normalize(self.pretrained(texts), dim=-1)
+        out: torch.Tensor = c.to(h.device)[:, None] * h + p
+        return out
+
+
 def fused_scores(
     cos_audio: np.ndarray, ia: np.ndarray, cos_text: np.ndarray, weight: np.ndarray | float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -357,6 +431,12 @@ def fused_scores(
     w = np.asarray(weight, dtype=np.float64)
     text = w * np.asarray(cos_text, dtype=np.float64)
     return np.asarray(cos_audio, np.float64) + text, np.asarray(ia, np.float64) + text
+
+
+def _sentence_sha(encoder: _TextRoute) -> str | None:
+    if isinstance(encoder, EnsembleTextEncoder):
+        encoder = encoder.pretrained
+    return encoder.sentence.sha256 if isinstance(encoder, PretrainedTextEncoder) else None
 
 
 def save_text_encoder(
@@ -396,9 +476,7 @@ def save_text_encoder(
         "config": asdict(encoder.config),
         "image_weights_sha256": image_sha256,
         "default_weight": float(default_weight),
-        "sentence_weights_sha256": (
-            encoder.sentence.sha256 if isinstance(encoder, PretrainedTextEncoder) else None
-        ),
+        "sentence_weights_sha256": _sentence_sha(encoder),
         "vocabulary": sorted(encoder.vocabulary),
         "summary": summary,
     }
@@ -408,7 +486,7 @@ def save_text_encoder(
 
 def load_text_encoder(
     folder: str | Path, *, image_sha256: str | None = None, sentence: Any = None
-) -> TextEncoder | PretrainedTextEncoder | None:
+) -> TextEncoder | PretrainedTextEncoder | EnsembleTextEncoder | None:
     """The text encoder shipped beside a checkpoint, or None when it has none.
 
     Args:
@@ -445,11 +523,15 @@ def load_text_encoder(
             f"{image_sha256[:16]}...; retrain it with `rsia-geo train-text` for this checkpoint "
             "or remove text.safetensors and text.json"
         )
-    encoder: TextEncoder | PretrainedTextEncoder
-    if config.kind == "pretrained":
-        encoder = PretrainedTextEncoder(config, sentence)
+    encoder: TextEncoder | PretrainedTextEncoder | EnsembleTextEncoder
+    if config.kind in ("pretrained", "ensemble"):
+        if config.kind == "pretrained":
+            encoder = PretrainedTextEncoder(config, sentence)
+            got = encoder.sentence.sha256
+        else:
+            encoder = EnsembleTextEncoder.from_config(config, sentence)
+            got = encoder.pretrained.sentence.sha256
         wanted = meta.get("sentence_weights_sha256")
-        got = encoder.sentence.sha256
         if wanted and got != wanted:
             raise CheckpointError(
                 f"{str(weights)!r} was trained on sentence encoder weights {wanted[:16]}..., "

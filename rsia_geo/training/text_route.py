@@ -373,7 +373,8 @@ def train_text_route(
         text_config: A :class:`~rsia_geo.models.text.TextConfig` (default: ``kind`` at the
             checkpoint's ``embed_dim``, other fields default).
         kind: The encoder kind when ``text_config`` is None: ``"pretrained"`` (frozen
-            all-MiniLM-L6-v2 + a trained head) or ``"hashed"``.
+            all-MiniLM-L6-v2 + a trained head), ``"hashed"``, or ``"ensemble"`` (both trained
+            in turn, in ``out/hashed`` and ``out/pretrained``, then combined in ``out``).
         progress: Progress bars (sentence vectors, epochs).
 
     Returns:
@@ -387,6 +388,8 @@ def train_text_route(
     from rsia_geo.weights import shipped_checkpoint, shipped_checkpoints
 
     s = settings or TextRouteSettings()
+    if (text_config.kind if text_config is not None else kind) == "ensemble":
+        return _train_ensemble(checkpoint, manifest, out, val_manifests, s, text_config, progress)
     torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
     rng = random.Random(s.seed)
@@ -439,4 +442,53 @@ def train_text_route(
         "final": log[-1],
     }
     save_text_encoder(encoder.eval(), out_dir, image_sha256=sha, summary=report)
+    return report
+
+
+def _train_ensemble(
+    checkpoint: str | Path,
+    manifest: str | Path,
+    out: str | Path,
+    val_manifests: tuple[str | Path, ...],
+    s: TextRouteSettings,
+    text_config: Any,
+    progress: bool,
+) -> dict[str, Any]:
+    """Train the hashed and the pretrained member in turn, then write their ensemble."""
+    from dataclasses import replace
+
+    from rsia_geo.models.text import (
+        EnsembleTextEncoder,
+        load_text_encoder,
+        save_text_encoder,
+    )
+
+    reports = {}
+    for member in ("hashed", "pretrained"):
+        config = replace(text_config, kind=member) if text_config is not None else None
+        reports[member] = train_text_route(
+            checkpoint, manifest, Path(out) / member, val_manifests=val_manifests,
+            settings=s, text_config=config, kind=member, progress=progress,
+        )  # fmt: skip
+    sha = reports["hashed"]["image_weights_sha256"]
+    hashed = load_text_encoder(Path(out) / "hashed", image_sha256=sha)
+    pretrained = load_text_encoder(Path(out) / "pretrained", image_sha256=sha)
+    encoder = EnsembleTextEncoder(hashed, pretrained)  # type: ignore[arg-type]
+    report = {**reports["pretrained"], "text_kind": "ensemble", "members": reports}
+    report["seconds"] = reports["hashed"]["seconds"] + reports["pretrained"]["seconds"]
+    if val_manifests:
+        from rsia_geo.models import load_checkpoint
+        from rsia_geo.weights import shipped_checkpoint, shipped_checkpoints
+
+        ckpt = Path(checkpoint)
+        if not ckpt.exists() and str(checkpoint) in shipped_checkpoints():
+            ckpt = shipped_checkpoint(str(checkpoint))
+        model = load_checkpoint(ckpt).eval()
+        report["final"] = {
+            f"val:{Path(m).parent.name}": text_route_metrics(
+                encoder, model, m, cache=Path(out) / "cache"
+            )
+            for m in val_manifests
+        }
+    save_text_encoder(encoder.eval(), out, image_sha256=sha, summary=report)
     return report
