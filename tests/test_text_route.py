@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 from rsia_geo.errors import CheckpointError, InvalidArgumentError, ModelConfigError  # noqa: E402
 from rsia_geo.models import build_model, get_config, save_checkpoint  # noqa: E402
 from rsia_geo.models.text import (  # noqa: E402
+    EnsembleTextEncoder,
     PretrainedTextEncoder,
     TextConfig,
     TextEncoder,
@@ -22,7 +23,12 @@ from rsia_geo.models.text import (  # noqa: E402
     save_text_encoder,
 )
 from rsia_geo.models.whisper import drop_repeats  # noqa: E402
-from rsia_geo.training.text_route import TextRouteSettings, train_text_route  # noqa: E402
+from rsia_geo.training.dataset import DataError  # noqa: E402
+from rsia_geo.training.text_route import (  # noqa: E402
+    TextRouteSettings,
+    text_route_metrics,
+    train_text_route,
+)
 
 
 def test_normalise_text_spells_digits_and_drops_punctuation():
@@ -223,6 +229,51 @@ def test_pretrained_route_save_load_and_the_wrong_sentence_weights(tmp_path):
     (tmp_path / "text.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="sentence encoder weights efefefef"):
         load_text_encoder(tmp_path)
+
+
+def test_ensemble_weights_the_hashed_member_by_its_coverage(tmp_path):
+    torch.manual_seed(0)
+    hashed = TextEncoder(TextConfig(embed_dim=16)).eval()
+    hashed.vocabulary = frozenset({"a", "beach", "with", "white", "sand"})
+    pretrained = PretrainedTextEncoder(TextConfig(embed_dim=16, kind="pretrained", hidden=32))
+    ens = EnsembleTextEncoder(hashed, pretrained.eval())
+    unit = torch.nn.functional.normalize
+    for text, share in (("a beach with white sand", 1.0), ("a beach with zebras", 0.75)):
+        want = unit(share * hashed.encode([text]) + pretrained.encode([text]), dim=-1)
+        np.testing.assert_allclose(ens.encode([text]).numpy(), want.numpy(), atol=1e-5)
+    assert ens.coverage("zebras on a savanna") == 1.0  # the route as a whole is not down-weighted
+    assert ens.vocabulary == hashed.vocabulary
+    save_text_encoder(ens, tmp_path, image_sha256="ab" * 32, summary={})
+    back = load_text_encoder(tmp_path, image_sha256="ab" * 32)
+    assert isinstance(back, EnsembleTextEncoder) and back.vocabulary == hashed.vocabulary
+    np.testing.assert_allclose(
+        back.encode(["a beach with zebras"]), ens.encode(["a beach with zebras"]), atol=1e-6
+    )
+    with pytest.raises(ModelConfigError, match="embed in 16 and 8"):
+        EnsembleTextEncoder(
+            hashed, PretrainedTextEncoder(TextConfig(embed_dim=8, kind="pretrained", hidden=8))
+        )
+
+
+def test_train_text_route_ensemble_trains_both_members(tmp_path, shared_data):
+    torch.manual_seed(0)
+    model = build_model(get_config("alac-tiny"), pretrained=False).eval()
+    ckpt = save_checkpoint(model, tmp_path / "ckpt")
+    train = _manifest(tmp_path / "train", shared_data, "train", 6)
+    with pytest.raises(DataError, match="no rows of split 'val'"):
+        text_route_metrics(TextEncoder(TextConfig(embed_dim=16)), model, train)
+    val = _manifest(tmp_path / "val", shared_data, "val", 6)  # the same images, as val
+    report = train_text_route(
+        ckpt, train, tmp_path / "text", val_manifests=(val,), kind="ensemble",
+        settings=TextRouteSettings(epochs=30, batch_size=6, lr=3e-3), progress=False,
+    )  # fmt: skip
+    assert report["text_kind"] == "ensemble"
+    assert set(report["members"]) == {"hashed", "pretrained"}
+    assert report["final"]["val:val"]["a2i_r1"] >= 3 * 100 / 6  # chance is 1/6
+    enc = load_text_encoder(tmp_path / "text", image_sha256=report["image_weights_sha256"])
+    assert isinstance(enc, EnsembleTextEncoder) and enc.vocabulary  # the hashed member's words
+    for member in ("hashed", "pretrained"):
+        assert (tmp_path / "text" / member / "text.safetensors").exists()
 
 
 def test_the_starter_ships_a_text_route_for_its_images(shared_data):

@@ -173,6 +173,11 @@ def text_route_metrics(
     from rsia_geo.training.transcripts import read_transcripts, transcripts_path
 
     rows = load_split(manifest, split)
+    if not rows:
+        raise DataError(
+            f"manifest {str(manifest)!r} has no rows of split {split!r} to score the text "
+            "route on; give a manifest of that split"
+        )
     heard = read_transcripts(transcripts_path(manifest))
     missing = [r["clip"] for r in rows if r["clip"] not in heard]
     if missing:
