@@ -2,11 +2,15 @@
 
 Usage:
     python scripts/ship_text_route.py runs/text_route/v0 rsia_geo/weights/CHECKPOINT [--weight 1.0]
-        [--manifest runs/v2_train/manifest.jsonl] [--with-hashed FOLDER]
+        [--manifest runs/v2_train/manifest.jsonl] [--with-hashed FOLDER] [--with-bank MANIFEST]
 
 ``--with-hashed`` ships an ensemble (:class:`rsia_geo.models.text.EnsembleTextEncoder`) of the
 trained pretrained route and the hashed route in FOLDER (which may be the checkpoint's own
 folder: it is read before anything is written).
+
+``--with-bank MANIFEST`` adds a caption bank built from that manifest's training captions
+(:class:`rsia_geo.models.text.CaptionBankTextEncoder`, nothing trained) to an ensemble (the
+trained folder's, or the one ``--with-hashed`` makes).
 
 ``--manifest`` recomputes the route's vocabulary from its training manifest (with the current
 :func:`rsia_geo.training.text_route.route_vocabulary` rule).
@@ -21,6 +25,7 @@ from pathlib import Path
 from rsia_geo.models.checkpoint import read_checkpoint_meta
 from rsia_geo.models.text import (
     TEXT_CONFIG_NAME,
+    CaptionBankTextEncoder,
     EnsembleTextEncoder,
     PretrainedTextEncoder,
     TextEncoder,
@@ -36,6 +41,7 @@ def main() -> None:
     p.add_argument("--weight", type=float, default=1.0, help="the route's default weight")
     p.add_argument("--manifest", default=None, help="training manifest: recompute vocabulary")
     p.add_argument("--with-hashed", default=None, help="hashed route to ship an ensemble with")
+    p.add_argument("--with-bank", default=None, help="training manifest: add a caption bank")
     a = p.parse_args()
     sha = read_checkpoint_meta(a.checkpoint)["weights_sha256"]
     encoder = load_text_encoder(a.trained, image_sha256=sha)
@@ -52,6 +58,22 @@ def main() -> None:
             "members": {"hashed": hashed_summary["summary"], "pretrained": summary},
         }
         encoder = EnsembleTextEncoder(hashed, encoder)
+    if a.with_bank:
+        import tempfile
+
+        from rsia_geo.training.text_route import train_text_route
+
+        if not isinstance(encoder, EnsembleTextEncoder):
+            raise SystemExit("--with-bank adds to an ensemble: give --with-hashed too")
+        with tempfile.TemporaryDirectory() as tmp:
+            report = train_text_route(a.checkpoint, a.with_bank, tmp, kind="bank")
+            bank = load_text_encoder(tmp, image_sha256=sha, sentence=encoder.sentence)
+        if not isinstance(bank, CaptionBankTextEncoder):
+            raise SystemExit("building the caption bank failed")
+        members = dict(summary["members"])
+        members["bank"] = report
+        summary = {"text_kind": "ensemble", "members": members}
+        encoder = EnsembleTextEncoder(encoder.hashed, encoder.pretrained, bank)
     if a.manifest:
         from rsia_geo.training.text_route import _sentences, route_vocabulary
 

@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 from rsia_geo.errors import CheckpointError, InvalidArgumentError, ModelConfigError  # noqa: E402
 from rsia_geo.models import build_model, get_config, save_checkpoint  # noqa: E402
 from rsia_geo.models.text import (  # noqa: E402
+    CaptionBankTextEncoder,
     EnsembleTextEncoder,
     PretrainedTextEncoder,
     TextConfig,
@@ -249,10 +250,89 @@ def test_ensemble_weights_the_hashed_member_by_its_coverage(tmp_path):
     np.testing.assert_allclose(
         back.encode(["a beach with zebras"]), ens.encode(["a beach with zebras"]), atol=1e-6
     )
-    with pytest.raises(ModelConfigError, match="embed in 16 and 8"):
+    with pytest.raises(ModelConfigError, match="embed in hashed 16, pretrained 8"):
         EnsembleTextEncoder(
             hashed, PretrainedTextEncoder(TextConfig(embed_dim=8, kind="pretrained", hidden=8))
         )
+
+
+def test_caption_bank_votes_for_the_images_its_nearest_captions_describe(tmp_path):
+    unit = torch.nn.functional.normalize
+    torch.manual_seed(0)
+    images = unit(torch.randn(3, 8), dim=-1)
+    captions = [
+        ["There is a piece of farmland .", "Rows of crops ."],
+        ["There is a piece of farmland ."],  # the same caption describes two images
+        ["Many planes are parked at the airport ."],
+    ]
+    config = TextConfig(embed_dim=8, bank_k=1)
+    bank = CaptionBankTextEncoder.build(captions, images, config)
+    assert bank.config.kind == "bank" and bank.config.bank_size == 3  # distinct captions
+    np.testing.assert_allclose(  # a paraphrase lands on its nearest caption's images
+        bank.encode(["an airport with parked airplanes"]).numpy(), images[2:].numpy(), atol=1e-5
+    )
+    both = unit(images[:2].mean(0, keepdim=True), dim=-1)
+    np.testing.assert_allclose(bank.encode(["there is a piece of farmland"]), both, atol=1e-5)
+    assert bank.coverage("zebras on a savanna") == 1.0
+    save_text_encoder(bank, tmp_path, image_sha256="ab" * 32, summary={}, half=True)
+    back = load_text_encoder(tmp_path, image_sha256="ab" * 32)
+    assert isinstance(back, CaptionBankTextEncoder) and back.config.bank_k == 1
+    np.testing.assert_allclose(back.encode(["rows of crops"]), bank.encode(["rows of crops"]),
+                               atol=2e-3)  # fmt: skip
+    with pytest.raises(ModelConfigError, match="2 images' captions but 3 image vectors"):
+        CaptionBankTextEncoder.build(captions[:2], images, config)
+    with pytest.raises(ModelConfigError, match="no captions"):
+        CaptionBankTextEncoder.build([[" . "]], images[:1], config)
+    with pytest.raises(ModelConfigError, match="bank_size=0 captions holds nothing"):
+        CaptionBankTextEncoder(TextConfig(kind="bank"))
+    with pytest.raises(ModelConfigError, match="bank_tau=0"):
+        TextConfig(bank_tau=0)
+
+
+def test_train_text_route_bank_is_built_not_trained(tmp_path, shared_data):
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    model = build_model(get_config("alac-tiny"), pretrained=False).eval()
+    ckpt = save_checkpoint(model, tmp_path / "ckpt")
+    train = _manifest(tmp_path / "train", shared_data, "train", 8)
+    val = _manifest(tmp_path / "val", shared_data, "val", 8)  # the same images, as val
+    report = train_text_route(ckpt, train, tmp_path / "text", val_manifests=(val,), kind="bank",
+                              progress=False)  # fmt: skip
+    rows = [json.loads(x) for x in train.read_text().splitlines()]
+    distinct = {" ".join(normalise_text(r["caption"])) for r in rows}
+    assert report["text_kind"] == "bank" and report["bank_captions"] == len(distinct)
+    # its own captions find their images (chance R@1 is 12.5 %); random image weights, so
+    # not every one: the images of a shared caption are averaged
+    assert report["final"]["val:val"]["a2i_r1"] >= 50
+    assert set(load_file(str(tmp_path / "text" / "text.safetensors"))) == {"keys", "values"}
+    assert not (tmp_path / "text" / "text_log.jsonl").exists()
+    enc = load_text_encoder(tmp_path / "text", image_sha256=report["image_weights_sha256"])
+    assert isinstance(enc, CaptionBankTextEncoder) and enc.config.bank_size == len(distinct)
+
+
+def test_ensemble_with_a_bank_adds_its_unit_vector(tmp_path):
+    torch.manual_seed(0)
+    unit = torch.nn.functional.normalize
+    hashed = TextEncoder(TextConfig(embed_dim=8)).eval()
+    hashed.vocabulary = frozenset({"a", "beach"})
+    pretrained = PretrainedTextEncoder(TextConfig(embed_dim=8, kind="pretrained", hidden=16))
+    bank = CaptionBankTextEncoder.build(
+        [["A beach with white sand ."], ["A dense forest ."]], torch.randn(2, 8),
+        TextConfig(embed_dim=8), pretrained.sentence,
+    )  # fmt: skip
+    ens = EnsembleTextEncoder(hashed, pretrained.eval(), bank)
+    assert ens.config.bank_size == 2
+    text = "a beach with zebras"  # hashed coverage 0.5
+    want = 0.5 * hashed.encode([text]) + pretrained.encode([text]) + bank.encode([text])
+    np.testing.assert_allclose(ens.encode([text]), unit(want, dim=-1), atol=1e-5)
+    save_text_encoder(ens, tmp_path, image_sha256="ab" * 32, summary={})
+    back = load_text_encoder(tmp_path, image_sha256="ab" * 32)
+    assert isinstance(back, EnsembleTextEncoder) and isinstance(back.bank, CaptionBankTextEncoder)
+    np.testing.assert_allclose(back.encode([text]), ens.encode([text]), atol=1e-6)
+    with pytest.raises(ModelConfigError, match="bank 4"):
+        EnsembleTextEncoder(hashed, pretrained, CaptionBankTextEncoder(
+            TextConfig(embed_dim=4, kind="bank", bank_size=1)))  # fmt: skip
 
 
 def test_train_text_route_ensemble_trains_both_members(tmp_path, shared_data):
@@ -268,11 +348,14 @@ def test_train_text_route_ensemble_trains_both_members(tmp_path, shared_data):
         settings=TextRouteSettings(epochs=30, batch_size=6, lr=3e-3), progress=False,
     )  # fmt: skip
     assert report["text_kind"] == "ensemble"
-    assert set(report["members"]) == {"hashed", "pretrained"}
+    assert set(report["members"]) == {"hashed", "pretrained", "bank"}
+    assert report["members"]["bank"]["bank_captions"] >= 6
     assert report["final"]["val:val"]["a2i_r1"] >= 3 * 100 / 6  # chance is 1/6
     enc = load_text_encoder(tmp_path / "text", image_sha256=report["image_weights_sha256"])
     assert isinstance(enc, EnsembleTextEncoder) and enc.vocabulary  # the hashed member's words
-    for member in ("hashed", "pretrained"):
+    assert enc.bank is not None and enc.bank.config.bank_size == report["members"]["bank"][
+        "bank_captions"]  # fmt: skip
+    for member in ("hashed", "pretrained", "bank"):
         assert (tmp_path / "text" / member / "text.safetensors").exists()
 
 

@@ -94,10 +94,12 @@ def _add_train_text(sub: Any) -> None:
     tt.add_argument("--views", type=int, default=2, choices=[1, 2])
     tt.add_argument(
         "--kind",
-        choices=["pretrained", "hashed", "ensemble"],
+        choices=["pretrained", "hashed", "bank", "ensemble"],
         default="pretrained",
         help="pretrained: frozen all-MiniLM-L6-v2 + a trained head (the text extra); "
-        "hashed: word n-grams learned from the captions alone; ensemble: both",
+        "hashed: word n-grams learned from the captions alone; bank: the training captions "
+        "and the images they describe (nearest captions vote, nothing trained); "
+        "ensemble: all three",
     )
     tt.add_argument("--seed", type=int, default=0)
     tt.add_argument("--threads", type=int, default=2)

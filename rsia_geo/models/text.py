@@ -18,8 +18,13 @@ Two kinds of encoder (``TextConfig.kind``):
   (:mod:`rsia_geo.models.sentence`, trained on a billion sentence pairs) and a small trained
   head; it knows words UCM's captions never use, so queries in an analyst's own words reach the
   right scenes.
-* ``"ensemble"`` (:class:`EnsembleTextEncoder`): both, their unit vectors summed, the hashed
-  one weighted by the share of the sentence's words it learned.
+* ``"bank"`` (:class:`CaptionBankTextEncoder`): no training at all: the training captions
+  nearest to the sentence (in MiniLM's space) vote for the images they describe, and the route
+  returns the weighted mean of those images' embeddings (a class prototype when the nearest
+  captions are generic: "a piece of farmland" describes dozens of images).
+* ``"ensemble"`` (:class:`EnsembleTextEncoder`): the hashed and pretrained kinds (and the caption
+  bank when it has one), their unit vectors summed, the hashed one weighted by the share of the
+  sentence's words it learned.
 * ``"hashed"`` (:class:`TextEncoder`): words embedded fastText-style, learned from the captions
   alone. Each word is a bag of hashed ids (the word itself and its character 3-5-grams) into
   one table, so recogniser misspellings ("free ways", "farm land", "parrallel") land near the
@@ -48,6 +53,7 @@ from rsia_geo.errors import CheckpointError, ModelConfigError
 __all__ = [
     "TEXT_CONFIG_NAME",
     "TEXT_WEIGHTS_NAME",
+    "CaptionBankTextEncoder",
     "EnsembleTextEncoder",
     "PretrainedTextEncoder",
     "TextConfig",
@@ -63,7 +69,7 @@ DEFAULT_WEIGHT = 1.0
 """The text route's weight against the audio route's when a checkpoint does not say (fixed in
 advance, equal shares; not tuned on val)."""
 TEXT_CONFIG_NAME = "text.json"
-TEXT_KINDS = ("hashed", "pretrained", "ensemble")
+TEXT_KINDS = ("hashed", "pretrained", "bank", "ensemble")
 
 _NUMBERS = {
     "0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "five", "6": "six",
@@ -91,8 +97,8 @@ class TextConfig:
     Attributes:
         embed_dim: Output size (the checkpoint's ``embed_dim``).
         kind: ``"hashed"`` (:class:`TextEncoder`), ``"pretrained"``
-            (:class:`PretrainedTextEncoder`) or ``"ensemble"`` (:class:`EnsembleTextEncoder`,
-            whose two members share these settings).
+            (:class:`PretrainedTextEncoder`), ``"bank"`` (:class:`CaptionBankTextEncoder`) or
+            ``"ensemble"`` (:class:`EnsembleTextEncoder`, whose members share these settings).
         buckets: Hashed ids (words and character n-grams share them).
         width: Word vector size (the GRU's hidden size per direction too).
         min_n: Shortest character n-gram.
@@ -101,6 +107,9 @@ class TextConfig:
         dropout: Dropout on word vectors (hashed) or in the head (pretrained) while training.
         hidden: Hidden size of the pretrained kind's head.
         sentence_dim: Size of the pretrained sentence vectors (384 for all-MiniLM-L6-v2).
+        bank_size: Captions in the caption bank (0: none; an ensemble without a bank member).
+        bank_k: Nearest captions that vote for a sentence.
+        bank_tau: Softmax temperature of their votes (over cosine similarities).
     """
 
     embed_dim: int = 512
@@ -113,6 +122,9 @@ class TextConfig:
     dropout: float = 0.1
     hidden: int = 1024
     sentence_dim: int = 384
+    bank_size: int = 0
+    bank_k: int = 20
+    bank_tau: float = 0.02
 
     def __post_init__(self) -> None:
         if self.kind not in TEXT_KINDS:
@@ -127,6 +139,11 @@ class TextConfig:
                 raise ModelConfigError(f"TextConfig.{name}={getattr(self, name)} must be >= 1")
         if self.max_n < self.min_n:
             raise ModelConfigError(f"TextConfig.max_n={self.max_n} must be >= min_n={self.min_n}")
+        if self.bank_size < 0 or self.bank_k < 1 or not self.bank_tau > 0:
+            raise ModelConfigError(
+                f"TextConfig.bank_size={self.bank_size} must be >= 0, bank_k={self.bank_k} >= 1 "
+                f"and bank_tau={self.bank_tau} > 0"
+            )
 
 
 def _bucket(token: str, buckets: int) -> int:
@@ -269,6 +286,20 @@ class TextEncoder(_TextRoute):
         return result
 
 
+def _checked_sentence(sentence: Any, config: TextConfig) -> Any:
+    """``sentence``, or the packaged sentence encoder when None, checked against ``config``."""
+    if sentence is None:
+        from rsia_geo.models.sentence import get_sentence_encoder
+
+        sentence = get_sentence_encoder()
+    if sentence.dim != config.sentence_dim:
+        raise ModelConfigError(
+            f"the sentence encoder at {str(sentence.path)!r} gives {sentence.dim}-d vectors; "
+            f"this text route was built on {config.sentence_dim}-d ones"
+        )
+    return sentence
+
+
 class PretrainedTextEncoder(_TextRoute):
     """Sentences -> embeddings in a checkpoint's image space: frozen MiniLM + a trained head.
 
@@ -304,16 +335,7 @@ class PretrainedTextEncoder(_TextRoute):
     @property
     def sentence(self) -> Any:
         """The frozen sentence encoder (loaded on first use)."""
-        if self._sentence is None:
-            from rsia_geo.models.sentence import get_sentence_encoder
-
-            self._sentence = get_sentence_encoder()
-        if self._sentence.dim != self.config.sentence_dim:
-            raise ModelConfigError(
-                f"the sentence encoder at {str(self._sentence.path)!r} gives "
-                f"{self._sentence.dim}-d vectors; this text route was trained on "
-                f"{self.config.sentence_dim}-d ones"
-            )
+        self._sentence = _checked_sentence(self._sentence, self.config)
         return self._sentence
 
     def coverage(self, text: str) -> float:
@@ -338,34 +360,167 @@ class PretrainedTextEncoder(_TextRoute):
         return self.head(vectors)
 
 
+class CaptionBankTextEncoder(_TextRoute):
+    """Sentences -> the images their nearest training captions describe (nothing trained).
+
+    The bank holds each distinct training caption (normalised by :func:`normalise_text`) as a
+    frozen sentence vector (the key) and the mean unit embedding of the training images it
+    describes (the value). A sentence is embedded by the same sentence encoder; its ``bank_k``
+    nearest keys vote with ``softmax(cosine / bank_tau)`` and the route returns the weighted
+    mean of their values. UCM's captions repeat within a class ("there is a piece of
+    farmland"), so a generic sentence lands on its class prototype and a specific one on the
+    few images it fits. Coverage is always 1.0 (the sentence encoder knows every word).
+
+    Build one from a checkpoint's training images with :meth:`build`; ``bank_size`` keys and
+    values (float16 when shipped) are this module's buffers.
+
+    Args:
+        config: Settings (``kind="bank"``, ``bank_size`` >= 1).
+        sentence: The sentence encoder (None: the packaged all-MiniLM-L6-v2, loaded on first use).
+    """
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+    def __init__(self, config: TextConfig, sentence: Any = None) -> None:
+        if config.kind != "bank":
+            raise ModelConfigError(f"CaptionBankTextEncoder is the bank kind, not {config.kind!r}")
+        if config.bank_size < 1:
+            raise ModelConfigError(
+                f"a caption bank of bank_size={config.bank_size} captions holds nothing; build "
+                "one from training captions with CaptionBankTextEncoder.build"
+            )
+        super().__init__(config)
+        self.register_buffer("keys", torch.zeros(config.bank_size, config.sentence_dim))
+        self.register_buffer("values", torch.zeros(config.bank_size, config.embed_dim))
+        self._sentence = sentence
+
+    @property
+    def sentence(self) -> Any:
+        """The frozen sentence encoder (loaded on first use)."""
+        self._sentence = _checked_sentence(self._sentence, self.config)
+        return self._sentence
+
+    @classmethod
+    def build(
+        cls,
+        captions: list[list[str]],
+        image_vectors: torch.Tensor,
+        config: TextConfig,
+        sentence: Any = None,
+    ) -> CaptionBankTextEncoder:
+        """A bank of training captions and the images they describe.
+
+        Args:
+            captions: Per training image, its captions.
+            image_vectors: ``(N, embed_dim)`` embeddings of those images (normalised here).
+            config: Settings (``kind`` and ``bank_size`` are set from the captions).
+            sentence: The sentence encoder (None: the packaged one).
+
+        Returns:
+            The bank, in eval mode.
+
+        Raises:
+            ModelConfigError: Captions and image vectors do not pair up, or there are no
+                captions.
+        """
+        if len(captions) != len(image_vectors):
+            raise ModelConfigError(
+                f"{len(captions)} images' captions but {len(image_vectors)} image vectors; "
+                "give one row of vectors per image"
+            )
+        described: dict[str, list[int]] = {}
+        for i, group in enumerate(captions):
+            for c in group:
+                text = " ".join(normalise_text(c))
+                if text and i not in described.setdefault(text, []):
+                    described[text].append(i)
+        if not described:
+            raise ModelConfigError("no captions to build a caption bank from")
+        units = nn.functional.normalize(image_vectors.float(), dim=-1)
+        values = torch.stack([units[rows].mean(0) for rows in described.values()])
+        bank = cls(replace(config, kind="bank", bank_size=len(described)), sentence)
+        bank.keys.copy_(nn.functional.normalize(bank.sentence.embed(list(described)), dim=-1))
+        bank.values.copy_(nn.functional.normalize(values, dim=-1))
+        return bank.eval()
+
+    def coverage(self, text: str) -> float:
+        """Always 1.0: the sentence encoder knows the words."""
+        return 1.0
+
+    def lookup(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Weighted mean of the values of the nearest keys, ``(B, embed_dim)``.
+
+        Args:
+            vectors: Sentence vectors ``(B, sentence_dim)`` (normalised here).
+        """
+        q = nn.functional.normalize(vectors.float().to(self.keys.device), dim=-1)
+        top, rows = (q @ self.keys.T).topk(min(self.config.bank_k, len(self.keys)), dim=1)
+        w = torch.softmax(top / self.config.bank_tau, dim=1)
+        out: torch.Tensor = (w[..., None] * self.values[rows]).sum(1)
+        return out
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        """Raw embeddings ``(B, embed_dim)`` of sentences (normalised as the keys were).
+
+        Args:
+            texts: Sentences.
+
+        Returns:
+            float32 ``(B, embed_dim)``.
+        """
+        return self.lookup(self.sentence.embed([" ".join(normalise_text(t)) for t in texts]))
+
+
 class EnsembleTextEncoder(_TextRoute):
-    """Both kinds at once: ``c unit(hashed) + unit(pretrained)`` (raw; :meth:`encode` normalises).
+    """The kinds at once: ``c unit(hashed) + unit(pretrained) [+ unit(bank)]``.
+
+    The sum is raw (:meth:`encode` normalises it).
 
     ``c`` is the hashed member's :meth:`~TextEncoder.coverage` of the sentence: it speaks only
     for the words it learned (and for the recogniser's misspellings of them, which its
-    character n-grams place near the words), while the pretrained member knows every word. The
-    route as a whole is not down-weighted (:meth:`coverage` is 1.0).
+    character n-grams place near the words), while the pretrained member and the caption bank
+    know every word. The route as a whole is not down-weighted (:meth:`coverage` is 1.0). The
+    members share one sentence encoder, run once per batch.
 
     Args:
         hashed: The hashed member (trained for the same image weights).
         pretrained: The pretrained member.
+        bank: The caption bank (:class:`CaptionBankTextEncoder`), or None.
 
     Raises:
-        ModelConfigError: The members' output sizes differ.
+        ModelConfigError: The members' output or sentence sizes differ.
     """
 
-    def __init__(self, hashed: TextEncoder, pretrained: PretrainedTextEncoder) -> None:
-        if hashed.config.embed_dim != pretrained.config.embed_dim:
+    def __init__(
+        self,
+        hashed: TextEncoder,
+        pretrained: PretrainedTextEncoder,
+        bank: CaptionBankTextEncoder | None = None,
+    ) -> None:
+        members = [hashed, pretrained] + ([bank] if bank is not None else [])
+        if len({m.config.embed_dim for m in members}) > 1:
             raise ModelConfigError(
-                f"the members embed in {hashed.config.embed_dim} and "
-                f"{pretrained.config.embed_dim} dimensions; train both for one checkpoint"
+                "the members embed in "
+                + ", ".join(f"{m.config.kind} {m.config.embed_dim}" for m in members)
+                + " dimensions; build them all for one checkpoint"
             )
         pc = pretrained.config
+        if bank is not None and bank.config.sentence_dim != pc.sentence_dim:
+            raise ModelConfigError(
+                f"the caption bank's sentence vectors are {bank.config.sentence_dim}-d, the "
+                f"pretrained member's {pc.sentence_dim}-d; build both on one sentence encoder"
+            )
+        bc = bank.config if bank is not None else replace(pc, bank_size=0)
         super().__init__(
-            replace(hashed.config, kind="ensemble", hidden=pc.hidden, sentence_dim=pc.sentence_dim)
-        )
+            replace(
+                hashed.config, kind="ensemble", hidden=pc.hidden, sentence_dim=pc.sentence_dim,
+                bank_size=bc.bank_size, bank_k=bc.bank_k, bank_tau=bc.bank_tau,
+            )
+        )  # fmt: skip
         self.hashed = hashed
         self.pretrained = pretrained
+        self.bank = bank
 
     @property  # type: ignore[override]
     def vocabulary(self) -> frozenset[str]:
@@ -376,23 +531,32 @@ class EnsembleTextEncoder(_TextRoute):
     @vocabulary.setter
     def vocabulary(self, words: frozenset[str]) -> None:
         hashed = self._modules.get("hashed")
-        if hashed is not None:
+        if isinstance(hashed, TextEncoder):
             hashed.vocabulary = frozenset(words)
+
+    @property
+    def sentence(self) -> Any:
+        """The sentence encoder the pretrained member (and the bank) use."""
+        return self.pretrained.sentence
 
     @classmethod
     def from_config(cls, config: TextConfig, sentence: Any = None) -> EnsembleTextEncoder:
-        """Untrained members built from one config (``kind="ensemble"``)."""
-        return cls(
-            TextEncoder(replace(config, kind="hashed")),
-            PretrainedTextEncoder(replace(config, kind="pretrained"), sentence),
-        )
+        """Untrained members built from one config (``kind="ensemble"``).
+
+        With ``bank_size`` > 0, a zero caption bank of that size (to load saved weights into).
+        """
+        pretrained = PretrainedTextEncoder(replace(config, kind="pretrained"), sentence)
+        bank = None
+        if config.bank_size:
+            bank = CaptionBankTextEncoder(replace(config, kind="bank"), pretrained._sentence)
+        return cls(TextEncoder(replace(config, kind="hashed")), pretrained, bank)
 
     def coverage(self, text: str) -> float:
         """Always 1.0 (the hashed member's coverage weights that member only)."""
         return 1.0
 
     def forward(self, texts: list[str]) -> torch.Tensor:
-        """``c unit(hashed) + unit(pretrained)`` per sentence, ``(B, embed_dim)``.
+        """``c unit(hashed) + unit(pretrained) [+ unit(bank)]`` per sentence, ``(B, embed_dim)``.
 
         Args:
             texts: Sentences.
@@ -403,8 +567,18 @@ class EnsembleTextEncoder(_TextRoute):
         texts = list(texts)
         c = torch.tensor([self.hashed.coverage(t) for t in texts], dtype=torch.float32)
         h = nn.functional.normalize(self.hashed(texts), dim=-1)
-        p = nn.functional.normalize(self.pretrained(texts), dim=-1)
-        out: torch.Tensor = c.to(h.device)[:, None] * h + p
+        if self.bank is None:
+            p = nn.functional.normalize(self.pretrained(texts), dim=-1)
+            out: torch.Tensor = c.to(h.device)[:, None] * h + p
+            return out
+        # one sentence-encoder pass: the texts as typed (the head's inputs) and normalised
+        # (the bank's keys are normalised captions)
+        n = len(texts)
+        vectors = self.sentence.embed(texts + [" ".join(normalise_text(t)) for t in texts])
+        vectors = vectors.to(h.device)
+        p = nn.functional.normalize(self.pretrained.head(vectors[:n]), dim=-1)
+        b = nn.functional.normalize(self.bank.lookup(vectors[n:]), dim=-1)
+        out = c.to(h.device)[:, None] * h + p + b
         return out
 
 
@@ -434,9 +608,8 @@ def fused_scores(
 
 
 def _sentence_sha(encoder: _TextRoute) -> str | None:
-    if isinstance(encoder, EnsembleTextEncoder):
-        encoder = encoder.pretrained
-    return encoder.sentence.sha256 if isinstance(encoder, PretrainedTextEncoder) else None
+    kinds = (PretrainedTextEncoder, CaptionBankTextEncoder, EnsembleTextEncoder)
+    return encoder.sentence.sha256 if isinstance(encoder, kinds) else None
 
 
 def save_text_encoder(
@@ -486,14 +659,14 @@ def save_text_encoder(
 
 def load_text_encoder(
     folder: str | Path, *, image_sha256: str | None = None, sentence: Any = None
-) -> TextEncoder | PretrainedTextEncoder | EnsembleTextEncoder | None:
+) -> TextEncoder | PretrainedTextEncoder | CaptionBankTextEncoder | EnsembleTextEncoder | None:
     """The text encoder shipped beside a checkpoint, or None when it has none.
 
     Args:
         folder: The checkpoint folder.
         image_sha256: The loaded checkpoint's ``weights_sha256``; when given, a text encoder
             trained for other image weights is refused (its embeddings would not match the index).
-        sentence: For the pretrained kind, the sentence encoder (None: the packaged
+        sentence: For the kinds that use one, the sentence encoder (None: the packaged
             all-MiniLM-L6-v2, loaded on first use; a route trained on other sentence weights is
             refused then).
 
@@ -523,23 +696,24 @@ def load_text_encoder(
             f"{image_sha256[:16]}...; retrain it with `rsia-geo train-text` for this checkpoint "
             "or remove text.safetensors and text.json"
         )
-    encoder: TextEncoder | PretrainedTextEncoder | EnsembleTextEncoder
-    if config.kind in ("pretrained", "ensemble"):
+    encoder: TextEncoder | PretrainedTextEncoder | CaptionBankTextEncoder | EnsembleTextEncoder
+    if config.kind == "hashed":
+        encoder = TextEncoder(config)
+    else:
         if config.kind == "pretrained":
             encoder = PretrainedTextEncoder(config, sentence)
-            got = encoder.sentence.sha256
+        elif config.kind == "bank":
+            encoder = CaptionBankTextEncoder(config, sentence)
         else:
             encoder = EnsembleTextEncoder.from_config(config, sentence)
-            got = encoder.pretrained.sentence.sha256
+        got = _sentence_sha(encoder)
         wanted = meta.get("sentence_weights_sha256")
         if wanted and got != wanted:
             raise CheckpointError(
                 f"{str(weights)!r} was trained on sentence encoder weights {wanted[:16]}..., "
-                f"not {got[:16]}... ({str(encoder.sentence.path)!r}); retrain it with "
+                f"not {str(got)[:16]}... ({str(encoder.sentence.path)!r}); retrain it with "
                 "`rsia-geo train-text` or load the sentence encoder it was trained on"
             )
-    else:
-        encoder = TextEncoder(config)
     try:
         encoder.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
     except RuntimeError as exc:

@@ -378,8 +378,10 @@ def train_text_route(
         text_config: A :class:`~rsia_geo.models.text.TextConfig` (default: ``kind`` at the
             checkpoint's ``embed_dim``, other fields default).
         kind: The encoder kind when ``text_config`` is None: ``"pretrained"`` (frozen
-            all-MiniLM-L6-v2 + a trained head), ``"hashed"``, or ``"ensemble"`` (both trained
-            in turn, in ``out/hashed`` and ``out/pretrained``, then combined in ``out``).
+            all-MiniLM-L6-v2 + a trained head), ``"hashed"``, ``"bank"`` (the training
+            captions and the images they describe, nothing trained: seconds), or
+            ``"ensemble"`` (the three in turn, in ``out/hashed``, ``out/pretrained`` and
+            ``out/bank``, then combined in ``out``).
         progress: Progress bars (sentence vectors, epochs).
 
     Returns:
@@ -412,6 +414,9 @@ def train_text_route(
         s.caption_share = 1.0
     n_captions = sum(len(c) for c in captions)
     config = text_config or TextConfig(embed_dim=model.config.embed_dim, kind=kind)
+    if config.kind == "bank":
+        return _build_bank(model, (images, captions), targets, config, (ckpt, manifest, out_dir),
+                           val_manifests)  # fmt: skip
     encoder, embed, captions = _route_and_embed(
         config, (captions, spoken), s, rng, (cache, progress)
     )
@@ -459,7 +464,7 @@ def _train_ensemble(
     text_config: Any,
     progress: bool,
 ) -> dict[str, Any]:
-    """Train the hashed and the pretrained member in turn, then write their ensemble."""
+    """Train the hashed and the pretrained member, build the bank, then write the ensemble."""
     from dataclasses import replace
 
     from rsia_geo.models.text import (
@@ -469,7 +474,7 @@ def _train_ensemble(
     )
 
     reports = {}
-    for member in ("hashed", "pretrained"):
+    for member in ("hashed", "pretrained", "bank"):
         config = replace(text_config, kind=member) if text_config is not None else None
         reports[member] = train_text_route(
             checkpoint, manifest, Path(out) / member, val_manifests=val_manifests,
@@ -478,9 +483,10 @@ def _train_ensemble(
     sha = reports["hashed"]["image_weights_sha256"]
     hashed = load_text_encoder(Path(out) / "hashed", image_sha256=sha)
     pretrained = load_text_encoder(Path(out) / "pretrained", image_sha256=sha)
-    encoder = EnsembleTextEncoder(hashed, pretrained)  # type: ignore[arg-type]
+    bank = load_text_encoder(Path(out) / "bank", image_sha256=sha, sentence=pretrained.sentence)  # type: ignore[union-attr]
+    encoder = EnsembleTextEncoder(hashed, pretrained, bank)  # type: ignore[arg-type]
     report = {**reports["pretrained"], "text_kind": "ensemble", "members": reports}
-    report["seconds"] = reports["hashed"]["seconds"] + reports["pretrained"]["seconds"]
+    report["seconds"] = round(sum(r["seconds"] for r in reports.values()), 1)
     if val_manifests:
         from rsia_geo.models import load_checkpoint
         from rsia_geo.weights import shipped_checkpoint, shipped_checkpoints
@@ -496,4 +502,42 @@ def _train_ensemble(
             for m in val_manifests
         }
     save_text_encoder(encoder.eval(), out, image_sha256=sha, summary=report)
+    return report
+
+
+def _build_bank(
+    model: Any,
+    data: tuple[list[str], list[list[str]]],
+    targets: torch.Tensor,
+    config: Any,
+    where: tuple[Path, str | Path, Path],
+    val_manifests: tuple[str | Path, ...],
+) -> dict[str, Any]:
+    """The bank kind: the training captions and their images' embeddings, written to ``out``."""
+    from rsia_geo.models.checkpoint import read_checkpoint_meta
+    from rsia_geo.models.text import CaptionBankTextEncoder, save_text_encoder
+
+    ckpt, manifest, out_dir = where
+    images, captions = data
+    start = time.perf_counter()
+    bank = CaptionBankTextEncoder.build(captions, targets.mean(1), config)
+    final: dict[str, Any] = {
+        f"val:{Path(m).parent.name}": text_route_metrics(bank, model, m, cache=out_dir / "cache")
+        for m in val_manifests
+    }
+    sha = str(read_checkpoint_meta(ckpt).get("weights_sha256", ""))
+    report = {
+        "checkpoint": str(ckpt),
+        "image_weights_sha256": sha,
+        "manifest": str(manifest),
+        "train_images": len(images),
+        "text_kind": "bank",
+        "captions": sum(len(c) for c in captions),
+        "bank_captions": bank.config.bank_size,
+        "bank_k": bank.config.bank_k,
+        "bank_tau": bank.config.bank_tau,
+        "seconds": round(time.perf_counter() - start, 1),
+        "final": final,
+    }
+    save_text_encoder(bank, out_dir, image_sha256=sha, summary=report)
     return report
