@@ -89,7 +89,7 @@ def evaluate_voicing(
     cover = np.array([encoder.weight_for(t, 1.0) for t in texts])
     conf = np.array([heard[r["clip"]]["confidence"] for r in rows])
     a = _audio(model, rows, cache, name, condition)
-    t = encoder.encode(texts)
+    t = encoder.encode(texts, heard=True)  # transcripts, as the pipeline serves them
     cos_a = cosine_scores(v, a).numpy()
     ia = ia_scores(v, a).numpy()
     cos_t = (torch.nn.functional.normalize(v, dim=-1) @ t.T).numpy()

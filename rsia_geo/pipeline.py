@@ -969,7 +969,8 @@ def _make_query(
         said = text if text is not None else description.get("heard")
         if encoder is not None and said:
             with _timed(timings, "encode_text_ms"):
-                text_unit = encoder.encode([said])[0].numpy().astype(np.float64)
+                heard = text is None  # a transcript, not typed text
+                text_unit = encoder.encode([said], heard=heard)[0].numpy().astype(np.float64)
             weight = encoder.weight_for(said, route_weight)
             vector = audio_raw / max(float(np.linalg.norm(audio_raw)), 1e-12) + weight * text_unit
             description["text_weight"] = round(weight, 4)

@@ -326,6 +326,10 @@ def test_ensemble_with_a_bank_adds_its_unit_vector(tmp_path):
     text = "a beach with zebras"  # hashed coverage 0.5
     want = 0.5 * hashed.encode([text]) + pretrained.encode([text]) + bank.encode([text])
     np.testing.assert_allclose(ens.encode([text]), unit(want, dim=-1), atol=1e-5)
+    # a transcript (what the recogniser heard) leaves the bank out
+    heard = unit(0.5 * hashed.encode([text]) + pretrained.encode([text]), dim=-1)
+    np.testing.assert_allclose(ens.encode([text], heard=True), heard, atol=1e-5)
+    assert bank.encode([text], heard=True).allclose(bank.encode([text]))  # the bank alone: same
     save_text_encoder(ens, tmp_path, image_sha256="ab" * 32, summary={})
     back = load_text_encoder(tmp_path, image_sha256="ab" * 32)
     assert isinstance(back, EnsembleTextEncoder) and isinstance(back.bank, CaptionBankTextEncoder)
@@ -380,6 +384,7 @@ def test_the_starter_ships_a_text_route_for_its_images(shared_data):
         row = next(r for r in meta["images"] if r["class"] == cls and r["split"] == "val")
         images.append(load_image(shared_data / "ucm" / row["image"]))
     v = model.encode_images(torch.stack([model.preprocess_images(i[None])[0] for i in images]))
-    t = enc.encode(list(queries.values()))
-    assert (t @ v.T).argmax(dim=1).tolist() == list(range(len(queries)))  # each finds its scene
+    for heard in (False, True):  # typed, and as a transcript
+        t = enc.encode(list(queries.values()), heard=heard)
+        assert (t @ v.T).argmax(dim=1).tolist() == list(range(len(queries)))  # finds its scene
     assert enc.coverage("an airplane parked at the airport") == 1.0

@@ -195,12 +195,18 @@ class _TextRoute(nn.Module):
         return float(base) * self.coverage(text)
 
     @torch.no_grad()
-    def encode(self, texts: list[str], *, normalize: bool = True) -> torch.Tensor:
+    def encode(
+        self, texts: list[str], *, normalize: bool = True, heard: bool = False
+    ) -> torch.Tensor:
         """Embed sentences in eval mode.
 
         Args:
             texts: Sentences.
             normalize: L2-normalise (for cosine search).
+            heard: The sentences are what the recogniser heard (transcripts of spoken queries),
+                not typed text: an ensemble leaves its caption bank out for them (a misheard
+                sentence snaps onto the wrong captions; measured in docs/model_card.md). The
+                other kinds embed both alike.
 
         Returns:
             float32 ``(B, embed_dim)``.
@@ -208,10 +214,14 @@ class _TextRoute(nn.Module):
         was = self.training
         self.eval()
         try:
-            t = self(texts).float()
+            t = self._raw(list(texts), heard).float()
         finally:
             self.train(was)
         return nn.functional.normalize(t, dim=-1) if normalize else t
+
+    def _raw(self, texts: list[str], heard: bool) -> torch.Tensor:
+        out: torch.Tensor = self(texts)
+        return out
 
 
 class TextEncoder(_TextRoute):
@@ -555,11 +565,13 @@ class EnsembleTextEncoder(_TextRoute):
         """Always 1.0 (the hashed member's coverage weights that member only)."""
         return 1.0
 
-    def forward(self, texts: list[str]) -> torch.Tensor:
+    def forward(self, texts: list[str], heard: bool = False) -> torch.Tensor:
         """``c unit(hashed) + unit(pretrained) [+ unit(bank)]`` per sentence, ``(B, embed_dim)``.
 
         Args:
             texts: Sentences.
+            heard: Transcripts of spoken queries: the caption bank is left out (see
+                :meth:`encode`).
 
         Returns:
             float32 ``(B, embed_dim)`` (not unit length).
@@ -567,7 +579,7 @@ class EnsembleTextEncoder(_TextRoute):
         texts = list(texts)
         c = torch.tensor([self.hashed.coverage(t) for t in texts], dtype=torch.float32)
         h = nn.functional.normalize(self.hashed(texts), dim=-1)
-        if self.bank is None:
+        if self.bank is None or heard:
             p = nn.functional.normalize(self.pretrained(texts), dim=-1)
             out: torch.Tensor = c.to(h.device)[:, None] * h + p
             return out
@@ -580,6 +592,9 @@ class EnsembleTextEncoder(_TextRoute):
         b = nn.functional.normalize(self.bank.lookup(vectors[n:]), dim=-1)
         out = c.to(h.device)[:, None] * h + p + b
         return out
+
+    def _raw(self, texts: list[str], heard: bool) -> torch.Tensor:
+        return self(texts, heard)
 
 
 def fused_scores(

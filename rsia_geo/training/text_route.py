@@ -191,7 +191,7 @@ def text_route_metrics(
     per_image = min(len(v) for v in per.values())
     rows = [r for rs in per.values() for r in rs[:per_image]]
     v = _image_targets(model, list(per), 1, cache)[:, 0]
-    t = encoder.encode([heard[r["clip"]]["text"] for r in rows])
+    t = encoder.encode([heard[r["clip"]]["text"] for r in rows], heard=True)
     cos = (v @ t.T).numpy()
     return _metrics_both(cos, cos, per_image)
 
