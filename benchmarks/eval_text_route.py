@@ -13,7 +13,7 @@ reported for transparency; the shipped weight, 1.0, was fixed in advance.
 Usage:
     python benchmarks/eval_text_route.py CHECKPOINT --text TEXT_FOLDER \
         --manifests runs/v2_val/manifest.jsonl runs/v2_val_*/manifest.jsonl \
-        --conditions clean snr20 snr10 snr5 reverb band --cache runs/text_eval \
+        --conditions snr20 snr10 snr5 reverb bandlimit --cache runs/text_eval \
         --out runs/text_eval.json
 """
 
@@ -31,6 +31,7 @@ from eval_voices import _rows  # the same clips per image as the audio tables
 from rsia_geo.models import load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.models.text import fused_scores, load_text_encoder
+from rsia_geo.training.augment import CONDITIONS
 from rsia_geo.training.evaluate import _metrics_both, candidates_only, encode_clips, encode_images
 from rsia_geo.training.transcripts import read_transcripts, transcripts_path
 
@@ -114,8 +115,9 @@ def main() -> None:
     p.add_argument("--text", required=True, help="folder with text.safetensors / text.json")
     p.add_argument("--manifests", nargs="+", required=True, help="voicings with transcripts")
     p.add_argument(
-        "--conditions", nargs="*", default=[], help="recording conditions of the first voicing"
-    )
+        "--conditions", nargs="*", default=[], choices=CONDITIONS[1:],
+        help="recording conditions of the first voicing",
+    )  # fmt: skip
     p.add_argument("--split", default="val")
     p.add_argument("--per-image", type=int, default=5)
     p.add_argument("--rescore-k", type=int, default=50)
