@@ -974,6 +974,7 @@ def _make_query(
             weight = encoder.weight_for(said, route_weight)
             vector = audio_raw / max(float(np.linalg.norm(audio_raw)), 1e-12) + weight * text_unit
             description["text_weight"] = round(weight, 4)
+            description["text_route"] = "+".join(encoder.members(heard=heard))
     elif example is not None:
         with _timed(timings, "example_ms"):
             ex = resolve_example(example, idx, model)

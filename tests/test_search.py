@@ -179,3 +179,44 @@ def test_text_route_is_fused_in_both_stages(world, tmp_path, tiny_checkpoint):
     for bad in (-1.0, float("nan"), "1", True):
         with pytest.raises(InvalidArgumentError, match="text_weight"):
             _make_query(model, idx, {}, text=said, text_weight=bad, **args)
+    assert q.description["text_route"] == "hashed"
+
+
+@pytest.mark.requires_programs("espeak-ng")
+def test_typed_text_consults_the_caption_bank(world, tmp_path, tiny_checkpoint):
+    """An ensemble route with a bank: typed text is embedded with all three members."""
+    import shutil
+
+    from rsia_geo.models.text import (
+        CaptionBankTextEncoder,
+        EnsembleTextEncoder,
+        PretrainedTextEncoder,
+        TextConfig,
+        TextEncoder,
+        save_text_encoder,
+    )
+
+    idx, plain = world
+    ckpt = tmp_path / "with_bank"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    torch.manual_seed(0)
+    d = plain.config.embed_dim
+    pretrained = PretrainedTextEncoder(TextConfig(embed_dim=d, kind="pretrained", hidden=16))
+    bank = CaptionBankTextEncoder.build(
+        [["Many boats are docked at the harbour ."], ["A dense forest ."]], torch.randn(2, d),
+        TextConfig(embed_dim=d), pretrained.sentence,
+    )  # fmt: skip
+    ens = EnsembleTextEncoder(TextEncoder(TextConfig(embed_dim=d)), pretrained, bank).eval()
+    save_text_encoder(ens, ckpt, image_sha256=plain.checkpoint_meta["weights_sha256"], summary={})
+    model = load_model(ckpt)
+    args = dict(audio=None, sample_rate=16000, example=None, relevant=None, not_relevant=None,
+                refine_method="rocchio", group_overlap=0.5)  # fmt: skip
+    said = "boats in a marina"
+    q = _make_query(model, idx, {}, text=said, **args)
+    assert q.description["text_route"] == "hashed+pretrained+bank"
+    unit_a = q.audio_raw / np.linalg.norm(q.audio_raw)
+    typed = ens.encode([said])[0].numpy()
+    np.testing.assert_allclose(q.vector, unit_a + typed, atol=1e-5)
+    heard = ens.encode([said], heard=True)[0].numpy()
+    assert not np.allclose(typed, heard, atol=1e-3)  # the bank moved the typed query
+    assert ens.members(heard=True) == ("hashed", "pretrained")

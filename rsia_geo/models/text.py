@@ -223,6 +223,14 @@ class _TextRoute(nn.Module):
         out: torch.Tensor = self(texts)
         return out
 
+    def members(self, *, heard: bool = False) -> tuple[str, ...]:
+        """The kinds that embed a sentence (what :meth:`encode` sums), e.g. ``("hashed",)``.
+
+        Args:
+            heard: For a transcript (see :meth:`encode`).
+        """
+        return (self.config.kind,)
+
 
 class TextEncoder(_TextRoute):
     """Sentences -> embeddings in a checkpoint's image space (raw, not normalised): hashed words.
@@ -595,6 +603,10 @@ class EnsembleTextEncoder(_TextRoute):
 
     def _raw(self, texts: list[str], heard: bool) -> torch.Tensor:
         return self(texts, heard)
+
+    def members(self, *, heard: bool = False) -> tuple[str, ...]:
+        """``("hashed", "pretrained")``, plus ``"bank"`` for typed text when it has one."""
+        return ("hashed", "pretrained") + (("bank",) if self.bank is not None and not heard else ())
 
 
 def fused_scores(
