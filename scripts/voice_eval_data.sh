@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CAPS=../shared/data/ucm/captions.json
 G=${RSIA_GEO:-rsia-geo}
-python scripts/captions_manifest.py "$CAPS" -o runs/captions_train  # the text route's captions
+${PYTHON:-python3} scripts/captions_manifest.py "$CAPS" -o runs/captions_train  # the text route's captions
 $G data voice "$CAPS" -o runs/v2_val --splits val --no-progress
 for f in espeak-ng:en-gb-scotland espeak-ng:en-029 flite:slt flite:rms festival:kal_diphone; do
   $G data voice "$CAPS" -o "runs/v2_val_${f#*:}" --splits val --families "$f" --no-progress
