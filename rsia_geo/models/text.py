@@ -318,7 +318,28 @@ def _checked_sentence(sentence: Any, config: TextConfig) -> Any:
     return sentence
 
 
-class PretrainedTextEncoder(_TextRoute):
+class _SentenceRoute(_TextRoute):
+    """What the kinds built on the frozen sentence encoder share: the encoder, full coverage."""
+
+    _sentence: Any
+
+    @property
+    def sentence(self) -> Any:
+        """The frozen sentence encoder (loaded on first use)."""
+        self._sentence = _checked_sentence(self._sentence, self.config)
+        return self._sentence
+
+    def coverage(self, text: str) -> float:
+        """Always 1.0: the sentence encoder knows the words (no down-weighting)."""
+        return 1.0
+
+
+def _bank_text(text: str) -> str:
+    """A sentence as the caption bank keys it (:func:`normalise_text`, joined)."""
+    return " ".join(normalise_text(text))
+
+
+class PretrainedTextEncoder(_SentenceRoute):
     """Sentences -> embeddings in a checkpoint's image space: frozen MiniLM + a trained head.
 
     The sentence encoder (:class:`~rsia_geo.models.sentence.SentenceEncoder`) is frozen and
@@ -350,16 +371,6 @@ class PretrainedTextEncoder(_TextRoute):
         )
         self._sentence = sentence  # not a submodule: its weights are not ours to save
 
-    @property
-    def sentence(self) -> Any:
-        """The frozen sentence encoder (loaded on first use)."""
-        self._sentence = _checked_sentence(self._sentence, self.config)
-        return self._sentence
-
-    def coverage(self, text: str) -> float:
-        """Always 1.0: the pretrained encoder knows the words (see the class docstring)."""
-        return 1.0
-
     def head(self, vectors: torch.Tensor) -> torch.Tensor:
         """Raw embeddings ``(B, embed_dim)`` of sentence vectors ``(B, sentence_dim)``."""
         out: torch.Tensor = self.skip(vectors) + self.mlp(vectors)
@@ -378,7 +389,7 @@ class PretrainedTextEncoder(_TextRoute):
         return self.head(vectors)
 
 
-class CaptionBankTextEncoder(_TextRoute):
+class CaptionBankTextEncoder(_SentenceRoute):
     """Sentences -> the images their nearest training captions describe (nothing trained).
 
     The bank holds each distinct training caption (normalised by :func:`normalise_text`) as a
@@ -413,12 +424,6 @@ class CaptionBankTextEncoder(_TextRoute):
         self.register_buffer("values", torch.zeros(config.bank_size, config.embed_dim))
         self._sentence = sentence
 
-    @property
-    def sentence(self) -> Any:
-        """The frozen sentence encoder (loaded on first use)."""
-        self._sentence = _checked_sentence(self._sentence, self.config)
-        return self._sentence
-
     @classmethod
     def build(
         cls,
@@ -450,7 +455,7 @@ class CaptionBankTextEncoder(_TextRoute):
         described: dict[str, list[int]] = {}
         for i, group in enumerate(captions):
             for c in group:
-                text = " ".join(normalise_text(c))
+                text = _bank_text(c)
                 if text and i not in described.setdefault(text, []):
                     described[text].append(i)
         if not described:
@@ -461,10 +466,6 @@ class CaptionBankTextEncoder(_TextRoute):
         bank.keys.copy_(nn.functional.normalize(bank.sentence.embed(list(described)), dim=-1))
         bank.values.copy_(nn.functional.normalize(values, dim=-1))
         return bank.eval()
-
-    def coverage(self, text: str) -> float:
-        """Always 1.0: the sentence encoder knows the words."""
-        return 1.0
 
     def lookup(self, vectors: torch.Tensor) -> torch.Tensor:
         """Weighted mean of the values of the nearest keys, ``(B, embed_dim)``.
@@ -487,7 +488,7 @@ class CaptionBankTextEncoder(_TextRoute):
         Returns:
             float32 ``(B, embed_dim)``.
         """
-        return self.lookup(self.sentence.embed([" ".join(normalise_text(t)) for t in texts]))
+        return self.lookup(self.sentence.embed([_bank_text(t) for t in texts]))
 
 
 class EnsembleTextEncoder(_TextRoute):
@@ -566,7 +567,7 @@ class EnsembleTextEncoder(_TextRoute):
         pretrained = PretrainedTextEncoder(replace(config, kind="pretrained"), sentence)
         bank = None
         if config.bank_size:
-            bank = CaptionBankTextEncoder(replace(config, kind="bank"), pretrained._sentence)
+            bank = CaptionBankTextEncoder(replace(config, kind="bank"), sentence)
         return cls(TextEncoder(replace(config, kind="hashed")), pretrained, bank)
 
     def coverage(self, text: str) -> float:
@@ -594,7 +595,7 @@ class EnsembleTextEncoder(_TextRoute):
         # one sentence-encoder pass: the texts as typed (the head's inputs) and normalised
         # (the bank's keys are normalised captions)
         n = len(texts)
-        vectors = self.sentence.embed(texts + [" ".join(normalise_text(t)) for t in texts])
+        vectors = self.sentence.embed(texts + [_bank_text(t) for t in texts])
         vectors = vectors.to(h.device)
         p = nn.functional.normalize(self.pretrained.head(vectors[:n]), dim=-1)
         b = nn.functional.normalize(self.bank.lookup(vectors[n:]), dim=-1)
@@ -635,8 +636,10 @@ def fused_scores(
 
 
 def _sentence_sha(encoder: _TextRoute) -> str | None:
-    kinds = (PretrainedTextEncoder, CaptionBankTextEncoder, EnsembleTextEncoder)
-    return encoder.sentence.sha256 if isinstance(encoder, kinds) else None
+    if isinstance(encoder, (_SentenceRoute, EnsembleTextEncoder)):
+        sha: str = encoder.sentence.sha256
+        return sha
+    return None
 
 
 def save_text_encoder(

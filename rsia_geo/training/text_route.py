@@ -365,6 +365,7 @@ def train_text_route(
     text_config: Any = None,
     kind: str = "pretrained",
     progress: bool = True,
+    cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train a text encoder for a checkpoint's image space and write it into ``out``.
 
@@ -383,6 +384,8 @@ def train_text_route(
             ``"ensemble"`` (the three in turn, in ``out/hashed``, ``out/pretrained`` and
             ``out/bank``, then combined in ``out``).
         progress: Progress bars (sentence vectors, epochs).
+        cache: Folder for the image embeddings and sentence vectors computed once (default
+            ``out/cache``; an ensemble's members share the ensemble's).
 
     Returns:
         The report: settings, data sizes, per-epoch loss and validation metrics, time.
@@ -396,7 +399,9 @@ def train_text_route(
 
     s = settings or TextRouteSettings()
     if (text_config.kind if text_config is not None else kind) == "ensemble":
-        return _train_ensemble(checkpoint, manifest, out, val_manifests, s, text_config, progress)
+        return _train_ensemble(
+            checkpoint, manifest, out, val_manifests, s, text_config, progress, cache
+        )
     torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
     rng = random.Random(s.seed)
@@ -407,7 +412,7 @@ def train_text_route(
     sha = str(read_checkpoint_meta(ckpt).get("weights_sha256", ""))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cache = out_dir / "cache"
+    cache = Path(cache) if cache is not None else out_dir / "cache"
     images, captions, spoken = _sentences(manifest, "train")
     targets = _image_targets(model, images, s.views, cache)
     if not any(spoken):
@@ -415,8 +420,8 @@ def train_text_route(
     n_captions = sum(len(c) for c in captions)
     config = text_config or TextConfig(embed_dim=model.config.embed_dim, kind=kind)
     if config.kind == "bank":
-        return _build_bank(model, (images, captions), targets, config, (ckpt, manifest, out_dir),
-                           val_manifests)  # fmt: skip
+        where = (ckpt, sha, manifest, out_dir, cache)
+        return _build_bank(model, (images, captions), targets, config, where, val_manifests)
     encoder, embed, captions = _route_and_embed(
         config, (captions, spoken), s, rng, (cache, progress)
     )
@@ -463,8 +468,12 @@ def _train_ensemble(
     s: TextRouteSettings,
     text_config: Any,
     progress: bool,
+    cache: str | Path | None,
 ) -> dict[str, Any]:
-    """Train the hashed and the pretrained member, build the bank, then write the ensemble."""
+    """Train the hashed and the pretrained member, build the bank, then write the ensemble.
+
+    The members share one cache (the training images are embedded once).
+    """
     from dataclasses import replace
 
     from rsia_geo.models.text import (
@@ -473,12 +482,13 @@ def _train_ensemble(
         save_text_encoder,
     )
 
+    shared = Path(cache) if cache is not None else Path(out) / "cache"
     reports = {}
     for member in ("hashed", "pretrained", "bank"):
         config = replace(text_config, kind=member) if text_config is not None else None
         reports[member] = train_text_route(
             checkpoint, manifest, Path(out) / member, val_manifests=val_manifests,
-            settings=s, text_config=config, kind=member, progress=progress,
+            settings=s, text_config=config, kind=member, progress=progress, cache=shared,
         )  # fmt: skip
     sha = reports["hashed"]["image_weights_sha256"]
     hashed = load_text_encoder(Path(out) / "hashed", image_sha256=sha)
@@ -496,9 +506,7 @@ def _train_ensemble(
             ckpt = shipped_checkpoint(str(checkpoint))
         model = load_checkpoint(ckpt).eval()
         report["final"] = {
-            f"val:{Path(m).parent.name}": text_route_metrics(
-                encoder, model, m, cache=Path(out) / "cache"
-            )
+            f"val:{Path(m).parent.name}": text_route_metrics(encoder, model, m, cache=shared)
             for m in val_manifests
         }
     save_text_encoder(encoder.eval(), out, image_sha256=sha, summary=report)
@@ -510,22 +518,20 @@ def _build_bank(
     data: tuple[list[str], list[list[str]]],
     targets: torch.Tensor,
     config: Any,
-    where: tuple[Path, str | Path, Path],
+    where: tuple[Path, str, str | Path, Path, Path],
     val_manifests: tuple[str | Path, ...],
 ) -> dict[str, Any]:
     """The bank kind: the training captions and their images' embeddings, written to ``out``."""
-    from rsia_geo.models.checkpoint import read_checkpoint_meta
     from rsia_geo.models.text import CaptionBankTextEncoder, save_text_encoder
 
-    ckpt, manifest, out_dir = where
+    ckpt, sha, manifest, out_dir, cache = where
     images, captions = data
     start = time.perf_counter()
     bank = CaptionBankTextEncoder.build(captions, targets.mean(1), config)
     final: dict[str, Any] = {
-        f"val:{Path(m).parent.name}": text_route_metrics(bank, model, m, cache=out_dir / "cache")
+        f"val:{Path(m).parent.name}": text_route_metrics(bank, model, m, cache=cache)
         for m in val_manifests
     }
-    sha = str(read_checkpoint_meta(ckpt).get("weights_sha256", ""))
     report = {
         "checkpoint": str(ckpt),
         "image_weights_sha256": sha,
