@@ -277,6 +277,7 @@ def build_index(
                 progress, report,
             )  # fmt: skip
         idx.record_count()
+        idx.optimize()  # the HNSW graph or quantized vectors the index was made with
     finally:
         report.seconds = time.perf_counter() - t_start
         if owned:

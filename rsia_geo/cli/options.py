@@ -190,13 +190,17 @@ def index_from_args(args: argparse.Namespace, *, create: bool = False) -> Any:
     """
     from rsia_geo.index import TileIndex
 
+    quantization = getattr(args, "quantization", None)  # `rsia-geo index` only
     if args.url:
         return TileIndex(
             url=args.url,
             api_key=args.api_key or os.environ.get("RSIA_QDRANT_API_KEY"),
             collection=args.collection,
+            quantization=quantization,
         )
-    return TileIndex(args.location, collection=args.collection, create=create)
+    return TileIndex(
+        args.location, collection=args.collection, create=create, quantization=quantization
+    )
 
 
 def add_tile_args(p: argparse.ArgumentParser) -> None:

@@ -105,6 +105,9 @@ class Backend(Protocol):
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[Hit]:
         """Points by id."""
 
+    def optimize(self) -> bool:
+        """Build pending index structures (graph, quantized vectors); whether any were built."""
+
     def close(self) -> None:
         """Release resources."""
 
@@ -227,14 +230,33 @@ class EdgeBackend:
         path: Folder of the shard (created on :meth:`create`).
         hnsw: Build an HNSW graph (otherwise exact search with payload indexes, which measured
             faster below a few hundred thousand points on 2 cores; see docs/benchmarks.md).
+            The graph is built by :meth:`optimize` (after an ingest).
+        quantization: ``None``, ``"int8"`` or ``"binary"``: compressed copies of the vectors
+            that the search scans, the top ``limit * oversampling`` rescored with the original
+            vectors (a new shard only; :meth:`optimize` builds them).
+        oversampling: Candidates scanned on the compressed vectors per result (default
+            :data:`DEFAULT_OVERSAMPLING` of the quantization).
+        on_disk: Keep the original vectors in memory-mapped files rather than in RAM (with
+            quantization, only the rescoring reads them).
     """
 
-    def __init__(self, path: str | Path, *, hnsw: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        hnsw: bool = False,
+        quantization: str | None = None,
+        oversampling: float | None = None,
+        on_disk: bool | None = None,
+    ) -> None:
         from rsia_geo._lazy import lazy_import
 
         self.q = lazy_import("qdrant_edge")
         self.path = Path(path)
         self.hnsw = hnsw
+        self.quantization = check_quantization(quantization)
+        self.oversampling = oversampling
+        self.on_disk = on_disk
         self.shard: Any = None
         if self.exists():
             self._load()
@@ -261,8 +283,25 @@ class EdgeBackend:
         """Create the shard and its payload indexes."""
         q = self.q
         params: dict[str, Any] = {"size": dim, "distance": q.Distance.Cosine}
+        if self.on_disk:
+            params["on_disk"] = True
         cfg_kw: dict[str, Any] = {"vectors": {VECTOR: q.EdgeVectorParams(**params)}}
-        if not self.hnsw:
+        if self.quantization == "int8":
+            cfg_kw["quantization_config"] = q.ScalarQuantizationConfig(
+                q.ScalarType.Int8, quantile=0.99, always_ram=True
+            )
+        elif self.quantization == "binary":
+            cfg_kw["quantization_config"] = q.BinaryQuantizationConfig(always_ram=True)
+        if self.quantization and not self.hnsw:
+            # quantized vectors live in optimized (immutable) segments: let the optimizer make
+            # them, with a graph of no edges (m=0) so that search stays an exact scan
+            cfg_kw["hnsw_config"] = q.HnswIndexConfig(
+                m=0, ef_construct=100, full_scan_threshold=10000
+            )
+        if self.quantization and _has_kw(q.EdgeOptimizersConfig, "indexing_threshold"):
+            # every segment with points is optimized by optimize(), however small (1 KB)
+            cfg_kw["optimizers"] = q.EdgeOptimizersConfig(indexing_threshold=1)
+        elif not self.hnsw:
             cfg_kw["optimizers"] = (
                 q.EdgeOptimizersConfig(indexing_threshold=0)
                 if _has_kw(q.EdgeOptimizersConfig, "indexing_threshold")
@@ -330,6 +369,14 @@ class EdgeBackend:
     ) -> list[Hit]:
         """Nearest neighbours inside the region (payload limited to ``fields`` if given)."""
         q = self.q
+        params = None
+        if self.quantization:
+            params = q.SearchParams(
+                quantization=q.QuantizationSearchParams(
+                    rescore=True,
+                    oversampling=oversampling_for(self.quantization, self.oversampling),
+                )
+            )
         req = q.QueryRequest(
             limit=limit,
             offset=offset or None,
@@ -337,6 +384,7 @@ class EdgeBackend:
             filter=self._filter(region, exact=False),
             with_payload=(list(fields) or False) if fields is not None else True,
             with_vector=[VECTOR] if with_vectors else False,
+            params=params,
         )
         out = []
         for r in self.shard.query(req):
@@ -382,6 +430,19 @@ class EdgeBackend:
         shutil.rmtree(self.path / "shard", ignore_errors=True)
         self._meta_path().unlink(missing_ok=True)
 
+    def optimize(self) -> bool:
+        """Build what the shard's settings ask for (HNSW graph, quantized vectors) now.
+
+        Without either, the shard is left as it is (exact search needs no optimization).
+
+        Returns:
+            Whether any segment was rebuilt.
+        """
+        if self.shard is None or not (self.hnsw or self.quantization):
+            return False
+        self.shard.flush()
+        return bool(self.shard.optimize())
+
     def close(self) -> None:
         """Flush and close the shard."""
         if self.shard is not None:
@@ -406,6 +467,42 @@ def _has_kw(cls: Any, name: str) -> bool:
         return False
 
 
+QUANTIZATIONS = ("int8", "binary")
+"""Compressed vector kinds of :class:`~rsia_geo.index.TileIndex` (``quantization=``)."""
+
+DEFAULT_OVERSAMPLING = {"int8": 2.0, "binary": 4.0}
+"""Candidates scanned on compressed vectors per result before rescoring
+(``benchmarks/bench_quantization.py`` measures recall against exact search)."""
+
+
+def check_quantization(value: str | None) -> str | None:
+    """``value`` if it names a quantization (or is None), else a clear error.
+
+    Raises:
+        VectorIndexError: Another value.
+    """
+    if value is None or value in QUANTIZATIONS:
+        return value
+    raise VectorIndexError(
+        f"quantization={value!r}; use None (float32 vectors), 'int8' (scalar, 4x smaller) or "
+        "'binary' (32x smaller; rescored with the original vectors)"
+    )
+
+
+def oversampling_for(quantization: str, oversampling: float | None) -> float:
+    """The oversampling to search a quantized index with (checked: at least 1).
+
+    Raises:
+        VectorIndexError: ``oversampling`` below 1.
+    """
+    value = DEFAULT_OVERSAMPLING[quantization] if oversampling is None else float(oversampling)
+    if not value >= 1.0:
+        raise VectorIndexError(
+            f"oversampling={oversampling!r} must be >= 1 (candidates scanned per result)"
+        )
+    return value
+
+
 # ---------------------------------------------------------------------------------- client
 
 
@@ -421,7 +518,9 @@ class ClientBackend:
         retries: Attempts before a connection failure is reported.
         shard_number: Shards of a new collection (server).
         replication_factor: Replicas of a new collection (server).
-        quantization: ``None``, ``"int8"`` (scalar) or ``"binary"``.
+        quantization: ``None``, ``"int8"`` (scalar) or ``"binary"`` (a new collection; the
+            search rescores with the original vectors).
+        oversampling: As for :class:`EdgeBackend`.
         on_disk: Keep vectors on disk (server).
     """
 
@@ -437,6 +536,7 @@ class ClientBackend:
         shard_number: int | None = None,
         replication_factor: int | None = None,
         quantization: str | None = None,
+        oversampling: float | None = None,
         on_disk: bool | None = None,
     ) -> None:
         from rsia_geo._lazy import lazy_import
@@ -448,7 +548,8 @@ class ClientBackend:
         self.retries = max(1, retries)
         self.url = url
         self.shard_number, self.replication_factor = shard_number, replication_factor
-        self.quantization, self.on_disk = quantization, on_disk
+        self.quantization, self.on_disk = check_quantization(quantization), on_disk
+        self.oversampling = oversampling
         if (location is None) == (url is None):
             raise VectorIndexError("pass exactly one of location (':memory:' or a folder) and url")
         with warnings.catch_warnings():
@@ -504,8 +605,6 @@ class ClientBackend:
             )
         elif self.quantization == "binary":
             quant = m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True))
-        elif self.quantization is not None:
-            raise VectorIndexError(f"quantization={self.quantization!r}; use 'int8' or 'binary'")
         self._call(
             self.client.create_collection,
             self.collection,
@@ -601,6 +700,16 @@ class ClientBackend:
             offset=offset or None,
             with_payload=(list(fields) or False) if fields is not None else True,
             with_vectors=[VECTOR] if with_vectors else False,
+            search_params=(
+                self.models.SearchParams(
+                    quantization=self.models.QuantizationSearchParams(
+                        rescore=True,
+                        oversampling=oversampling_for(self.quantization, self.oversampling),
+                    )
+                )
+                if self.quantization
+                else None
+            ),
         )
         out = []
         for p in res.points:
@@ -646,6 +755,10 @@ class ClientBackend:
             with_vectors=[VECTOR] if with_vectors else False,
         )
         return _records_to_hits(recs, with_vectors)
+
+    def optimize(self) -> bool:
+        """Nothing to do: a server optimizes its segments itself; local mode has none."""
+        return False
 
     def close(self) -> None:
         """Close the client."""

@@ -34,7 +34,14 @@ from rsia_geo.errors import (
     TilingMismatchError,
     VectorIndexError,
 )
-from rsia_geo.index.backends import Backend, ClientBackend, EdgeBackend, Hit
+from rsia_geo.index.backends import (
+    Backend,
+    ClientBackend,
+    EdgeBackend,
+    Hit,
+    check_quantization,
+    oversampling_for,
+)
 from rsia_geo.index.payload import (
     Region,
     centre_margin,
@@ -105,12 +112,18 @@ class TileIndex:
         engine: ``"edge"`` (Qdrant Edge, the embedded default) or ``"client"``
             (qdrant-client; required for servers).
         hnsw: Build an HNSW graph in the embedded engine (default exact search).
+        quantization: ``None`` (float32 vectors), ``"int8"`` (scalar, 4x smaller) or
+            ``"binary"`` (32x smaller): compressed vectors that the search scans, rescored
+            with the originals. Set when the index is made and recorded in it; opening an
+            index with another value raises :class:`~rsia_geo.errors.VectorIndexError`.
+        oversampling: Candidates scanned on compressed vectors per result (default 2 for
+            int8, 4 for binary; ``benchmarks/bench_quantization.py``).
         create: Create the folder when it holds no index (indexing). False (searching,
             serving) raises :class:`~rsia_geo.errors.IndexNotFoundError` instead, and writes
             nothing.
         **server: Options for new server collections: ``shard_number``,
-            ``replication_factor``, ``quantization`` (``"int8"``/``"binary"``), ``on_disk``,
-            ``timeout``, ``retries``.
+            ``replication_factor``, ``on_disk`` (also the embedded engine: original vectors
+            memory-mapped), ``timeout``, ``retries``.
 
     Raises:
         IndexLockedError: The folder is open in another process.
@@ -127,6 +140,8 @@ class TileIndex:
         collection: str = "tiles",
         engine: str | None = None,
         hnsw: bool = False,
+        quantization: str | None = None,
+        oversampling: float | None = None,
         create: bool = True,
         **server: Any,
     ) -> None:
@@ -166,8 +181,17 @@ class TileIndex:
             folder.mkdir(parents=True, exist_ok=True)
             self._lock(folder)
         try:
+            check_quantization(quantization)
+            if oversampling is not None:
+                oversampling_for(quantization or "int8", oversampling)
             if engine == "edge":
-                self.backend: Backend = EdgeBackend(str(location), hnsw=hnsw)
+                self.backend: Backend = EdgeBackend(
+                    str(location),
+                    hnsw=hnsw,
+                    quantization=quantization,
+                    oversampling=oversampling,
+                    on_disk=server.get("on_disk"),
+                )
             else:
                 local: str | None = None
                 if url is None:
@@ -177,11 +201,39 @@ class TileIndex:
                         else str(Path(str(location)) / "qdrant")
                     )
                 self.backend = ClientBackend(
-                    collection, location=local, url=url, api_key=api_key, **server
+                    collection,
+                    location=local,
+                    url=url,
+                    api_key=api_key,
+                    quantization=quantization,
+                    oversampling=oversampling,
+                    **server,
                 )
+            self._storage = {"quantization": quantization, "hnsw": bool(hnsw)}
+            self._storage_checked = False
+            if url is None:  # a server is first contacted when it is used
+                self._adopt_storage()
         except BaseException:
             self._unlock()
             raise
+
+    def _adopt_storage(self) -> None:
+        """Search an existing index with the quantization it was made with (refuse another)."""
+        if self._storage_checked:
+            return
+        meta = self.backend.get_meta() if self.backend.exists() else None
+        self._storage_checked = True
+        if meta is None:
+            return
+        requested = self._storage["quantization"]
+        stored = (meta.get("storage") or {}).get("quantization")
+        if requested is not None and requested != stored:
+            raise VectorIndexError(
+                f"{self!r} was made with quantization={stored!r}, not {requested!r}: the "
+                "quantization of an index is set when it is made; open it without "
+                "quantization=, or index into a new folder or collection with it"
+            )
+        self.backend.quantization = stored  # type: ignore[attr-defined]
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -202,6 +254,17 @@ class TileIndex:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def optimize(self) -> bool:
+        """Build the HNSW graph or quantized vectors the index was made with, now.
+
+        :func:`~rsia_geo.pipeline.build_index` calls it after an ingest; a plain exact-search
+        index (the default) and a server (which optimizes by itself) have nothing to do.
+
+        Returns:
+            Whether anything was built.
+        """
+        return bool(self.backend.optimize())
 
     def close(self) -> None:
         """Flush and close the index, releasing the folder lock."""
@@ -245,6 +308,7 @@ class TileIndex:
             ModelMismatchError: The collection holds vectors of another model.
         """
         sig = {k: signature.get(k) for k in SIGNATURE_KEYS}
+        self._adopt_storage()
         if self.backend.exists() and self.backend.get_meta() is None:
             # created, then interrupted before the metadata was written: nothing was stored
             # (points are only written after it), so the collection is made again
@@ -257,7 +321,13 @@ class TileIndex:
         if not self.backend.exists():
             self.backend.create(int(signature["embed_dim"]))
             self.backend.set_meta(
-                {"model": sig, "time_ranges": True, "platforms": True, **(extra or {})}
+                {
+                    "model": sig,
+                    "time_ranges": True,
+                    "platforms": True,
+                    "storage": self._storage,
+                    **(extra or {}),
+                }
             )
             self._has_time_ranges = None
             self._extent = None
@@ -464,6 +534,7 @@ class TileIndex:
         """
         v = np.asarray(vector, dtype=np.float64).ravel()
         v = v / max(float(np.linalg.norm(v)), 1e-12)
+        self._adopt_storage()
         hits: list[Hit] = self.backend.query(
             v.tolist(), self._with_margin(region), limit, offset, with_vectors, stored_keys(fields)
         )
