@@ -470,7 +470,7 @@ def _has_kw(cls: Any, name: str) -> bool:
 QUANTIZATIONS = ("int8", "binary")
 """Compressed vector kinds of :class:`~rsia_geo.index.TileIndex` (``quantization=``)."""
 
-DEFAULT_OVERSAMPLING = {"int8": 2.0, "binary": 4.0}
+DEFAULT_OVERSAMPLING = {"int8": 4.0, "binary": 8.0}
 """Candidates scanned on compressed vectors per result before rescoring
 (``benchmarks/bench_quantization.py`` measures recall against exact search)."""
 

@@ -116,8 +116,8 @@ class TileIndex:
             ``"binary"`` (32x smaller): compressed vectors that the search scans, rescored
             with the originals. Set when the index is made and recorded in it; opening an
             index with another value raises :class:`~rsia_geo.errors.VectorIndexError`.
-        oversampling: Candidates scanned on compressed vectors per result (default 2 for
-            int8, 4 for binary; ``benchmarks/bench_quantization.py``).
+        oversampling: Candidates scanned on compressed vectors per result (default 4 for
+            int8, 8 for binary; ``benchmarks/bench_quantization.py``).
         create: Create the folder when it holds no index (indexing). False (searching,
             serving) raises :class:`~rsia_geo.errors.IndexNotFoundError` instead, and writes
             nothing.
