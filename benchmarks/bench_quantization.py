@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_index import SIG  # the same synthetic model signature (benchmarks/ is on sys.path)
 
 DIM = 256
 VARIANTS = {
@@ -41,16 +42,6 @@ VARIANTS = {
     "int8": {"quantization": "int8"},
     "binary": {"quantization": "binary"},
     "int8-ondisk": {"quantization": "int8", "on_disk": True},
-}
-SIG = {
-    "model_id": "bench",
-    "version": "1",
-    "embed_dim": DIM,
-    "backbone": "none",
-    "input_size": 224,
-    "in_chans": 3,
-    "frontend": "none",
-    "weights_sha256": None,
 }
 CELL = 0.001  # degrees between neighbouring points
 MIXED = 0.3  # share of points that mix two real embeddings
