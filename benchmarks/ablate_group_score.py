@@ -27,6 +27,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+from bench_e2e import region_around  # the same regions (benchmarks/ is on sys.path)
 
 from rsia_geo.index import TileIndex
 from rsia_geo.pipeline import GROUP_CANDIDATES, group_places, load_model, search
@@ -62,7 +63,6 @@ def main() -> None:
     model = load_model(a.checkpoint)
     rng = random.Random(0)  # the region sequence of bench_e2e's _run_tiling
     by_image = {row["image"]: i for i, row in cells.iterrows()}
-    grid_w, grid_h = int(cells["col"].max()) + 1, int(cells["row"].max()) + 1
     k = 10
     rankings = _rankings()
     prec: dict[str, list[float]] = {n: [] for n in rankings}
@@ -70,16 +70,7 @@ def main() -> None:
     with TileIndex(work / f"index_{a.tiling}", create=False) as idx:
         for clip in clips:
             target = cells.loc[by_image[Path(clip["image"]).name]]
-            w, h = rng.randint(3, 6), rng.randint(3, 6)
-            c0 = rng.randint(max(0, target["col"] - w + 1), min(target["col"], grid_w - w))
-            r0 = rng.randint(max(0, target["row"] - h + 1), min(target["row"], grid_h - h))
-            sel = cells[
-                (cells["col"] >= c0)
-                & (cells["col"] < c0 + w)
-                & (cells["row"] >= r0)
-                & (cells["row"] < r0 + h)
-            ]
-            bounds = tuple(sel.total_bounds)
+            bounds = region_around(cells, target, rng)
             hits = search(
                 clip["clip_path"], idx, model, bbox=bounds, k=GROUP_CANDIDATES * k, group=False
             )

@@ -99,6 +99,26 @@ class _OracleTiles:
         return float(np.mean(self.centre_class[picked] == cls))
 
 
+def region_around(cells, target, rng: random.Random) -> tuple[float, float, float, float]:
+    """Bounds of a random region of 3-6 x 3-6 cells that contains the ``target`` cell.
+
+    Draws four numbers from ``rng``: replaying the same sequence gives the same regions
+    (``ablate_group_score.py`` does).
+    """
+    grid_w, grid_h = int(cells["col"].max()) + 1, int(cells["row"].max()) + 1
+    w, h = rng.randint(3, 6), rng.randint(3, 6)
+    c0 = rng.randint(max(0, target["col"] - w + 1), min(target["col"], grid_w - w))
+    r0 = rng.randint(max(0, target["row"] - h + 1), min(target["row"], grid_h - h))
+    sel = cells[
+        (cells["col"] >= c0)
+        & (cells["col"] < c0 + w)
+        & (cells["row"] >= r0)
+        & (cells["row"] < r0 + h)
+    ]
+    minx, miny, maxx, maxy = (float(v) for v in sel.total_bounds)
+    return minx, miny, maxx, maxy
+
+
 def _run_tiling(
     name: str,
     spec: TileSpec,
@@ -152,17 +172,7 @@ def _run_tiling(
             hits = search(clip["clip_path"], idx, model, k=k, group=group)
             stats["latency"].append(1000 * (time.perf_counter() - t))
             stats["all"].append(rank_of(hits))
-            # a region of 3-6 x 3-6 cells containing the target
-            w, h = rng.randint(3, 6), rng.randint(3, 6)
-            c0 = rng.randint(max(0, target["col"] - w + 1), min(target["col"], grid_w - w))
-            r0 = rng.randint(max(0, target["row"] - h + 1), min(target["row"], grid_h - h))
-            sel = cells[
-                (cells["col"] >= c0)
-                & (cells["col"] < c0 + w)
-                & (cells["row"] >= r0)
-                & (cells["row"] < r0 + h)
-            ]
-            minx, miny, maxx, maxy = sel.total_bounds
+            minx, miny, maxx, maxy = region_around(cells, target, rng)
             region = box(minx, miny, maxx, maxy)
             hits = search(
                 clip["clip_path"], idx, model, bbox=(minx, miny, maxx, maxy), k=k, group=group

@@ -251,10 +251,7 @@ def build_index(
         )
     spec = spec or DEFAULT_SPEC
     on = resolve_device(device) if cluster is None else "cpu"
-    if batch_size is None:
-        batch_size = GPU_BATCH if on.startswith("cuda") else 16
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidArgumentError(f"batch_size={batch_size!r} must be a positive integer")
+    batch_size = _encoder_batch(batch_size, on)
     idx, owned = _open_index(index, create=True)
     report = IndexReport()
     t_start = time.perf_counter()
@@ -283,6 +280,15 @@ def build_index(
         if owned:
             idx.close()
     return report
+
+
+def _encoder_batch(batch_size: Any, on: str) -> int:
+    """Tiles per encoder batch: as given (checked), or the default of the device ``on``."""
+    if batch_size is None:
+        return GPU_BATCH if on.startswith("cuda") else 16
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidArgumentError(f"batch_size={batch_size!r} must be a positive integer")
+    return batch_size
 
 
 def resolve_device(device: str | None) -> str:

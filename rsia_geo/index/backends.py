@@ -52,6 +52,9 @@ class Hit:
 class Backend(Protocol):
     """What :class:`~rsia_geo.index.TileIndex` needs from a storage engine."""
 
+    quantization: str | None
+    """The compressed vectors searched (``None``, ``"int8"``, ``"binary"``)."""
+
     def exists(self) -> bool:
         """Whether the collection exists."""
 
@@ -255,7 +258,7 @@ class EdgeBackend:
         self.path = Path(path)
         self.hnsw = hnsw
         self.quantization = check_quantization(quantization)
-        self.oversampling = oversampling
+        self.oversampling = check_oversampling(oversampling)
         self.on_disk = on_disk
         self.shard: Any = None
         if self.exists():
@@ -298,15 +301,11 @@ class EdgeBackend:
             cfg_kw["hnsw_config"] = q.HnswIndexConfig(
                 m=0, ef_construct=100, full_scan_threshold=10000
             )
-        if self.quantization and _has_kw(q.EdgeOptimizersConfig, "indexing_threshold"):
-            # every segment with points is optimized by optimize(), however small (1 KB)
-            cfg_kw["optimizers"] = q.EdgeOptimizersConfig(indexing_threshold=1)
-        elif not self.hnsw:
-            cfg_kw["optimizers"] = (
-                q.EdgeOptimizersConfig(indexing_threshold=0)
-                if _has_kw(q.EdgeOptimizersConfig, "indexing_threshold")
-                else None
-            )
+        # quantized: optimize() builds every segment with points, however small (1 KB);
+        # plain exact search: never index (0); HNSW: the engine's default threshold
+        threshold = 1 if self.quantization else None if self.hnsw else 0
+        if threshold is not None and _has_kw(q.EdgeOptimizersConfig, "indexing_threshold"):
+            cfg_kw["optimizers"] = q.EdgeOptimizersConfig(indexing_threshold=threshold)
         self.path.mkdir(parents=True, exist_ok=True)
         stale = self.path / "shard"
         if stale.exists():
@@ -489,18 +488,20 @@ def check_quantization(value: str | None) -> str | None:
     )
 
 
-def oversampling_for(quantization: str, oversampling: float | None) -> float:
-    """The oversampling to search a quantized index with (checked: at least 1).
+def check_oversampling(value: float | None) -> float | None:
+    """``value`` if it is None or at least 1, else a clear error.
 
     Raises:
-        VectorIndexError: ``oversampling`` below 1.
+        VectorIndexError: ``value`` below 1.
     """
-    value = DEFAULT_OVERSAMPLING[quantization] if oversampling is None else float(oversampling)
-    if not value >= 1.0:
-        raise VectorIndexError(
-            f"oversampling={oversampling!r} must be >= 1 (candidates scanned per result)"
-        )
-    return value
+    if value is None or float(value) >= 1.0:
+        return value
+    raise VectorIndexError(f"oversampling={value!r} must be >= 1 (candidates scanned per result)")
+
+
+def oversampling_for(quantization: str, oversampling: float | None) -> float:
+    """The oversampling to search a quantized index with: as given, or the kind's default."""
+    return DEFAULT_OVERSAMPLING[quantization] if oversampling is None else float(oversampling)
 
 
 # ---------------------------------------------------------------------------------- client
@@ -549,7 +550,7 @@ class ClientBackend:
         self.url = url
         self.shard_number, self.replication_factor = shard_number, replication_factor
         self.quantization, self.on_disk = check_quantization(quantization), on_disk
-        self.oversampling = oversampling
+        self.oversampling = check_oversampling(oversampling)
         if (location is None) == (url is None):
             raise VectorIndexError("pass exactly one of location (':memory:' or a folder) and url")
         with warnings.catch_warnings():

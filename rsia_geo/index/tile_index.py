@@ -39,8 +39,6 @@ from rsia_geo.index.backends import (
     ClientBackend,
     EdgeBackend,
     Hit,
-    check_quantization,
-    oversampling_for,
 )
 from rsia_geo.index.payload import (
     Region,
@@ -181,9 +179,6 @@ class TileIndex:
             folder.mkdir(parents=True, exist_ok=True)
             self._lock(folder)
         try:
-            check_quantization(quantization)
-            if oversampling is not None:
-                oversampling_for(quantization or "int8", oversampling)
             if engine == "edge":
                 self.backend: Backend = EdgeBackend(
                     str(location),
@@ -233,7 +228,7 @@ class TileIndex:
                 "quantization of an index is set when it is made; open it without "
                 "quantization=, or index into a new folder or collection with it"
             )
-        self.backend.quantization = stored  # type: ignore[attr-defined]
+        self.backend.quantization = stored
 
     # ---------------------------------------------------------------- lifecycle
 
