@@ -692,23 +692,52 @@ def group_places(
     """
     import shapely
 
+    fps = np.asarray(list(footprints), dtype=object)
+    if not len(fps):
+        return []
+    sure, maybe, need = _box_tests(fps, min_overlap)
     groups: list[list[int]] = []
-    leaders: list[Any] = []
-    areas: list[float] = []
-    for i in order:
-        fp = footprints[i]
-        area = float(fp.area)
-        if leaders:
-            shared = shapely.area(shapely.intersection(np.array(leaders, dtype=object), fp))
-            smaller = np.minimum(np.array(areas), area)
-            same = np.flatnonzero(shared >= min_overlap * np.maximum(smaller, 1e-30))
-            if same.size:
-                groups[int(same[0])].append(int(i))
-                continue
-        groups.append([int(i)])
-        leaders.append(fp)
-        areas.append(area)
+    leaders: list[int] = []  # hit index of each group's best tile
+    for i in (int(j) for j in order):
+        same = sure[i, leaders]
+        ask = np.flatnonzero(maybe[i, leaders])  # the boxes cannot tell: intersect exactly
+        if ask.size:
+            lead = np.asarray(leaders)[ask]
+            same[ask] = shapely.area(shapely.intersection(fps[lead], fps[i])) >= need[i, lead]
+        hit = np.flatnonzero(same)
+        if hit.size:
+            groups[int(hit[0])].append(i)
+        else:
+            groups.append([i])
+            leaders.append(i)
     return groups[:k]
+
+
+def _box_tests(fps: np.ndarray, min_overlap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the bounding boxes tell of every pair of footprints, without intersecting them.
+
+    Footprints ``i`` and ``j`` must share ``need[i, j]`` (``min_overlap`` of the smaller area).
+    The boxes' overlap bounds the shared area from above; from below, that overlap less the
+    parts of either box its footprint leaves empty. Tiles are near-rectangles, so most pairs
+    are decided here and shapely intersects only the rest.
+
+    Returns:
+        ``(sure, maybe, need)``, ``(N, N)`` each: the pairs certainly one place, the pairs
+        the exact test must decide, and the shared area needed.
+    """
+    import shapely
+
+    bounds = shapely.bounds(fps)
+    areas = shapely.area(fps)
+    empty = np.clip((bounds[:, 2] - bounds[:, 0]) * (bounds[:, 3] - bounds[:, 1]) - areas, 0, None)
+    sides = np.minimum(bounds[:, None, 2:], bounds[None, :, 2:]) - np.maximum(
+        bounds[:, None, :2], bounds[None, :, :2]
+    )
+    box = np.prod(np.clip(sides, 0.0, None), axis=-1)
+    need = min_overlap * np.maximum(np.minimum(areas[:, None], areas[None, :]), 1e-30)
+    sure = box - empty[:, None] - empty[None, :] >= need * (1 + 1e-9)  # margins for rounding
+    maybe = (box >= need * (1 - 1e-9)) & ~sure
+    return sure, maybe, need
 
 
 @contextmanager

@@ -142,6 +142,49 @@ def test_group_and_rows_stages(world):
     assert len(empty) == 0 and set(HIT_COLUMNS) <= set(empty.columns)
 
 
+def _first_matching_group(footprints, order, k, min_overlap):
+    """group_places's definition, one exact intersection per pair (the reference)."""
+    groups = []
+    for i in order:
+        fp = footprints[i]
+        for g in groups:
+            lead = footprints[g[0]]
+            if fp.intersection(lead).area >= min_overlap * max(min(fp.area, lead.area), 1e-30):
+                g.append(int(i))
+                break
+        else:
+            groups.append([int(i)])
+    return groups[:k]
+
+
+@pytest.mark.parametrize("min_overlap", [0.25, 0.5, 1.0])
+def test_group_places_matches_its_definition(min_overlap):
+    from shapely import affinity
+    from shapely.geometry import box
+
+    rng = np.random.default_rng(7)
+    # half-overlapping tiles at two levels (shared areas exactly at the 0.5 threshold), and
+    # rotated, scaled quadrilaterals whose boxes overlap more than the shapes do
+    grid = [box(x, y, x + 1, y + 1) for x in np.arange(0, 4, 0.5) for y in np.arange(0, 4, 0.5)]
+    grid += [box(x, y, x + 2, y + 2) for x in range(0, 4) for y in range(0, 4)]
+    skew = [
+        affinity.rotate(box(x, y, x + s, y + s), a, origin="centroid")
+        for x, y, s, a in zip(
+            rng.uniform(0, 4, 80), rng.uniform(0, 4, 80), rng.uniform(0.3, 2, 80),
+            rng.uniform(0, 90, 80), strict=True,
+        )
+    ]  # fmt: skip
+    for fps in (grid, skew, grid + skew):
+        order = rng.permutation(len(fps))
+        assert group_places(fps, order, 1000, min_overlap) == _first_matching_group(
+            fps, order, 1000, min_overlap
+        )
+        assert group_places(fps, order, 3, min_overlap) == _first_matching_group(
+            fps, order, 3, min_overlap
+        )
+    assert group_places([], [], 5) == []
+
+
 @pytest.mark.requires_programs("espeak-ng")
 def test_text_route_is_fused_in_both_stages(world, tmp_path, tiny_checkpoint):
     import shutil
