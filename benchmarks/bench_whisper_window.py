@@ -4,6 +4,9 @@ The speech front end runs Whisper's encoder on a fixed 6 s window. Whisper itsel
 to 30 s; this measures what the short window costs or gains: the same clips are encoded both
 ways, the first 6 s of encoder frames of the padded window are fed to the same trained head,
 and retrieval against the images is scored (one clip per image, audio -> image and back).
+Also windows fitted to each clip (its length plus a margin, in steps of 0.5 s, at least 2 s,
+at most the trained window), whose encoder frames are zero-padded to the trained length: the
+encoder's cost grows with the window, and query clips are mostly shorter than 6 s.
 
 Usage:
     python benchmarks/bench_whisper_window.py CHECKPOINT runs/v2_val/manifest.jsonl \
@@ -26,6 +29,12 @@ from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.training.dataset import load_split
 from rsia_geo.training.evaluate import encode_images
 from rsia_geo.training.metrics import retrieval_metrics
+
+
+def _fitted(samples: int, margin_s: float, longest: int) -> int:
+    """A window fitted to a clip: its 10 ms frames plus a margin, in 0.5 s steps, 2 s to longest."""
+    frames = samples / 160 + 100 * margin_s
+    return int(min(longest, max(200, 50 * np.ceil(frames / 50))))
 
 
 def main() -> None:
@@ -53,19 +62,28 @@ def main() -> None:
     enc = model.frontend.speech_encoder()
     waves = [load_audio(r["clip_path"], trim=True).samples for r in picked]
     out: dict = {"clips": len(picked), "window_s": fe.max_frames / 100}
-    for name, frames in (("short", fe.max_frames), ("padded 30 s", 3000)):
-        feats, secs = [], []
+    policies = [("short", None), ("padded 30 s", None)]
+    policies += [(f"fit + {m:g} s", m) for m in (1.0, 0.5)]
+    for name, margin in policies:
+        feats, secs, windows = [], [], []
         for w in waves:
+            frames = {"short": fe.max_frames, "padded 30 s": 3000}.get(name) or _fitted(
+                len(w), margin or 0.0, fe.max_frames
+            )
+            windows.append(frames / 100)
             t = time.perf_counter()
             f = enc.encode([w], max_frames=frames, pool=fe.pool)
             secs.append(time.perf_counter() - t)
-            feats.append(f[:, : fe.frames_out])  # the first 6 s of positions, as trained
+            f = f[:, : fe.frames_out]  # the first 6 s of positions, as trained
+            pad = np.zeros((1, fe.frames_out - f.shape[1], f.shape[2]), np.float32)
+            feats.append(np.concatenate([f, pad], axis=1))  # as the head reads padding
         x = torch.from_numpy(np.concatenate(feats))[:, None]
         with torch.no_grad():
             aud = model.forward_audio_features(x)
         cos = retrieval_metrics(cosine_scores(v, aud).numpy(), 1)
         ia = retrieval_metrics(ia_scores(v, aud).numpy(), 1)
         out[name] = {
+            "window_s_mean": round(float(np.mean(windows)), 2),
             "encode_ms_p50": round(1000 * float(np.median(secs)), 1),
             "cosine_mR": round(cos["mR"], 2),
             "ia_mR": round(ia["mR"], 2),
