@@ -1,8 +1,9 @@
 """Cost of one hit per place (``group_places``) on a real query's candidates.
 
 Builds (once) an embedded index of the bundled UC Merced mosaic with the default tiling (half
-overlap, two levels), takes the cosine candidates of the first bundled query clip as
-``search(..., k=20)`` scores them (``GROUP_CANDIDATES * k``), and times grouping them.
+overlap, two levels), takes the candidates a grouped ``search(..., k=20)`` of the first bundled
+query clip scores (``GROUP_CANDIDATES * k``, fetched ungrouped with ``group=False``, in the
+search's order), and times grouping them.
 
 Usage:
     python benchmarks/bench_group.py [--k 20] [--repeats 50] [--out runs/bench_group.json]
@@ -19,15 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rsia_geo.index import TileIndex
-from rsia_geo.pipeline import (
-    GROUP_CANDIDATES,
-    _candidates,
-    _make_query,
-    build_index,
-    group_places,
-    load_model,
-)
+from rsia_geo.pipeline import GROUP_CANDIDATES, build_index, group_places, load_model, search
 from rsia_geo.sample_data import sample_data_dir
 from rsia_geo.weights import default_checkpoint
 
@@ -44,16 +37,9 @@ def main() -> None:
     clip = sorted((samples / "queries").glob("*.wav"))[0]
     model = load_model(default_checkpoint())
     build_index(samples / "mosaic" / "item.json", a.workdir, model, progress=False)
-    n = GROUP_CANDIDATES * a.k
-    with TileIndex(a.workdir, create=False) as idx:
-        q = _make_query(
-            model, idx, {}, audio=str(clip), text=None, sample_rate=None, example=None,
-            relevant=None, not_relevant=None, refine_method="rocchio", group_overlap=0.5,
-            transcribe=False, text_weight=None,
-        )  # fmt: skip
-        cands, _ = _candidates(idx, q.vector, None, n, True, page=n, need_footprints=True)
-    footprints = [c.footprint for c in cands]
-    order = np.arange(len(footprints))  # the cosine order
+    hits = search(str(clip), a.workdir, model, k=GROUP_CANDIDATES * a.k, group=False)
+    footprints = list(hits.geometry)
+    order = np.arange(len(footprints))  # the search's order, best first
     groups = group_places(footprints, order, a.k)
     ms = []
     for _ in range(a.repeats):

@@ -62,14 +62,14 @@ def main() -> None:
     enc = model.frontend.speech_encoder()
     waves = [load_audio(r["clip_path"], trim=True).samples for r in picked]
     out: dict = {"clips": len(picked), "window_s": fe.max_frames / 100}
-    policies = [("short", None), ("padded 30 s", None)]
-    policies += [(f"fit + {m:g} s", m) for m in (1.0, 0.5)]
-    for name, margin in policies:
+    policies = [("short", lambda n: fe.max_frames), ("padded 30 s", lambda n: 3000)]
+    policies += [
+        (f"fit + {m:g} s", lambda n, m=m: _fitted(n, m, fe.max_frames)) for m in (1.0, 0.5)
+    ]  # name, window in 10 ms frames for a clip of n samples
+    for name, window in policies:
         feats, secs, windows = [], [], []
         for w in waves:
-            frames = {"short": fe.max_frames, "padded 30 s": 3000}.get(name) or _fitted(
-                len(w), margin or 0.0, fe.max_frames
-            )
+            frames = window(len(w))
             windows.append(frames / 100)
             t = time.perf_counter()
             f = enc.encode([w], max_frames=frames, pool=fe.pool)

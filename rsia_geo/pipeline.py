@@ -690,20 +690,18 @@ def group_places(
     Returns:
         Up to ``k`` groups, each a list of hit indices whose first is the group's best hit.
     """
-    import shapely
-
     fps = np.asarray(list(footprints), dtype=object)
     if not len(fps):
         return []
-    sure, maybe, need = _box_tests(fps, min_overlap)
+    sure, maybe = _box_tests(fps, min_overlap)
     groups: list[list[int]] = []
     leaders: list[int] = []  # hit index of each group's best tile
     for i in (int(j) for j in order):
         same = sure[i, leaders]
         ask = np.flatnonzero(maybe[i, leaders])  # the boxes cannot tell: intersect exactly
         if ask.size:
-            lead = np.asarray(leaders)[ask]
-            same[ask] = shapely.area(shapely.intersection(fps[lead], fps[i])) >= need[i, lead]
+            shared, smaller = shared_area(fps[np.asarray(leaders)[ask]], fps[i])
+            same[ask] = shared >= min_overlap * np.maximum(smaller, 1e-30)
         hit = np.flatnonzero(same)
         if hit.size:
             groups[int(hit[0])].append(i)
@@ -713,17 +711,17 @@ def group_places(
     return groups[:k]
 
 
-def _box_tests(fps: np.ndarray, min_overlap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _box_tests(fps: np.ndarray, min_overlap: float) -> tuple[np.ndarray, np.ndarray]:
     """What the bounding boxes tell of every pair of footprints, without intersecting them.
 
-    Footprints ``i`` and ``j`` must share ``need[i, j]`` (``min_overlap`` of the smaller area).
-    The boxes' overlap bounds the shared area from above; from below, that overlap less the
-    parts of either box its footprint leaves empty. Tiles are near-rectangles, so most pairs
-    are decided here and shapely intersects only the rest.
+    Two footprints are one place when they share ``min_overlap`` of the smaller area
+    (:func:`shared_area`). The boxes' overlap bounds the shared area from above; from below,
+    that overlap less the parts of either box its footprint leaves empty. Tiles are
+    near-rectangles, so most pairs are decided here and shapely intersects only the rest.
 
     Returns:
-        ``(sure, maybe, need)``, ``(N, N)`` each: the pairs certainly one place, the pairs
-        the exact test must decide, and the shared area needed.
+        ``(sure, maybe)``, ``(N, N)`` each: the pairs certainly one place, and the pairs the
+        exact test must decide.
     """
     import shapely
 
@@ -737,7 +735,7 @@ def _box_tests(fps: np.ndarray, min_overlap: float) -> tuple[np.ndarray, np.ndar
     need = min_overlap * np.maximum(np.minimum(areas[:, None], areas[None, :]), 1e-30)
     sure = box - empty[:, None] - empty[None, :] >= need * (1 + 1e-9)  # margins for rounding
     maybe = (box >= need * (1 - 1e-9)) & ~sure
-    return sure, maybe, need
+    return sure, maybe
 
 
 @contextmanager
