@@ -102,9 +102,36 @@ def transcribe_manifest(
         raise DataError(f"manifest {str(m)!r} does not exist; run `rsia-geo data voice` first")
     dest = Path(out) if out is not None else transcripts_path(m)
     done = read_transcripts(dest) if dest.exists() else {}
-    rows = read_manifest(m)
-    # voice by voice, and within a voice caption by caption: a partial run has heard every
-    # image once before it hears any image twice
+    if batch_size < 1:
+        raise DataError(f"batch_size={batch_size} must be >= 1")
+    todo = _todo(read_manifest(m), done, limit)
+    enc = get_whisper(whisper_path, threads=threads)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _drop_torn_line(dest)
+    bar = tqdm(total=len(todo), desc="transcribing", unit="clip", disable=not progress)
+    with dest.open("a", encoding="utf-8") as f, bar:
+        for b in range(0, len(todo), batch_size):
+            part = todo[b : b + batch_size]
+            waves = [load_audio(_clip_path(row, m.parent), trim=True).samples for row in part]
+            for row, heard in zip(part, enc.recognise(waves), strict=True):
+                record = {
+                    "clip": row["clip"], "text": heard.text,
+                    "confidence": round(heard.confidence, 4),
+                }  # fmt: skip
+                f.write(json.dumps(record) + "\n")
+            f.flush()
+            bar.update(len(part))
+    return dest
+
+
+def _todo(
+    rows: list[dict[str, Any]], done: dict[str, Any], limit: int | None
+) -> list[dict[str, Any]]:
+    """The rows still to transcribe, in the order that hears every image once first.
+
+    Voice by voice, and within a voice caption by caption: a partial run has heard every
+    image once before it hears any image twice.
+    """
     order = sorted(
         range(len(rows)),
         key=lambda i: (
@@ -118,29 +145,13 @@ def transcribe_manifest(
         if limit < 0:
             raise DataError(f"limit={limit} must be >= 0 (clips to transcribe in this run)")
         todo = todo[:limit]
-    enc = get_whisper(whisper_path, threads=threads)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _drop_torn_line(dest)
-    if batch_size < 1:
-        raise DataError(f"batch_size={batch_size} must be >= 1")
-    bar = tqdm(total=len(todo), desc="transcribing", unit="clip", disable=not progress)
-    with dest.open("a", encoding="utf-8") as f, bar:
-        for b in range(0, len(todo), batch_size):
-            part = todo[b : b + batch_size]
-            waves = []
-            for row in part:
-                clip = Path(row["clip"])
-                path = clip if clip.is_absolute() else m.parent / clip
-                waves.append(load_audio(path, trim=True).samples)
-            for row, heard in zip(part, enc.recognise(waves), strict=True):
-                record = {
-                    "clip": row["clip"], "text": heard.text,
-                    "confidence": round(heard.confidence, 4),
-                }  # fmt: skip
-                f.write(json.dumps(record) + "\n")
-            f.flush()
-            bar.update(len(part))
-    return dest
+    return todo
+
+
+def _clip_path(row: dict[str, Any], root: Path) -> Path:
+    """A manifest row's clip, relative paths taken from the manifest's folder."""
+    clip = Path(row["clip"])
+    return clip if clip.is_absolute() else root / clip
 
 
 def _drop_torn_line(path: Path) -> None:
