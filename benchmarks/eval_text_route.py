@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from eval_voices import _rows  # the same clips per image as the audio tables
+from eval_voices import _rows, set_whisper_window  # the same clips as the audio tables
 
 from rsia_geo.models import load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
@@ -39,8 +39,14 @@ KEYS = ["i2a_r1", "i2a_r5", "i2a_r10", "a2i_r1", "a2i_r5", "a2i_r10", "mR"]
 WEIGHTS = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0]
 
 
+def _suffix(model) -> str:
+    """Cache files of a fitted Whisper window are not the fixed window's."""
+    fitted = getattr(model.config.frontend, "whisper_window", "fixed") == "fitted"
+    return "_fitted" if fitted else ""
+
+
 def _audio(model, rows, cache: Path | None, name: str, condition: str = "clean") -> torch.Tensor:
-    f = cache / f"audio_{name}_{condition}.pt" if cache else None
+    f = cache / f"audio_{name}_{condition}{_suffix(model)}.pt" if cache else None
     if f is not None and f.exists():
         return torch.load(f, weights_only=True)
     a = encode_clips(model, rows, condition=condition)
@@ -57,18 +63,19 @@ def _pipeline(cos: np.ndarray, second: np.ndarray, per_image: int, k: int) -> di
     )
 
 
-def _heard_under(rows, condition: str, cache: Path | None, name: str) -> dict:
-    """Transcripts of the clips under a recording condition (the served clip, as evaluated)."""
+def _heard_under(model, rows, condition: str, cache: Path | None, name: str) -> dict:
+    """Transcripts of the clips under a recording condition (the served clip and window)."""
     from rsia_geo.models.whisper import get_whisper
     from rsia_geo.training.evaluate import _heard
 
-    f = cache / f"heard_{name}_{condition}.json" if cache else None
+    f = cache / f"heard_{name}_{condition}{_suffix(model)}.json" if cache else None
     if f is not None and f.exists():
         return json.loads(f.read_text())
     enc = get_whisper()
     out = {}
     for r in rows:
-        h = enc.recognise([_heard(r["clip_path"], condition).numpy()])[0]
+        wave = _heard(r["clip_path"], condition).numpy()
+        h = enc.recognise([wave], window=model.frontend.whisper_frames(len(wave)))[0]
         out[r["clip"]] = {"text": h.text, "confidence": h.confidence}
     if f is not None:
         f.parent.mkdir(parents=True, exist_ok=True)
@@ -81,10 +88,10 @@ def evaluate_voicing(
 ) -> dict:
     rows = _rows(manifest, split, per_image)
     name = Path(manifest).parent.name
-    if condition == "clean":
+    if condition == "clean" and not _suffix(model):  # written with the fixed window
         heard = read_transcripts(transcripts_path(manifest))
     else:
-        heard = _heard_under(rows, condition, cache, name)
+        heard = _heard_under(model, rows, condition, cache, name)
     texts = [heard[r["clip"]]["text"] for r in rows]
     # the served weight per query at route weight 1 (scaled by each swept weight below)
     cover = np.array([encoder.weight_for(t, 1.0) for t in texts])
@@ -123,10 +130,18 @@ def main() -> None:
     p.add_argument("--rescore-k", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default=None, help="folder for the clips' audio embeddings")
+    p.add_argument(
+        "--whisper-window",
+        choices=["fixed", "fitted"],
+        default=None,
+        help="override the checkpoint's Whisper window policy",
+    )
     p.add_argument("--out", default=None, help="JSON report")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     model = load_checkpoint(a.checkpoint)
+    if a.whisper_window:
+        set_whisper_window(model, a.whisper_window)
     encoder = load_text_encoder(a.text, image_sha256=model.checkpoint_meta.get("weights_sha256"))
     if encoder is None:
         raise SystemExit(f"{a.text} has no text.safetensors / text.json")
@@ -134,7 +149,12 @@ def main() -> None:
     first = _rows(a.manifests[0], a.split, a.per_image)
     v, _ = encode_images(model, first)
     cache = Path(a.cache) if a.cache else None
-    report: dict = {"checkpoint": a.checkpoint, "text": a.text, "voicings": {}}
+    report: dict = {
+        "checkpoint": a.checkpoint,
+        "text": a.text,
+        "whisper_window": model.config.frontend.whisper_window,
+        "voicings": {},
+    }
     for m in a.manifests:
         r = evaluate_voicing(model, encoder, v, m, a.split, a.per_image, a.rescore_k, cache)
         report["voicings"][Path(m).parent.name] = r

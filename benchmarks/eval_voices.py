@@ -12,6 +12,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -38,6 +39,15 @@ def _scores(v, a, per_image, rescore_k):
     return {"cosine": m["cosine"], "pipeline": m[f"cosine+ia@{rescore_k}"]}
 
 
+def set_whisper_window(model, window: str) -> None:
+    """Serve the model's Whisper front end with this window policy (``fixed`` or ``fitted``)."""
+    if model.config.frontend.kind != "whisper":
+        raise SystemExit(f"--whisper-window needs a whisper front end, not {model.frontend.kind}")
+    fe = dataclasses.replace(model.config.frontend, whisper_window=window)
+    model.config = dataclasses.replace(model.config, frontend=fe)
+    model.frontend.config = fe
+
+
 def _rows(manifest: str, split: str, per_image: int) -> list[dict]:
     rows = load_split(manifest, split)
     per: dict[str, list[dict]] = {}
@@ -56,10 +66,18 @@ def main() -> None:
     p.add_argument("--per-image", type=int, default=5)
     p.add_argument("--rescore-k", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--whisper-window",
+        choices=["fixed", "fitted"],
+        default=None,
+        help="override the checkpoint's Whisper window policy",
+    )
     p.add_argument("--out", default=None, help="JSON report")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     model = load_checkpoint(a.checkpoint)
+    if a.whisper_window:
+        set_whisper_window(model, a.whisper_window)
     mixed = _rows(a.mixed, a.split, a.per_image)
     t0 = time.time()
     v, _ = encode_images(model, mixed)

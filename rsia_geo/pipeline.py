@@ -19,6 +19,7 @@ or duplicated.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -128,7 +129,8 @@ def load_model(model: ModelSource = None) -> Any:
     from rsia_geo.weights import default_checkpoint
 
     if isinstance(model, ALACModel):
-        return model.eval()
+        # Module.eval() walks every submodule (milliseconds per query): only when needed
+        return model.eval() if any(m.training for m in model.modules()) else model
     path = Path(model) if model is not None else default_checkpoint()
     key = _checkpoint_key(path) if path.exists() else None
     with _MODEL_CACHE_LOCK:
@@ -554,12 +556,16 @@ class _Candidate:
     footprint: Any  # shapely geometry, or None until needed
 
 
-def _footprints(geojsons: Sequence[dict[str, Any]]) -> np.ndarray:
-    """Shapely geometries of GeoJSON footprints, vectorised for the common single-ring polygon."""
+def _footprints(geojsons: Sequence[dict[str, Any] | str]) -> np.ndarray:
+    """Shapely geometries of GeoJSON footprints (dicts, or text as stored), vectorised."""
     import shapely
     from shapely.geometry import shape
 
     out = np.empty(len(geojsons), dtype=object)
+    if geojsons and all(isinstance(g, str) for g in geojsons):
+        out[:] = shapely.from_geojson(np.asarray(geojsons, dtype=object))  # GEOS's reader, in C
+        return out
+    geojsons = [json.loads(g) if isinstance(g, str) else g for g in geojsons]
     by_len: dict[int, list[int]] = {}
     for i, g in enumerate(geojsons):
         if g.get("type") == "Polygon" and len(g["coordinates"]) == 1:
@@ -640,8 +646,9 @@ def _candidates(
     offset, fetched = 0, 0
     while len(out) < want:
         hits = idx.query(
-            query, region, limit=page, offset=offset, with_vectors=with_vectors, fields=fields
-        )
+            query, region, limit=page, offset=offset, with_vectors=with_vectors, fields=fields,
+            stored=True,
+        )  # fmt: skip
         fetched += len(hits)
         if with_fp and hits:
             fps = _footprints([h.payload["footprint"] for h in hits])
@@ -1157,7 +1164,8 @@ def _heard(model: Any, samples: np.ndarray) -> dict[str, Any]:
     from rsia_geo.errors import RsiaError
 
     try:  # the front end's Whisper (its configured weights), loaded once per process
-        heard = model.frontend.speech_encoder().recognise([samples])[0]
+        fe = model.frontend  # the front end's window, so that its encoder pass is decoded
+        heard = fe.speech_encoder().recognise([samples], window=fe.whisper_frames(len(samples)))[0]
         return {"heard": heard.text, "heard_confidence": round(heard.confidence, 4)}
     except RsiaError as exc:  # no recogniser installed: the search itself still answers
         return {"heard": None, "heard_unavailable": str(exc)}

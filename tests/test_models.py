@@ -382,6 +382,26 @@ def test_embeddings_do_not_depend_on_the_batch():
     torch.testing.assert_close(full_a[3:4], alone_a, atol=1e-5, rtol=1e-5)
 
 
+def test_encoding_leaves_every_submodule_in_its_own_mode():
+    model = _tiny()
+    model.train()
+    model.backbone.eval()  # as the training loop keeps a frozen backbone
+    before = {n: m.training for n, m in model.named_modules()}
+    assert any(before.values()) and not all(before.values())
+    images, waves = _batch(model, b=2)
+    seen = []
+    hook = model.audio_encoder.register_forward_pre_hook(
+        lambda mod, args: seen.append(any(m.training for m in model.modules()))
+    )
+    model.encode_audio(waves)
+    model.encode_images(images)
+    hook.remove()
+    assert seen == [False]  # the whole model was in eval mode inside the call
+    assert {n: m.training for n, m in model.named_modules()} == before
+    # dropout off inside: two calls agree even though the model is training
+    torch.testing.assert_close(model.encode_audio(waves), model.encode_audio(waves))
+
+
 def test_checkpoint_round_trip_is_bit_identical(tmp_path):
     model = _tiny().eval()
     images, waves = _batch(model)

@@ -21,6 +21,7 @@ from rsia_geo.errors import (  # noqa: E402
     CheckpointNotFoundError,
     DependencyNotFoundError,
     InvalidArgumentError,
+    ModelConfigError,
 )
 from rsia_geo.models import build_model, get_config, load_checkpoint, save_checkpoint  # noqa: E402
 from rsia_geo.models.whisper import (  # noqa: E402
@@ -291,6 +292,58 @@ def test_recognise_reuses_the_query_encoding_and_reports_confidence(spoken):
     assert enc.recognise([noise])[0].confidence < heard.confidence
     two = enc.recognise([spoken, spoken[: len(spoken) // 3]])
     assert len(two) == 2 and two[0].text.lower().count("parking") == 1  # no repeated sentence
+
+
+def test_fitted_window_rule():
+    from rsia_geo.models.whisper import fitted_window
+
+    assert fitted_window(0) == 200  # at least 2 s
+    assert fitted_window(SR) == 200  # 1 s + 1 s
+    assert fitted_window(int(2.3 * SR)) == 350  # 3.3 s -> 3.5 s
+    assert fitted_window(int(2.5 * SR)) == 350  # exactly 3.5 s
+    assert fitted_window(int(2.5 * SR) + 1) == 400
+    assert fitted_window(10 * SR) == 600 and fitted_window(10 * SR, 3000) == 1100
+
+
+def test_fitted_window_front_end_shapes_and_shared_pass(spoken):
+    import dataclasses
+
+    torch.manual_seed(0)
+    model = build_model(get_config("alac-efficientnet-lite0-whisper"), pretrained=False).eval()
+    fixed = model.frontend
+    fe = dataclasses.replace(model.config.frontend, whisper_window="fitted")
+    from rsia_geo.models.frontend import AudioFrontend
+
+    fitted = AudioFrontend(fe)
+    short = spoken[: int(1.5 * SR)]
+    assert fitted.whisper_frames(len(spoken)) < 600 and fixed.whisper_frames(len(spoken)) == 600
+    wave = torch.zeros(2, len(spoken))
+    wave[0] = torch.from_numpy(spoken)
+    wave[1, : len(short)] = torch.from_numpy(short)
+    lengths = torch.tensor([len(spoken), len(short)])
+    a, b = fixed(wave, lengths), fitted(wave, lengths)
+    assert a.shape == b.shape == (2, 1, 150, 384)  # the head's trained shape either way
+    # the clips' own frames: Whisper with less padding around them, close but not equal
+    valid = -(-len(spoken) // (160 * 4))
+    assert torch.all(b[0, 0, valid:] == 0) and torch.all(b[0, 0, :valid].abs().sum(-1) > 0)
+    cos = torch.nn.functional.cosine_similarity(a[0, 0, :valid], b[0, 0, :valid], dim=-1)
+    assert 0.5 < float(cos.mean()) < 0.9999
+    # each clip in its own window: batched equals alone (to int8 noise)
+    alone = fitted(wave[1:, : len(short)])
+    torch.testing.assert_close(b[1:], alone, atol=0.05 * float(alone.abs().max()), rtol=0)
+    # the recogniser decodes the fitted pass of a single query clip
+    enc = get_whisper()
+    fitted(torch.from_numpy(spoken)[None])
+    before = enc.reused
+    heard = enc.recognise([spoken], window=fitted.whisper_frames(len(spoken)))[0]
+    assert enc.reused == before + 1
+    assert "parking" in heard.text.lower()
+    # a window too short for the clip plus 1 s is not used: the rule's window instead
+    before = enc.reused
+    enc.recognise([spoken], window=200)
+    assert enc.reused == before
+    with pytest.raises(ModelConfigError, match="whisper_window"):
+        AudioFrontend(dataclasses.replace(fe, whisper_window="auto"))
 
 
 def test_transcribe_manifest_is_resumable(tmp_path, spoken):

