@@ -565,9 +565,9 @@ def _footprints(geojsons: Sequence[dict[str, Any] | str]) -> np.ndarray:
     if geojsons and all(isinstance(g, str) for g in geojsons):
         out[:] = shapely.from_geojson(np.asarray(geojsons, dtype=object))  # GEOS's reader, in C
         return out
-    geojsons = [json.loads(g) if isinstance(g, str) else g for g in geojsons]
+    dicts: list[dict[str, Any]] = [json.loads(g) if isinstance(g, str) else g for g in geojsons]
     by_len: dict[int, list[int]] = {}
-    for i, g in enumerate(geojsons):
+    for i, g in enumerate(dicts):
         if g.get("type") == "Polygon" and len(g["coordinates"]) == 1:
             by_len.setdefault(len(g["coordinates"][0]), []).append(i)
         else:
@@ -575,9 +575,9 @@ def _footprints(geojsons: Sequence[dict[str, Any] | str]) -> np.ndarray:
     for n, idxs in by_len.items():
         if n < 4:
             for i in idxs:
-                out[i] = shape(geojsons[i])
+                out[i] = shape(dicts[i])
             continue
-        rings = np.asarray([geojsons[i]["coordinates"][0] for i in idxs], dtype=np.float64)
+        rings = np.asarray([dicts[i]["coordinates"][0] for i in idxs], dtype=np.float64)
         out[idxs] = shapely.polygons(rings)
     return out
 
