@@ -450,17 +450,18 @@ def _best_per_acquisition(
     Returns:
         ``(hit, footprint, shared fraction, cosine similarity to ref)`` per acquisition kept.
     """
-    from rsia_geo.pipeline import _footprints, shared_area
+    from rsia_geo.pipeline import _footprints, one_place, shared_area
 
     if not others:
         return []
     fps = _footprints([h.payload["footprint"] for h in others])
     shared, smaller = shared_area(fps, place)
     shares = shared / np.maximum(smaller, 1e-30)
+    same = one_place(shared, smaller, min_overlap)
     sims = _unit(np.asarray([h.vector for h in others])) @ ref
     best: dict[str, tuple[tuple[float, bool], tuple[Any, Any, float, float]]] = {}
-    for h, fp, sh, sim in zip(others, fps, shares, sims, strict=True):
-        if sh < min_overlap:
+    for h, fp, sh, sim, ok in zip(others, fps, shares, sims, same, strict=True):
+        if not ok:
             continue
         key = str(h.payload.get("item_id"))
         rank = (float(sh), h.payload.get("level") == level)

@@ -17,6 +17,7 @@ from rsia_geo import TileSpec  # noqa: E402
 from rsia_geo.index import TileIndex  # noqa: E402
 from rsia_geo.pipeline import (  # noqa: E402
     HIT_COLUMNS,
+    PLACE_TOLERANCE,
     _candidates,
     _Exclusion,
     _hit_rows,
@@ -26,6 +27,8 @@ from rsia_geo.pipeline import (  # noqa: E402
     build_index,
     group_places,
     load_model,
+    one_place,
+    shared_area,
 )
 from rsia_geo.query import make_region  # noqa: E402
 
@@ -149,7 +152,8 @@ def _first_matching_group(footprints, order, k, min_overlap):
         fp = footprints[i]
         for g in groups:
             lead = footprints[g[0]]
-            if fp.intersection(lead).area >= min_overlap * max(min(fp.area, lead.area), 1e-30):
+            need = min_overlap * (1 - PLACE_TOLERANCE) * max(min(fp.area, lead.area), 1e-30)
+            if fp.intersection(lead).area >= need:
                 g.append(int(i))
                 break
         else:
@@ -183,6 +187,36 @@ def test_group_places_matches_its_definition(min_overlap):
             fps, order, 3, min_overlap
         )
     assert group_places([], [], 5) == []
+
+
+def test_half_overlapping_neighbours_in_lon_lat_are_one_place():
+    """Tiles sharing exactly half their area in UTM share 0.5 +- a few ppm once in lon/lat."""
+    from pyproj import Transformer
+    from shapely.geometry import Polygon
+
+    to_ll = Transformer.from_crs(32611, 4326, always_xy=True)
+    x0, y0, size = 480_000.0, 3_760_000.0, 75.0
+
+    def footprint(x, y):  # four corners reprojected, as tiles record them
+        xs, ys = to_ll.transform([x, x + size, x + size, x], [y, y, y + size, y + size])
+        return Polygon(zip(xs, ys, strict=True))
+
+    fps = [footprint(x0 + i * size / 2, y0 + j * size / 2) for i in range(8) for j in range(8)]
+    lead = np.asarray(fps, dtype=object)
+    shares, smaller = shared_area(lead, fps[0])
+    neighbours = [1, 8]  # half a tile up, half a tile right
+    assert np.allclose(shares[neighbours] / smaller[neighbours], 0.5, atol=1e-4)
+    assert one_place(shares, smaller, 0.5)[neighbours].all()
+    # every tile is one place with each half-overlapping neighbour, whatever the rounding
+    for i in range(len(fps)):
+        shared, small = shared_area(lead, fps[i])
+        ratio = shared / small
+        near = np.abs(ratio - 0.5) < 1e-3
+        assert near.sum() >= 2 and one_place(shared, small, 0.5)[near].all()
+    # walking them best first, a tile joins its half-overlapping neighbour's group
+    groups = group_places(fps, np.arange(len(fps)), 1000, 0.5)
+    assert groups == _first_matching_group(fps, np.arange(len(fps)), 1000, 0.5)
+    assert groups[0][:3] == [0, 1, 8]
 
 
 @pytest.mark.requires_programs("espeak-ng")
