@@ -9,11 +9,14 @@ default tiling, then times, over the bundled query clips:
 * ``search (paths)``: ``rsia_geo.search("q.wav", "index_folder")`` as the README shows it:
   the model comes from the process-wide cache, the index folder is opened per call;
 * with a checkpoint that ships a text route, ``search (audio route only)`` too
-  (``text_weight=0``): the text route's cost is the recogniser's decoding and the text encoder.
+  (``text_weight=0``): the text route's cost is the recogniser's decoding and the text encoder;
+* ``stages``: the median per-stage milliseconds of ``search(...).attrs["timings"]`` and the
+  whole query's p50 over every bundled clip (``--repeats`` rounds);
+* with ``--whisper-window``, the checkpoint's Whisper front end served with that window policy.
 
 Usage:
     python benchmarks/bench_query.py [--checkpoints CK ...] [--repeats 30] [--threads 2]
-        [--out runs/bench_query.json]
+        [--whisper-window fixed|fitted] [--out runs/bench_query.json]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from eval_voices import set_whisper_window
 
 from rsia_geo.pipeline import build_index, load_model, search
 from rsia_geo.sample_data import sample_data_dir
@@ -46,12 +50,27 @@ def _time(fn, repeats: int) -> dict:
     return {"p50_ms": round(statistics.median(ms), 1), "p95_ms": round(_p(ms, 0.95), 1)}
 
 
+def _stages(model, idx, clips, repeats: int) -> dict:
+    """Median per-stage milliseconds of spoken queries over all the clips."""
+    for c in clips:  # warm-up
+        search(str(c), idx, model, k=20)
+    acc: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for c in clips:
+            for key, ms in search(str(c), idx, model, k=20).attrs["timings"].items():
+                acc.setdefault(key, []).append(ms)
+    out = {k.removesuffix("_ms"): round(statistics.median(v), 1) for k, v in acc.items()}
+    out["queries"] = len(acc.get("total_ms", []))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoints", nargs="+", default=[str(default_checkpoint())])
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workdir", default="runs/bench_query")
+    p.add_argument("--whisper-window", choices=["fixed", "fitted"], default=None)
     p.add_argument("--out", default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -60,6 +79,8 @@ def main() -> None:
     rows = []
     for ck in a.checkpoints:
         model = load_model(ck)
+        if a.whisper_window:
+            set_whisper_window(model, a.whisper_window)
         name = f"{model.config.model_id}-{model.config.version}"
         from rsia_geo.tiles import DEFAULT_SPEC
 
@@ -72,6 +93,7 @@ def main() -> None:
         clip = load_audio(clips[0], trim=True)
         wave = torch.from_numpy(clip.samples)[None]
         row = {"checkpoint": ck, "model": name, "tiles": report.indexed + report.already_present}
+        row["whisper_window"] = getattr(model.config.frontend, "whisper_window", None)
         row["encode"] = _time(lambda m=model, w=wave: m.encode_audio(w), a.repeats)
         with TileIndex(index, create=False) as idx:
             row["search (objects)"] = _time(
@@ -84,6 +106,7 @@ def main() -> None:
                     lambda m=model, i=idx: search(str(clips[0]), i, m, k=20, text_weight=0),
                     a.repeats,
                 )
+            row["stages"] = _stages(model, idx, clips, max(1, a.repeats // 3))
         row["search (paths)"] = _time(
             lambda c=ck, i=index: search(str(clips[0]), str(i), c, k=20), a.repeats
         )
