@@ -205,13 +205,13 @@ def _heard(path: str, condition: str) -> torch.Tensor:
     """A clip as served (trimmed), under a recording condition seeded by its file name."""
     import zlib
 
-    from rsia_geo.audio import SAMPLE_RATE, load_audio, trim_silence
+    from rsia_geo.audio import SAMPLE_RATE, load_audio, trim_speech
     from rsia_geo.training.augment import apply_condition
 
     wave = load_audio(path, trim=True).samples
     if condition != "clean":
         seed = zlib.crc32(Path(path).name.encode())
-        wave = trim_silence(apply_condition(wave, condition, seed=seed), SAMPLE_RATE)
+        wave = trim_speech(apply_condition(wave, condition, seed=seed), SAMPLE_RATE)
     return torch.from_numpy(wave)
 
 

@@ -337,7 +337,7 @@ def _mixed_tokens(
 
 def _clip_wave(path: str, augment_seed: str | None) -> np.ndarray:
     """A clip as the model hears it: trimmed, optionally degraded, and trimmed again."""
-    from rsia_geo.audio import SAMPLE_RATE, load_audio, trim_silence
+    from rsia_geo.audio import SAMPLE_RATE, load_audio, trim_speech
     from rsia_geo.training.augment import random_condition
 
     wave = load_audio(path, trim=True).samples
@@ -345,7 +345,7 @@ def _clip_wave(path: str, augment_seed: str | None) -> np.ndarray:
         return wave
     rng = np.random.default_rng(int(hashlib.sha1(augment_seed.encode()).hexdigest()[:15], 16))
     degraded, _ = random_condition(wave, rng)
-    return trim_silence(degraded, SAMPLE_RATE)  # what serving does to a recording
+    return trim_speech(degraded, SAMPLE_RATE)  # what serving does to a recording
 
 
 @torch.no_grad()
