@@ -1,10 +1,12 @@
-"""Ingest on a Dask cluster: workers read and encode, one writer stores.
+"""Ingest on a Dask cluster: workers read and encode; one writer, or the workers, store.
 
 :func:`rsia_geo.build_index` with ``cluster=`` hands the read-and-encode work (what dominates
 ingest: windowed reads and the image encoder) to the workers of a Dask ``distributed``
-cluster, in tasks of ``batch_size`` tiles, and stores what comes back in the index from the
-calling process, as the results arrive. The tiling, the tile ids and the index are the same as
-in one process, so:
+cluster, in tasks of ``batch_size`` tiles. An embedded index (one folder, one writer) stores
+what comes back from the calling process, as the results arrive; a Qdrant server's collection
+is written by the workers directly (each opens its own client once), the calling process
+recording the batch's extent first (:meth:`~rsia_geo.index.TileIndex.reserve`), so that only
+ids travel back. The tiling, the tile ids and the index are the same as in one process, so:
 
 * a re-run (or a run after a crash) skips what is stored and adds the rest;
 * a worker that dies mid-job loses nothing: the scheduler runs its tasks again elsewhere, and
@@ -140,10 +142,28 @@ def _limit_open_rasters() -> None:
         _OPEN.close_all()
 
 
+_SINKS: dict[tuple[Any, ...], Any] = {}
+_SINKS_LOCK = threading.Lock()
+
+
+def _sink_index(sink: dict[str, Any]) -> Any:
+    """The worker's own :class:`~rsia_geo.index.TileIndex` for ``sink`` (opened once)."""
+    from rsia_geo.index import TileIndex
+
+    key = tuple(sorted((k, str(v)) for k, v in sink.items()))
+    with _SINKS_LOCK:
+        if key not in _SINKS:
+            _SINKS[key] = TileIndex(**sink)
+        return _SINKS[key]
+
+
 def encode_tiles(
-    records: list[dict[str, Any]], model_ref: Any, batch_size: int = 16
+    records: list[dict[str, Any]],
+    model_ref: Any,
+    batch_size: int = 16,
+    sink: dict[str, Any] | None = None,
 ) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
-    """Read and encode tiles on a worker (a Dask task).
+    """Read and encode tiles on a worker (a Dask task), and store them when given a sink.
 
     Reading overlaps encoding, as in one process: a reader thread reads the next
     ``batch_size`` tiles (GDAL releases the GIL) while the encoder runs on the current ones.
@@ -152,9 +172,13 @@ def encode_tiles(
         records: ``Tile.to_dict()`` of each tile.
         model_ref: A checkpoint folder, None for the starter, or a loaded model.
         batch_size: Tiles per encoder batch.
+        sink: :class:`~rsia_geo.index.TileIndex` arguments of a collection this worker stores
+            into itself (a Qdrant server's: ``TileIndex.remote_spec()``); None to send the
+            vectors back to the caller.
 
     Returns:
-        ``(ids, raw vectors (n, dim) float32, failed (tile id, reason))``.
+        ``(ids, raw vectors (n, dim) float32, failed (tile id, reason))``; with a sink the
+        vectors are stored, not returned (``(0, 0)``).
     """
     import torch
 
@@ -198,7 +222,12 @@ def encode_tiles(
     _limit_open_rasters()
     if not ids:
         return ids, np.zeros((0, 0), np.float32), failed
-    return ids, np.concatenate(vecs).astype(np.float32), failed
+    out = np.concatenate(vecs).astype(np.float32)
+    if sink is None:
+        return ids, out, failed
+    by_id = {r["id"]: r for r in records}
+    _sink_index(sink).add([Tile.from_dict(by_id[i]) for i in ids], out)
+    return ids, np.zeros((0, 0), np.float32), failed
 
 
 def run_ingest(
@@ -209,16 +238,22 @@ def run_ingest(
     *,
     in_flight: int,
     batch_size: int = 16,
+    sink: dict[str, Any] | None = None,
+    reserve: Any = None,
 ) -> Iterator[tuple[int, list[tuple[str, str]]]]:
-    """Submit batches of tiles, store each result as it arrives (in this process).
+    """Submit batches of tiles, store each result as it arrives (here, or on the workers).
 
     Args:
         client: The ``distributed.Client``.
         batches: Lists of tiles still to index (one task each).
         model_ref: What :func:`encode_tiles` loads (a path, None, or a scattered model).
-        store: ``store(tiles, vectors)``: writes one result into the index.
+        store: ``store(tiles, vectors)``: writes one result into the index (unused with
+            ``sink``).
         in_flight: Tasks submitted ahead of the results (bounds memory).
         batch_size: Tiles per encoder batch inside a task.
+        sink: The workers store into this collection themselves (see :func:`encode_tiles`).
+        reserve: ``reserve(tiles)``, called with each batch before it is handed out (with a
+            sink: :meth:`~rsia_geo.index.TileIndex.reserve`).
 
     Yields:
         ``(tiles stored, failed)`` per finished task.
@@ -234,8 +269,10 @@ def run_ingest(
     exhausted = False
 
     def submit(tiles: dict[str, Any], tries: int) -> None:
+        if reserve is not None and tries == 0:
+            reserve(list(tiles.values()))
         records = [t.to_dict() for t in tiles.values()]
-        fut = client.submit(encode_tiles, records, model_ref, batch_size, pure=False)
+        fut = client.submit(encode_tiles, records, model_ref, batch_size, sink, pure=False)
         pending[fut] = (tiles, tries)
         queue.add(fut)  # type: ignore[no-untyped-call]
 
@@ -264,7 +301,7 @@ def run_ingest(
             submit(tiles, tries + 1)
             continue
         fut.release()
-        if ids:
+        if ids and sink is None:
             store([tiles[i] for i in ids], vecs)
         submit_more()
         yield len(ids), failed

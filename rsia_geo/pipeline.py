@@ -526,10 +526,12 @@ def _ingest_cluster(
         # scheduling and the opening of rasters per task
         tasks = _new_batches(source, spec, bands, bbox, idx, batch_size * TASK_BATCHES, report, bar)
         t0 = time.perf_counter()
+        sink = idx.remote_spec()  # a server: the workers store, this process reserves
         try:
             for stored, failed in run_ingest(
                 client, tasks, model_ref, idx.add, in_flight=2 * n_workers + 1,
-                batch_size=batch_size,
+                batch_size=batch_size, sink=sink,
+                reserve=idx.reserve if sink is not None else None,
             ):  # fmt: skip
                 report.indexed += stored
                 report.failed.extend(failed)

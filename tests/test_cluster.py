@@ -157,3 +157,52 @@ def test_gpu_encoding_matches_cpu(tmp_path, aerial_catalog, tiny_checkpoint):
     assert set(a) == set(b)
     for tid in a:  # float16 autocast: close, not equal
         assert float(np.dot(a[tid], b[tid])) > 0.999
+
+
+def test_a_worker_stores_into_its_sink(tmp_path, aerial_catalog, tiny_checkpoint):
+    """The worker side of server ingest, through qdrant-client (local mode on disk here)."""
+    from rsia_geo.cluster import _SINKS, encode_tiles
+    from rsia_geo.models.checkpoint import model_signature
+    from rsia_geo.pipeline import load_model
+    from rsia_geo.tiles import iter_tiles
+
+    build_index(aerial_catalog, tmp_path / "one", tiny_checkpoint, spec=SPEC, progress=False)
+    expected = _vectors(tmp_path / "one")
+    tiles = list(iter_tiles(aerial_catalog, SPEC))[:20]
+    sink = {"location": str(tmp_path / "sink"), "engine": "client"}
+    with TileIndex(**sink) as made:  # made and bound by the caller, as build_index does
+        made.bind_model(model_signature(load_model(tiny_checkpoint)))
+        made.reserve(tiles)
+        before = made.meta
+    ids, vecs, failed = encode_tiles([t.to_dict() for t in tiles], tiny_checkpoint, 8, sink)
+    assert ids == [t.id for t in tiles] and vecs.shape == (0, 0) and not failed
+    opened = _SINKS.pop(next(k for k in _SINKS if ("location", sink["location"]) in k))
+    stored = {h.id: np.asarray(h.vector) for h in opened.scroll(None, with_vectors=True)}
+    # reserved first: the worker's add found the extent and margin recorded, and wrote none
+    assert opened.meta == before
+    opened.close()
+    assert set(stored) == set(ids)
+    for tid in ids:
+        np.testing.assert_allclose(stored[tid], expected[tid], atol=1e-5)
+
+
+def test_reserve_records_what_add_would(tmp_path, aerial_catalog, tiny_checkpoint):
+    from rsia_geo.models.checkpoint import model_signature
+    from rsia_geo.pipeline import load_model
+    from rsia_geo.tiles import iter_tiles
+
+    tiles = list(iter_tiles(aerial_catalog, SPEC))
+    signature = model_signature(load_model(tiny_checkpoint))
+    shape = (len(tiles), signature["embed_dim"])
+    vecs = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    with TileIndex(tmp_path / "added") as added, TileIndex(tmp_path / "reserved") as reserved:
+        added.bind_model(signature)
+        reserved.bind_model(signature)
+        added.add(tiles, vecs)
+        reserved.reserve(tiles)
+        assert reserved.count() == 0
+        assert reserved.extent() == added.extent()
+        assert reserved.centre_margin() == added.centre_margin() is not None
+        meta = reserved.meta
+        reserved.add(tiles[:5], vecs[:5])
+        assert reserved.meta == meta and reserved.count() == 5

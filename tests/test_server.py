@@ -58,3 +58,30 @@ def test_server_matches_the_embedded_engine(tmp_path, aerial_catalog, tiny_check
         ra = search(WAVE, tmp_path / "edge", tiny_checkpoint, sample_rate=16000, bbox=bbox)
         rb = search(WAVE, server, tiny_checkpoint, sample_rate=16000, bbox=bbox)
         assert set(ra.tile_id) == set(rb.tile_id)
+
+
+def test_dask_workers_upsert_into_the_server(tmp_path, aerial_catalog, tiny_checkpoint, collection):
+    distributed = pytest.importorskip("distributed")
+    spec = TileSpec(size=128, overlap=64, out_size=64)
+    one = build_index(aerial_catalog, tmp_path / "one", tiny_checkpoint, spec=spec, progress=False)
+    local = distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+    client = distributed.Client(local)
+    key = os.environ.get("RSIA_QDRANT_API_KEY")
+    try:
+        with TileIndex(url=URL, api_key=key, collection=collection) as server:
+            rep = build_index(
+                aerial_catalog, server, tiny_checkpoint, spec=spec, progress=False,
+                batch_size=8, cluster=client,
+            )  # fmt: skip
+            assert rep.indexed == one.indexed and server.count() == one.indexed
+            with TileIndex(tmp_path / "one", create=False) as edge:
+                assert server.extent() == edge.extent()
+                assert server.centre_margin() == pytest.approx(edge.centre_margin())
+                a = {h.id: np.asarray(h.vector) for h in edge.scroll(None, with_vectors=True)}
+            b = {h.id: np.asarray(h.vector) for h in server.scroll(None, with_vectors=True)}
+            assert set(a) == set(b)
+            for tid in a:
+                np.testing.assert_allclose(a[tid], b[tid], atol=1e-5)
+    finally:
+        client.close()
+        local.close()

@@ -158,6 +158,7 @@ class TileIndex:
         self.location = str(location) if location is not None else None
         self.url = url
         self.collection = collection
+        self._api_key = api_key
         self._lock_fd: int | None = None
         self._margin: tuple[float, float] | None = None
         self._margin_read = -1e18  # time.monotonic() of the last read of the stored margin
@@ -397,10 +398,41 @@ class TileIndex:
             [tile_to_payload(t, raw_norm=float(n)) for t, n in zip(tiles, norms, strict=True)],
         )
 
+    def reserve(self, tiles: Sequence[Tile]) -> None:
+        """Record where and when tiles about to be stored lie, before any writer stores them.
+
+        :meth:`add` grows the index's recorded extent and centre margin (which region filters
+        rely on) before it stores points. When several processes store into one server
+        collection (Dask workers upserting directly), each would read, grow and write that
+        metadata at once, and one could undo another's growth; the process that hands out the
+        work calls this first, so that the workers' :meth:`add` finds nothing left to record.
+
+        Args:
+            tiles: The tiles (their footprints and dates; no vectors needed).
+        """
+        self._record_meta([tile_to_payload(t, raw_norm=0.0) for t in tiles])
+
+    def remote_spec(self) -> dict[str, Any] | None:
+        """What another process needs to store into this server collection (None: embedded).
+
+        Returns:
+            ``{"url", "api_key", "collection"}`` for :class:`TileIndex` (the API key included:
+            hand it only to processes of your own cluster), or None for an embedded index,
+            which one process writes.
+        """
+        if self.url is None:
+            return None
+        return {"url": self.url, "api_key": self._api_key, "collection": self.collection}
+
     def _upsert(
         self, ids: Sequence[str], unit_vectors: Any, payloads: Sequence[dict[str, Any]]
     ) -> None:
         """Record a larger centre margin first (write-ahead), then store the points."""
+        self._record_meta(payloads)
+        self.backend.upsert(ids, unit_vectors, [pack_payload(p) for p in payloads])
+
+    def _record_meta(self, payloads: Sequence[dict[str, Any]]) -> None:
+        """Grow the recorded centre margin and extent to cover ``payloads``."""
         if payloads and (self.centre_margin() is not None or self.count() == 0):
             # (an index filled before margins were recorded keeps none: a margin computed
             # from new tiles alone might not cover the old ones, so its queries keep ranges)
@@ -414,7 +446,6 @@ class TileIndex:
                 self.backend.set_meta(meta)
                 self._margin = new
         self._grow_extent(payloads)
-        self.backend.upsert(ids, unit_vectors, [pack_payload(p) for p in payloads])
 
     def _grow_extent(self, payloads: Sequence[dict[str, Any]]) -> None:
         """Record the spatial and temporal extent of the stored tiles (before the points).
