@@ -74,6 +74,20 @@ def test_encoder_frames_shape_padding_and_batch_independence(spoken):
     assert np.all(both[1, -(-len(short) // 640) :] == 0)
 
 
+def test_log_mel_of_the_clip_alone_equals_the_padded_window(spoken):
+    enc = get_whisper()
+    rng = np.random.default_rng(0)
+    noise = (0.1 * rng.standard_normal(16000 * 7)).astype(np.float32)
+    for wave in (spoken, spoken[: 160 * 37 + 11], noise[:3313], noise[:50000], noise):
+        for frames in (200, 600, 3000):
+            padded = np.zeros(frames * 160, np.float32)
+            padded[: min(len(padded), len(wave))] = wave[: len(padded)]
+            full = enc._features(padded, padding=0)[:, :frames]  # Whisper's own window
+            got = enc.log_mel(wave, frames)
+            assert got.shape == full.shape == (80, frames)
+            np.testing.assert_allclose(got, full, rtol=0, atol=1e-6)
+
+
 def test_transcript_of_a_synthetic_clip(spoken):
     text = get_whisper().transcribe(spoken).lower()
     assert "buildings" in text and "trees" in text and "parking" in text
