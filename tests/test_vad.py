@@ -19,7 +19,7 @@ from rsia_geo.errors import (
 pytest.importorskip("faster_whisper")
 pytest.importorskip("onnxruntime")
 
-from rsia_geo import vad  # noqa: E402
+from rsia_geo import vad
 
 QUERY = Path(vad.__file__).parent / "sample_data" / "queries" / "boats_docked_at_a_harbour.wav"
 
@@ -105,7 +105,7 @@ def test_model_file_missing_or_altered(tmp_path, monkeypatch):
     with altered.open("ab") as f:
         f.write(b"\0")
     monkeypatch.setattr(vad, "_packaged_model", lambda: altered)
-    with pytest.raises(CheckpointError, match="install faster-whisper==1.2.1"):
+    with pytest.raises(CheckpointError, match=r"install faster-whisper==1\.2\.1"):
         vad.SpeechDetector()
     # a file given by path is the user's own: used as given, not checked against the digest
     assert vad.SpeechDetector(packaged).probabilities(_speech()).size > 0
