@@ -1087,16 +1087,13 @@ def _spoken_or_typed(
         ``(raw audio embedding, query vector, description, text unit vector or None, text
         weight)``: the vector is ``unit(audio) + w unit(text)`` (the audio alone without text).
     """
-    encoder, route_weight = _text_route(model, text_weight)
-    listen = (transcribe or encoder is not None) and audio is not None
     with _timed(timings, "encode_audio_ms"):
-        audio_raw, description, samples, pending = _encode_query(
-            model, audio, text, sample_rate, listen=listen
-        )
+        audio_raw, description, samples = _encode_query(model, audio, text, sample_rate)
     vector, text_unit, weight = audio_raw, None, 0.0
-    if listen:
-        with _timed(timings, "transcribe_ms"):  # what the decoding adds after the head
-            description.update(pending.result() if pending else _heard(model, samples))
+    encoder, route_weight = _text_route(model, text_weight)
+    if (transcribe or encoder is not None) and audio is not None:
+        with _timed(timings, "transcribe_ms"):
+            description.update(_heard(model, samples))
     said = text if text is not None else description.get("heard")
     if encoder is not None and said:
         heard = text is None  # a transcript, not typed text
@@ -1203,20 +1200,12 @@ def _heard(model: Any, samples: np.ndarray) -> dict[str, Any]:
 
 
 def _encode_query(
-    model: Any, audio: Any, text: str | None, sample_rate: int | None, *, listen: bool = False
-) -> tuple[np.ndarray, dict[str, Any], np.ndarray, Future[dict[str, Any]] | None]:
-    """Stage 1 of :func:`search`: the raw audio embedding of a spoken or typed query.
-
-    With ``listen`` and a Whisper front end, the recogniser starts decoding the front end's
-    encoder pass (in :data:`_RECOGNISER`'s thread) while the audio head runs here.
-
-    Returns:
-        ``(raw embedding, query description, samples, what was heard: pending, or None)``.
-    """
+    model: Any, audio: Any, text: str | None, sample_rate: int | None
+) -> tuple[np.ndarray, dict[str, Any], np.ndarray]:
+    """Stage 1 of :func:`search`: the raw audio embedding of a spoken or typed query."""
     import torch
 
     from rsia_geo.audio import load_audio
-    from rsia_geo.models._modes import eval_mode
 
     if text is not None:
         from rsia_geo.training.synthesis import speak
@@ -1227,18 +1216,7 @@ def _encode_query(
         samples = load_audio(audio, sample_rate=sample_rate, trim=True).samples
         query = {"kind": "spoken"}
     wave = torch.from_numpy(samples)[None]
-    heard: Future[dict[str, Any]] | None = None
-    with torch.no_grad(), eval_mode(model):
-        feats = model.audio_features(wave)
-        if listen and getattr(model.config.frontend, "kind", None) == "whisper":
-            heard = _RECOGNISER.submit(_heard, model, samples)
-        raw = model.forward_audio_features(feats).float()
-    return raw[0].numpy(), query, samples, heard
-
-
-_RECOGNISER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rsia-recognise")
-"""Decodes a spoken query's transcript while the audio head runs (one query at a time per
-process: the recogniser is locked anyway)."""
+    return model.encode_audio(wave, normalize=False)[0].numpy(), query, samples
 
 
 def _hit_rows(

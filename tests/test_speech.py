@@ -384,24 +384,3 @@ def test_transcribe_manifest_is_resumable(tmp_path, spoken):
     transcribe_manifest(manifest, progress=False)
     again = out.read_text().splitlines()
     assert len(again) == 2 and read_transcripts(out) == first
-
-
-def test_spoken_query_decodes_while_the_head_runs(spoken):
-    """Stage 1 of search: the transcript comes from the query's own encoder pass, decoded in
-    the recogniser's thread, and is what decoding alone hears."""
-    from rsia_geo.pipeline import _encode_query, load_model
-
-    model = load_model(None)  # the starter: Whisper front end
-    enc = get_whisper()
-    before = enc.reused
-    raw, query, samples, pending = _encode_query(model, spoken, None, SR, listen=True)
-    assert pending is not None and query == {"kind": "spoken"}
-    heard = pending.result(timeout=60)
-    assert enc.reused == before + 1  # no second encoder pass
-    alone = enc.recognise([samples], window=model.frontend.whisper_frames(len(samples)))[0]
-    assert heard["heard"] == alone.text and "parking" in heard["heard"].lower()
-    # the embedding is the one encode_audio gives
-    again = model.encode_audio(torch.from_numpy(samples)[None], normalize=False)[0].numpy()
-    np.testing.assert_allclose(raw, again, rtol=0, atol=1e-5)
-    # without listening nothing is decoded
-    assert _encode_query(model, spoken, None, SR)[3] is None
