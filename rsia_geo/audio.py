@@ -54,6 +54,9 @@ AUTO_VAD_KEPT = 0.9
 """``auto`` runs the detector when the energy trim kept at least this share of a clip."""
 AUTO_VAD_MIN_SECONDS = 1.0
 """... and the clip lasts at least this long (shorter ones have no room for a silence to cut)."""
+AUTO_VAD_MARGIN_DB = 6.0
+"""``auto`` cuts what the detector calls non-speech only where it is at most this much louder
+than the clip's quiet frames (background), never where the detector missed quiet words."""
 
 
 @dataclass(frozen=True)
@@ -254,8 +257,11 @@ def trim_speech(samples: np.ndarray, sample_rate: int, method: str = "auto") -> 
     voice-activity detector (:class:`rsia_geo.vad.SpeechDetector`, Silero VAD from the
     ``speech`` extra, ~2-3 ms per second of audio) where the words are. ``auto`` (what search,
     the service and training use) runs the energy trim, and the detector only when the energy
-    trim kept at least :data:`AUTO_VAD_KEPT` of a clip of :data:`AUTO_VAD_MIN_SECONDS` or more;
-    when the detector is not installed or hears no speech there, the energy trim stands.
+    trim kept at least :data:`AUTO_VAD_KEPT` of a clip of :data:`AUTO_VAD_MIN_SECONDS` or more,
+    and cuts what it calls non-speech only where that sounds like the background (within
+    :data:`AUTO_VAD_MARGIN_DB` of the clip's quiet frames: whispered or robotic words the
+    detector misses are kept); when the detector is not installed or hears no speech, the
+    energy trim stands.
 
     Args:
         samples: float32 mono samples.
@@ -289,7 +295,10 @@ def trim_speech(samples: np.ndarray, sample_rate: int, method: str = "auto") -> 
             span = _detector().span(samples)
         except DependencyNotFoundError:
             return cut
-        return cut if span is None else samples[span[0] : span[1]]
+        if span is None:
+            return cut
+        start, stop = _background_edges(samples, sample_rate, span)
+        return samples[start:stop]
     if sample_rate != SAMPLE_RATE:
         raise InvalidArgumentError(
             f"the voice-activity trim needs {SAMPLE_RATE} Hz audio, not {sample_rate} Hz; "
@@ -302,6 +311,34 @@ def trim_speech(samples: np.ndarray, sample_rate: int, method: str = "auto") -> 
             "voice-activity detector; check the recording, or trim with 'energy'"
         )
     return samples[span[0] : span[1]]
+
+
+def _background_edges(
+    samples: np.ndarray, sample_rate: int, span: tuple[int, int], frame_ms: float = 25.0
+) -> tuple[int, int]:
+    """The detector's span, cut only on the sides where what it cuts sounds like background.
+
+    A side the detector would cut is kept (from the clip's edge) when its level is more than
+    :data:`AUTO_VAD_MARGIN_DB` above the clip's quiet frames (the 10th percentile of 25 ms
+    frame levels): the detector missed words there (whispered or robotic speech), and a
+    quiet-room recording loses nothing it would have kept before.
+    """
+    frame = max(1, int(sample_rate * frame_ms / 1000))
+    n = len(samples) // frame
+    if n < 2:
+        return span
+    frames = samples[: n * frame].reshape(n, frame).astype(np.float64)
+    floor = float(np.percentile(10 * np.log10((frames**2).mean(axis=1) + 1e-20), 10))
+
+    def background(part: np.ndarray) -> bool:
+        if len(part) == 0:
+            return True
+        level = 10 * np.log10(float(np.mean(part.astype(np.float64) ** 2)) + 1e-20)
+        return level <= floor + AUTO_VAD_MARGIN_DB
+
+    start = span[0] if background(samples[: span[0]]) else 0
+    stop = span[1] if background(samples[span[1] :]) else len(samples)
+    return start, stop
 
 
 def _detector() -> Any:

@@ -65,6 +65,23 @@ def test_auto_keeps_the_energy_trim_of_a_quiet_recording():
     assert len(auto) < len(speech) + 0.3 * SAMPLE_RATE
 
 
+def test_auto_never_cuts_what_is_louder_than_the_background():
+    """The detector's cut stands only where the cut part sounds like the clip's quiet frames:
+    a sound it does not call speech but well above them (here a tone at -20 dB; in a real
+    recording a whispered word) stays, on that side only."""
+    speech = _speech()
+    t = np.arange(int(0.4 * SAMPLE_RATE)) / SAMPLE_RATE  # a short sound after the words
+    level = np.sqrt(np.mean(speech.astype(np.float64) ** 2)) * 0.1  # -20 dB of the speech
+    tone = (level * np.sqrt(2) * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    clip = np.concatenate([speech, tone, np.zeros(SAMPLE_RATE // 10, np.float32)])
+    assert len(trim_speech(clip, SAMPLE_RATE, "energy")) >= 0.9 * len(clip)  # detector runs
+    start, stop = vad.speech_detector().span(clip)
+    assert stop < len(speech) + 0.2 * SAMPLE_RATE  # the detector would cut the tone
+    cut = trim_speech(clip, SAMPLE_RATE, "auto")
+    np.testing.assert_array_equal(cut, clip[start:])  # the head is cut, the tail kept
+    assert len(trim_speech(clip, SAMPLE_RATE, "vad")) == stop - start  # asked for: as detected
+
+
 def test_probabilities_are_high_on_words_and_low_on_noise():
     speech = _speech()
     probs = vad.speech_detector().probabilities(speech)
