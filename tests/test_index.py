@@ -160,6 +160,32 @@ def _congruence(kind, tmp_path, tiles_and_vectors):
     return results
 
 
+def test_search_only_open_writes_nothing_and_stored_points_survive(tmp_path, tiles_and_vectors):
+    import hashlib
+
+    def files():
+        return {
+            str(f): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted((tmp_path / "i").rglob("*"))
+            if f.is_file() and f.name != ".lock"
+        }
+
+    tiles, vecs = tiles_and_vectors
+    with TileIndex(tmp_path / "i") as idx:
+        idx.bind_model(SIG)
+        idx.add(tiles, vecs)
+    q = np.random.default_rng(5).standard_normal(64)
+    with TileIndex(tmp_path / "i", create=False) as idx:  # (the engine settles its segments
+        idx.count()  # on the first load after a write)
+    before = files()
+    with TileIndex(tmp_path / "i", create=False) as idx:  # what a search does
+        first = [h.id for h in idx.query(q, None, limit=10)]
+        assert idx.count() == len(tiles)
+    assert files() == before  # nothing flushed, nothing rewritten
+    with TileIndex(tmp_path / "i", create=False) as idx:
+        assert [h.id for h in idx.query(q, None, limit=10)] == first
+
+
 def test_model_mismatch_is_refused(tmp_path, tiles_and_vectors):
     tiles, vecs = tiles_and_vectors
     with TileIndex(tmp_path / "i") as idx:

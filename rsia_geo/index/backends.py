@@ -261,6 +261,7 @@ class EdgeBackend:
         self.oversampling = check_oversampling(oversampling)
         self.on_disk = on_disk
         self.shard: Any = None
+        self._written = False  # points upserted since the shard was opened (close flushes)
         if self.exists():
             self._load()
 
@@ -350,6 +351,7 @@ class EdgeBackend:
             for i, v, p in zip(ids, vectors, payloads, strict=True)
         ]
         self.shard.update(q.UpdateOperation.upsert_points(points))
+        self._written = True
 
     def existing(self, ids: Sequence[str]) -> set[str]:
         """Stored ids among ``ids``."""
@@ -443,11 +445,13 @@ class EdgeBackend:
         return bool(self.shard.optimize())
 
     def close(self) -> None:
-        """Flush and close the shard."""
+        """Close the shard, flushed first when points were stored (a search-only open is not)."""
         if self.shard is not None:
-            self.shard.flush()
+            if self._written:
+                self.shard.flush()
             self.shard.close()
             self.shard = None
+            self._written = False
 
 
 def _floats(v: Any) -> list[float]:
