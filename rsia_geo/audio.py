@@ -334,7 +334,7 @@ def _background_edges(
         if len(part) == 0:
             return True
         level = 10 * np.log10(float(np.mean(part.astype(np.float64) ** 2)) + 1e-20)
-        return level <= floor + AUTO_VAD_MARGIN_DB
+        return bool(level <= floor + AUTO_VAD_MARGIN_DB)
 
     start = span[0] if background(samples[: span[0]]) else 0
     stop = span[1] if background(samples[span[1] :]) else len(samples)

@@ -1191,9 +1191,13 @@ def _heard(model: Any, samples: np.ndarray) -> dict[str, Any]:
     """What the speech recogniser heard: ``{"heard": text}``, or None and the reason."""
     from rsia_geo.errors import RsiaError
 
-    try:  # the front end's Whisper (its configured weights), loaded once per process
-        fe = model.frontend  # the front end's window, so that its encoder pass is decoded
-        heard = fe.speech_encoder().recognise([samples], window=fe.whisper_frames(len(samples)))[0]
+    try:  # the front end's Whisper (or RSIA_RECOGNISER_PATH's), loaded once per process
+        fe = model.frontend
+        recogniser, shared = fe.recogniser()
+        # the front end's window, so that its encoder pass is decoded (a recogniser of its own
+        # takes the rule's window)
+        window = fe.whisper_frames(len(samples)) if shared else None
+        heard = recogniser.recognise([samples], window=window)[0]
         return {"heard": heard.text, "heard_confidence": round(heard.confidence, 4)}
     except RsiaError as exc:  # no recogniser installed: the search itself still answers
         return {"heard": None, "heard_unavailable": str(exc)}

@@ -384,3 +384,24 @@ def test_transcribe_manifest_is_resumable(tmp_path, spoken):
     transcribe_manifest(manifest, progress=False)
     again = out.read_text().splitlines()
     assert len(again) == 2 and read_transcripts(out) == first
+
+
+def test_a_recogniser_of_its_own_by_path(tmp_path, monkeypatch, spoken):
+    """RSIA_RECOGNISER_PATH: transcripts from another CTranslate2 Whisper folder (here a copy
+    of tiny.en), the front end's encoder unchanged; a wrong folder is reported, not fatal."""
+    from rsia_geo.pipeline import _heard, load_model
+
+    model = load_model(None)
+    default = _heard(model, spoken)
+    copy = tmp_path / "recogniser"
+    shutil.copytree(default_whisper_path(), copy)
+    monkeypatch.setenv("RSIA_RECOGNISER_PATH", str(copy))
+    recogniser, shared = model.frontend.recogniser()
+    assert not shared and recogniser.path == copy
+    assert recogniser is not model.frontend.speech_encoder()
+    assert _heard(model, spoken)["heard"] == default["heard"]  # the same weights hear the same
+    monkeypatch.setenv("RSIA_RECOGNISER_PATH", str(tmp_path / "nowhere"))
+    wrong = _heard(model, spoken)
+    assert wrong["heard"] is None and "nowhere" in wrong["heard_unavailable"]
+    monkeypatch.delenv("RSIA_RECOGNISER_PATH")
+    assert model.frontend.recogniser() == (model.frontend.speech_encoder(), True)

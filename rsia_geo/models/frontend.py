@@ -211,6 +211,27 @@ class AudioFrontend(nn.Module):
         path = self.config.whisper_path or os.environ.get("RSIA_WHISPER_PATH") or None
         return get_whisper(path, threads=max(1, min(4, torch.get_num_threads())))
 
+    def recogniser(self) -> tuple[Any, bool]:
+        """The Whisper model that transcribes queries for the text route.
+
+        By default the front end's own encoder (its pass over a query is decoded, not run
+        again). A larger or better Whisper for transcripts alone (the trained head keeps its
+        encoder) is a CTranslate2 Whisper folder in the ``RSIA_RECOGNISER_PATH`` environment
+        variable, e.g. a faster-whisper download of ``base.en`` or ``small.en``; it encodes
+        each query once more, at its own cost.
+
+        Returns:
+            ``(WhisperEncoder, shares the front end's encoder pass)``.
+        """
+        import os
+
+        from rsia_geo.models.whisper import get_whisper
+
+        path = os.environ.get("RSIA_RECOGNISER_PATH") or None
+        if path is None:
+            return self.speech_encoder(), True
+        return get_whisper(path, threads=max(1, min(4, torch.get_num_threads()))), False
+
     def whisper_frames(self, samples: int) -> int | None:
         """The Whisper encoder's window for a clip of ``samples``, in 10 ms frames.
 
