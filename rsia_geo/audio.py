@@ -234,19 +234,25 @@ def trim_silence(
         The trimmed waveform (the input unchanged when nothing is silent).
     """
     frame = max(1, int(sample_rate * frame_ms / 1000))
-    n = len(samples) // frame
-    if n < 2:
+    db = _frame_db(samples, frame)
+    if db is None:
         return samples
-    frames = samples[: n * frame].reshape(n, frame).astype(np.float64)
-    rms = np.sqrt((frames**2).mean(axis=1) + 1e-20)
-    level = 20 * np.log10(rms / rms.max())
-    loud = np.flatnonzero(level > threshold_db)
+    loud = np.flatnonzero(db - db.max() > threshold_db)
     if loud.size == 0:
         return samples
     pad = int(sample_rate * pad_ms / 1000)
     start = max(0, loud[0] * frame - pad)
     stop = min(len(samples), (loud[-1] + 1) * frame + pad)
     return samples[start:stop]
+
+
+def _frame_db(samples: np.ndarray, frame: int) -> np.ndarray | None:
+    """Power of each whole ``frame``-sample frame in dB (None: fewer than two frames)."""
+    n = len(samples) // frame
+    if n < 2:
+        return None
+    frames = samples[: n * frame].reshape(n, frame).astype(np.float64)
+    return np.asarray(10 * np.log10((frames**2).mean(axis=1) + 1e-20))
 
 
 def trim_speech(samples: np.ndarray, sample_rate: int, method: str = "auto") -> np.ndarray:
@@ -283,22 +289,30 @@ def trim_speech(samples: np.ndarray, sample_rate: int, method: str = "auto") -> 
         raise InvalidArgumentError(
             f"trim method {method!r} is unknown; use one of {', '.join(TRIM_METHODS)}"
         )
-    if method != "vad":
-        cut = trim_silence(samples, sample_rate)
-        noisy = (
-            len(cut) >= AUTO_VAD_KEPT * len(samples)
-            and len(samples) >= AUTO_VAD_MIN_SECONDS * sample_rate
-        )
-        if method == "energy" or not noisy or sample_rate != SAMPLE_RATE:
-            return cut
-        try:
-            span = _detector().span(samples)
-        except DependencyNotFoundError:
-            return cut
-        if span is None:
-            return cut
-        start, stop = _background_edges(samples, sample_rate, span)
-        return samples[start:stop]
+    if method == "vad":
+        return _vad_trim(samples, sample_rate)
+    cut = trim_silence(samples, sample_rate)
+    over_noise = (
+        sample_rate == SAMPLE_RATE
+        and len(cut) >= AUTO_VAD_KEPT * len(samples)
+        and len(samples) >= AUTO_VAD_MIN_SECONDS * sample_rate
+    )
+    if method == "energy" or not over_noise:
+        return cut
+    try:
+        span = _detector().span(samples)
+    except DependencyNotFoundError:
+        return cut
+    if span is None:
+        return cut
+    start, stop = _background_edges(samples, sample_rate, span)
+    return samples[start:stop]
+
+
+def _vad_trim(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``trim_speech(method="vad")``: the detector's span, no speech being an error."""
+    from rsia_geo.errors import InvalidArgumentError
+
     if sample_rate != SAMPLE_RATE:
         raise InvalidArgumentError(
             f"the voice-activity trim needs {SAMPLE_RATE} Hz audio, not {sample_rate} Hz; "
@@ -323,12 +337,10 @@ def _background_edges(
     frame levels): the detector missed words there (whispered or robotic speech), and a
     quiet-room recording loses nothing it would have kept before.
     """
-    frame = max(1, int(sample_rate * frame_ms / 1000))
-    n = len(samples) // frame
-    if n < 2:
+    db = _frame_db(samples, max(1, int(sample_rate * frame_ms / 1000)))
+    if db is None:
         return span
-    frames = samples[: n * frame].reshape(n, frame).astype(np.float64)
-    floor = float(np.percentile(10 * np.log10((frames**2).mean(axis=1) + 1e-20), 10))
+    floor = float(np.percentile(db, 10))
 
     def background(part: np.ndarray) -> bool:
         if len(part) == 0:

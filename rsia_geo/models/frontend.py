@@ -206,10 +206,7 @@ class AudioFrontend(nn.Module):
         """
         import os
 
-        from rsia_geo.models.whisper import get_whisper
-
-        path = self.config.whisper_path or os.environ.get("RSIA_WHISPER_PATH") or None
-        return get_whisper(path, threads=max(1, min(4, torch.get_num_threads())))
+        return _whisper_at(self.config.whisper_path or os.environ.get("RSIA_WHISPER_PATH"))
 
     def recogniser(self) -> tuple[Any, bool]:
         """The Whisper model that transcribes queries for the text route.
@@ -225,12 +222,8 @@ class AudioFrontend(nn.Module):
         """
         import os
 
-        from rsia_geo.models.whisper import get_whisper
-
-        path = os.environ.get("RSIA_RECOGNISER_PATH") or None
-        if path is None:
-            return self.speech_encoder(), True
-        return get_whisper(path, threads=max(1, min(4, torch.get_num_threads()))), False
+        path = os.environ.get("RSIA_RECOGNISER_PATH")
+        return (_whisper_at(path), False) if path else (self.speech_encoder(), True)
 
     def whisper_frames(self, samples: int) -> int | None:
         """The Whisper encoder's window for a clip of ``samples``, in 10 ms frames.
@@ -316,3 +309,13 @@ class AudioFrontend(nn.Module):
         else:
             feats = nn.functional.pad(feats, (0, 0, 0, c.max_frames - feats.shape[1]))
         return feats[:, None]
+
+
+def _whisper_at(path: str | None) -> Any:
+    """The process-wide Whisper of a folder (None or "": the packaged tiny.en).
+
+    It runs with as many CTranslate2 threads as torch has (1 to 4).
+    """
+    from rsia_geo.models.whisper import get_whisper
+
+    return get_whisper(path or None, threads=max(1, min(4, torch.get_num_threads())))
