@@ -115,8 +115,6 @@ def _print_hits(hits: Any, cells: Any) -> list[dict[str, Any]]:
     return found
 
 
-# Long (~85 lines): a linear script that prints each step for a first-time user; splitting
-# it further would scatter the story it tells.
 # Over 80 lines with its docstring: the demo's four printed steps (catalog, index, queries,
 # outputs) in order, each a few library calls; splitting it would only move the narration.
 def run_demo(workdir: Path, *, queries: list[str] | None = None, k: int = 5) -> int:

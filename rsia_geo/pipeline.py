@@ -396,8 +396,6 @@ def _new_batches(
             yield todo
 
 
-# Long (~95 lines): the read / encode / write overlap shares queues, a pool and the report
-# through nested closures (reader threads, the encoder in this thread, a writer thread).
 # Over 80 lines with its 12-line signature: one pipeline of readers (threads), the encoder (this
 # thread) and a writer (a thread), whose closures share the queues and the report; split apart
 # they would need that state passed around.
@@ -795,9 +793,6 @@ class _Query:
     text_weight: float = 0.0  # its weight in both stages (route weight x word coverage)
 
 
-# Long (~140 lines, of which ~60 docstring for its 21 parameters): the body is the
-# composition of the named stages below (_make_query, _candidates, _score, group_places,
-# _hit_rows, _hits_frame), ~80 lines with its timing and index handling.
 # Over 80 lines because of its public signature and docstring (92 of 149); the body (57) calls
 # the named stages (_check_search_args, _make_query, _candidates, _score and those after).
 def search(

@@ -769,8 +769,6 @@ def _item_platform(item: Any) -> str | None:
     return str(value).strip().lower() or None if value else None
 
 
-# Long (~85 lines, ~30 of them docstring): checks and the survey are named parts above; what
-# is left is the loop over levels and windows that records skips with their reasons.
 # Over 80 lines with its signature and docstring (29); the body (54) is one pass over each
 # level's grid windows.
 def tile_item(

@@ -173,9 +173,6 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
-# Long (~105 lines, ~45 of them docstring for its 16 parameters): the work is in
-# _select_records, _voice_pools, _VoicingPlan and _synthesise; the body checks arguments and
-# writes voicing.json.
 # Over 80 lines with its public signature and docstring (52); the body (55) checks the
 # arguments, then voices the clips not on disk yet (resumable).
 def voice_captions(

@@ -38,8 +38,9 @@ def _find_dir(root: Path, names: tuple[str, ...], what: str) -> Path:
     raise DataError(f"{str(root)!r} has no {what} folder (looked for {', '.join(names)})")
 
 
-# Long (~85 lines, ~20 of them docstring): one pass over a published layout (folders, split
-# lists, clips) whose error messages each name the missing piece.
+# Over 80 lines with its docstring (~20): one pass over a published layout (folders, split
+# lists, clips) whose error messages each name the missing piece; split, each part would
+# need the layout's state passed along.
 def read_iv_layout(
     root: str | Path, out_dir: str | Path, *, splits: dict[str, str | Path] | None = None
 ) -> Path:
