@@ -63,19 +63,25 @@ def _pipeline(cos: np.ndarray, second: np.ndarray, per_image: int, k: int) -> di
     )
 
 
-def _heard_under(model, rows, condition: str, cache: Path | None, name: str) -> dict:
-    """Transcripts of the clips under a recording condition (the served clip and window)."""
+def _heard_under(
+    model, rows, condition: str, cache: Path | None, name: str, prompt: str = ""
+) -> dict:
+    """Transcripts of the clips under a recording condition (the served clip, window, prompt)."""
+    import hashlib
+
     from rsia_geo.models.whisper import get_whisper
     from rsia_geo.training.evaluate import _heard
 
-    f = cache / f"heard_{name}_{condition}{_suffix(model)}.json" if cache else None
+    tag = f"_p{hashlib.sha1(prompt.encode()).hexdigest()[:8]}" if prompt else ""
+    f = cache / f"heard_{name}_{condition}{_suffix(model)}{tag}.json" if cache else None
     if f is not None and f.exists():
         return json.loads(f.read_text())
     enc = get_whisper()
     out = {}
     for r in rows:
         wave = _heard(r["clip_path"], condition).numpy()
-        h = enc.recognise([wave], window=model.frontend.whisper_frames(len(wave)))[0]
+        window = model.frontend.whisper_frames(len(wave))
+        h = enc.recognise([wave], window=window, prompt=prompt)[0]
         out[r["clip"]] = {"text": h.text, "confidence": h.confidence}
     if f is not None:
         f.parent.mkdir(parents=True, exist_ok=True)
@@ -84,20 +90,22 @@ def _heard_under(model, rows, condition: str, cache: Path | None, name: str) -> 
 
 
 def evaluate_voicing(
-    model, encoder, v, manifest, split, per_image, k, cache, condition="clean"
+    model, encoder, v, manifest, split, per_image, k, cache, condition="clean", as_typed=False
 ) -> dict:
     rows = _rows(manifest, split, per_image)
     name = Path(manifest).parent.name
-    if condition == "clean" and not _suffix(model):  # written with the fixed window
+    prompt = encoder.recogniser_prompt
+    if condition == "clean" and not _suffix(model) and not prompt:  # the files' settings
         heard = read_transcripts(transcripts_path(manifest))
     else:
-        heard = _heard_under(model, rows, condition, cache, name)
+        heard = _heard_under(model, rows, condition, cache, name, prompt)
     texts = [heard[r["clip"]]["text"] for r in rows]
     # the served weight per query at route weight 1 (scaled by each swept weight below)
     cover = np.array([encoder.weight_for(t, 1.0) for t in texts])
     conf = np.array([heard[r["clip"]]["confidence"] for r in rows])
     a = _audio(model, rows, cache, name, condition)
-    t = encoder.encode(texts, heard=True)  # transcripts, as the pipeline serves them
+    # transcripts, as the pipeline serves them (--bank-for-transcripts: as typed text)
+    t = encoder.encode(texts, heard=not as_typed)
     cos_a = cosine_scores(v, a).numpy()
     ia = ia_scores(v, a).numpy()
     cos_t = (torch.nn.functional.normalize(v, dim=-1) @ t.T).numpy()
@@ -114,6 +122,18 @@ def evaluate_voicing(
             first, second = fused_scores(cos_a, ia, cos_t, w * c[None, :])
             out[key][str(w)] = _pipeline(first, second, per_image, k)
     return out
+
+
+def _prompt_arg(value: str) -> str:
+    """``--prompt``: 'none', 'train:MANIFEST' or the text."""
+    if value == "none":
+        return ""
+    if value.startswith("train:"):
+        from rsia_geo.training.dataset import read_manifest
+        from rsia_geo.training.transcripts import domain_prompt
+
+        return domain_prompt(read_manifest(value[len("train:") :]))
+    return value
 
 
 def main() -> None:
@@ -136,6 +156,15 @@ def main() -> None:
         default=None,
         help="override the checkpoint's Whisper window policy",
     )
+    p.add_argument(
+        "--prompt", default=None,
+        help="the recogniser's prompt: 'none', 'train:MANIFEST' (its training captions, "
+        "domain_prompt) or the text itself (default: the text route's own)",
+    )  # fmt: skip
+    p.add_argument(
+        "--bank-for-transcripts", action="store_true",
+        help="encode transcripts as typed text (the ensemble's caption bank included)",
+    )  # fmt: skip
     p.add_argument("--out", default=None, help="JSON report")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -145,6 +174,8 @@ def main() -> None:
     encoder = load_text_encoder(a.text, image_sha256=model.checkpoint_meta.get("weights_sha256"))
     if encoder is None:
         raise SystemExit(f"{a.text} has no text.safetensors / text.json")
+    if a.prompt is not None:
+        encoder.recogniser_prompt = _prompt_arg(a.prompt)
     t0 = time.time()
     first = _rows(a.manifests[0], a.split, a.per_image)
     v, _ = encode_images(model, first)
@@ -153,10 +184,15 @@ def main() -> None:
         "checkpoint": a.checkpoint,
         "text": a.text,
         "whisper_window": model.config.frontend.whisper_window,
+        "recogniser_prompt": encoder.recogniser_prompt,
+        "bank_for_transcripts": a.bank_for_transcripts,
         "voicings": {},
     }
     for m in a.manifests:
-        r = evaluate_voicing(model, encoder, v, m, a.split, a.per_image, a.rescore_k, cache)
+        r = evaluate_voicing(
+            model, encoder, v, m, a.split, a.per_image, a.rescore_k, cache,
+            as_typed=a.bank_for_transcripts,
+        )  # fmt: skip
         report["voicings"][Path(m).parent.name] = r
         print(
             Path(m).parent.name,
@@ -167,8 +203,9 @@ def main() -> None:
     report["conditions"] = {}
     for cond in a.conditions:
         r = evaluate_voicing(
-            model, encoder, v, a.manifests[0], a.split, a.per_image, a.rescore_k, cache, cond
-        )
+            model, encoder, v, a.manifests[0], a.split, a.per_image, a.rescore_k, cache, cond,
+            as_typed=a.bank_for_transcripts,
+        )  # fmt: skip
         report["conditions"][cond] = r
         print(
             f"{cond}: audio {r['audio']['mR']:.2f} text {r['text']['mR']:.2f} "

@@ -1183,16 +1183,21 @@ def _hits_frame(rows: list[dict[str, Any]], columns: Sequence[str] = HIT_COLUMNS
 
 
 def _heard(model: Any, samples: np.ndarray) -> dict[str, Any]:
-    """What the speech recogniser heard: ``{"heard": text}``, or None and the reason."""
+    """What the speech recogniser heard: ``{"heard": text}``, or None and the reason.
+
+    Heard with the checkpoint's recogniser prompt (``rsia_geo.weights.recogniser_prompt``).
+    """
     from rsia_geo.errors import RsiaError
+    from rsia_geo.weights import recogniser_prompt
 
     try:  # the front end's Whisper (or RSIA_RECOGNISER_PATH's), loaded once per process
+        prompt = recogniser_prompt(model)
         fe = model.frontend
         recogniser, shared = fe.recogniser()
         # the front end's window, so that its encoder pass is decoded (a recogniser of its own
         # takes the rule's window)
         window = fe.whisper_frames(len(samples)) if shared else None
-        heard = recogniser.recognise([samples], window=window)[0]
+        heard = recogniser.recognise([samples], window=window, prompt=prompt)[0]
         return {"heard": heard.text, "heard_confidence": round(heard.confidence, 4)}
     except RsiaError as exc:  # no recogniser installed: the search itself still answers
         return {"heard": None, "heard_unavailable": str(exc)}

@@ -21,6 +21,7 @@ __all__ = [
     "STARTER",
     "audio_bank",
     "default_checkpoint",
+    "recogniser_prompt",
     "shipped_checkpoint",
     "shipped_checkpoints",
     "text_encoder",
@@ -157,3 +158,33 @@ def text_encoder(model: Any) -> Any:
     return _read_beside(
         model, TEXT_WEIGHTS_NAME, lambda p: load_text_encoder(p.parent, image_sha256=sha)
     )
+
+
+def recogniser_prompt(model: Any) -> str:
+    """What the speech recogniser reads as said before a spoken query, for this model.
+
+    ``RSIA_RECOGNISER_PROMPT`` when set (an empty value: no prompt; any text: that text, e.g.
+    the words of your own imagery), else the prompt the checkpoint's text route ships in
+    ``text.json`` (its training captions, one per class:
+    :func:`rsia_geo.training.transcripts.domain_prompt`), else none. Read without loading the
+    route's weights, so transcripts are heard the same way with ``text_weight=0``.
+
+    Args:
+        model: A model loaded with :func:`rsia_geo.models.load_checkpoint`.
+
+    Returns:
+        The prompt ("" for none).
+
+    Raises:
+        CheckpointError: The checkpoint's ``text.json`` is unreadable.
+    """
+    import os
+
+    from rsia_geo.models.text import TEXT_CONFIG_NAME
+    from rsia_geo.models.text import recogniser_prompt as read_prompt
+
+    env = os.environ.get("RSIA_RECOGNISER_PROMPT")
+    if env is not None:
+        return " ".join(env.split())
+    prompt = _read_beside(model, TEXT_CONFIG_NAME, lambda p: read_prompt(p.parent))
+    return str(prompt or "")

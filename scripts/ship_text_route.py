@@ -14,6 +14,10 @@ trained folder's, or the one ``--with-hashed`` makes).
 
 ``--manifest`` recomputes the route's vocabulary from its training manifest (with the current
 :func:`rsia_geo.training.text_route.route_vocabulary` rule).
+
+``--prompt-from MANIFEST`` sets the recogniser prompt searches give Whisper to that manifest's
+training captions, one per class (:func:`rsia_geo.training.transcripts.domain_prompt`);
+``--no-prompt`` removes it. Without either, the trained folder's prompt is kept.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ def main() -> None:
     p.add_argument("--manifest", default=None, help="training manifest: recompute vocabulary")
     p.add_argument("--with-hashed", default=None, help="hashed route to ship an ensemble with")
     p.add_argument("--with-bank", default=None, help="training manifest: add a caption bank")
+    prompt = p.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt-from", default=None, help="training manifest: recogniser prompt")
+    prompt.add_argument("--no-prompt", action="store_true", help="ship no recogniser prompt")
     a = p.parse_args()
     sha = read_checkpoint_meta(a.checkpoint)["weights_sha256"]
     encoder = load_text_encoder(a.trained, image_sha256=sha)
@@ -57,7 +64,9 @@ def main() -> None:
             "text_kind": "ensemble",
             "members": {"hashed": hashed_summary["summary"], "pretrained": summary},
         }
+        kept = encoder.recogniser_prompt
         encoder = EnsembleTextEncoder(hashed, encoder)
+        encoder.recogniser_prompt = kept
     if a.with_bank:
         import tempfile
 
@@ -73,12 +82,20 @@ def main() -> None:
         members = dict(summary["members"])
         members["bank"] = report
         summary = {"text_kind": "ensemble", "members": members}
+        kept = encoder.recogniser_prompt
         encoder = EnsembleTextEncoder(encoder.hashed, encoder.pretrained, bank)
+        encoder.recogniser_prompt = kept
     if a.manifest:
         from rsia_geo.training.text_route import _sentences, route_vocabulary
 
         _, captions, spoken = _sentences(a.manifest, "train")
         encoder.vocabulary = route_vocabulary(captions, spoken)
+    if a.prompt_from or a.no_prompt:
+        from rsia_geo.training.dataset import read_manifest
+        from rsia_geo.training.transcripts import domain_prompt
+
+        rows = read_manifest(a.prompt_from) if a.prompt_from else []
+        encoder.recogniser_prompt = domain_prompt(rows)
     out = save_text_encoder(
         encoder, a.checkpoint, image_sha256=sha, summary=summary, default_weight=a.weight,
         half=True,

@@ -405,3 +405,59 @@ def test_a_recogniser_of_its_own_by_path(tmp_path, monkeypatch, spoken):
     assert wrong["heard"] is None and "nowhere" in wrong["heard_unavailable"]
     monkeypatch.delenv("RSIA_RECOGNISER_PATH")
     assert model.frontend.recogniser() == (model.frontend.speech_encoder(), True)
+
+
+def test_recognise_reads_a_prompt_as_previous_text(spoken):
+    """A prompt reaches the decoder (Whisper follows its style: a capitalised paragraph makes
+    the transcript start with a capital), is cut to Whisper's last 223 tokens, and "" is none."""
+    from rsia_geo.models.whisper import PROMPT_TOKENS
+
+    enc = get_whisper()
+    plain = enc.recognise([spoken])[0].text
+    assert plain.startswith("many buildings")  # this clip, heard without a prompt
+    long = " ".join(["Lots of boats docked in lines at the harbor."] * 60)  # ~600 tokens
+    prompted = enc.recognise([spoken], prompt=long)[0].text
+    assert prompted.startswith("Many buildings") and "parking lot" in prompted
+    assert enc.recognise([spoken], prompt="")[0].text == plain
+    tok, ids = enc._prompt(long)
+    base = enc._prompt()[1]
+    assert ids[0] == tok.token_to_id("<|startofprev|>") and ids[-len(base) :] == base
+    assert len(ids) == 1 + PROMPT_TOKENS + len(base)
+
+
+def test_domain_prompt_is_one_training_caption_per_class():
+    from rsia_geo.training.transcripts import domain_prompt
+
+    rows = [
+        {"split": "train", "label": "river", "caption": "A river goes through ."},
+        {"split": "train", "label": "river", "caption": "Green plants on both banks ."},
+        {"split": "train", "label": "river", "caption": "Green plants on both banks ."},
+        {"split": "train", "label": "beach", "caption": "Waves on a  white beach ."},
+        {"split": "val", "label": "beach", "caption": "Never from val ."},
+        {"split": "val", "label": "beach", "caption": "Never from val ."},
+        {"split": "train", "label": "airport"},  # no caption: skipped
+    ]
+    assert domain_prompt(rows) == "Waves on a white beach. Green plants on both banks."
+    assert "Never from val." in domain_prompt(rows, split=None)
+    assert domain_prompt([]) == ""
+
+
+def test_search_hears_with_the_checkpoints_prompt_or_the_environments(monkeypatch, spoken):
+    """The starter's text route ships its training captions as the recogniser prompt;
+    RSIA_RECOGNISER_PROMPT replaces it (empty: none), read on every query."""
+    import json
+
+    from rsia_geo.pipeline import _heard, load_model
+    from rsia_geo.weights import recogniser_prompt
+
+    model = load_model(None)
+    shipped = recogniser_prompt(model)
+    meta = json.loads((Path(model.checkpoint_path) / "text.json").read_text())
+    assert shipped == meta["recogniser_prompt"] and shipped.count(".") == 21  # one per class
+    monkeypatch.setenv("RSIA_RECOGNISER_PROMPT", "")
+    assert recogniser_prompt(model) == ""
+    assert _heard(model, spoken)["heard"].startswith("many buildings")
+    monkeypatch.setenv("RSIA_RECOGNISER_PROMPT", "Lots of boats docked  at the harbor. " * 30)
+    assert _heard(model, spoken)["heard"].startswith("Many buildings")
+    monkeypatch.delenv("RSIA_RECOGNISER_PROMPT")
+    assert recogniser_prompt(model) == shipped

@@ -21,6 +21,7 @@ from rsia_geo.models.text import (  # noqa: E402
     fused_scores,
     load_text_encoder,
     normalise_text,
+    recogniser_prompt,
     save_text_encoder,
 )
 from rsia_geo.models.whisper import drop_repeats  # noqa: E402
@@ -30,6 +31,7 @@ from rsia_geo.training.text_route import (  # noqa: E402
     text_route_metrics,
     train_text_route,
 )
+from rsia_geo.training.transcripts import domain_prompt  # noqa: E402
 
 
 def test_normalise_text_spells_digits_and_drops_punctuation():
@@ -85,11 +87,18 @@ def test_save_load_and_the_wrong_image_weights(tmp_path):
     back = load_text_encoder(tmp_path, image_sha256="ab" * 32)
     assert back is not None
     np.testing.assert_allclose(back.encode(["a beach"]), enc.encode(["a beach"]), atol=1e-6)
+    assert back.recogniser_prompt == "" and recogniser_prompt(tmp_path) == ""
+    back.recogniser_prompt = "There is a piece of farmland."
+    save_text_encoder(back, tmp_path, image_sha256="ab" * 32, summary={"epochs": 1})
+    assert load_text_encoder(tmp_path).recogniser_prompt == "There is a piece of farmland."
+    assert recogniser_prompt(tmp_path) == "There is a piece of farmland."
     with pytest.raises(CheckpointError, match=r"trained for image weights.*retrain"):
         load_text_encoder(tmp_path, image_sha256="cd" * 32)
     (tmp_path / "text.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="text encoder description"):
         load_text_encoder(tmp_path)
+    with pytest.raises(CheckpointError, match=r"text\.json.*checkpoint folder with a text route"):
+        recogniser_prompt(tmp_path / "nowhere")
 
 
 def test_fused_stage_one_is_the_cosine_of_one_combined_vector():
@@ -152,6 +161,8 @@ def test_train_text_route_tiny_fits_its_images(tmp_path, shared_data, kind):
     assert report["text_kind"] == kind
     enc = load_text_encoder(tmp_path / "text", image_sha256=report["image_weights_sha256"])
     assert enc is not None and enc.config.kind == kind
+    # it ships a recogniser prompt: one training caption per class (8 classes here)
+    assert enc.recogniser_prompt == domain_prompt(rows) and enc.recogniser_prompt.count(".") == 8
     said = rows[0]["caption"]
     assert enc.coverage(said) == 1.0
     if kind == "hashed":

@@ -75,6 +75,11 @@ def _add_data(sub: Any) -> None:
     tx.add_argument(
         "--limit", type=int, default=None, help="at most this many clips now (a rerun continues)"
     )
+    tx.add_argument(
+        "--prompt-from", default=None, metavar="CHECKPOINT",
+        help="the recogniser prompt of this checkpoint's text route, as search uses it "
+        "(default: no prompt)",
+    )  # fmt: skip
     tx.add_argument("--no-progress", action="store_true")
     tx.set_defaults(func=_cmd_data_transcribe)
 
@@ -246,6 +251,11 @@ def _cmd_data_iv(args: argparse.Namespace) -> int:
 def _cmd_data_transcribe(args: argparse.Namespace) -> int:
     from rsia_geo.training.transcripts import read_transcripts, transcribe_manifest
 
+    prompt = ""
+    if args.prompt_from is not None:
+        from rsia_geo.models.text import recogniser_prompt
+
+        prompt = recogniser_prompt(args.prompt_from)
     out = transcribe_manifest(
         args.manifest,
         args.out,
@@ -254,6 +264,7 @@ def _cmd_data_transcribe(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         limit=args.limit,
         progress=not args.no_progress,
+        prompt=prompt,
     )
     heard = read_transcripts(out)
     conf = [h["confidence"] for h in heard.values()]

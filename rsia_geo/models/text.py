@@ -62,6 +62,7 @@ __all__ = [
     "fused_scores",
     "load_text_encoder",
     "normalise_text",
+    "recogniser_prompt",
     "save_text_encoder",
 ]
 
@@ -161,6 +162,9 @@ class _TextRoute(nn.Module):
         self.config = config
         self.default_weight = DEFAULT_WEIGHT
         self.vocabulary: frozenset[str] = frozenset()  # words seen in training
+        # what the recogniser reads as said before a spoken query (its training captions,
+        # rsia_geo.training.transcripts.domain_prompt); "" for none
+        self.recogniser_prompt = ""
 
     def coverage(self, text: str) -> float:
         """Share of a sentence's words seen in training (1.0 when no vocabulary is recorded).
@@ -678,10 +682,34 @@ def save_text_encoder(
         "default_weight": float(default_weight),
         "sentence_weights_sha256": _sentence_sha(encoder),
         "vocabulary": sorted(encoder.vocabulary),
+        "recogniser_prompt": encoder.recogniser_prompt,
         "summary": summary,
     }
     (d / TEXT_CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return d / TEXT_WEIGHTS_NAME
+
+
+def recogniser_prompt(folder: str | Path) -> str:
+    """The recogniser prompt a checkpoint's text route ships (``text.json``), without its weights.
+
+    Args:
+        folder: A checkpoint folder (or a folder written by ``rsia-geo train-text``).
+
+    Returns:
+        The prompt; "" when the route has none.
+
+    Raises:
+        CheckpointError: The folder has no readable ``text.json``.
+    """
+    path = Path(folder) / TEXT_CONFIG_NAME
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable text route description ({exc}); give a checkpoint "
+            "folder with a text route (text.json), e.g. the starter's"
+        ) from exc
+    return str(meta.get("recogniser_prompt") or "")
 
 
 def load_text_encoder(
@@ -747,4 +775,5 @@ def load_text_encoder(
         raise CheckpointError(f"cannot load {str(weights)!r}: {exc}") from exc
     encoder.default_weight = float(meta.get("default_weight", DEFAULT_WEIGHT))
     encoder.vocabulary = frozenset(meta.get("vocabulary", ()))
+    encoder.recogniser_prompt = str(meta.get("recogniser_prompt") or "")
     return encoder.eval()

@@ -456,8 +456,16 @@ def train_text_route(
         "seconds": round(time.perf_counter() - start, 1),
         "final": log[-1],
     }
+    encoder.recogniser_prompt = _recogniser_prompt(manifest)
     save_text_encoder(encoder.eval(), out_dir, image_sha256=sha, summary=report)
     return report
+
+
+def _recogniser_prompt(manifest: str | Path) -> str:
+    """The prompt a route trained on ``manifest`` ships: its training captions, one per class."""
+    from rsia_geo.training.transcripts import domain_prompt
+
+    return domain_prompt(load_split(manifest, "train"), split=None)
 
 
 def _train_ensemble(
@@ -509,6 +517,7 @@ def _train_ensemble(
             f"val:{Path(m).parent.name}": text_route_metrics(encoder, model, m, cache=shared)
             for m in val_manifests
         }
+    encoder.recogniser_prompt = _recogniser_prompt(manifest)
     save_text_encoder(encoder.eval(), out, image_sha256=sha, summary=report)
     return report
 
@@ -545,5 +554,6 @@ def _build_bank(
         "seconds": round(time.perf_counter() - start, 1),
         "final": final,
     }
+    bank.recogniser_prompt = _recogniser_prompt(manifest)
     save_text_encoder(bank, out_dir, image_sha256=sha, summary=report)
     return report

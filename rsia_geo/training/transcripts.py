@@ -17,7 +17,36 @@ from typing import Any
 
 from rsia_geo.training.dataset import DataError, read_manifest
 
-__all__ = ["read_transcripts", "transcribe_manifest", "transcripts_path"]
+__all__ = ["domain_prompt", "read_transcripts", "transcribe_manifest", "transcripts_path"]
+
+
+def domain_prompt(rows: list[dict[str, Any]], split: str | None = "train") -> str:
+    """Text for the recogniser to read as said before a query: one caption per class.
+
+    The most frequent caption of each class (ties: the first seen), classes in alphabetical
+    order, joined into one paragraph. Given to Whisper as previous text
+    (:meth:`~rsia_geo.models.whisper.WhisperEncoder.recognise`'s ``prompt``), it makes the
+    domain's words and the captions' style likelier: on the held-out voice families the word
+    error rate fell from 0.69 to 0.39-0.46 (espeak-ng ``en-029``) and from 0.15 to 0.08-0.09
+    (flite), ``benchmarks/eval_recogniser_prompt.py``.
+
+    Args:
+        rows: Manifest rows with ``caption`` and ``label`` (a voiced or a captions manifest).
+        split: Only rows of this split (None: all rows). Build it from training captions.
+
+    Returns:
+        The prompt ("" when no row has a caption and a label).
+    """
+    counts: dict[str, dict[str, int]] = {}
+    for row in rows:
+        caption, label = row.get("caption"), row.get("label")
+        if not caption or not label or (split is not None and row.get("split") != split):
+            continue
+        text = " ".join(str(caption).replace(" .", ".").split())
+        per_class = counts.setdefault(str(label), {})
+        per_class[text] = per_class.get(text, 0) + 1
+    best = [max(c, key=lambda t: c[t]) for _, c in sorted(counts.items())]  # first seen on ties
+    return " ".join(best)
 
 
 def transcripts_path(manifest: str | Path) -> Path:
@@ -69,6 +98,7 @@ def transcribe_manifest(
     batch_size: int = 16,
     limit: int | None = None,
     progress: bool = True,
+    prompt: str = "",
 ) -> Path:
     """Transcribe every clip of a manifest (resumable).
 
@@ -85,6 +115,9 @@ def transcribe_manifest(
         limit: Transcribe at most this many clips in this run (None: all that are left); a
             later run continues.
         progress: Show a progress bar.
+        prompt: What the recogniser reads as said before each clip (a text route's
+            ``recogniser_prompt``, :func:`domain_prompt`); "" for none. Keep one file per prompt:
+            a resumed run does not check what earlier lines were heard with.
 
     Returns:
         The transcripts file.
@@ -113,7 +146,7 @@ def transcribe_manifest(
         for b in range(0, len(todo), batch_size):
             part = todo[b : b + batch_size]
             waves = [load_audio(_clip_path(row, m.parent), trim=True).samples for row in part]
-            for row, heard in zip(part, enc.recognise(waves), strict=True):
+            for row, heard in zip(part, enc.recognise(waves, prompt=prompt), strict=True):
                 record = {
                     "clip": row["clip"], "text": heard.text,
                     "confidence": round(heard.confidence, 4),

@@ -1,0 +1,98 @@
+"""Word error rate and decoding time of the speech recogniser with and without a domain prompt.
+
+Whisper reads a prompt as text said before the clip (``initial_prompt``). The text route
+ships one made of its training captions, one per class
+(:func:`rsia_geo.training.transcripts.domain_prompt`); this measures what it does to the
+transcripts of held-out voices: the same clips (a seeded sample of each voicing, trimmed as
+search trims them), decoded one by one on the served window, with each prompt.
+
+Usage:
+    python benchmarks/eval_recogniser_prompt.py runs/v2_val_*/manifest.jsonl \\
+        --prompt train:runs/captions_train/manifest.jsonl --clips 100 \
+        --out docs/eval_recogniser_prompt.json
+
+The word error rate is against the caption the clip voices (lower case, punctuation dropped);
+``ms_per_clip`` is the whole ``recognise`` call (encoder pass included) on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level edit distance over the reference's length (lower case, letters and digits)."""
+    ref = re.findall(r"[a-z0-9]+", reference.lower())
+    hyp = re.findall(r"[a-z0-9]+", hypothesis.lower())
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        nxt = [i]
+        for j, h in enumerate(hyp, 1):
+            nxt.append(min(row[j] + 1, nxt[j - 1] + 1, row[j - 1] + (r != h)))
+        row = nxt
+    return row[-1] / max(1, len(ref))
+
+
+def _prompts(spec: list[str]) -> dict[str, str]:
+    """``none``, ``train:MANIFEST`` (domain_prompt of its training captions) or a text."""
+    from rsia_geo.training.dataset import read_manifest
+    from rsia_geo.training.transcripts import domain_prompt
+
+    out = {"none": ""}
+    for s in spec:
+        if s.startswith("train:"):
+            out["train-captions"] = domain_prompt(read_manifest(s[len("train:") :]))
+        elif s != "none":
+            out[f"text{len(out)}"] = s
+    return out
+
+
+def main() -> None:
+    from rsia_geo.audio import load_audio
+    from rsia_geo.models.frontend import AudioFrontendConfig
+    from rsia_geo.models.whisper import get_whisper
+    from rsia_geo.training.dataset import read_manifest
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("manifests", nargs="+", help="voiced manifests (one voicing each)")
+    p.add_argument("--prompt", nargs="+", default=["none"], help="none, train:MANIFEST or text")
+    p.add_argument("--clips", type=int, default=100, help="clips per voicing (seeded sample)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=None, help="JSON report")
+    a = p.parse_args()
+    prompts = _prompts(a.prompt)
+    enc = get_whisper(threads=a.threads)
+    window = AudioFrontendConfig.whisper().max_frames
+    report: dict = {"prompts": prompts, "clips": a.clips, "voicings": {}}
+    for m in a.manifests:
+        rows = [r for r in read_manifest(m) if r.get("split", a.split) == a.split]
+        rows = random.Random(7).sample(rows, min(a.clips, len(rows)))
+        root = Path(m).parent
+        waves = [load_audio(root / r["clip"], trim=True).samples for r in rows]
+        name = root.name
+        report["voicings"][name] = {}
+        for key, prompt in prompts.items():
+            enc.recognise([waves[0]], prompt=prompt)  # tokenizer and prompt ready
+            start, heard = time.perf_counter(), []
+            for w in waves:  # the speech front end's window, as search decodes a query
+                heard.append(enc.recognise([w], window=window, prompt=prompt)[0])
+            ms = (time.perf_counter() - start) * 1000 / len(waves)
+            pairs = zip(rows, heard, strict=True)
+            errors = [word_error_rate(r["caption"], h.text) for r, h in pairs]
+            wer = float(np.mean(errors))
+            report["voicings"][name][key] = {"wer": round(wer, 4), "ms_per_clip": round(ms, 1)}
+            print(f"{name:28s} {key:15s} WER {wer:.3f}  {ms:.0f} ms/clip", flush=True)
+    if a.out:
+        Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
