@@ -360,7 +360,7 @@ def test_fitted_window_front_end_shapes_and_shared_pass(spoken):
         AudioFrontend(dataclasses.replace(fe, whisper_window="auto"))
 
 
-def test_transcribe_manifest_is_resumable(tmp_path, spoken):
+def test_transcribe_manifest_is_resumable(tmp_path, spoken, capsys):
     import json
 
     import soundfile as sf
@@ -384,6 +384,17 @@ def test_transcribe_manifest_is_resumable(tmp_path, spoken):
     transcribe_manifest(manifest, progress=False)
     again = out.read_text().splitlines()
     assert len(again) == 2 and read_transcripts(out) == first
+    # the CLI, heard as search hears it: with the starter's prompt, into a file of its own
+    from rsia_geo.cli import main
+    from rsia_geo.weights import STARTER, shipped_checkpoint
+
+    prompted = tmp_path / "prompted.jsonl"
+    args = ["data", "transcribe", str(manifest), "-o", str(prompted), "--no-progress"]
+    assert main([*args, "--prompt-from", str(shipped_checkpoint(STARTER))]) == 0
+    heard = read_transcripts(prompted)
+    assert set(heard) == set(first) and "parking lot" in heard["audio/c0.wav"]["text"]
+    assert main([*args, "--prompt-from", str(tmp_path)]) == 1  # no text route there
+    assert "checkpoint folder with a text route" in capsys.readouterr().err
 
 
 def test_a_recogniser_of_its_own_by_path(tmp_path, monkeypatch, spoken):
