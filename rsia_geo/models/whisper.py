@@ -246,6 +246,8 @@ class WhisperEncoder:
         if not context:
             return tok, prompt
         if context not in contexts:
+            if len(contexts) >= 8:  # a few prompts in use at a time; never grows without bound
+                contexts.clear()
             words = tok.encode(" " + context, add_special_tokens=False).ids[-PROMPT_TOKENS:]
             contexts[context] = [tok.token_to_id("<|startofprev|>"), *words, *prompt]
         return tok, contexts[context]

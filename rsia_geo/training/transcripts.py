@@ -27,7 +27,7 @@ def domain_prompt(rows: list[dict[str, Any]], split: str | None = "train") -> st
     order, joined into one paragraph. Given to Whisper as previous text
     (:meth:`~rsia_geo.models.whisper.WhisperEncoder.recognise`'s ``prompt``), it makes the
     domain's words and the captions' style likelier: on the held-out voice families the word
-    error rate fell from 0.69 to 0.39-0.46 (espeak-ng ``en-029``) and from 0.15 to 0.08-0.09
+    error rate fell from 0.69 to 0.34 (espeak-ng ``en-029``) and from 0.15 to 0.08-0.10
     (flite), ``benchmarks/eval_recogniser_prompt.py``.
 
     Args:
