@@ -6,7 +6,9 @@ Usage:
 
 ``--with-hashed`` ships an ensemble (:class:`rsia_geo.models.text.EnsembleTextEncoder`) of the
 trained pretrained route and the hashed route in FOLDER (which may be the checkpoint's own
-folder: it is read before anything is written).
+folder: it is read before anything is written). When the trained folder holds an ensemble
+already (a shipped checkpoint's), the hashed route in FOLDER replaces its hashed member, the
+pretrained member and the bank kept.
 
 ``--with-bank MANIFEST`` adds a caption bank built from that manifest's training captions
 (:class:`rsia_geo.models.text.CaptionBankTextEncoder`, nothing trained) to an ensemble (the
@@ -57,15 +59,23 @@ def main() -> None:
     summary = json.loads((Path(a.trained) / TEXT_CONFIG_NAME).read_text())["summary"]
     if a.with_hashed:
         hashed = load_text_encoder(a.with_hashed, image_sha256=sha)
-        if not isinstance(hashed, TextEncoder) or not isinstance(encoder, PretrainedTextEncoder):
-            raise SystemExit("--with-hashed needs a hashed route there and a pretrained one here")
+        ensemble = isinstance(encoder, EnsembleTextEncoder)
+        if not isinstance(hashed, TextEncoder) or not (
+            ensemble or isinstance(encoder, PretrainedTextEncoder)
+        ):
+            raise SystemExit(
+                "--with-hashed needs a hashed route there and a pretrained route or an "
+                "ensemble here"
+            )
         hashed_summary = json.loads((Path(a.with_hashed) / TEXT_CONFIG_NAME).read_text())
-        summary = {
-            "text_kind": "ensemble",
-            "members": {"hashed": hashed_summary["summary"], "pretrained": summary},
-        }
         kept = encoder.recogniser_prompt
-        encoder = EnsembleTextEncoder(hashed, encoder)
+        if isinstance(encoder, EnsembleTextEncoder):
+            members = {**summary.get("members", {}), "hashed": hashed_summary["summary"]}
+            encoder = EnsembleTextEncoder(hashed, encoder.pretrained, encoder.bank)
+        else:
+            members = {"hashed": hashed_summary["summary"], "pretrained": summary}
+            encoder = EnsembleTextEncoder(hashed, encoder)
+        summary = {"text_kind": "ensemble", "members": members}
         encoder.recogniser_prompt = kept
     if a.with_bank:
         import tempfile
