@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -1198,7 +1199,13 @@ def _heard(model: Any, samples: np.ndarray) -> dict[str, Any]:
         # takes the rule's window)
         window = fe.whisper_frames(len(samples)) if shared else None
         heard = recogniser.recognise([samples], window=window, prompt=prompt)[0]
-        return {"heard": heard.text, "heard_confidence": round(heard.confidence, 4)}
+        # which prompt it was heard after: reproducible from the query's metadata
+        source = "environment" if "RSIA_RECOGNISER_PROMPT" in os.environ else "checkpoint"
+        return {
+            "heard": heard.text,
+            "heard_confidence": round(heard.confidence, 4),
+            "heard_prompt": source if prompt else "none",
+        }
     except RsiaError as exc:  # no recogniser installed: the search itself still answers
         return {"heard": None, "heard_unavailable": str(exc)}
 

@@ -465,10 +465,13 @@ def test_search_hears_with_the_checkpoints_prompt_or_the_environments(monkeypatc
     shipped = recogniser_prompt(model)
     meta = json.loads((Path(model.checkpoint_path) / "text.json").read_text())
     assert shipped == meta["recogniser_prompt"] and shipped.count(".") == 21  # one per class
+    assert _heard(model, spoken)["heard_prompt"] == "checkpoint"
     monkeypatch.setenv("RSIA_RECOGNISER_PROMPT", "")
     assert recogniser_prompt(model) == ""
-    assert _heard(model, spoken)["heard"].startswith("many buildings")
+    plain = _heard(model, spoken)
+    assert plain["heard"].startswith("many buildings") and plain["heard_prompt"] == "none"
     monkeypatch.setenv("RSIA_RECOGNISER_PROMPT", "Lots of boats docked  at the harbor. " * 30)
-    assert _heard(model, spoken)["heard"].startswith("Many buildings")
+    own = _heard(model, spoken)
+    assert own["heard"].startswith("Many buildings") and own["heard_prompt"] == "environment"
     monkeypatch.delenv("RSIA_RECOGNISER_PROMPT")
     assert recogniser_prompt(model) == shipped
