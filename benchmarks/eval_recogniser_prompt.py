@@ -46,16 +46,14 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 
 
 def _prompts(spec: list[str]) -> dict[str, str]:
-    """``none``, ``train:MANIFEST`` (domain_prompt of its training captions) or a text."""
-    from rsia_geo.training.dataset import read_manifest
-    from rsia_geo.training.transcripts import domain_prompt
+    """No prompt, and each of ``none``, ``train:MANIFEST`` or a text (as eval_text_route reads
+    ``--prompt``)."""
+    from eval_text_route import _prompt_arg  # benchmarks/ is on sys.path
 
     out = {"none": ""}
     for s in spec:
-        if s.startswith("train:"):
-            out["train-captions"] = domain_prompt(read_manifest(s[len("train:") :]))
-        elif s != "none":
-            out[f"text{len(out)}"] = s
+        if s != "none":
+            out["train-captions" if s.startswith("train:") else f"text{len(out)}"] = _prompt_arg(s)
     return out
 
 

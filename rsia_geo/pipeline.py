@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -1189,22 +1188,20 @@ def _heard(model: Any, samples: np.ndarray) -> dict[str, Any]:
     Heard with the checkpoint's recogniser prompt (``rsia_geo.weights.recogniser_prompt``).
     """
     from rsia_geo.errors import RsiaError
-    from rsia_geo.weights import recogniser_prompt
+    from rsia_geo.weights import _prompt_and_source
 
     try:  # the front end's Whisper (or RSIA_RECOGNISER_PATH's), loaded once per process
-        prompt = recogniser_prompt(model)
+        prompt, source = _prompt_and_source(model)
         fe = model.frontend
         recogniser, shared = fe.recogniser()
         # the front end's window, so that its encoder pass is decoded (a recogniser of its own
         # takes the rule's window)
         window = fe.whisper_frames(len(samples)) if shared else None
         heard = recogniser.recognise([samples], window=window, prompt=prompt)[0]
-        # which prompt it was heard after: reproducible from the query's metadata
-        source = "environment" if "RSIA_RECOGNISER_PROMPT" in os.environ else "checkpoint"
         return {
             "heard": heard.text,
             "heard_confidence": round(heard.confidence, 4),
-            "heard_prompt": source if prompt else "none",
+            "heard_prompt": source,  # which prompt it was heard after, for the query's record
         }
     except RsiaError as exc:  # no recogniser installed: the search itself still answers
         return {"heard": None, "heard_unavailable": str(exc)}

@@ -178,6 +178,15 @@ def recogniser_prompt(model: Any) -> str:
     Raises:
         CheckpointError: The checkpoint's ``text.json`` is unreadable.
     """
+    return _prompt_and_source(model)[0]
+
+
+def _prompt_and_source(model: Any) -> tuple[str, str]:
+    """:func:`recogniser_prompt` and where it came from.
+
+    The source is ``environment``, ``checkpoint`` or ``none``; search reports it as
+    ``attrs["query"]["heard_prompt"]``.
+    """
     import os
 
     from rsia_geo.models.text import TEXT_CONFIG_NAME
@@ -185,6 +194,7 @@ def recogniser_prompt(model: Any) -> str:
 
     env = os.environ.get("RSIA_RECOGNISER_PROMPT")
     if env is not None:
-        return " ".join(env.split())
-    prompt = _read_beside(model, TEXT_CONFIG_NAME, lambda p: read_prompt(p.parent))
-    return str(prompt or "")
+        prompt = " ".join(env.split())
+        return prompt, "environment" if prompt else "none"
+    prompt = str(_read_beside(model, TEXT_CONFIG_NAME, lambda p: read_prompt(p.parent)) or "")
+    return prompt, "checkpoint" if prompt else "none"

@@ -517,7 +517,7 @@ def _train_ensemble(
             f"val:{Path(m).parent.name}": text_route_metrics(encoder, model, m, cache=shared)
             for m in val_manifests
         }
-    encoder.recogniser_prompt = _recogniser_prompt(manifest)
+    encoder.recogniser_prompt = encoder.pretrained.recogniser_prompt  # the members' (one manifest)
     save_text_encoder(encoder.eval(), out, image_sha256=sha, summary=report)
     return report
 
