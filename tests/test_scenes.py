@@ -99,14 +99,9 @@ def test_bad_mosaics_are_refused():
         mixed_view(scenes[0], odd, MixSettings(), np.random.default_rng(0))
 
 
-@pytest.mark.requires_programs("espeak-ng")
-def test_training_caches_the_mixed_views(tmp_path, shared_data):
-    """A tiny real run: the mixed views are cached beside the plain views and train."""
-    pytest.importorskip("safetensors")
-    from safetensors.torch import load_file
-
+def _voiced(tmp_path, shared_data):
+    """8 training and 2 validation UCM images, each caption voiced once by espeak-ng."""
     from rsia_geo.training.dataset import voice_captions
-    from rsia_geo.training.train import TrainConfig, TrainingError, train
 
     meta = json.loads((shared_data / "ucm" / "captions.json").read_text())
     rows = [r for r in meta["images"] if r["split"] == "train"][:40:5]
@@ -116,6 +111,18 @@ def test_training_caches_the_mixed_views(tmp_path, shared_data):
     caps.write_text(json.dumps({"images": entries}))
     voices = tmp_path / "voices"
     voice_captions(caps, voices, engines=["espeak-ng"], voices_per_caption=1, progress=False)
+    return voices
+
+
+@pytest.mark.requires_programs("espeak-ng")
+def test_training_caches_the_mixed_views(tmp_path, shared_data):
+    """A tiny real run: the mixed views are cached beside the plain views and train."""
+    pytest.importorskip("safetensors")
+    from safetensors.torch import load_file
+
+    from rsia_geo.training.train import TrainConfig, TrainingError, train
+
+    voices = _voiced(tmp_path, shared_data)
     cfg = TrainConfig(
         manifest=str(voices / "manifest.jsonl"),
         out_dir=str(tmp_path / "run"),
@@ -138,3 +145,103 @@ def test_training_caches_the_mixed_views(tmp_path, shared_data):
     bad = TrainConfig(**{**cfg.to_dict(), "out_dir": str(tmp_path / "bad"), "mix_scale": (1, 4)})
     with pytest.raises(TrainingError, match="scale"):
         train(bad, progress=False)
+
+
+@pytest.mark.requires_programs("espeak-ng")
+def test_full_fine_tuning_trains_every_stage_on_fresh_views(tmp_path, shared_data, capsys):
+    """freeze_backbone=False: no image cache, every stage learns, views drawn by workers."""
+    from rsia_geo.cli import main
+    from rsia_geo.models import build_model, get_config, load_checkpoint
+    from rsia_geo.training.train import TrainConfig, TrainingError, train
+
+    voices = _voiced(tmp_path, shared_data)
+    run = tmp_path / "run"
+    args = ["train", str(voices / "manifest.jsonl"), "-o", str(run), "--model", "alac-tiny"]
+    args += ["--full-finetune", "--workers", "2", "--epochs", "2", "--batch-size", "4"]
+    args += ["--views", "2", "--mix-views", "2", "--no-progress"]
+    assert main(args) == 0  # a random backbone may train when it is fine-tuned
+    assert not list((run / "cache").glob("train_*tokens*"))  # nothing of the images cached
+    assert not list((run / "cache").glob("train_mixed*"))
+    torch.manual_seed(0)
+    start = dict(build_model(get_config("alac-tiny")).named_parameters())
+    tuned = dict(load_checkpoint(run / "best").named_parameters())
+    stem = [n for n in start if n.startswith("backbone.") and n.endswith("weight")]
+    assert not torch.equal(tuned[stem[0]], start[stem[0]])  # the first stage learned
+    assert not torch.equal(tuned[stem[-1]], start[stem[-1]])  # and the last
+    assert len((run / "log.jsonl").read_text().splitlines()) == 2
+    # resuming on another device setting is no other run (the settings that change nothing)
+    capsys.readouterr()
+    assert main([*args[:-1], "--workers", "0", "--no-progress"]) == 0
+    assert "other settings" not in capsys.readouterr().err
+    base = {"manifest": str(voices / "manifest.jsonl"), "model": "alac-tiny"}
+    with pytest.raises(TrainingError, match="cannot go with finetune_stages=1"):
+        train(
+            TrainConfig(
+                **base, out_dir=str(tmp_path / "a"), freeze_backbone=False, finetune_stages=1
+            ),
+            progress=False,
+        )
+    with pytest.raises(TrainingError, match="device='gpu' is not a torch device"):
+        train(
+            TrainConfig(
+                **base, out_dir=str(tmp_path / "b"), device="gpu", allow_random_backbone=True
+            ),
+            progress=False,
+        )
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="sees no CUDA device"):
+            train(
+                TrainConfig(
+                    **base, out_dir=str(tmp_path / "c"), device="cuda", allow_random_backbone=True
+                ),
+                progress=False,
+            )
+    with pytest.raises(TrainingError, match="workers=-1"):
+        train(TrainConfig(**base, out_dir=str(tmp_path / "d"), workers=-1), progress=False)
+
+
+def test_full_fine_tuning_views_are_fresh_each_epoch_and_reproducible(shared_data):
+    from rsia_geo.training.scenes import MixSettings
+    from rsia_geo.training.train import _scenes, _Views
+
+    meta = json.loads((shared_data / "ucm" / "captions.json").read_text())
+    rows = [r for r in meta["images"] if r["split"] == "train"][:30:3]
+    paths = [str(shared_data / "ucm" / r["image"]) for r in rows]
+    views = _Views(
+        _scenes(paths, False), [r["class"] for r in rows], 2, MixSettings(views=2), 64, seed=0
+    )
+    assert views.codes == 4
+    views.plan = [(0, 0), (0, 1), (0, 2), (3, 3)]
+    first = [views[i] for i in range(4)]
+    assert all(x.shape == (3, 64, 64) for x in first)
+    torch.testing.assert_close(first[1], torch.rot90(first[0], 1, dims=(1, 2)))  # dihedral
+    assert torch.equal(views[2], first[2])  # a mixed view is reproducible in its epoch
+    views.epoch = 1
+    assert not torch.equal(views[2], first[2])  # and drawn afresh in the next
+    assert torch.equal(views[0], first[0])  # plain views do not change
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")
+@pytest.mark.requires_programs("espeak-ng")
+def test_full_fine_tuning_on_a_gpu(tmp_path, shared_data):
+    from rsia_geo.models import load_checkpoint
+    from rsia_geo.training.train import TrainConfig, train
+
+    voices = _voiced(tmp_path, shared_data)
+    cfg = TrainConfig(
+        manifest=str(voices / "manifest.jsonl"),
+        out_dir=str(tmp_path / "run"),
+        model="alac-tiny",
+        freeze_backbone=False,
+        device="cuda",
+        amp=True,
+        epochs=2,
+        batch_size=4,
+        views=2,
+        mix_views=2,
+        workers=2,
+    )
+    summary = train(cfg, progress=False)
+    assert summary["best"]["epoch"] >= 1
+    ck = load_checkpoint(tmp_path / "run" / "best")  # saved from the GPU, loads on the CPU
+    assert next(ck.parameters()).device.type == "cpu"

@@ -294,6 +294,67 @@ def test_whisper_head_trains_with_a_fine_tuned_backbone_tail(tmp_path, spoken, s
         )
 
 
+def test_audio_branch_trains_against_a_frozen_checkpoints_image_side(
+    tmp_path, spoken, shared_data, capsys
+):
+    from rsia_geo.cli import main
+    from rsia_geo.training.train import TrainConfig, TrainingError, train
+    from rsia_geo.weights import STARTER, shipped_checkpoint
+
+    manifest = _tiny_manifest(tmp_path, spoken, shared_data)
+    source_dir = shipped_checkpoint(STARTER)
+    args = ["train", str(manifest), "-o", str(tmp_path / "run"), "--image-from", str(source_dir)]
+    args += ["--model", "alac-efficientnet-lite0-whisper", "--val-split", "train"]
+    args += ["--epochs", "2", "--batch-size", "4", "--views", "2", "--no-progress"]
+    assert main(args) == 0
+    source, ck = load_checkpoint(source_dir), load_checkpoint(tmp_path / "run" / "best")
+    theirs, mine = source.state_dict(), ck.state_dict()
+    image_keys = [k for k in mine if k.startswith(("backbone.", "rela.", "norm.", "image_proj."))]
+    assert len(image_keys) > 100
+    for k in image_keys:  # the image side is the checkpoint's, untouched
+        torch.testing.assert_close(mine[k], theirs[k].to(mine[k].dtype), rtol=0, atol=0)
+    audio_keys = [k for k in mine if k.startswith("audio_encoder.")]
+    assert any(not torch.equal(mine[k], theirs[k].to(mine[k].dtype)) for k in audio_keys)
+    record = ck.config.training["image_from"]
+    assert record["weights_sha256"] == source.checkpoint_meta["weights_sha256"]
+    # so the images embed exactly as the index built with the source has them
+    from rsia_geo.training.train import load_image
+
+    img = load_image(shared_data / "ucm" / "images" / "1.jpg")[None]
+    torch.testing.assert_close(ck.encode_images(img), source.encode_images(img))
+    cached = list((tmp_path / "run" / "cache").glob("train_tokens_embeddings_*"))
+    assert len(cached) == 1  # the image side's embeddings are what is cached
+    capsys.readouterr()
+    with pytest.raises(TrainingError, match="finetune_stages=1 has nothing to train"):
+        train(
+            TrainConfig(
+                manifest=str(manifest),
+                out_dir=str(tmp_path / "r2"),
+                model="alac-efficientnet-lite0-whisper",
+                image_from=str(source_dir),
+                finetune_stages=1,
+            ),
+            progress=False,
+        )
+    with pytest.raises(TrainingError, match="pass the checkpoint's configuration as --model"):
+        train(
+            TrainConfig(
+                manifest=str(manifest),
+                out_dir=str(tmp_path / "r3"),
+                model="alac-tiny",
+                image_from=str(source_dir),
+            ),
+            progress=False,
+        )
+    with pytest.raises(TrainingError, match="image_from='/nowhere'"):
+        train(
+            TrainConfig(
+                manifest=str(manifest), out_dir=str(tmp_path / "r4"), image_from="/nowhere"
+            ),
+            progress=False,
+        )
+
+
 def test_recognise_reuses_the_query_encoding_and_reports_confidence(spoken):
     enc = get_whisper()
     enc.encode([spoken], max_frames=600, pool=2)  # what the audio route does for a query

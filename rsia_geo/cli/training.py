@@ -139,7 +139,21 @@ def _add_train(sub: Any) -> None:
         default=0,
         help="fine-tune the backbone's last N stages on cached trunk activations",
     )
-    tr.add_argument("--backbone-lr", type=float, default=0.1, help="lr factor of those stages")
+    tr.add_argument(
+        "--full-finetune",
+        action="store_true",
+        help="fine-tune every backbone stage on views drawn each epoch (no image cache; "
+        "for GPUs, see --device)",
+    )
+    tr.add_argument(
+        "--backbone-lr", type=float, default=0.1, help="lr factor of the fine-tuned stages"
+    )
+    tr.add_argument(
+        "--device", default="cpu", help="cpu, cuda, cuda:N or auto (CUDA when available)"
+    )
+    tr.add_argument(
+        "--workers", type=int, default=0, help="processes drawing --full-finetune's views"
+    )
     tr.add_argument(
         "--audio-augment",
         action="store_true",
@@ -183,6 +197,13 @@ def _add_train(sub: Any) -> None:
         type=float,
         default=0.5,
         help="probability that a mosaic neighbour shares the scene's class",
+    )
+    tr.add_argument(
+        "--image-from",
+        default=None,
+        metavar="CHECKPOINT",
+        help="keep this checkpoint's image side frozen and train only a new audio branch "
+        "(its indexes stay valid)",
     )
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_cmd_train)
@@ -321,6 +342,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         akt_adaptive=not args.akt_uniform,
         views=args.views,
         finetune_stages=args.finetune_stages,
+        freeze_backbone=not args.full_finetune,
+        device=args.device,
+        workers=args.workers,
         backbone_lr=args.backbone_lr,
         audio_augment=args.audio_augment,
         allow_random_backbone=args.allow_random_backbone,
@@ -335,6 +359,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         mix_scale=(args.mix_scale[0], args.mix_scale[1]),
         mix_rotate=not args.mix_no_rotate,
         mix_same_class=args.mix_same_class,
+        image_from=args.image_from,
     )
     if args.k_folds:
         cfg.k_folds = args.k_folds

@@ -32,7 +32,7 @@ from rsia_geo.models.backbones import BackboneConfig, build_backbone
 from rsia_geo.models.frontend import AudioFrontend, AudioFrontendConfig
 from rsia_geo.models.rela import RELA
 
-__all__ = ["ALACConfig", "ALACModel", "cosine_scores", "ia_scores"]
+__all__ = ["ALACConfig", "ALACModel", "cosine_scores", "ia_scores", "resize_images"]
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,25 @@ def cosine_scores(v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return nn.functional.normalize(v, dim=-1) @ nn.functional.normalize(a, dim=-1).T
 
 
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize ``(B, C, H, W)`` images to ``size`` x ``size`` (bilinear, antialiased).
+
+    The one resampling of training views and served tiles (:meth:`ALACModel.preprocess_images`).
+
+    Args:
+        images: The images.
+        size: Output side in pixels.
+
+    Returns:
+        ``(B, C, size, size)`` (the input itself when it has that size already).
+    """
+    if images.shape[-2:] == (size, size):
+        return images
+    return nn.functional.interpolate(
+        images, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
+
+
 class ALACModel(nn.Module):
     """ALAC image and audio encoders.
 
@@ -187,12 +206,7 @@ class ALACModel(nn.Module):
         Returns:
             ``(B, C, S, S)`` with ``S = config.backbone.input_size``.
         """
-        s = self.config.backbone.input_size
-        if images.shape[-2:] == (s, s):
-            return images
-        return nn.functional.interpolate(
-            images, size=(s, s), mode="bilinear", align_corners=False, antialias=True
-        )
+        return resize_images(images, self.config.backbone.input_size)
 
     def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone token map of [0, 1] images (cacheable when the backbone is frozen)."""

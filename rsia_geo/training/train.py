@@ -37,7 +37,7 @@ import torch
 
 from rsia_geo.errors import RsiaError
 from rsia_geo.models import ALACLoss, ALACModel, build_model, get_config, save_checkpoint
-from rsia_geo.models.alac import cosine_scores, ia_scores
+from rsia_geo.models.alac import cosine_scores, ia_scores, resize_images
 from rsia_geo.training.dataset import DataError, load_split, manifest_pairs
 from rsia_geo.training.metrics import retrieval_metrics
 
@@ -69,7 +69,10 @@ class TrainConfig:
         akt_adaptive: Rebuild AKT weights from trained p1, p2 (False: uniform, as ALAC's code).
         loss_weights: ``(triplet, nce, akt)``.
         freeze_backbone: Train only RELA, the image head and the audio encoder (and the last
-            ``finetune_stages`` stages of the backbone).
+            ``finetune_stages`` stages of the backbone) on cached activations. False: full
+            fine-tuning, every backbone stage trains (BatchNorm statistics stay frozen) on
+            views drawn afresh each epoch from the images kept in memory, mixed views
+            included; nothing of the image side is cached (a GPU's work: ``device``).
         finetune_stages: Partial fine-tuning on CPUs: the activations before the backbone's
             last ``finetune_stages`` stages are cached per view, and those stages train with
             RELA and the heads (0: the backbone stays frozen).
@@ -99,6 +102,15 @@ class TrainConfig:
         mix_scale: ``(low, high)`` window side in scenes of the mixed views.
         mix_rotate: Mixed windows turn by any angle.
         mix_same_class: Probability that a mosaic neighbour shares the scene's class.
+        device: Where the model trains: ``"cpu"``, ``"cuda"``, ``"cuda:1"``... or ``"auto"``
+            (CUDA when available). Caches are built on the CPU either way.
+        workers: Processes drawing full fine-tuning's views (0: the training process).
+        image_from: A checkpoint folder whose whole image side (backbone, RELA, image head)
+            is loaded and kept frozen: only a new audio branch trains, against that
+            checkpoint's image embeddings (cached per view), so the run's audio embeddings
+            live in its image space and every index built with it stays valid (adapting the
+            voice side to other speakers or microphones without re-indexing). Needs
+            ``finetune_stages=0`` and a ``model`` with the same image side.
     """
 
     manifest: str | list[str]
@@ -133,6 +145,9 @@ class TrainConfig:
     mix_scale: tuple[float, float] = (0.5, 2.0)
     mix_rotate: bool = True
     mix_same_class: float = 0.5
+    device: str = "cpu"
+    workers: int = 0
+    image_from: str | None = None
     seed: int = 0
     threads: int = 2
     val_every: int = 1
@@ -223,11 +238,13 @@ def _image_tokens(
     batch: int = 32,
     progress: bool = True,
     tail_stages: int = 0,
+    embed: bool = False,
 ) -> torch.Tensor:
     """Backbone tokens ``(n, views, N, D)`` float16 of each image's views (:func:`_view`).
 
     With ``tail_stages`` > 0, the cached tensors are the trunk activations before the last
-    ``tail_stages`` stages, ``(n, views, C, h, w)``.
+    ``tail_stages`` stages, ``(n, views, C, h, w)``; with ``embed``, the raw image embeddings
+    ``(n, views, embed_dim)`` of a frozen image side.
     """
     from tqdm.auto import tqdm
 
@@ -246,17 +263,24 @@ def _image_tokens(
         imgs = torch.stack(
             [model.preprocess_images(load_image(p)[None])[0] for p in paths[i : i + batch]]
         )
-        per_view = [_frozen_part(model, _view(imgs, k), tail_stages) for k in range(views)]
+        per_view = [
+            _frozen_part(model, _view(imgs, k), tail_stages, embed=embed) for k in range(views)
+        ]
         out.append(torch.stack(per_view, dim=1))
     return _write_tokens(cache, torch.cat(out))
 
 
-def _frozen_part(model: ALACModel, images: torch.Tensor, tail_stages: int) -> torch.Tensor:
+def _frozen_part(
+    model: ALACModel, images: torch.Tensor, tail_stages: int, *, embed: bool = False
+) -> torch.Tensor:
     """What is cached of preprocessed images (float16).
 
     The backbone's tokens, or with ``tail_stages`` > 0 the trunk activations before its last
-    ``tail_stages`` stages (:func:`_head_from_cache` runs the rest).
+    ``tail_stages`` stages (:func:`_head_from_cache` runs the rest), or with ``embed`` the
+    raw embeddings ``f_v`` of a frozen image side (``image_from``).
     """
+    if embed:
+        return model.image_head(model.image_tokens(images)).half()
     if tail_stages:
         return model.backbone.trunk(images, tail_stages).half()
     return model.image_tokens(images).half()
@@ -290,6 +314,7 @@ def _mixed_tokens(
     cache: Path,
     *,
     tail_stages: int,
+    embed: bool = False,
     batch: int = 32,
     progress: bool = True,
 ) -> torch.Tensor:
@@ -305,15 +330,7 @@ def _mixed_tokens(
     cached = _read_tokens(cache)
     if cached is not None:
         return cached
-    scenes = [
-        (
-            torch.nn.functional.interpolate(
-                load_image(p)[None], size=(256, 256), mode="bilinear", antialias=True
-            )[0]
-            * 255
-        ).to(torch.uint8)
-        for p in tqdm(paths, desc="scenes", unit="image", disable=not progress)
-    ]
+    scenes = _scenes(paths, progress)
     model.eval()
     out: list[torch.Tensor] = []
     shares: list[float] = []
@@ -329,10 +346,67 @@ def _mixed_tokens(
                 )
                 shares.append(share)
                 views.append(model.preprocess_images(view[None])[0])
-            per_view.append(_frozen_part(model, torch.stack(views), tail_stages))
+            per_view.append(_frozen_part(model, torch.stack(views), tail_stages, embed=embed))
         out.append(torch.stack(per_view, dim=1))
     logger.info("mixed views: mean share of the dominant scene %.3f", float(np.mean(shares)))
     return _write_tokens(cache, torch.cat(out))
+
+
+def _scenes(paths: Sequence[str], progress: bool) -> list[torch.Tensor]:
+    """Every image resized to 256 px, uint8 ``(3, 256, 256)``: the mosaics' material."""
+    from tqdm.auto import tqdm
+
+    return [
+        (
+            torch.nn.functional.interpolate(
+                load_image(p)[None], size=(256, 256), mode="bilinear", antialias=True
+            )[0]
+            * 255
+        ).to(torch.uint8)
+        for p in tqdm(paths, desc="scenes", unit="image", disable=not progress)
+    ]
+
+
+class _Views(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """Full fine-tuning's training views, drawn afresh every epoch.
+
+    Holds every training image at 256 px (:func:`_scenes`). Item ``i`` is entry ``i`` of
+    :attr:`plan`, ``(image, code)``: dihedral view ``code`` (:func:`_view`) when ``code <
+    views``, else a mixed view (:func:`~rsia_geo.training.scenes.mixed_view`) seeded by the
+    run's seed, :attr:`epoch`, the image and the code; resized to the model's input. A Dataset,
+    so that ``workers`` processes can draw them.
+    """
+
+    def __init__(
+        self,
+        scenes: list[torch.Tensor],
+        labels: list[str],
+        views: int,
+        mix: Any,
+        size: int,
+        seed: int,
+    ) -> None:
+        self.scenes, self.labels, self.views, self.mix = scenes, labels, views, mix
+        self.size, self.seed = size, seed
+        self.codes = views + (mix.views if mix is not None else 0)
+        self.plan: list[tuple[int, int]] = []
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from rsia_geo.training.scenes import mixed_view, neighbours
+
+        img, code = self.plan[i]
+        x = self.scenes[img].float() / 255
+        if code < self.views:
+            x = _view(x[None], code)[0]
+        else:
+            rng = np.random.default_rng([self.seed, self.epoch, img, code])
+            around = neighbours(img, self.labels, rng, self.mix.same_class)
+            x, _ = mixed_view(x, [self.scenes[j].float() / 255 for j in around], self.mix, rng)
+        return resize_images(x[None], self.size)[0]
 
 
 def _clip_wave(path: str, augment_seed: str | None) -> np.ndarray:
@@ -428,8 +502,19 @@ def _spec_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
+_FULL = -1  # ``tail_stages`` of full fine-tuning: the "cache" holds preprocessed images
+
+
 def _head_from_cache(model: ALACModel, cached: torch.Tensor, tail_stages: int) -> torch.Tensor:
-    """``f_v`` from cached tokens, or from cached trunk activations when fine-tuning."""
+    """``f_v`` from cached tokens, or from cached trunk activations when fine-tuning.
+
+    A cache of embeddings (``(B, embed_dim)``, a frozen image side) is ``f_v`` already; with
+    ``tail_stages == _FULL`` (full fine-tuning) ``cached`` holds preprocessed images.
+    """
+    if cached.dim() == 2:
+        return cached
+    if tail_stages == _FULL:
+        return model.image_head(model.image_tokens(cached))
     tokens = model.backbone.tail(cached, tail_stages) if tail_stages else cached
     return model.image_head(tokens)
 
@@ -447,21 +532,25 @@ def encode_split(
         model: The model.
         image_tokens: ``(n_img, views, N, D)`` cached tokens (or trunk activations).
         features: ``(n_clips, frames, bins)`` cached features.
-        tail_stages: Backbone stages to run on cached trunk activations (0: tokens cached).
+        tail_stages: Backbone stages to run on cached trunk activations (0: tokens cached;
+            -1: ``image_tokens`` holds preprocessed images, the whole image side runs).
 
     Returns:
         ``(v, a)`` raw embeddings.
     """
     model.eval()
+    dev = next(model.parameters()).device
     v = torch.cat(
         [
-            _head_from_cache(model, image_tokens[i : i + 128, 0].float(), tail_stages)
+            _head_from_cache(model, image_tokens[i : i + 128, 0].to(dev).float(), tail_stages)
+            .float()
+            .cpu()
             for i in range(0, len(image_tokens), 128)
         ]
     )
     a = torch.cat(
         [
-            model.forward_audio_features(features[i : i + 128, None].float())
+            model.forward_audio_features(features[i : i + 128, None].to(dev).float()).float().cpu()
             for i in range(0, len(features), 128)
         ]
     )
@@ -493,6 +582,7 @@ class _Data:
     by_image: dict[int, list[int]]  # training clips of each image
     n_train: int  # training clips
     n_val: int  # validation clips
+    views: _Views | None = None  # full fine-tuning: training views drawn on the fly
 
 
 @dataclass
@@ -524,24 +614,33 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         TrainingError: Inconsistent settings or a resumed run with other settings.
     """
     out = _start_run(cfg)
+    device = _device(cfg.device)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     mcfg = _config_for(cfg)
-    _check_backbone_weights(mcfg, cfg)
-    model = build_model(mcfg)
-    tail = cfg.finetune_stages
-    if tail:
+    image_sha = None
+    if cfg.image_from is None:
+        if cfg.freeze_backbone:  # a fully fine-tuned backbone learns, even from random
+            _check_backbone_weights(mcfg, cfg)
+        model = build_model(mcfg)
+    else:
+        model = build_model(mcfg, pretrained=False)
+        image_sha = _take_image_side(model, cfg.image_from)
+    tail = cfg.finetune_stages if cfg.freeze_backbone else _FULL
+    if tail > 0:
         try:
             model.backbone.check_split(tail)
         except RsiaError as exc:
             raise TrainingError(str(exc)) from exc
-    data = _load_data(cfg, model, mcfg, out, progress)
+    data = _load_data(cfg, model, mcfg, out, progress, image_sha)
     loss_fn = ALACLoss(
         akt_adaptive=cfg.akt_adaptive,
         w_triplet=cfg.loss_weights[0],
         w_nce=cfg.loss_weights[1],
         w_akt=cfg.loss_weights[2],
     )
+    model.to(device)  # after the caches, which are built on the CPU
+    loss_fn.to(device)
     optim = _optimisers(cfg, model, loss_fn)
     gen = torch.Generator().manual_seed(cfg.seed)
     state_path = out / "last" / "state.pt"
@@ -568,7 +667,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
             score = max(metrics["cos_mR"], metrics["ia_mR"])
             if score > best["mR"]:
                 best = {"mR": score, "epoch": epoch + 1, **metrics}
-                _save_best(model, out / "best", cfg, mcfg, best, data.n_train, data.n_val)
+                _save_best(
+                    model, out / "best", cfg, mcfg, best, data.n_train, data.n_val, image_sha
+                )
         _log_epoch(out, row, progress)
         _save_state(state_path, model, loss_fn, optim, gen, epoch, best)
     return {"best": best, "out_dir": str(out), "best_checkpoint": str(out / "best")}
@@ -576,10 +677,19 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
 
 def _start_run(cfg: TrainConfig) -> Path:
     """Check the settings, refuse to resume a run made with others, and record them."""
-    if not cfg.freeze_backbone:
+    if not cfg.freeze_backbone and (cfg.finetune_stages or cfg.image_from is not None):
         raise TrainingError(
-            "freeze_backbone=False (full fine-tuning) is not supported by this trainer yet; "
-            "fine-tune the last stages instead with finetune_stages=N (--finetune-stages N)"
+            "freeze_backbone=False fine-tunes every backbone stage; it cannot go with "
+            f"finetune_stages={cfg.finetune_stages!r} (the cached partial fine-tuning) or "
+            f"image_from={cfg.image_from!r} (a frozen image side): drop one of them"
+        )
+    if cfg.workers < 0:
+        raise TrainingError(f"workers={cfg.workers!r}; use 0 (the training process) or more")
+    if cfg.image_from is not None and cfg.finetune_stages:
+        raise TrainingError(
+            f"image_from={cfg.image_from!r} keeps the whole image side frozen, so "
+            f"finetune_stages={cfg.finetune_stages!r} has nothing to train; use 0 "
+            "(drop --finetune-stages)"
         )
     if not 1 <= cfg.views <= 8:
         raise TrainingError(
@@ -592,7 +702,8 @@ def _start_run(cfg: TrainConfig) -> Path:
     if settings.exists():
         old = json.loads(settings.read_text())
         new = json.loads(json.dumps(cfg.to_dict()))
-        changed = {k for k in new if k != "epochs" and k in old and old[k] != new[k]}
+        free = ("epochs", "device", "workers", "threads")  # do not change what is learned
+        changed = {k for k in new if k not in free and k in old and old[k] != new[k]}
         if changed:
             raise TrainingError(
                 f"{str(out)!r} holds a run with other settings ({sorted(changed)}); use another "
@@ -600,6 +711,24 @@ def _start_run(cfg: TrainConfig) -> Path:
             )
     settings.write_text(json.dumps(cfg.to_dict(), indent=2))
     return out
+
+
+def _device(name: str) -> torch.device:
+    """The torch device named by ``TrainConfig.device`` (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise TrainingError(
+            f"device={name!r} is not a torch device; use 'cpu', 'cuda', 'cuda:N' or 'auto'"
+        ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(
+            f"device={name!r} but this torch sees no CUDA device; use device='cpu' "
+            "(--device cpu) or 'auto', or install a CUDA build of torch"
+        )
+    return dev
 
 
 def _mix_settings(cfg: TrainConfig) -> Any:
@@ -618,8 +747,19 @@ def _mix_settings(cfg: TrainConfig) -> Any:
         raise TrainingError(str(exc)) from exc
 
 
-def _load_data(cfg: TrainConfig, model: ALACModel, mcfg: Any, out: Path, progress: bool) -> _Data:
-    """Pair clips with images and build (or reuse) the image and audio caches of a run."""
+def _load_data(
+    cfg: TrainConfig,
+    model: ALACModel,
+    mcfg: Any,
+    out: Path,
+    progress: bool,
+    image_sha: str | None = None,
+) -> _Data:
+    """Pair clips with images and build (or reuse) the image and audio caches of a run.
+
+    With ``image_sha`` (the ``weights_sha256`` of an ``image_from`` checkpoint whose image side
+    the model carries), the image caches hold that side's embeddings, keyed by the hash.
+    """
     train_rows = _rows(cfg, cfg.train_split, cfg.max_train_images)
     if cfg.fold is not None:
         train_rows, val_rows = _fold_split(train_rows, cfg)
@@ -637,43 +777,18 @@ def _load_data(cfg: TrainConfig, model: ALACModel, mcfg: Any, out: Path, progres
             f"validation needs {cfg.per_image} clips per image (one voice per caption); "
             f"found counts {sorted(set(val_counts))}"
         )
-    mix = _mix_settings(cfg) if cfg.mix_views else None
-    tail = cfg.finetune_stages
-    bb = _digest(mcfg.backbone.to_dict())
     fe = _digest(mcfg.frontend.to_dict())
     cache = out / "cache"
-    trunk = f"_trunk{tail}" if tail else ""
-    tr_tokens = _image_tokens(
+    labels = {r["image"]: str(r.get("label", "")) for r in train_rows}
+    tr_tokens, va_tokens, views = _image_caches(
+        cfg,
         model,
-        train_images,
-        cfg.views,
-        cache / f"train_tokens{trunk}_{bb}_{_digest(train_images, cfg.views)}.safetensors",
-        progress=progress,
-        tail_stages=tail,
+        mcfg,
+        (train_images, [labels[p] for p in train_images], val_images),
+        cache,
+        progress,
+        image_sha,
     )
-    va_tokens = _image_tokens(
-        model,
-        val_images,
-        1,
-        cache / f"val_tokens{trunk}_{bb}_{_digest(val_images)}.safetensors",
-        progress=progress,
-        tail_stages=tail,
-    )
-    if mix is not None:
-        labels = {r["image"]: str(r.get("label", "")) for r in train_rows}
-        mixed = _mixed_tokens(
-            model,
-            train_images,
-            [labels[p] for p in train_images],
-            mix,
-            cfg.seed,
-            cache / f"train_mixed{trunk}_{bb}_{_digest(train_images, mix.to_dict(), cfg.seed)}"
-            ".safetensors",
-            tail_stages=tail,
-            progress=progress,
-        )
-        tr_tokens = torch.cat([tr_tokens, mixed], dim=1)  # drawn like any other view
-        del mixed
     aug = f"{cfg.seed}" if cfg.audio_augment else None
     tr_feats = _audio_features(
         model,
@@ -697,24 +812,90 @@ def _load_data(cfg: TrainConfig, model: ALACModel, mcfg: Any, out: Path, progres
         by_image=by_image,
         n_train=len(train_rows),
         n_val=len(val_rows),
+        views=views,
     )
+
+
+def _image_caches(
+    cfg: TrainConfig,
+    model: ALACModel,
+    mcfg: Any,
+    images: tuple[list[str], list[str], list[str]],
+    cache: Path,
+    progress: bool,
+    image_sha: str | None,
+) -> tuple[torch.Tensor, torch.Tensor, _Views | None]:
+    """A run's image side: ``(train views, val images, on-the-fly views)``.
+
+    ``images`` is ``(training images, their labels, validation images)``. Cached tokens,
+    trunk activations or embeddings per view (``(n, views + mix_views, ...)``) and the
+    validation images' (``(n, 1, ...)``); with full fine-tuning nothing is cached: the
+    validation images are kept preprocessed and a :class:`_Views` draws the training views.
+    """
+    train_images, labels, val_images = images
+    mix = _mix_settings(cfg) if cfg.mix_views else None
+    if not cfg.freeze_backbone:
+        size = mcfg.backbone.input_size
+        val = [resize_images(load_image(p)[None], size)[0] for p in val_images]
+        views = _Views(_scenes(train_images, progress), labels, cfg.views, mix, size, cfg.seed)
+        return torch.empty(0), torch.stack(val)[:, None].half(), views
+    tail = cfg.finetune_stages
+    embed = image_sha is not None  # a frozen image side: its embeddings are cached
+    bb = _digest(mcfg.backbone.to_dict(), image_sha) if embed else _digest(mcfg.backbone.to_dict())
+    trunk = "_embeddings" if embed else f"_trunk{tail}" if tail else ""
+    kw: dict[str, Any] = {"progress": progress, "tail_stages": tail, "embed": embed}
+    tr_tokens = _image_tokens(
+        model,
+        train_images,
+        cfg.views,
+        cache / f"train_tokens{trunk}_{bb}_{_digest(train_images, cfg.views)}.safetensors",
+        **kw,
+    )
+    va_tokens = _image_tokens(
+        model,
+        val_images,
+        1,
+        cache / f"val_tokens{trunk}_{bb}_{_digest(val_images)}.safetensors",
+        **kw,
+    )
+    if mix is not None:
+        mixed = _mixed_tokens(
+            model,
+            train_images,
+            labels,
+            mix,
+            cfg.seed,
+            cache / f"train_mixed{trunk}_{bb}_{_digest(train_images, mix.to_dict(), cfg.seed)}"
+            ".safetensors",
+            **kw,
+        )
+        tr_tokens = torch.cat([tr_tokens, mixed], dim=1)  # drawn like any other view
+        del mixed
+    return tr_tokens, va_tokens, None
 
 
 def _optimisers(cfg: TrainConfig, model: ALACModel, loss_fn: ALACLoss) -> _Optim:
     """Adam over the heads and fine-tuned stages, and the AKT weights' own Adam.
 
-    The fine-tuned backbone stages train at ``backbone_lr`` times the rate; the rest of the
-    backbone is frozen.
+    The fine-tuned backbone stages (all of them with ``freeze_backbone=False``) train at
+    ``backbone_lr`` times the rate; the rest of the backbone is frozen (with ``image_from``,
+    the whole image side is).
     """
     tail = cfg.finetune_stages
     for p in model.backbone.parameters():
         p.requires_grad_(False)
+    tail_modules = model.backbone.tail_modules(tail) if tail else []
+    if not cfg.freeze_backbone:
+        tail_modules = [model.backbone]
+    if cfg.image_from is not None:
+        for part in (model.rela, model.norm, model.image_proj):
+            for p in part.parameters():
+                p.requires_grad_(False)
     tail_params: list[torch.nn.Parameter] = []
-    if tail:
-        for m in model.backbone.tail_modules(tail):
-            for p in m.parameters():
-                p.requires_grad_(True)
-                tail_params.append(p)
+    for m in tail_modules:
+        for p in m.parameters():
+            p.requires_grad_(True)
+            tail_params.append(p)
     tail_ids = {id(p) for p in tail_params}
     params = [p for p in model.parameters() if p.requires_grad]
     head_params = [p for p in params if id(p) not in tail_ids]
@@ -763,15 +944,26 @@ def _train_one_epoch(
     epoch: int,
     progress: bool,
 ) -> dict[str, float]:
-    """One pass over the training images (one clip and one view each): mean losses."""
+    """One pass over the training images (one clip and one view each): mean losses.
+
+    Cached runs draw each step's clips and views as the step comes; full fine-tuning draws the
+    whole epoch first, so that :func:`_view_batches` (and its workers) can build the views.
+    """
     from tqdm.auto import tqdm
 
-    tail = cfg.finetune_stages
+    tail = cfg.finetune_stages if cfg.freeze_backbone else _FULL
+    dev = next(model.parameters()).device
     model.train()
     model.backbone.eval()  # frozen BatchNorm statistics, also in fine-tuned stages
     n_img = len(data.by_image)
     steps = math.ceil(n_img / cfg.batch_size)
     perm = torch.randperm(n_img, generator=gen)
+    batches = [perm[s * cfg.batch_size : (s + 1) * cfg.batch_size] for s in range(steps)]
+    drawn: list[tuple[torch.Tensor, torch.Tensor]] = []
+    loader = None
+    if data.views is not None:
+        drawn = [_draw(data, imgs, gen) for imgs in batches if len(imgs) >= 2]
+        loader = _view_batches(data.views, batches, drawn, epoch, cfg.workers, dev)
     sums = {"loss": 0.0, "triplet": 0.0, "nce": 0.0, "akt": 0.0}
     bar = tqdm(
         range(steps),
@@ -781,26 +973,23 @@ def _train_one_epoch(
         leave=False,
     )
     for s in bar:
-        imgs = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+        imgs = batches[s]
         if len(imgs) < 2:
             continue
-        clips = torch.tensor(
-            [
-                data.by_image[int(i)][
-                    int(torch.randint(len(data.by_image[int(i)]), (1,), generator=gen))
-                ]
-                for i in imgs
-            ]
-        )
-        views = torch.randint(0, data.train_tokens.shape[1], (len(imgs),), generator=gen)
-        tokens = data.train_tokens[imgs, views].float()
+        if loader is None:
+            clips, views = _draw(data, imgs, gen)
+            tokens = data.train_tokens[imgs, views].to(dev).float()
+        else:
+            clips, _ = drawn.pop(0)
+            tokens = next(loader).to(dev, non_blocking=True)
         feats = data.train_feats[clips][:, None].float()
         if cfg.spec_augment:
             feats = _spec_augment(feats, gen)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
+        feats = feats.to(dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp):
             v = _head_from_cache(model, tokens, tail)
             a = model.forward_audio_features(feats)
-        res = loss_fn(v.float(), a.float(), data.clip_image[clips])
+        res = loss_fn(v.float(), a.float(), data.clip_image[clips].to(dev))
         optim.opt.zero_grad()
         res["loss"].backward()
         if cfg.grad_clip > 0:
@@ -815,6 +1004,47 @@ def _train_one_epoch(
             sums[k] += float(res[k].detach())
         bar.set_postfix(loss=f"{float(res['loss'].detach()):.3f}")
     return {k: v / steps for k, v in sums.items()}
+
+
+def _draw(
+    data: _Data, imgs: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A step's clips (one of each image's) and view codes."""
+    clips = torch.tensor(
+        [
+            data.by_image[int(i)][
+                int(torch.randint(len(data.by_image[int(i)]), (1,), generator=gen))
+            ]
+            for i in imgs
+        ]
+    )
+    codes = data.views.codes if data.views is not None else data.train_tokens.shape[1]
+    return clips, torch.randint(0, codes, (len(imgs),), generator=gen)
+
+
+def _view_batches(
+    views: _Views,
+    batches: list[torch.Tensor],
+    drawn: list[tuple[torch.Tensor, torch.Tensor]],
+    epoch: int,
+    workers: int,
+    device: torch.device,
+) -> Any:
+    """An iterator over the epoch's batches of views (:class:`_Views`), in step order."""
+    steps = [imgs for imgs in batches if len(imgs) >= 2]
+    views.epoch = epoch
+    views.plan = [
+        (int(i), int(c))
+        for imgs, (_, codes) in zip(steps, drawn, strict=True)
+        for i, c in zip(imgs, codes, strict=True)
+    ]
+    sizes = [len(imgs) for imgs in steps]
+    starts = np.cumsum([0, *sizes])
+    sampler = [list(range(int(starts[k]), int(starts[k + 1]))) for k in range(len(sizes))]
+    loader = torch.utils.data.DataLoader(
+        views, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda"
+    )
+    return iter(loader)
 
 
 def _log_epoch(out: Path, row: dict[str, Any], progress: bool) -> None:
@@ -858,6 +1088,41 @@ def _save_state(
         tmp,
     )
     tmp.replace(state_path)
+
+
+_IMAGE_SIDE = ("backbone.", "rela.", "norm.", "image_proj.")
+
+
+def _take_image_side(model: ALACModel, folder: str) -> str:
+    """Load a checkpoint's image side into ``model`` (frozen later); return its weights' hash.
+
+    Raises:
+        TrainingError: The checkpoint is missing or its image side differs from the model's.
+    """
+    from rsia_geo.models.checkpoint import load_checkpoint
+
+    try:
+        source = load_checkpoint(folder)
+    except RsiaError as exc:
+        raise TrainingError(f"image_from={folder!r}: {exc}") from exc
+    mine, theirs = model.config, source.config
+
+    def side(c: Any) -> dict[str, Any]:
+        bb = {k: v for k, v in c.backbone.to_dict().items() if k != "options"}
+        return {"backbone": bb, "rela_branch_dim": c.rela_branch_dim, "embed_dim": c.embed_dim}
+
+    if side(mine) != side(theirs):
+        raise TrainingError(
+            f"image_from={folder!r} has the image side {side(theirs)}, but model "
+            f"{mine.model_id!r} has {side(mine)}; pass the checkpoint's configuration as "
+            f"--model ({theirs.model_id!r} was trained from it, see its config.json)"
+        )
+    state = {k: v for k, v in source.state_dict().items() if k.startswith(_IMAGE_SIDE)}
+    missing = [k for k in model.state_dict() if k.startswith(_IMAGE_SIDE) and k not in state]
+    if missing:
+        raise TrainingError(f"image_from={folder!r} lacks image weights, e.g. {missing[:3]}")
+    model.load_state_dict(state, strict=False)
+    return str(source.checkpoint_meta["weights_sha256"])  # type: ignore[index]
 
 
 def _check_backbone_weights(mcfg: Any, cfg: TrainConfig) -> None:
@@ -963,9 +1228,10 @@ def _save_best(
     best: dict[str, Any],
     n_train: int,
     n_val: int,
+    image_sha: str | None = None,
 ) -> None:
     """Save the best model as a plain checkpoint with its training summary."""
-    training = {
+    training: dict[str, Any] = {
         "manifest": cfg.manifest,
         "train_split": cfg.train_split,
         "val_split": cfg.val_split,
@@ -974,5 +1240,7 @@ def _save_best(
         "epoch": best["epoch"],
         "settings": cfg.to_dict(),
     }
+    if image_sha is not None:
+        training["image_from"] = {"checkpoint": cfg.image_from, "weights_sha256": image_sha}
     model.config = dataclasses.replace(mcfg, training=training)
     save_checkpoint(model, path, extra={"val_metrics": best})
