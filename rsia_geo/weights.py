@@ -152,9 +152,10 @@ def text_encoder(model: Any) -> Any:
     Raises:
         CheckpointError: The text route belongs to other image weights, or is unreadable.
     """
+    from rsia_geo.models.checkpoint import image_side_sha256
     from rsia_geo.models.text import TEXT_WEIGHTS_NAME, load_text_encoder
 
-    sha = (getattr(model, "checkpoint_meta", None) or {}).get("weights_sha256")
+    sha = image_side_sha256(model)  # a route made for the image side serves every such model
     return _read_beside(
         model, TEXT_WEIGHTS_NAME, lambda p: load_text_encoder(p.parent, image_sha256=sha)
     )

@@ -198,6 +198,27 @@ def test_model_mismatch_is_refused(tmp_path, tiles_and_vectors):
             idx.check_model({**SIG, "embed_dim": 32})
 
 
+def test_a_model_with_the_indexs_image_side_is_accepted(tmp_path, tiles_and_vectors):
+    """A new audio branch (trained with image_from) embeds tiles as the index's model did."""
+    tiles, vecs = tiles_and_vectors
+    with TileIndex(tmp_path / "i") as idx:
+        idx.bind_model({**SIG, "weights_sha256": "aaa", "image_side": "aaa"})
+        idx.add(tiles[:5], vecs[:5])
+    voice = {**SIG, "model_id": "my-voices", "version": "7", "frontend": "whisper"}
+    voice.update(weights_sha256="bbb", image_side="aaa")
+    with TileIndex(tmp_path / "i") as idx:
+        idx.bind_model(voice)  # searches and adds to it
+        assert idx.meta["model"]["weights_sha256"] == "aaa"  # the index keeps its model
+        with pytest.raises(ModelMismatchError, match="weights_sha256: index 'aaa' vs model 'ccc'"):
+            idx.check_model({**voice, "weights_sha256": "ccc", "image_side": "ccc"})
+        with pytest.raises(ModelMismatchError, match="embed_dim"):
+            idx.check_model({**voice, "embed_dim": 32})
+    # an index recorded before image sides were: its model's weights name its image side
+    with TileIndex(tmp_path / "old") as idx:
+        idx.bind_model({**SIG, "weights_sha256": "aaa"})
+        idx.check_model(voice)
+
+
 def test_second_process_gets_a_clear_error(tmp_path):
     with TileIndex(tmp_path / "i") as idx:
         idx.bind_model(SIG)

@@ -295,7 +295,7 @@ def test_whisper_head_trains_with_a_fine_tuned_backbone_tail(tmp_path, spoken, s
 
 
 def test_audio_branch_trains_against_a_frozen_checkpoints_image_side(
-    tmp_path, spoken, shared_data, capsys
+    tmp_path, spoken, shared_data, samples, capsys
 ):
     from rsia_geo.cli import main
     from rsia_geo.training.train import TrainConfig, TrainingError, train
@@ -324,6 +324,18 @@ def test_audio_branch_trains_against_a_frozen_checkpoints_image_side(
     torch.testing.assert_close(ck.encode_images(img), source.encode_images(img))
     cached = list((tmp_path / "run" / "cache").glob("train_tokens_embeddings_*"))
     assert len(cached) == 1  # the image side's embeddings are what is cached
+    # an index built with the source is searched with the new voice side, text route included
+    import datetime
+
+    from rsia_geo.catalog import build_catalog
+    from rsia_geo.pipeline import build_index, search
+
+    when = datetime.datetime(2020, 1, 1)
+    catalog = build_catalog([samples / "aerial"], tmp_path / "cat", default_datetime=when)
+    build_index(catalog, tmp_path / "idx", source_dir, progress=False)
+    hits = search(spoken, tmp_path / "idx", tmp_path / "run" / "best", k=3, sample_rate=SR)
+    assert len(hits) == 3 and hits.attrs["query"]["text_weight"] > 0
+    assert (tmp_path / "run" / "best" / "text.json").exists()
     capsys.readouterr()
     with pytest.raises(TrainingError, match="finetune_stages=1 has nothing to train"):
         train(

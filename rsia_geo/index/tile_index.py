@@ -62,6 +62,8 @@ SIGNATURE_KEYS = (
     "frontend",
     "weights_sha256",
 )
+# what the stored vectors depend on: a model with the index's image side may search and add to it
+IMAGE_KEYS = ("embed_dim", "backbone", "input_size", "in_chans")
 
 
 def _unpacked(hits: list[Hit]) -> list[Hit]:
@@ -303,7 +305,7 @@ class TileIndex:
         Raises:
             ModelMismatchError: The collection holds vectors of another model.
         """
-        sig = {k: signature.get(k) for k in SIGNATURE_KEYS}
+        sig = {k: signature.get(k) for k in (*SIGNATURE_KEYS, "image_side")}
         self._adopt_storage()
         if self.backend.exists() and self.backend.get_meta() is None:
             # created, then interrupted before the metadata was written: nothing was stored
@@ -352,6 +354,10 @@ class TileIndex:
     def check_model(self, signature: dict[str, Any]) -> None:
         """Refuse a model other than the one the index was built with.
 
+        A model that carries the image side of the index's model (a new audio branch trained
+        with ``image_from``: :func:`rsia_geo.models.checkpoint.image_side_sha256`) embeds tiles
+        exactly as it did, so it is accepted.
+
         Args:
             signature: The model's signature.
 
@@ -368,7 +374,13 @@ class TileIndex:
             for k in SIGNATURE_KEYS
             if stored.get(k) != signature.get(k)
         }
-        if diff:
+        side = stored.get("image_side") or stored.get("weights_sha256")
+        same_images = (
+            side is not None
+            and side == signature.get("image_side")
+            and all(stored.get(k) == signature.get(k) for k in IMAGE_KEYS)
+        )
+        if diff and not same_images:
             detail = ", ".join(f"{k}: index {a!r} vs model {b!r}" for k, (a, b) in diff.items())
             raise ModelMismatchError(
                 f"{self!r} was built with model {stored.get('model_id')!r} v{stored.get('version')}"

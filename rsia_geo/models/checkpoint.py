@@ -22,7 +22,7 @@ import torch
 from rsia_geo.errors import CheckpointError, CheckpointNotFoundError
 from rsia_geo.models.alac import ALACConfig, ALACModel
 
-__all__ = ["build_model", "load_checkpoint", "save_checkpoint"]
+__all__ = ["build_model", "image_side_sha256", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "rsia-alac"
 FORMAT_VERSION = 1
@@ -187,6 +187,24 @@ def load_checkpoint(
     return model
 
 
+def image_side_sha256(model: ALACModel) -> str | None:
+    """Which checkpoint's image side a model carries: that checkpoint's ``weights_sha256``.
+
+    A model trained with ``image_from`` (a new audio branch against a frozen image side) carries
+    its source's image side exactly and names it in ``training.image_from``; any other
+    checkpoint carries its own. Indexes and text routes made for one serve the other.
+
+    Args:
+        model: A loaded model.
+
+    Returns:
+        The SHA-256, or None for a model not loaded from a checkpoint.
+    """
+    source = (model.config.training or {}).get("image_from") or {}
+    own = (getattr(model, "checkpoint_meta", None) or {}).get("weights_sha256")
+    return source.get("weights_sha256") or own
+
+
 def model_signature(model: ALACModel) -> dict[str, Any]:
     """What an index must record to refuse vectors from another model.
 
@@ -194,7 +212,8 @@ def model_signature(model: ALACModel) -> dict[str, Any]:
         model: The model.
 
     Returns:
-        Model id, version, embedding size and preprocessing.
+        Model id, version, embedding size and preprocessing, the weights' hash and the image
+        side's (:func:`image_side_sha256`).
     """
     c = model.config
     return {
@@ -206,4 +225,5 @@ def model_signature(model: ALACModel) -> dict[str, Any]:
         "in_chans": c.backbone.in_chans,
         "frontend": c.frontend.kind,
         "weights_sha256": getattr(model, "checkpoint_meta", {}).get("weights_sha256"),
+        "image_side": image_side_sha256(model),
     }

@@ -99,11 +99,12 @@ def _image_targets(
     """
     import hashlib
 
+    from rsia_geo.models.checkpoint import image_side_sha256
     from rsia_geo.training.train import load_image
 
     cache = None
     if cache_dir is not None:
-        sha = str((getattr(model, "checkpoint_meta", None) or {}).get("weights_sha256", ""))
+        sha = str(image_side_sha256(model) or "")
         digest = hashlib.sha256("\n".join(images).encode("utf-8")).hexdigest()
         cache = cache_dir / f"images_{sha[:12]}_{digest[:12]}_v{views}.pt"
     if cache is not None and cache.exists():
@@ -393,7 +394,7 @@ def train_text_route(
     from tqdm.auto import tqdm
 
     from rsia_geo.models import load_checkpoint
-    from rsia_geo.models.checkpoint import read_checkpoint_meta
+    from rsia_geo.models.checkpoint import image_side_sha256
     from rsia_geo.models.text import TextConfig, save_text_encoder
     from rsia_geo.weights import shipped_checkpoint, shipped_checkpoints
 
@@ -409,7 +410,7 @@ def train_text_route(
     if not ckpt.exists() and str(checkpoint) in shipped_checkpoints():
         ckpt = shipped_checkpoint(str(checkpoint))
     model = load_checkpoint(ckpt).eval()
-    sha = str(read_checkpoint_meta(ckpt).get("weights_sha256", ""))
+    sha = str(image_side_sha256(model) or "")  # the image side it is trained against
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = Path(cache) if cache is not None else out_dir / "cache"

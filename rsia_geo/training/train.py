@@ -110,7 +110,9 @@ class TrainConfig:
             checkpoint's image embeddings (cached per view), so the run's audio embeddings
             live in its image space and every index built with it stays valid (adapting the
             voice side to other speakers or microphones without re-indexing). Needs
-            ``finetune_stages=0`` and a ``model`` with the same image side.
+            ``finetune_stages=0`` and a ``model`` with the same image side. The checkpoint's
+            text route (which hears transcripts, not the audio branch) is copied beside the
+            result; its BSWFR bank (the old audio branch's clips) is not.
     """
 
     manifest: str | list[str]
@@ -1244,3 +1246,11 @@ def _save_best(
         training["image_from"] = {"checkpoint": cfg.image_from, "weights_sha256": image_sha}
     model.config = dataclasses.replace(mcfg, training=training)
     save_checkpoint(model, path, extra={"val_metrics": best})
+    if cfg.image_from is not None:  # the text route hears transcripts: it serves the new voice
+        import shutil
+
+        from rsia_geo.models.text import TEXT_CONFIG_NAME, TEXT_WEIGHTS_NAME
+
+        for name in (TEXT_WEIGHTS_NAME, TEXT_CONFIG_NAME):
+            if (Path(cfg.image_from) / name).exists():
+                shutil.copyfile(Path(cfg.image_from) / name, path / name)
