@@ -759,8 +759,9 @@ def _load_data(
 ) -> _Data:
     """Pair clips with images and build (or reuse) the image and audio caches of a run.
 
-    With ``image_sha`` (the ``weights_sha256`` of an ``image_from`` checkpoint whose image side
-    the model carries), the image caches hold that side's embeddings, keyed by the hash.
+    With ``image_sha`` (the identity of the ``image_from`` image side the model carries,
+    :func:`~rsia_geo.models.checkpoint.image_side_sha256`), the image caches hold that side's
+    embeddings, keyed by it.
     """
     train_rows = _rows(cfg, cfg.train_split, cfg.max_train_images)
     if cfg.fold is not None:
@@ -1096,12 +1097,14 @@ _IMAGE_SIDE = ("backbone.", "rela.", "norm.", "image_proj.")
 
 
 def _take_image_side(model: ALACModel, folder: str) -> str:
-    """Load a checkpoint's image side into ``model`` (frozen later); return its weights' hash.
+    """Load a checkpoint's image side into ``model`` (frozen later); return its identity.
+
+    The identity is :func:`~rsia_geo.models.checkpoint.image_side_sha256` of the checkpoint.
 
     Raises:
         TrainingError: The checkpoint is missing or its image side differs from the model's.
     """
-    from rsia_geo.models.checkpoint import load_checkpoint
+    from rsia_geo.models.checkpoint import image_side_sha256, load_checkpoint
 
     try:
         source = load_checkpoint(folder)
@@ -1124,7 +1127,7 @@ def _take_image_side(model: ALACModel, folder: str) -> str:
     if missing:
         raise TrainingError(f"image_from={folder!r} lacks image weights, e.g. {missing[:3]}")
     model.load_state_dict(state, strict=False)
-    return str(source.checkpoint_meta["weights_sha256"])  # type: ignore[index]
+    return str(image_side_sha256(source))  # its own, or the one it carries in turn
 
 
 def _check_backbone_weights(mcfg: Any, cfg: TrainConfig) -> None:
