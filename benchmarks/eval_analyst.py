@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rsia_geo.models import load_checkpoint
+from rsia_geo.models import image_side_sha256, load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.models.text import fused_scores, load_text_encoder
 from rsia_geo.training.train import load_image
@@ -66,7 +66,7 @@ def main() -> None:
     if not ckpt.exists() and a.checkpoint in shipped_checkpoints():
         ckpt = shipped_checkpoint(a.checkpoint)
     model = load_checkpoint(ckpt).eval()
-    sha = model.checkpoint_meta.get("weights_sha256")
+    sha = image_side_sha256(model)  # a text route serves every model with its image side
     meta = json.loads((Path(a.shared) / "ucm" / "captions.json").read_text())
     val = [r for r in meta["images"] if r["split"] == "val"]
     labels = np.array([r["class"] for r in val])

@@ -29,7 +29,7 @@ import torch
 from eval_text_route import _audio, _heard_under, _pipeline
 from eval_voices import _rows
 
-from rsia_geo.models import load_checkpoint
+from rsia_geo.models import image_side_sha256, load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.models.text import fused_scores, load_text_encoder
 from rsia_geo.training.evaluate import encode_images
@@ -48,7 +48,7 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     model = load_checkpoint(a.checkpoint)
-    encoder = load_text_encoder(a.checkpoint, image_sha256=model.checkpoint_meta["weights_sha256"])
+    encoder = load_text_encoder(a.checkpoint, image_sha256=image_side_sha256(model))
     cache = Path(a.cache)
     v, _ = encode_images(model, _rows(a.manifests[0], "val", 5))
     vn = torch.nn.functional.normalize(v, dim=-1)

@@ -10,6 +10,11 @@ of the transcript's words seen in training; ``fused_confidence`` also multiplies
 recogniser's confidence (measured worse, so not served). A sweep over the route weight is
 reported for transparency; the shipped weight, 1.0, was fixed in advance.
 
+``--audio-members CK ...`` scores the audio route with the mean of the raw audio embeddings of
+the checkpoint and of these checkpoints (voice sides trained with ``--image-from`` it: the same
+image side), an ensemble of audio branches. The summary also gives the voice-to-image half of
+the fused mR (``:a2i``), the direction search serves.
+
 Usage:
     python benchmarks/eval_text_route.py CHECKPOINT --text TEXT_FOLDER \
         --manifests runs/v2_val/manifest.jsonl runs/v2_val_*/manifest.jsonl \
@@ -28,7 +33,7 @@ import numpy as np
 import torch
 from eval_voices import _rows, set_whisper_window  # the same clips as the audio tables
 
-from rsia_geo.models import load_checkpoint
+from rsia_geo.models import image_side_sha256, load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.models.text import fused_scores, load_text_encoder
 from rsia_geo.training.augment import CONDITIONS
@@ -89,8 +94,31 @@ def _heard_under(
     return out
 
 
+def _audio_mean(model, members, rows, cache, name, condition) -> torch.Tensor:
+    """Raw audio embeddings of the clips: the checkpoint's, or its and its members' mean."""
+    a = _audio(model, rows, cache, name, condition)
+    if not members:
+        return a
+    for m in members:
+        sha = m.checkpoint_meta["weights_sha256"][:12]
+        a = a + _audio(m, rows, cache / f"member_{sha}" if cache else None, name, condition)
+        if image_side_sha256(m) != image_side_sha256(model):
+            raise SystemExit(f"{m.checkpoint_path} has another image side than the checkpoint")
+    return a / (1 + len(members))
+
+
 def evaluate_voicing(
-    model, encoder, v, manifest, split, per_image, k, cache, condition="clean", as_typed=False
+    model,
+    encoder,
+    v,
+    manifest,
+    split,
+    per_image,
+    k,
+    cache,
+    condition="clean",
+    as_typed=False,
+    members=(),
 ) -> dict:
     rows = _rows(manifest, split, per_image)
     name = Path(manifest).parent.name
@@ -103,7 +131,7 @@ def evaluate_voicing(
     # the served weight per query at route weight 1 (scaled by each swept weight below)
     cover = np.array([encoder.weight_for(t, 1.0) for t in texts])
     conf = np.array([heard[r["clip"]]["confidence"] for r in rows])
-    a = _audio(model, rows, cache, name, condition)
+    a = _audio_mean(model, members, rows, cache, name, condition)
     # transcripts, as the pipeline serves them (--bank-for-transcripts: as typed text)
     t = encoder.encode(texts, heard=not as_typed)
     cos_a = cosine_scores(v, a).numpy()
@@ -122,6 +150,11 @@ def evaluate_voicing(
             first, second = fused_scores(cos_a, ia, cos_t, w * c[None, :])
             out[key][str(w)] = _pipeline(first, second, per_image, k)
     return out
+
+
+def _a2i(m: dict) -> float:
+    """The voice-to-image half of mR (what search serves): mean of a2i R@1, R@5, R@10."""
+    return float(np.mean([m["a2i_r1"], m["a2i_r5"], m["a2i_r10"]]))
 
 
 def _prompt_arg(value: str) -> str:
@@ -165,17 +198,23 @@ def main() -> None:
         "--bank-for-transcripts", action="store_true",
         help="encode transcripts as typed text (the ensemble's caption bank included)",
     )  # fmt: skip
+    p.add_argument(
+        "--audio-members", nargs="*", default=[],
+        help="checkpoints trained with --image-from CHECKPOINT: the audio route is the mean "
+        "of their raw audio embeddings and the checkpoint's",
+    )  # fmt: skip
     p.add_argument("--out", default=None, help="JSON report")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     model = load_checkpoint(a.checkpoint)
     if a.whisper_window:
         set_whisper_window(model, a.whisper_window)
-    encoder = load_text_encoder(a.text, image_sha256=model.checkpoint_meta.get("weights_sha256"))
+    encoder = load_text_encoder(a.text, image_sha256=image_side_sha256(model))
     if encoder is None:
         raise SystemExit(f"{a.text} has no text.safetensors / text.json")
     if a.prompt is not None:
         encoder.recogniser_prompt = _prompt_arg(a.prompt)
+    members = [load_checkpoint(m) for m in a.audio_members]
     t0 = time.time()
     first = _rows(a.manifests[0], a.split, a.per_image)
     v, _ = encode_images(model, first)
@@ -186,12 +225,13 @@ def main() -> None:
         "whisper_window": model.config.frontend.whisper_window,
         "recogniser_prompt": encoder.recogniser_prompt,
         "bank_for_transcripts": a.bank_for_transcripts,
+        "audio_members": a.audio_members,
         "voicings": {},
     }
     for m in a.manifests:
         r = evaluate_voicing(
             model, encoder, v, m, a.split, a.per_image, a.rescore_k, cache,
-            as_typed=a.bank_for_transcripts,
+            as_typed=a.bank_for_transcripts, members=members,
         )  # fmt: skip
         report["voicings"][Path(m).parent.name] = r
         print(
@@ -204,7 +244,7 @@ def main() -> None:
     for cond in a.conditions:
         r = evaluate_voicing(
             model, encoder, v, a.manifests[0], a.split, a.per_image, a.rescore_k, cache, cond,
-            as_typed=a.bank_for_transcripts,
+            as_typed=a.bank_for_transcripts, members=members,
         )  # fmt: skip
         report["conditions"][cond] = r
         print(
@@ -221,6 +261,9 @@ def main() -> None:
             vals = [report["voicings"][n][key][str(w)]["mR"] for n in names]
             summary[f"{key}@{w}"] = float(np.mean(vals))
             summary[f"{key}@{w}:spread"] = float(max(vals) - min(vals))
+            a2i = [_a2i(report["voicings"][n][key][str(w)]) for n in names]
+            summary[f"{key}@{w}:a2i"] = float(np.mean(a2i))
+    summary["audio:a2i"] = float(np.mean([_a2i(report["voicings"][n]["audio"]) for n in names]))
     report["mean_over_voicings"] = summary
     report["seconds"] = round(time.time() - t0, 1)
     print("\n| voicing | audio | text | " + " | ".join(f"fused w={w}" for w in WEIGHTS) + " |")

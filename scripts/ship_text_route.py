@@ -28,7 +28,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rsia_geo.models.checkpoint import read_checkpoint_meta
+from rsia_geo.models import image_side_sha256, load_checkpoint
 from rsia_geo.models.text import (
     TEXT_CONFIG_NAME,
     CaptionBankTextEncoder,
@@ -52,7 +52,7 @@ def main() -> None:
     prompt.add_argument("--prompt-from", default=None, help="training manifest: recogniser prompt")
     prompt.add_argument("--no-prompt", action="store_true", help="ship no recogniser prompt")
     a = p.parse_args()
-    sha = read_checkpoint_meta(a.checkpoint)["weights_sha256"]
+    sha = image_side_sha256(load_checkpoint(a.checkpoint))  # what the route was trained for
     encoder = load_text_encoder(a.trained, image_sha256=sha)
     if encoder is None:
         raise SystemExit(f"{a.trained} has no text route")
