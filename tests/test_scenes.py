@@ -224,24 +224,14 @@ def test_full_fine_tuning_views_are_fresh_each_epoch_and_reproducible(shared_dat
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")
 @pytest.mark.requires_programs("espeak-ng")
 def test_full_fine_tuning_on_a_gpu(tmp_path, shared_data):
+    from rsia_geo.cli import main
     from rsia_geo.models import load_checkpoint
-    from rsia_geo.training.train import TrainConfig, train
 
     voices = _voiced(tmp_path, shared_data)
-    cfg = TrainConfig(
-        manifest=str(voices / "manifest.jsonl"),
-        out_dir=str(tmp_path / "run"),
-        model="alac-tiny",
-        freeze_backbone=False,
-        device="cuda",
-        amp=True,
-        epochs=2,
-        batch_size=4,
-        views=2,
-        mix_views=2,
-        workers=2,
-    )
-    summary = train(cfg, progress=False)
-    assert summary["best"]["epoch"] >= 1
-    ck = load_checkpoint(tmp_path / "run" / "best")  # saved from the GPU, loads on the CPU
+    run = tmp_path / "run"
+    args = ["train", str(voices / "manifest.jsonl"), "-o", str(run), "--model", "alac-tiny"]
+    args += ["--full-finetune", "--device", "cuda", "--amp", "--workers", "2", "--epochs", "2"]
+    assert main([*args, "--batch-size", "4", "--views", "2", "--mix-views", "2"]) == 0
+    ck = load_checkpoint(run / "best")  # saved from the GPU, loads on the CPU
     assert next(ck.parameters()).device.type == "cpu"
+    assert len((run / "log.jsonl").read_text().splitlines()) == 2

@@ -249,7 +249,7 @@ def test_feature_cache_is_sharded_and_resumes(tmp_path, spoken, shared_data, mon
 
 
 def test_whisper_head_trains_with_a_fine_tuned_backbone_tail(tmp_path, spoken, shared_data):
-    from rsia_geo.training.train import TrainConfig, TrainingError, train
+    from rsia_geo.training.train import TrainConfig, train
 
     manifest = _tiny_manifest(tmp_path, spoken, shared_data)
     cfg = TrainConfig(
@@ -274,31 +274,15 @@ def test_whisper_head_trains_with_a_fine_tuned_backbone_tail(tmp_path, spoken, s
     first = next(n for n in base if n.startswith("backbone.net.blocks.0.") and "weight" in n)
     assert not torch.equal(tuned[last], base[last])  # the last stage was fine-tuned
     assert torch.equal(tuned[first], base[first])  # the trunk stayed as pretrained
-    with pytest.raises(TrainingError, match="stages"):
-        train(
-            TrainConfig(
-                manifest=str(manifest),
-                out_dir=str(tmp_path / "r2"),
-                model="alac-tiny",
-                finetune_stages=1,
-                allow_random_backbone=True,
-            ),
-            progress=False,
-        )
-    with pytest.raises(TrainingError, match="no pretrained weights"):
-        train(
-            TrainConfig(
-                manifest=str(manifest), out_dir=str(tmp_path / "r3"), model="alac-torchgeo-resnet18"
-            ),
-            progress=False,
-        )
+    _refused("stages", manifest, tmp_path / "r2", model="alac-tiny", finetune_stages=1,
+             allow_random_backbone=True)  # fmt: skip
+    _refused("no pretrained weights", manifest, tmp_path / "r3", model="alac-torchgeo-resnet18")
 
 
 def test_audio_branch_trains_against_a_frozen_checkpoints_image_side(
     tmp_path, spoken, shared_data, samples, capsys
 ):
     from rsia_geo.cli import main
-    from rsia_geo.training.train import TrainConfig, TrainingError, train
     from rsia_geo.weights import STARTER, shipped_checkpoint
 
     manifest = _tiny_manifest(tmp_path, spoken, shared_data)
@@ -337,34 +321,20 @@ def test_audio_branch_trains_against_a_frozen_checkpoints_image_side(
     assert len(hits) == 3 and hits.attrs["query"]["text_weight"] > 0
     assert (tmp_path / "run" / "best" / "text.json").exists()
     capsys.readouterr()
-    with pytest.raises(TrainingError, match="finetune_stages=1 has nothing to train"):
-        train(
-            TrainConfig(
-                manifest=str(manifest),
-                out_dir=str(tmp_path / "r2"),
-                model="alac-efficientnet-lite0-whisper",
-                image_from=str(source_dir),
-                finetune_stages=1,
-            ),
-            progress=False,
-        )
-    with pytest.raises(TrainingError, match="pass the checkpoint's configuration as --model"):
-        train(
-            TrainConfig(
-                manifest=str(manifest),
-                out_dir=str(tmp_path / "r3"),
-                model="alac-tiny",
-                image_from=str(source_dir),
-            ),
-            progress=False,
-        )
-    with pytest.raises(TrainingError, match="image_from='/nowhere'"):
-        train(
-            TrainConfig(
-                manifest=str(manifest), out_dir=str(tmp_path / "r4"), image_from="/nowhere"
-            ),
-            progress=False,
-        )
+    whisper, source = "alac-efficientnet-lite0-whisper", str(source_dir)
+    _refused("finetune_stages=1 has nothing to train", manifest, tmp_path / "r2",
+             model=whisper, image_from=source, finetune_stages=1)  # fmt: skip
+    _refused("pass the checkpoint's configuration as --model", manifest, tmp_path / "r3",
+             model="alac-tiny", image_from=source)  # fmt: skip
+    _refused("image_from='/nowhere'", manifest, tmp_path / "r4", image_from="/nowhere")
+
+
+def _refused(match: str, manifest: Path, out: Path, **settings) -> None:
+    """Training with these settings stops at once with a TrainingError matching ``match``."""
+    from rsia_geo.training.train import TrainConfig, TrainingError, train
+
+    with pytest.raises(TrainingError, match=match):
+        train(TrainConfig(manifest=str(manifest), out_dir=str(out), **settings), progress=False)
 
 
 def test_recognise_reuses_the_query_encoding_and_reports_confidence(spoken):
