@@ -501,6 +501,17 @@ run = train(TrainConfig(
 log = pd.read_csv(WORKDIR / "run" / "log.csv")
 log.tail()
 """),
+    md("""
+Other ways to train (not run here):
+
+- on a GPU, every backbone stage: `TrainConfig(..., freeze_backbone=False, device="cuda",
+  workers=8, amp=True)` (`rsia-geo train ... --full-finetune --device cuda --workers 8 --amp`):
+  nothing of the images is cached, and each epoch draws new views;
+- a new voice side for a model you already index with: `TrainConfig(..., image_from=CHECKPOINT,
+  model=...)` (`--image-from CHECKPOINT`): its image side stays frozen, only a fresh audio
+  branch trains, and the indexes built with `CHECKPOINT` accept the result (your speakers,
+  microphones or language, no re-indexing).
+"""),
     code("""
 import matplotlib.pyplot as plt
 
