@@ -282,7 +282,7 @@ def _frozen_part(
     raw embeddings ``f_v`` of a frozen image side (``image_from``).
     """
     if embed:
-        return model.image_head(model.image_tokens(images)).half()
+        return model.forward_image(images).half()
     if tail_stages:
         return model.backbone.trunk(images, tail_stages).half()
     return model.image_tokens(images).half()
@@ -327,8 +327,6 @@ def _mixed_tokens(
     """
     from tqdm.auto import tqdm
 
-    from rsia_geo.training.scenes import mixed_view, neighbours
-
     cached = _read_tokens(cache)
     if cached is not None:
         return cached
@@ -341,11 +339,7 @@ def _mixed_tokens(
         for v in range(mix.views):
             views = []
             for c in range(i, min(i + batch, len(paths))):
-                rng = np.random.default_rng([seed, c, v])
-                around = neighbours(c, labels, rng, mix.same_class)
-                view, share = mixed_view(
-                    scenes[c].float() / 255, [scenes[j].float() / 255 for j in around], mix, rng
-                )
+                view, share = _mixed_view(scenes, labels, c, mix, [seed, c, v])
                 shares.append(share)
                 views.append(model.preprocess_images(view[None])[0])
             per_view.append(_frozen_part(model, torch.stack(views), tail_stages, embed=embed))
@@ -367,6 +361,19 @@ def _scenes(paths: Sequence[str], progress: bool) -> list[torch.Tensor]:
         ).to(torch.uint8)
         for p in tqdm(paths, desc="scenes", unit="image", disable=not progress)
     ]
+
+
+def _mixed_view(
+    scenes: list[torch.Tensor], labels: Sequence[str], centre: int, mix: Any, seed: list[int]
+) -> tuple[torch.Tensor, float]:
+    """One mixed view of scene ``centre`` (and its dominant share), drawn from ``seed``."""
+    from rsia_geo.training.scenes import mixed_view, neighbours
+
+    rng = np.random.default_rng(seed)
+    around = neighbours(centre, labels, rng, mix.same_class)
+    return mixed_view(
+        scenes[centre].float() / 255, [scenes[j].float() / 255 for j in around], mix, rng
+    )
 
 
 class _Views(torch.utils.data.Dataset):  # type: ignore[type-arg]
@@ -398,16 +405,13 @@ class _Views(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return len(self.plan)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        from rsia_geo.training.scenes import mixed_view, neighbours
-
         img, code = self.plan[i]
         x = self.scenes[img].float() / 255
         if code < self.views:
             x = _view(x[None], code)[0]
         else:
-            rng = np.random.default_rng([self.seed, self.epoch, img, code])
-            around = neighbours(img, self.labels, rng, self.mix.same_class)
-            x, _ = mixed_view(x, [self.scenes[j].float() / 255 for j in around], self.mix, rng)
+            seed = [self.seed, self.epoch, img, code]
+            x, _ = _mixed_view(self.scenes, self.labels, img, self.mix, seed)
         return resize_images(x[None], self.size)[0]
 
 
@@ -507,6 +511,11 @@ def _spec_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 _FULL = -1  # ``tail_stages`` of full fine-tuning: the "cache" holds preprocessed images
 
 
+def _tail(cfg: TrainConfig) -> int:
+    """The run's ``tail_stages``: fine-tuned stages on cached activations, or ``_FULL``."""
+    return cfg.finetune_stages if cfg.freeze_backbone else _FULL
+
+
 def _head_from_cache(model: ALACModel, cached: torch.Tensor, tail_stages: int) -> torch.Tensor:
     """``f_v`` from cached tokens, or from cached trunk activations when fine-tuning.
 
@@ -516,7 +525,7 @@ def _head_from_cache(model: ALACModel, cached: torch.Tensor, tail_stages: int) -
     if cached.dim() == 2:
         return cached
     if tail_stages == _FULL:
-        return model.image_head(model.image_tokens(cached))
+        return model.forward_image(cached)
     tokens = model.backbone.tail(cached, tail_stages) if tail_stages else cached
     return model.image_head(tokens)
 
@@ -628,7 +637,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     else:
         model = build_model(mcfg, pretrained=False)
         image_sha = _take_image_side(model, cfg.image_from)
-    tail = cfg.finetune_stages if cfg.freeze_backbone else _FULL
+    tail = _tail(cfg)
     if tail > 0:
         try:
             model.backbone.check_split(tail)
@@ -887,12 +896,14 @@ def _optimisers(cfg: TrainConfig, model: ALACModel, loss_fn: ALACLoss) -> _Optim
     tail = cfg.finetune_stages
     for p in model.backbone.parameters():
         p.requires_grad_(False)
-    tail_modules = model.backbone.tail_modules(tail) if tail else []
+    tail_modules: list[torch.nn.Module]
     if not cfg.freeze_backbone:
         tail_modules = [model.backbone]
+    else:
+        tail_modules = model.backbone.tail_modules(tail) if tail else []
     if cfg.image_from is not None:
-        for part in (model.rela, model.norm, model.image_proj):
-            for p in part.parameters():
+        for name, p in model.named_parameters():
+            if name.startswith(_IMAGE_SIDE):
                 p.requires_grad_(False)
     tail_params: list[torch.nn.Parameter] = []
     for m in tail_modules:
@@ -954,7 +965,7 @@ def _train_one_epoch(
     """
     from tqdm.auto import tqdm
 
-    tail = cfg.finetune_stages if cfg.freeze_backbone else _FULL
+    tail = _tail(cfg)
     dev = next(model.parameters()).device
     model.train()
     model.backbone.eval()  # frozen BatchNorm statistics, also in fine-tuned stages
