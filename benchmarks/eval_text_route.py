@@ -102,8 +102,6 @@ def _audio_mean(model, members, rows, cache, name, condition) -> torch.Tensor:
     for m in members:
         sha = m.checkpoint_meta["weights_sha256"][:12]
         a = a + _audio(m, rows, cache / f"member_{sha}" if cache else None, name, condition)
-        if image_side_sha256(m) != image_side_sha256(model):
-            raise SystemExit(f"{m.checkpoint_path} has another image side than the checkpoint")
     return a / (1 + len(members))
 
 
@@ -215,6 +213,9 @@ def main() -> None:
     if a.prompt is not None:
         encoder.recogniser_prompt = _prompt_arg(a.prompt)
     members = [load_checkpoint(m) for m in a.audio_members]
+    for m in members:  # checked before any clip is encoded
+        if image_side_sha256(m) != image_side_sha256(model):
+            raise SystemExit(f"{m.checkpoint_path} has another image side than the checkpoint")
     t0 = time.time()
     first = _rows(a.manifests[0], a.split, a.per_image)
     v, _ = encode_images(model, first)
