@@ -46,6 +46,7 @@ import numpy as np
 from rsia_geo import TileSpec, build_catalog, open_stac
 from rsia_geo.index import TileIndex
 from rsia_geo.pipeline import build_index, load_model, search
+from rsia_geo.tiles import IMAGE_VIEWS
 from rsia_geo.training.dataset import load_split
 
 
@@ -130,6 +131,7 @@ def _run_tiling(
     rng: random.Random,
     k: int = 10,
     group: bool = True,
+    image_views: str | None = None,
 ) -> dict:
     from shapely.geometry import box
 
@@ -138,8 +140,11 @@ def _run_tiling(
     idx_path = workdir / f"index_{name}"
     t0 = time.perf_counter()
     with TileIndex(idx_path) as idx:
-        report = build_index(catalog, idx, model, spec=spec, progress=False)
+        report = build_index(
+            catalog, idx, model, spec=spec, progress=False, image_views=image_views
+        )
         n_tiles = idx.count()
+        views = idx.image_views
         index_s = time.perf_counter() - t0
         by_image = {row["image"]: i for i, row in cells.iterrows()}
         grid_w = int(cells["col"].max()) + 1
@@ -210,6 +215,7 @@ def _run_tiling(
         "tiling": name,
         "spec": {"size": spec.size, "overlap": spec.overlap, "scales": list(spec.scales)},
         "group": group,
+        "image_views": views,
         "tiles": n_tiles,
         "index_s": round(index_s, 1),
         "index_tiles_per_s": round(report.indexed / max(report.seconds, 1e-9), 1),
@@ -244,6 +250,12 @@ def main() -> None:
             "384px+L2+ov",
             "half-shift+L2+ov+nogroup",
         ],
+    )
+    p.add_argument(
+        "--image-views",
+        choices=list(IMAGE_VIEWS),
+        default=None,
+        help="how tiles are embedded (default: build_index's, d8 for a new index)",
     )
     p.add_argument("--out", default=None)
     a = p.parse_args()
@@ -300,6 +312,7 @@ def main() -> None:
             work,
             rng,
             group="nogroup" not in opts,
+            image_views=a.image_views,
         )
         row["offset_px"] = [dx, dy]
         rows.append(row)

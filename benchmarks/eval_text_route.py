@@ -36,6 +36,7 @@ from eval_voices import _rows, set_whisper_window  # the same clips as the audio
 from rsia_geo.models import image_side_sha256, load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.models.text import fused_scores, load_text_encoder
+from rsia_geo.tiles import DEFAULT_IMAGE_VIEWS, IMAGE_VIEWS
 from rsia_geo.training.augment import CONDITIONS
 from rsia_geo.training.evaluate import _metrics_both, candidates_only, encode_clips, encode_images
 from rsia_geo.training.transcripts import read_transcripts, transcripts_path
@@ -201,6 +202,13 @@ def main() -> None:
         help="checkpoints trained with --image-from CHECKPOINT: the audio route is the mean "
         "of their raw audio embeddings and the checkpoint's",
     )  # fmt: skip
+    p.add_argument(
+        "--image-views",
+        choices=list(IMAGE_VIEWS),
+        default=DEFAULT_IMAGE_VIEWS,
+        help="how val images are embedded (d8: as a new index embeds tiles; sessions <= 13 "
+        "measured single)",
+    )
     p.add_argument("--out", default=None, help="JSON report")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -218,7 +226,7 @@ def main() -> None:
             raise SystemExit(f"{m.checkpoint_path} has another image side than the checkpoint")
     t0 = time.time()
     first = _rows(a.manifests[0], a.split, a.per_image)
-    v, _ = encode_images(model, first)
+    v, _ = encode_images(model, first, views=a.image_views)
     cache = Path(a.cache) if a.cache else None
     report: dict = {
         "checkpoint": a.checkpoint,
@@ -227,6 +235,7 @@ def main() -> None:
         "recogniser_prompt": encoder.recogniser_prompt,
         "bank_for_transcripts": a.bank_for_transcripts,
         "audio_members": a.audio_members,
+        "image_views": a.image_views,
         "voicings": {},
     }
     for m in a.manifests:

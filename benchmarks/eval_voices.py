@@ -22,6 +22,7 @@ import torch
 
 from rsia_geo.models import load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
+from rsia_geo.tiles import DEFAULT_IMAGE_VIEWS, IMAGE_VIEWS
 from rsia_geo.training.augment import CONDITIONS
 from rsia_geo.training.dataset import load_split
 from rsia_geo.training.evaluate import encode_clips, encode_images, evaluate_scores
@@ -72,6 +73,13 @@ def main() -> None:
         default=None,
         help="override the checkpoint's Whisper window policy",
     )
+    p.add_argument(
+        "--image-views",
+        choices=list(IMAGE_VIEWS),
+        default=DEFAULT_IMAGE_VIEWS,
+        help="how val images are embedded (d8: as a new index embeds tiles; sessions <= 13 "
+        "measured single)",
+    )
     p.add_argument("--out", default=None, help="JSON report")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -80,12 +88,13 @@ def main() -> None:
         set_whisper_window(model, a.whisper_window)
     mixed = _rows(a.mixed, a.split, a.per_image)
     t0 = time.time()
-    v, _ = encode_images(model, mixed)
+    v, _ = encode_images(model, mixed, views=a.image_views)
     images = list(dict.fromkeys(r["image"] for r in mixed))
     report: dict = {
         "checkpoint": str(a.checkpoint),
         "model_id": model.config.model_id,
         "split": a.split,
+        "image_views": a.image_views,
         "images": len(images),
         "families": {},
         "conditions": {},

@@ -162,6 +162,7 @@ def encode_tiles(
     model_ref: Any,
     batch_size: int = 16,
     sink: dict[str, Any] | None = None,
+    views: str = "single",
 ) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
     """Read and encode tiles on a worker (a Dask task), and store them when given a sink.
 
@@ -175,6 +176,7 @@ def encode_tiles(
         sink: :class:`~rsia_geo.index.TileIndex` arguments of a collection this worker stores
             into itself (a Qdrant server's: ``TileIndex.remote_spec()``); None to send the
             vectors back to the caller.
+        views: Image views (:meth:`~rsia_geo.models.ALACModel.encode_images`).
 
     Returns:
         ``(ids, raw vectors (n, dim) float32, failed (tile id, reason))``; with a sink the
@@ -217,7 +219,7 @@ def encode_tiles(
         nxt = pool.submit(read, chunks[j + 1]) if j + 1 < len(chunks) else None
         if got:
             images = torch.from_numpy(np.stack([a for _, a in got]))
-            vecs.append(model.encode_images(images, normalize=False).numpy())
+            vecs.append(model.encode_images(images, normalize=False, views=views).numpy())
             ids.extend(i for i, _ in got)
     _limit_open_rasters()
     if not ids:
@@ -240,6 +242,7 @@ def run_ingest(
     batch_size: int = 16,
     sink: dict[str, Any] | None = None,
     reserve: Any = None,
+    views: str = "single",
 ) -> Iterator[tuple[int, list[tuple[str, str]]]]:
     """Submit batches of tiles, store each result as it arrives (here, or on the workers).
 
@@ -254,6 +257,7 @@ def run_ingest(
         sink: The workers store into this collection themselves (see :func:`encode_tiles`).
         reserve: ``reserve(tiles)``, called with each batch before it is handed out (with a
             sink: :meth:`~rsia_geo.index.TileIndex.reserve`).
+        views: Image views (:meth:`~rsia_geo.models.ALACModel.encode_images`).
 
     Yields:
         ``(tiles stored, failed)`` per finished task.
@@ -272,7 +276,7 @@ def run_ingest(
         if reserve is not None and tries == 0:
             reserve(list(tiles.values()))
         records = [t.to_dict() for t in tiles.values()]
-        fut = client.submit(encode_tiles, records, model_ref, batch_size, sink, pure=False)
+        fut = client.submit(encode_tiles, records, model_ref, batch_size, sink, views, pure=False)
         pending[fut] = (tiles, tries)
         queue.add(fut)  # type: ignore[no-untyped-call]
 

@@ -40,10 +40,12 @@ from rsia_geo.index.payload import payload_to_tile
 from rsia_geo.index.tile_index import TileIndex
 from rsia_geo.query import Region, make_region
 from rsia_geo.tiles import (
+    DEFAULT_IMAGE_VIEWS,
     DEFAULT_SPEC,
     SkippedTile,
     Tile,
     TileSpec,
+    check_views,
     iter_tiles,
     keep_datasets_open,
     read_tile,
@@ -217,6 +219,7 @@ def build_index(
     progress: bool = True,
     cluster: Any = None,
     device: str | None = "auto",
+    image_views: str | None = None,
 ) -> IndexReport:
     """Tile a STAC source, encode the tiles and store them in the index (resumable).
 
@@ -236,13 +239,19 @@ def build_index(
             processes. The same tiles, ids and vectors; this process stores them.
         device: Where this process encodes: ``"auto"`` (a GPU when torch sees one),
             ``"cpu"`` or ``"cuda"`` (float16 autocast). Dask workers encode on CPU.
+        image_views: How each tile is embedded (:data:`~rsia_geo.tiles.IMAGE_VIEWS`):
+            ``"d8"``, the mean over its 8 rotations and reflections, or ``"single"``, as it
+            is (8x less encoder work). None: the index's own setting when it holds tiles,
+            else :data:`~rsia_geo.tiles.DEFAULT_IMAGE_VIEWS` (``"d8"``).
 
     Returns:
         The report.
 
     Raises:
         ModelMismatchError: The index holds vectors of another model.
+        TilingMismatchError: The index holds tiles cut, read or viewed otherwise.
         IndexLockedError: The index folder is open elsewhere.
+        InvalidArgumentError: Unknown ``image_views``.
     """
     from rsia_geo.models.checkpoint import model_signature
 
@@ -254,26 +263,31 @@ def build_index(
     spec = spec or DEFAULT_SPEC
     on = resolve_device(device) if cluster is None else "cpu"
     batch_size = _encoder_batch(batch_size, on)
+    if image_views is not None:
+        check_views(image_views)
     idx, owned = _open_index(index, create=True)
     report = IndexReport()
     t_start = time.perf_counter()
     try:
+        views = image_views or idx.image_views or DEFAULT_IMAGE_VIEWS
         idx.bind_model(
             model_signature(mdl),
             extra={
                 "tile_spec": asdict(spec),
                 "bands": list(bands or ("red", "green", "blue")),
+                "image_views": views,
                 "checkpoint": str(getattr(mdl, "checkpoint_path", "")),
             },
         )
         if cluster is not None:
             _ingest_cluster(
-                cluster, source, idx, mdl, model, spec, bands, bbox, batch_size, report, progress
-            )
+                cluster, source, idx, mdl, model, spec, bands, bbox, batch_size, report, progress,
+                views,
+            )  # fmt: skip
         else:
             _ingest_local(
-                source, idx, image_encoder(mdl, on), spec, bands, bbox, batch_size, workers,
-                progress, report,
+                source, idx, image_encoder(mdl, on, views), spec, bands, bbox, batch_size,
+                workers, progress, report,
             )  # fmt: skip
         idx.record_count()
         idx.optimize()  # the HNSW graph or quantized vectors the index was made with
@@ -325,7 +339,7 @@ def resolve_device(device: str | None) -> str:
 _DEVICE_MODELS: dict[tuple[int, str], Any] = {}
 
 
-def image_encoder(model: Any, device: str) -> Any:
+def image_encoder(model: Any, device: str, views: str = "single") -> Any:
     """A function ``(B, C, H, W) float32 numpy -> (B, dim) float32 numpy`` on ``device``.
 
     On CPU it is the model itself. On a GPU a copy of the model lives there (the cached CPU
@@ -334,6 +348,7 @@ def image_encoder(model: Any, device: str) -> Any:
     Args:
         model: A loaded model.
         device: From :func:`resolve_device`.
+        views: Image views (:meth:`~rsia_geo.models.ALACModel.encode_images`).
 
     Returns:
         The encoder function.
@@ -343,7 +358,9 @@ def image_encoder(model: Any, device: str) -> Any:
     import torch
 
     if device == "cpu":
-        return lambda images: model.encode_images(torch.from_numpy(images), normalize=False).numpy()
+        return lambda images: model.encode_images(
+            torch.from_numpy(images), normalize=False, views=views
+        ).numpy()
     key = (id(model), device)
     if key not in _DEVICE_MODELS:
         _DEVICE_MODELS[key] = copy.deepcopy(model).to(device).eval()
@@ -352,7 +369,7 @@ def image_encoder(model: Any, device: str) -> Any:
     def encode(images: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(images).to(device, non_blocking=True)
         with torch.autocast("cuda", dtype=torch.float16):
-            out = gpu_model.encode_images(x, normalize=False)
+            out = gpu_model.encode_images(x, normalize=False, views=views)
         return np.asarray(out.float().cpu().numpy(), dtype=np.float32)
 
     return encode
@@ -499,6 +516,7 @@ def _ingest_cluster(
     batch_size: int,
     report: IndexReport,
     progress: bool,
+    views: str,
 ) -> None:
     """Read and encode on a Dask cluster's workers, store here (:mod:`rsia_geo.cluster`)."""
     from tqdm.auto import tqdm
@@ -529,7 +547,7 @@ def _ingest_cluster(
             for stored, failed in run_ingest(
                 client, tasks, model_ref, idx.add, in_flight=2 * n_workers + 1,
                 batch_size=batch_size, sink=sink,
-                reserve=idx.reserve if sink is not None else None,
+                reserve=idx.reserve if sink is not None else None, views=views,
             ):  # fmt: skip
                 report.indexed += stored
                 report.failed.extend(failed)

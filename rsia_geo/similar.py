@@ -233,8 +233,9 @@ def resolve_example(example: Any, index: Any, model: Any) -> Example:
 
     Args:
         example: An indexed tile (its id, or a hit row), pixels (a ``(bands, H, W)`` array
-            in [0, 1] or uint8, encoded on the fly), or a polygon (shapely, GeoJSON, a
-            GeoDataFrame: the mean of the indexed tiles mostly under it).
+            in [0, 1] or uint8, encoded on the fly with the index's image views), or a
+            polygon (shapely, GeoJSON, a GeoDataFrame: the mean of the indexed tiles mostly
+            under it).
         index: The open index.
         model: The index's model (for chips).
 
@@ -251,12 +252,16 @@ def resolve_example(example: Any, index: Any, model: Any) -> Example:
         import torch
 
         chip = _chip_array(example, int(model.config.backbone.in_chans))
-        vec = model.encode_images(torch.from_numpy(chip)[None], normalize=True)[0].numpy()
+        views = index.image_views or "single"  # embedded as the index's tiles were
+        vec = model.encode_images(torch.from_numpy(chip)[None], normalize=True, views=views)
         return Example(
-            _unit(vec),
+            _unit(vec[0].numpy()),
             "chip",
-            description={"kind": "example", "example": "chip", "shape": list(chip.shape)},
-        )
+            description={
+                "kind": "example", "example": "chip", "shape": list(chip.shape),
+                "image_views": views,
+            },
+        )  # fmt: skip
     if isinstance(example, str) or (hasattr(example, "get") and "tile_id" in example):
         ids = tile_ids(example, "example")
         if not ids:

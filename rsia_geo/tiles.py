@@ -33,6 +33,7 @@ import numpy as np
 
 from rsia_geo._types import BBox
 from rsia_geo.errors import (
+    InvalidArgumentError,
     InvalidBBoxError,
     InvalidTileSpecError,
     RasterError,
@@ -46,19 +47,52 @@ if TYPE_CHECKING:
     from rsia_geo.catalog import BandSelection
 
 __all__ = [
+    "DEFAULT_IMAGE_VIEWS",
     "DEFAULT_SPEC",
+    "IMAGE_VIEWS",
     "Grid",
     "Scaling",
     "SkippedTile",
     "Tile",
     "TileSet",
     "TileSpec",
+    "check_views",
     "iter_tiles",
     "read_tile",
     "tile_item",
 ]
 
 logger = logging.getLogger(__name__)
+
+IMAGE_VIEWS = ("d8", "single")
+"""How a tile is embedded: ``"d8"``, the mean of the raw embeddings of its 8 rotations and
+reflections (the dihedral group of the square: invariant to the imagery's orientation, 8x the
+encoder's work); ``"single"``, the tile as it is (what indexes held before image views)."""
+
+DEFAULT_IMAGE_VIEWS = "d8"
+"""The image views of a new index (``docs/benchmarks.md``, "Image views", measures both)."""
+
+
+def check_views(views: object) -> str:
+    """``views`` checked against :data:`IMAGE_VIEWS`.
+
+    Args:
+        views: The value given.
+
+    Returns:
+        It, when known.
+
+    Raises:
+        InvalidArgumentError: It is not one of :data:`IMAGE_VIEWS`.
+    """
+    if not isinstance(views, str) or views not in IMAGE_VIEWS:
+        raise InvalidArgumentError(
+            f"image_views={views!r} is not one of {list(IMAGE_VIEWS)}: 'd8' embeds a tile as "
+            "the mean over its 8 rotations and reflections (better, 8x the encoder's work), "
+            "'single' as it is"
+        )
+    return views
+
 
 TILE_NAMESPACE = uuid.UUID("5b0c8f1e-2f55-4c7e-9a43-7f1f3c2a9e10")
 _SURVEY_MAX_SIDE = 1024

@@ -8,6 +8,7 @@ from typing import Any
 
 from rsia_geo.cli.options import add_index_args, add_tile_args, index_from_args, tile_spec
 from rsia_geo.errors import EmptyCatalogError, RsiaError
+from rsia_geo.tiles import IMAGE_VIEWS
 
 
 def register(sub: Any) -> None:
@@ -38,6 +39,14 @@ def register(sub: Any) -> None:
         default=None,
         help="store compressed vectors too and search them, rescored with the originals "
         "(a new index only; int8: 4x smaller, binary: 32x; see docs/deployment.md)",
+    )
+    ix.add_argument(
+        "--image-views",
+        choices=list(IMAGE_VIEWS),
+        default=None,
+        help="d8: each tile embedded as the mean over its 8 rotations and reflections (the "
+        "default for a new index); single: as it is, 8x less encoder work (default: the "
+        "index's own setting when it holds tiles)",
     )
     ix.add_argument("--workers", type=int, default=2, help="reader threads")
     ix.add_argument(
@@ -77,8 +86,10 @@ def _cmd_index(args: argparse.Namespace) -> int:
                 cluster=args.scheduler or args.dask_workers,
                 device=args.device,
                 progress=not args.no_progress,
+                image_views=args.image_views,
             )
             total = idx.count()
+            views = idx.image_views
     except BaseException:
         if fresh:
             _remove_empty_index(Path(args.location))
@@ -103,6 +114,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         f"indexed {report.indexed} tiles ({report.already_present} already present, "
         f"{len(report.skipped)} skipped by tiling, {len(report.failed)} failed) in "
         f"{report.seconds:.1f} s ({report.tiles_per_second:.1f} tiles/s); index holds {total}"
+        f" ({views} image views)"
     )
     for tile_id, reason in report.failed[:10]:
         print(f"  failed {tile_id}: {reason}")

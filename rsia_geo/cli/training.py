@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rsia_geo.tiles import DEFAULT_IMAGE_VIEWS, IMAGE_VIEWS
+
 
 def register(sub: Any) -> None:
     """Add ``data``, ``train``, ``train-text`` and ``evaluate``.
@@ -223,6 +225,12 @@ def _add_evaluate(sub: Any) -> None:
         default="clean",
         help="recording condition applied to every clip (seeded per clip)",
     )
+    ev.add_argument(
+        "--image-views",
+        choices=list(IMAGE_VIEWS),
+        default=DEFAULT_IMAGE_VIEWS,
+        help="images embedded as a new index embeds tiles (d8, the default) or as they are",
+    )
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
 
@@ -396,9 +404,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         out_dir=args.out,
         progress=not args.no_progress,
         condition=args.condition,
+        image_views=args.image_views,
     )
     print(
-        f"{report['model_id']} on {report['split']} ({report['condition']}): "
+        f"{report['model_id']} on {report['split']} ({report['condition']}, "
+        f"{report['image_views']} image views): "
         f"{report['images']} images, {report['clips']} clips"
     )
     keys = ["i2a_r1", "i2a_r5", "i2a_r10", "a2i_r1", "a2i_r5", "a2i_r10", "mR"]

@@ -97,8 +97,11 @@ def _merged_extent(
     }
 
 
-BOUND_KEYS = ("tile_spec", "bands")
-"""Index settings a later run must repeat: tiles cut or read otherwise embed differently."""
+BOUND_KEYS = ("tile_spec", "bands", "image_views")
+"""Index settings a later run must repeat: tiles cut, read or viewed otherwise embed differently."""
+
+BOUND_BEFORE = {"image_views": "single"}
+"""What an index recorded before a bound setting existed held (its tiles were embedded so)."""
 
 
 class TileIndex:
@@ -288,6 +291,17 @@ class TileIndex:
         """Index metadata: model signature, tile specification, counts."""
         return self.backend.get_meta() if self.backend.exists() else None
 
+    @property
+    def image_views(self) -> str | None:
+        """How the index's tiles were embedded (:data:`rsia_geo.tiles.IMAGE_VIEWS`).
+
+        None while the index is empty; ``"single"`` for an index made before image views.
+        """
+        meta = self.meta
+        if meta is None:
+            return None
+        return str(meta.get("image_views", BOUND_BEFORE["image_views"]))
+
     def record_count(self) -> int:
         """Store the number of tiles in the metadata (after an ingest); return it."""
         meta = self.meta or {}
@@ -334,14 +348,15 @@ class TileIndex:
         if extra:
             meta = self.backend.get_meta() or {}
             for key in BOUND_KEYS:
-                if key not in extra or key not in meta:
+                old = meta.get(key, BOUND_BEFORE.get(key))
+                if key not in extra or old is None:
                     continue
                 new = json.loads(json.dumps(extra[key]))  # as stored (tuples become lists)
-                if meta[key] != new:
+                if old != new:
                     diff = (
-                        {k: (meta[key].get(k), v) for k, v in new.items() if meta[key].get(k) != v}
-                        if isinstance(new, dict) and isinstance(meta[key], dict)
-                        else (meta[key], new)
+                        {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
+                        if isinstance(new, dict) and isinstance(old, dict)
+                        else (old, new)
                     )
                     raise TilingMismatchError(
                         f"{self!r} holds tiles made with other {key} (index vs now: {diff}): "

@@ -15,6 +15,11 @@ Two scores compare an image and a clip:
 
 In eval mode both encoders are independent of the batch their inputs come in (BatchNorm uses
 running statistics, and RELA normalises per sample).
+
+Image views: :meth:`ALACModel.encode_images` can embed a tile as the mean of its raw
+embeddings over the 8 rotations and reflections of the square (``views="d8"``, the dihedral
+group). Aerial imagery has no canonical orientation; the mean is exactly invariant to it, and
+it averages out the noise of any one view (measured in ``docs/benchmarks.md``, "Image views").
 """
 
 from __future__ import annotations
@@ -25,14 +30,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from rsia_geo.errors import ModelConfigError
+from rsia_geo.errors import InvalidArgumentError, ModelConfigError
 from rsia_geo.models._modes import eval_mode
 from rsia_geo.models.audio_encoder import AudioEncoder, AudioEncoderConfig
 from rsia_geo.models.backbones import BackboneConfig, build_backbone
 from rsia_geo.models.frontend import AudioFrontend, AudioFrontendConfig
 from rsia_geo.models.rela import RELA
+from rsia_geo.tiles import IMAGE_VIEWS, check_views
 
-__all__ = ["ALACConfig", "ALACModel", "cosine_scores", "ia_scores", "resize_images"]
+__all__ = [
+    "IMAGE_VIEWS",
+    "ALACConfig",
+    "ALACModel",
+    "cosine_scores",
+    "dihedral_views",
+    "ia_scores",
+    "resize_images",
+]
 
 
 @dataclass(frozen=True)
@@ -164,6 +178,28 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     )
 
 
+def dihedral_views(images: torch.Tensor) -> torch.Tensor:
+    """The 8 rotations and reflections of square images, view-major: ``(8 * B, C, S, S)``.
+
+    Args:
+        images: ``(B, C, S, S)``.
+
+    Returns:
+        Rows ``k * B + i`` hold image ``i`` rotated by ``k % 4`` quarter turns, mirrored
+        left-right for ``k >= 4``.
+
+    Raises:
+        InvalidArgumentError: The images are not square.
+    """
+    if images.shape[-1] != images.shape[-2]:
+        raise InvalidArgumentError(
+            f"dihedral views need square images, got {tuple(images.shape[-2:])}; resize them "
+            "first (ALACModel.preprocess_images)"
+        )
+    turns = [torch.rot90(images, k, dims=(-2, -1)) for k in range(4)]
+    return torch.cat(turns + [t.flip(-1) for t in turns])
+
+
 class ALACModel(nn.Module):
     """ALAC image and audio encoders.
 
@@ -245,18 +281,31 @@ class ALACModel(nn.Module):
     # ---------------------------------------------------------------- serving API
 
     @torch.no_grad()
-    def encode_images(self, images: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+    def encode_images(
+        self, images: torch.Tensor, *, normalize: bool = True, views: str = "single"
+    ) -> torch.Tensor:
         """Embed [0, 1] images in eval mode.
 
         Args:
             images: ``(B, C, H, W)`` in [0, 1]; resized to the backbone's input size.
             normalize: L2-normalise (for cosine search); False gives raw ``f_v`` for IA.
+            views: ``"single"``: the images as they are; ``"d8"``: the mean of the raw
+                embeddings of their 8 rotations and reflections (one batch 8x as large).
 
         Returns:
             float32 ``(B, embed_dim)``.
+
+        Raises:
+            InvalidArgumentError: Unknown ``views``.
         """
+        check_views(views)
         with eval_mode(self):
-            v = self.forward_image(images).float()
+            x = self.preprocess_images(images)
+            if views == "d8":
+                x = dihedral_views(x)
+            v = self.image_head(self.image_tokens(x)).float()
+            if views == "d8":
+                v = v.view(8, images.shape[0], -1).mean(dim=0)
         return nn.functional.normalize(v, dim=-1) if normalize else v
 
     @torch.no_grad()

@@ -26,6 +26,7 @@ import torch
 from rsia_geo.models import ALACModel, load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.rerank import bswfr_rerank
+from rsia_geo.tiles import DEFAULT_IMAGE_VIEWS, check_views
 from rsia_geo.training.dataset import DataError, load_split
 from rsia_geo.training.metrics import class_map, recall_curves, retrieval_metrics
 
@@ -170,7 +171,11 @@ def evaluate_scores(
 
 @torch.no_grad()
 def encode_images(
-    model: ALACModel, rows: list[dict[str, Any]], batch: int = 32, progress: bool = False
+    model: ALACModel,
+    rows: list[dict[str, Any]],
+    batch: int = 32,
+    progress: bool = False,
+    views: str = "single",
 ) -> tuple[torch.Tensor, list[str]]:
     """Raw embeddings of the images of manifest rows (in first-seen order) and their labels.
 
@@ -179,6 +184,7 @@ def encode_images(
         rows: Manifest rows.
         batch: Images per batch.
         progress: Progress bar.
+        views: Image views (:meth:`~rsia_geo.models.ALACModel.encode_images`).
 
     Returns:
         ``(v, labels)``.
@@ -197,7 +203,7 @@ def encode_images(
         imgs = torch.stack(
             [model.preprocess_images(load_image(p)[None])[0] for p in images[i : i + batch]]
         )
-        vs.append(model.encode_images(imgs, normalize=False))
+        vs.append(model.encode_images(imgs, normalize=False, views=views))
     return torch.cat(vs), labels
 
 
@@ -263,6 +269,7 @@ def evaluate(
     progress: bool = True,
     on_embeddings: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
     condition: str = "clean",
+    image_views: str = DEFAULT_IMAGE_VIEWS,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a voicing manifest.
 
@@ -282,6 +289,8 @@ def evaluate(
         on_embeddings: Called with the raw image and audio embeddings.
         condition: Recording condition applied to every clip (``clean``, ``snr20``,
             ``snr10``, ``snr5``, ``reverb``, ``bandlimit``; seeded per clip).
+        image_views: How images are embedded, as an index embeds its tiles (default: a
+            new index's, ``"d8"``; ``"single"`` for an index made with it).
 
     Returns:
         The report: metrics per variant, per-class mAP, sizes, checkpoint info.
@@ -289,6 +298,7 @@ def evaluate(
     Raises:
         DataError: The split is missing or an image has fewer than ``per_image`` clips.
     """
+    check_views(image_views)
     model = checkpoint if isinstance(checkpoint, ALACModel) else load_checkpoint(checkpoint)
     rows = load_split(manifest, split)
     if not rows:
@@ -300,7 +310,7 @@ def evaluate(
     if short:
         raise DataError(f"{len(short)} images have fewer than {per_image} clips, e.g. {short[:2]}")
     rows = [r for rs in per.values() for r in rs[:per_image]]
-    v, labels = encode_images(model, rows, batch, progress)
+    v, labels = encode_images(model, rows, batch, progress, image_views)
     a = encode_clips(model, rows, batch, progress, condition)
     if on_embeddings is not None:
         on_embeddings(v, a)
@@ -326,6 +336,7 @@ def evaluate(
         "model_version": model.config.version,
         "split": split,
         "condition": condition,
+        "image_views": image_views,
         "images": len(per),
         "clips": len(rows),
         "speakers": sorted({r.get("speaker", "?") for r in rows}),
