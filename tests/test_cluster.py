@@ -174,7 +174,9 @@ def test_a_worker_stores_into_its_sink(tmp_path, aerial_catalog, tiny_checkpoint
         made.bind_model(model_signature(load_model(tiny_checkpoint)))
         made.reserve(tiles)
         before = made.meta
-    ids, vecs, failed = encode_tiles([t.to_dict() for t in tiles], tiny_checkpoint, 8, sink)
+    # the index's image views, as build_index hands them to its workers
+    records = [t.to_dict() for t in tiles]
+    ids, vecs, failed = encode_tiles(records, tiny_checkpoint, 8, sink, views="d8")
     assert ids == [t.id for t in tiles] and vecs.shape == (0, 0) and not failed
     opened = _SINKS.pop(next(k for k in _SINKS if ("location", sink["location"]) in k))
     stored = {h.id: np.asarray(h.vector) for h in opened.scroll(None, with_vectors=True)}

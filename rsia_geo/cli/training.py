@@ -100,6 +100,13 @@ def _add_train_text(sub: Any) -> None:
     tt.add_argument("--caption-share", type=float, default=0.5)
     tt.add_argument("--views", type=int, default=2, choices=[1, 2])
     tt.add_argument(
+        "--image-views",
+        choices=list(IMAGE_VIEWS),
+        default="single",
+        help="train against each image view as it is (single) or the d8 mean over the 8 "
+        "rotations and reflections, as an index made with d8 holds its tiles",
+    )
+    tt.add_argument(
         "--kind",
         choices=["pretrained", "hashed", "bank", "ensemble"],
         default="pretrained",
@@ -311,6 +318,7 @@ def _cmd_train_text(args: argparse.Namespace) -> int:
         lr=args.lr,
         caption_share=args.caption_share,
         views=args.views,
+        image_views=args.image_views,
         seed=args.seed,
         threads=args.threads,
     )

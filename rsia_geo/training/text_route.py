@@ -44,7 +44,11 @@ class TextRouteSettings:
         caption_share: Share of steps' sentences that are human captions (the rest transcripts;
             1.0 when the manifest has no transcripts).
         word_drop: Chance to drop each word of a caption.
-        views: Image views per training image: 1 (plain) or 2 (plus the mirrored one).
+        views: Image views per training image: 1 (plain) or 2 (plus the mirrored one); 1
+            with ``image_views="d8"``, whose mean holds every view already.
+        image_views: The image embeddings the route is trained against: ``"single"`` (each
+            view as it is) or ``"d8"`` (the mean over the 8 rotations and reflections, as an
+            index made with ``image_views="d8"`` holds its tiles).
         variants: Word-dropped copies drawn once per caption for the pretrained kind (whose
             sentence vectors are cached); the hashed kind drops words afresh each step.
         seed: Random seed.
@@ -60,11 +64,13 @@ class TextRouteSettings:
         caption_share: float = 0.5,
         word_drop: float = 0.1,
         views: int = 2,
+        image_views: str = "single",
         variants: int = 2,
         seed: int = 0,
         threads: int = 2,
     ) -> None:
         from rsia_geo.errors import InvalidArgumentError
+        from rsia_geo.tiles import check_views
 
         if epochs < 1 or batch_size < 2:
             raise InvalidArgumentError(
@@ -80,7 +86,9 @@ class TextRouteSettings:
         if variants < 0:
             raise InvalidArgumentError(f"variants={variants} must be >= 0")
         self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
-        self.caption_share, self.word_drop, self.views = caption_share, word_drop, views
+        self.image_views = check_views(image_views)
+        self.caption_share, self.word_drop = caption_share, word_drop
+        self.views = 1 if image_views == "d8" else views
         self.variants = variants
         self.seed, self.threads = seed, threads
 
@@ -90,12 +98,17 @@ class TextRouteSettings:
 
 
 def _image_targets(
-    model: Any, images: list[str], views: int, cache_dir: Path | None
+    model: Any,
+    images: list[str],
+    views: int,
+    cache_dir: Path | None,
+    image_views: str = "single",
 ) -> torch.Tensor:
     """Unit image embeddings ``(N, views, D)`` of the checkpoint (cached on disk).
 
     The cache file is named by the image weights, the image list and the views, so voicings of
-    the same images (one per held-out voice family) share one file.
+    the same images (one per held-out voice family) share one file. With ``image_views="d8"``
+    the one view is the mean over the 8 rotations and reflections.
     """
     import hashlib
 
@@ -106,7 +119,8 @@ def _image_targets(
     if cache_dir is not None:
         sha = str(image_side_sha256(model) or "")
         digest = hashlib.sha256("\n".join(images).encode("utf-8")).hexdigest()
-        cache = cache_dir / f"images_{sha[:12]}_{digest[:12]}_v{views}.pt"
+        tag = "_d8" if image_views == "d8" else ""
+        cache = cache_dir / f"images_{sha[:12]}_{digest[:12]}_v{views}{tag}.pt"
     if cache is not None and cache.exists():
         blob = torch.load(cache, weights_only=True)
         if blob["images"] == images and blob["v"].shape[1] == views:
@@ -117,7 +131,7 @@ def _image_targets(
         imgs = torch.stack(
             [model.preprocess_images(load_image(p)[None])[0] for p in images[i : i + 32]]
         )
-        per_view = [model.encode_images(imgs)]
+        per_view = [model.encode_images(imgs, views=image_views)]
         if views == 2:
             per_view.append(model.encode_images(imgs.flip(-1)))
         vs.append(torch.stack(per_view, dim=1))
@@ -415,7 +429,7 @@ def train_text_route(
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = Path(cache) if cache is not None else out_dir / "cache"
     images, captions, spoken = _sentences(manifest, "train")
-    targets = _image_targets(model, images, s.views, cache)
+    targets = _image_targets(model, images, s.views, cache, s.image_views)
     if not any(spoken):
         s.caption_share = 1.0
     n_captions = sum(len(c) for c in captions)
