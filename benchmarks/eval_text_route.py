@@ -31,12 +31,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from eval_voices import _rows, set_whisper_window  # the same clips as the audio tables
+from eval_voices import (  # the same clips as the audio tables
+    _rows,
+    add_image_views_arg,
+    set_whisper_window,
+)
 
 from rsia_geo.models import image_side_sha256, load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.models.text import fused_scores, load_text_encoder
-from rsia_geo.tiles import DEFAULT_IMAGE_VIEWS, IMAGE_VIEWS
 from rsia_geo.training.augment import CONDITIONS
 from rsia_geo.training.evaluate import _metrics_both, candidates_only, encode_clips, encode_images
 from rsia_geo.training.transcripts import read_transcripts, transcripts_path
@@ -202,13 +205,7 @@ def main() -> None:
         help="checkpoints trained with --image-from CHECKPOINT: the audio route is the mean "
         "of their raw audio embeddings and the checkpoint's",
     )  # fmt: skip
-    p.add_argument(
-        "--image-views",
-        choices=list(IMAGE_VIEWS),
-        default=DEFAULT_IMAGE_VIEWS,
-        help="how val images are embedded (d8: as a new index embeds tiles; sessions <= 13 "
-        "measured single)",
-    )
+    add_image_views_arg(p)
     p.add_argument("--out", default=None, help="JSON report")
     a = p.parse_args()
     torch.set_num_threads(a.threads)

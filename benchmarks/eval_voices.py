@@ -57,6 +57,17 @@ def _rows(manifest: str, split: str, per_image: int) -> list[dict]:
     return [r for rs in per.values() for r in rs[:per_image]]
 
 
+def add_image_views_arg(p: argparse.ArgumentParser) -> None:
+    """``--image-views``: how val images are embedded (as a new index embeds tiles: d8)."""
+    p.add_argument(
+        "--image-views",
+        choices=list(IMAGE_VIEWS),
+        default=DEFAULT_IMAGE_VIEWS,
+        help="how val images are embedded (d8: as a new index embeds tiles; sessions <= 13 "
+        "measured single)",
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint")
@@ -73,13 +84,7 @@ def main() -> None:
         default=None,
         help="override the checkpoint's Whisper window policy",
     )
-    p.add_argument(
-        "--image-views",
-        choices=list(IMAGE_VIEWS),
-        default=DEFAULT_IMAGE_VIEWS,
-        help="how val images are embedded (d8: as a new index embeds tiles; sessions <= 13 "
-        "measured single)",
-    )
+    add_image_views_arg(p)
     p.add_argument("--out", default=None, help="JSON report")
     a = p.parse_args()
     torch.set_num_threads(a.threads)

@@ -322,6 +322,39 @@ def test_train_text_route_bank_is_built_not_trained(tmp_path, shared_data):
     assert isinstance(enc, CaptionBankTextEncoder) and enc.config.bank_size == len(distinct)
 
 
+def test_text_route_against_d8_image_embeddings(tmp_path, shared_data):
+    """train-text --image-views d8: the targets are the images' d8 means, as a d8 index holds
+    its tiles (one view: the mean holds the mirrored one already)."""
+    from safetensors.torch import load_file
+
+    from rsia_geo.training.text_route import _image_targets
+    from rsia_geo.training.train import load_image
+
+    torch.manual_seed(0)
+    model = build_model(get_config("alac-tiny"), pretrained=False).eval()
+    ckpt = save_checkpoint(model, tmp_path / "ckpt")
+    train = _manifest(tmp_path / "train", shared_data, "train", 4)
+    settings = TextRouteSettings(image_views="d8")
+    assert settings.views == 1 and settings.to_dict()["image_views"] == "d8"
+    with pytest.raises(InvalidArgumentError, match="image_views='d4'"):
+        TextRouteSettings(image_views="d4")
+    images = list(dict.fromkeys(json.loads(x)["image"] for x in train.read_text().splitlines()))
+    d8 = _image_targets(model, images, 1, tmp_path / "cache", "d8")[:, 0]
+    want = torch.cat([model.encode_images(load_image(p)[None], views="d8") for p in images])
+    np.testing.assert_allclose(d8, want, atol=1e-5)
+    assert [f.name.endswith("_v1_d8.pt") for f in (tmp_path / "cache").iterdir()] == [True]
+    single = _image_targets(model, images, 1, tmp_path / "cache", "single")[:, 0]
+    assert not torch.allclose(single, d8, atol=1e-3)
+    # a bank built against them holds the d8 embeddings as its values
+    report = train_text_route(ckpt, train, tmp_path / "bank", kind="bank", settings=settings,
+                              progress=False)  # fmt: skip
+    assert report["image_views"] == "d8"
+    values = load_file(str(tmp_path / "bank" / "text.safetensors"))["values"].float()
+    # each image's own captions map to its d8 embedding (float16 in the file), not its plain one
+    best_d8, best_single = (values @ d8.T).max(dim=0).values, (values @ single.T).max(dim=0).values
+    assert torch.all(best_d8 > 0.9997) and torch.all(best_d8 - best_single > 3e-4)
+
+
 def test_ensemble_with_a_bank_adds_its_unit_vector(tmp_path):
     torch.manual_seed(0)
     unit = torch.nn.functional.normalize

@@ -436,7 +436,9 @@ def train_text_route(
     config = text_config or TextConfig(embed_dim=model.config.embed_dim, kind=kind)
     if config.kind == "bank":
         where = (ckpt, sha, manifest, out_dir, cache)
-        return _build_bank(model, (images, captions), targets, config, where, val_manifests)
+        return _build_bank(
+            model, (images, captions), targets, config, where, val_manifests, s.image_views
+        )
     encoder, embed, captions = _route_and_embed(
         config, (captions, spoken), s, rng, (cache, progress)
     )
@@ -544,6 +546,7 @@ def _build_bank(
     config: Any,
     where: tuple[Path, str, str | Path, Path, Path],
     val_manifests: tuple[str | Path, ...],
+    image_views: str,
 ) -> dict[str, Any]:
     """The bank kind: the training captions and their images' embeddings, written to ``out``."""
     from rsia_geo.models.text import CaptionBankTextEncoder, save_text_encoder
@@ -562,6 +565,7 @@ def _build_bank(
         "manifest": str(manifest),
         "train_images": len(images),
         "text_kind": "bank",
+        "image_views": image_views,
         "captions": sum(len(c) for c in captions),
         "bank_captions": bank.config.bank_size,
         "bank_k": bank.config.bank_k,
