@@ -96,7 +96,9 @@ for it in items:
 
 The default tiling cuts 78 m tiles (the ground size of the model's training images) read at
 256 px, plus a 156 m level. Rasters too coarse for that (Landsat at 30-300 m) are skipped with
-the reason. Re-running skips what is already stored.
+the reason. Re-running skips what is already stored. Each tile is embedded as the mean over
+its 8 rotations and reflections (`image_views="d8"`, the default: imagery has no "up");
+`build_index(catalog, index, image_views="single")` embeds each tile once, 8x faster.
 """),
     code("""
 from rsia_geo.weights import STARTER

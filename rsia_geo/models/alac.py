@@ -43,6 +43,7 @@ __all__ = [
     "ALACConfig",
     "ALACModel",
     "cosine_scores",
+    "dihedral_view",
     "dihedral_views",
     "ia_scores",
     "resize_images",
@@ -178,15 +179,15 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     )
 
 
-def dihedral_views(images: torch.Tensor) -> torch.Tensor:
-    """The 8 rotations and reflections of square images, view-major: ``(8 * B, C, S, S)``.
+def dihedral_view(images: torch.Tensor, k: int) -> torch.Tensor:
+    """View ``k`` (0-7) of square images: ``k % 4`` quarter turns, then mirrored if ``k >= 4``.
 
     Args:
         images: ``(B, C, S, S)``.
+        k: The view.
 
     Returns:
-        Rows ``k * B + i`` hold image ``i`` rotated by ``k % 4`` quarter turns, mirrored
-        left-right for ``k >= 4``.
+        ``(B, C, S, S)``.
 
     Raises:
         InvalidArgumentError: The images are not square.
@@ -196,8 +197,23 @@ def dihedral_views(images: torch.Tensor) -> torch.Tensor:
             f"dihedral views need square images, got {tuple(images.shape[-2:])}; resize them "
             "first (ALACModel.preprocess_images)"
         )
-    turns = [torch.rot90(images, k, dims=(-2, -1)) for k in range(4)]
-    return torch.cat(turns + [t.flip(-1) for t in turns])
+    turned = torch.rot90(images, k % 4, dims=(-2, -1))
+    return turned.flip(-1) if k >= 4 else turned
+
+
+def dihedral_views(images: torch.Tensor) -> torch.Tensor:
+    """The 8 rotations and reflections of square images, view-major: ``(8 * B, C, S, S)``.
+
+    Args:
+        images: ``(B, C, S, S)``.
+
+    Returns:
+        Rows ``k * B + i`` hold :func:`dihedral_view` ``k`` of image ``i``.
+
+    Raises:
+        InvalidArgumentError: The images are not square.
+    """
+    return torch.cat([dihedral_view(images, k) for k in range(8)])
 
 
 class ALACModel(nn.Module):
@@ -290,7 +306,7 @@ class ALACModel(nn.Module):
             images: ``(B, C, H, W)`` in [0, 1]; resized to the backbone's input size.
             normalize: L2-normalise (for cosine search); False gives raw ``f_v`` for IA.
             views: ``"single"``: the images as they are; ``"d8"``: the mean of the raw
-                embeddings of their 8 rotations and reflections (one batch 8x as large).
+                embeddings of their 8 rotations and reflections (8 passes, one view each).
 
         Returns:
             float32 ``(B, embed_dim)``.
@@ -301,11 +317,13 @@ class ALACModel(nn.Module):
         check_views(views)
         with eval_mode(self):
             x = self.preprocess_images(images)
-            if views == "d8":
-                x = dihedral_views(x)
-            v = self.image_head(self.image_tokens(x)).float()
-            if views == "d8":
-                v = v.view(8, images.shape[0], -1).mean(dim=0)
+            if views == "d8":  # one view at a time: the memory of a single-view batch
+                v = self.image_head(self.image_tokens(x)).float()
+                for k in range(1, 8):
+                    v = v + self.image_head(self.image_tokens(dihedral_view(x, k))).float()
+                v = v / 8
+            else:
+                v = self.image_head(self.image_tokens(x)).float()
         return nn.functional.normalize(v, dim=-1) if normalize else v
 
     @torch.no_grad()
