@@ -62,6 +62,7 @@ def test_health_collections_and_openapi(served):
         assert c.get("/health").json()["status"] == "ok"
         col = c.get("/collections").json()["collections"][0]
         assert col["tiles"] == 16 and col["model"]["model_id"] == "alac-tiny"
+        assert col["image_views"] == "d8"  # how the index embedded its tiles (the default)
         import rasterio
         from rasterio.warp import transform_bounds
 

@@ -172,7 +172,7 @@ class Routes:
     async def collections(
         self, x_api_key: Annotated[str | None, Header()] = None
     ) -> dict[str, Any]:
-        """The index: its tiles, model, tiling, bands and extent."""
+        """The index: its tiles, model, tiling, bands, image views and extent."""
         self.auth(x_api_key)
         idx = self.index
         meta = idx.meta or {}
@@ -184,6 +184,7 @@ class Routes:
                     "model": meta.get("model"),
                     "tile_spec": meta.get("tile_spec"),
                     "bands": meta.get("bands"),
+                    "image_views": idx.image_views,
                     "extent": idx.extent(),
                 }
             ]
