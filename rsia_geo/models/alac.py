@@ -317,13 +317,11 @@ class ALACModel(nn.Module):
         check_views(views)
         with eval_mode(self):
             x = self.preprocess_images(images)
-            if views == "d8":  # one view at a time: the memory of a single-view batch
-                v = self.image_head(self.image_tokens(x)).float()
-                for k in range(1, 8):
-                    v = v + self.image_head(self.image_tokens(dihedral_view(x, k))).float()
-                v = v / 8
-            else:
-                v = self.image_head(self.image_tokens(x)).float()
+            n = 8 if views == "d8" else 1
+            v = self.image_head(self.image_tokens(x)).float()
+            for k in range(1, n):  # one view at a time: the memory of a single-view batch
+                v = v + self.image_head(self.image_tokens(dihedral_view(x, k))).float()
+            v = v / n
         return nn.functional.normalize(v, dim=-1) if normalize else v
 
     @torch.no_grad()
