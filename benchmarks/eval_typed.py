@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from eval_voices import add_image_views_arg
 
 from rsia_geo.models import load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
@@ -41,6 +42,7 @@ def main() -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--text", default=None, help="text route folder (default: beside it)")
+    add_image_views_arg(p)
     p.add_argument("--out", default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -50,7 +52,7 @@ def main() -> None:
     for r in rows:
         per.setdefault(r["image"], []).append(r)
     rows = [r for rs in per.values() for r in rs[:5]]
-    v, _ = encode_images(model, rows)
+    v, _ = encode_images(model, rows, views=a.image_views)
     out = {}
     spoken = encode_clips(model, rows)
     typed = []

@@ -147,3 +147,27 @@ def test_cli_index_image_views(tmp_path, aerial_catalog, tiny_checkpoint, capsys
     with pytest.raises(SystemExit):
         main([*args, "--image-views", "d4"])
     assert "invalid choice: 'd4'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "alac-tiny",
+        "alac-efficientnet-lite0",
+        "alac-efficientnet-lite0-whisper",
+        "alac-torchgeo-resnet18",
+        "alac-crossformer-s",
+    ],
+)
+def test_serving_embeds_as_training_does_for_every_configuration(name):
+    """encode_images (channels-last layout, eval, no grad) gives the training forward's f_v."""
+    from rsia_geo.models import build_model, get_config, list_configs
+
+    assert name in list_configs()
+    torch.manual_seed(0)
+    model = build_model(get_config(name), pretrained=False).eval()
+    x = torch.rand(2, model.config.backbone.in_chans, 200, 200)
+    with torch.no_grad():
+        want = model.forward_image(x).float()
+    got = model.encode_images(x, normalize=False)
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
