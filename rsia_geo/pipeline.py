@@ -253,8 +253,6 @@ def build_index(
         IndexLockedError: The index folder is open elsewhere.
         InvalidArgumentError: Unknown ``image_views``.
     """
-    from rsia_geo.models.checkpoint import model_signature
-
     mdl = load_model(model)
     if mdl.config.backbone.in_chans != len(bands or ("red", "green", "blue")):
         raise VectorIndexError(
@@ -269,16 +267,7 @@ def build_index(
     report = IndexReport()
     t_start = time.perf_counter()
     try:
-        views = image_views or idx.image_views or DEFAULT_IMAGE_VIEWS
-        idx.bind_model(
-            model_signature(mdl),
-            extra={
-                "tile_spec": asdict(spec),
-                "bands": list(bands or ("red", "green", "blue")),
-                "image_views": views,
-                "checkpoint": str(getattr(mdl, "checkpoint_path", "")),
-            },
-        )
+        views = _bind(idx, mdl, spec, bands, image_views)
         if cluster is not None:
             _ingest_cluster(
                 cluster, source, idx, mdl, model, spec, bands, bbox, batch_size, report, progress,
@@ -296,6 +285,28 @@ def build_index(
         if owned:
             idx.close()
     return report
+
+
+def _bind(
+    idx: TileIndex, mdl: Any, spec: TileSpec, bands: Sequence[str] | None, image_views: str | None
+) -> str:
+    """Bind the index to the model and the run's settings; return the image views it uses.
+
+    The views asked for, else the index's own (it holds tiles), else the default.
+    """
+    from rsia_geo.models.checkpoint import model_signature
+
+    views = image_views or idx.image_views or DEFAULT_IMAGE_VIEWS
+    idx.bind_model(
+        model_signature(mdl),
+        extra={
+            "tile_spec": asdict(spec),
+            "bands": list(bands or ("red", "green", "blue")),
+            "image_views": views,
+            "checkpoint": str(getattr(mdl, "checkpoint_path", "")),
+        },
+    )
+    return views
 
 
 def _encoder_batch(batch_size: Any, on: str) -> int:

@@ -36,10 +36,9 @@ from rsia_geo.models.audio_encoder import AudioEncoder, AudioEncoderConfig
 from rsia_geo.models.backbones import BackboneConfig, build_backbone
 from rsia_geo.models.frontend import AudioFrontend, AudioFrontendConfig
 from rsia_geo.models.rela import RELA
-from rsia_geo.tiles import IMAGE_VIEWS, check_views
+from rsia_geo.tiles import check_views
 
 __all__ = [
-    "IMAGE_VIEWS",
     "ALACConfig",
     "ALACModel",
     "cosine_scores",
