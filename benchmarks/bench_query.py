@@ -12,11 +12,17 @@ default tiling, then times, over the bundled query clips:
   (``text_weight=0``): the text route's cost is the recogniser's decoding and the text encoder;
 * ``stages``: the median per-stage milliseconds of ``search(...).attrs["timings"]`` and the
   whole query's p50 over every bundled clip (``--repeats`` rounds);
-* with ``--whisper-window``, the checkpoint's Whisper front end served with that window policy.
+* with ``--whisper-window``, the checkpoint's Whisper front end served with that window policy;
+* with ``--voices MANIFEST ...``, the whole spoken query over ``--voice-clips`` seeded clips of
+  each voicing (held-out voices the recogniser is less sure of than the bundled clips), each
+  clip searched twice in turn: as served (an unsure transcript decoded again with beam search)
+  and with ``RSIA_RECOGNISER_RETRY=off``; p50 / p95 of both, and the share of queries whose
+  beam-search transcript was kept.
 
 Usage:
     python benchmarks/bench_query.py [--checkpoints CK ...] [--repeats 30] [--threads 2]
-        [--whisper-window fixed|fitted] [--out runs/bench_query.json]
+        [--whisper-window fixed|fitted] [--voices runs/v2_val*/manifest.jsonl]
+        [--out runs/bench_query.json]
 """
 
 from __future__ import annotations
@@ -64,6 +70,43 @@ def _stages(model, idx, clips, repeats: int) -> dict:
     return out
 
 
+def _voices(model, idx, manifests: list[str], n: int) -> dict:
+    """Whole-query latency over held-out voicings, retry as served vs off (interleaved)."""
+    import os
+    import random
+
+    from rsia_geo.training.dataset import read_manifest
+
+    out = {}
+    for m in manifests:
+        rows = [r for r in read_manifest(m) if r.get("split", "val") == "val"]
+        rows = random.Random(5).sample(rows, min(n, len(rows)))
+        clips = [str(Path(m).parent / r["clip"]) for r in rows]
+        search(clips[0], idx, model, k=20)  # warm-up
+        ms: dict[str, list[float]] = {"served": [], "off": []}
+        kept = 0
+        for c in clips:
+            for key in ("served", "off"):
+                if key == "off":
+                    os.environ["RSIA_RECOGNISER_RETRY"] = "off"
+                t = time.perf_counter()
+                hits = search(c, idx, model, k=20)
+                ms[key].append(1000 * (time.perf_counter() - t))
+                os.environ.pop("RSIA_RECOGNISER_RETRY", None)
+                kept += key == "served" and hits.attrs["query"].get("heard_beam", 1) > 1
+        out[Path(m).parent.name] = {
+            "queries": len(clips),
+            "beam_kept": round(kept / len(clips), 3),
+            **{
+                f"{k}_{q}_ms": round(statistics.median(v) if q == "p50" else _p(v, 0.95), 1)
+                for k, v in ms.items()
+                for q in ("p50", "p95")
+            },
+        }
+        print(Path(m).parent.name, json.dumps(out[Path(m).parent.name]), flush=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoints", nargs="+", default=[str(default_checkpoint())])
@@ -71,6 +114,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workdir", default="runs/bench_query")
     p.add_argument("--whisper-window", choices=["fixed", "fitted"], default=None)
+    p.add_argument("--voices", nargs="*", default=[], help="voiced manifests (held-out voices)")
+    p.add_argument("--voice-clips", type=int, default=40, help="seeded clips per voicing")
     p.add_argument("--out", default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -107,6 +152,8 @@ def main() -> None:
                     a.repeats,
                 )
             row["stages"] = _stages(model, idx, clips, max(1, a.repeats // 3))
+            if a.voices:
+                row["voices"] = _voices(model, idx, a.voices, a.voice_clips)
         row["search (paths)"] = _time(
             lambda c=ck, i=index: search(str(clips[0]), str(i), c, k=20), a.repeats
         )

@@ -78,10 +78,12 @@ def _heard_under(
     """Transcripts of the clips under a recording condition (the served clip, window, prompt)."""
     import hashlib
 
-    from rsia_geo.models.whisper import get_whisper
+    from rsia_geo.models.whisper import RETRY_BEAM, RETRY_BELOW, get_whisper
     from rsia_geo.training.evaluate import _heard
 
     tag = f"_p{hashlib.sha1(prompt.encode()).hexdigest()[:8]}" if prompt else ""
+    if RETRY_BEAM > 1:  # transcripts of unsure clips decoded again (session 15 on)
+        tag += f"_r{RETRY_BEAM}b{RETRY_BELOW:g}"
     f = cache / f"heard_{name}_{condition}{_suffix(model)}{tag}.json" if cache else None
     if f is not None and f.exists():
         return json.loads(f.read_text())

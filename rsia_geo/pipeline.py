@@ -1214,11 +1214,15 @@ def _hits_frame(rows: list[dict[str, Any]], columns: Sequence[str] = HIT_COLUMNS
 def _heard(model: Any, samples: np.ndarray) -> dict[str, Any]:
     """What the speech recogniser heard: ``{"heard": text}``, or None and the reason.
 
-    Heard with the checkpoint's recogniser prompt (``rsia_geo.weights.recogniser_prompt``).
+    Heard with the checkpoint's recogniser prompt (``rsia_geo.weights.recogniser_prompt``);
+    a query heard with a confidence under 0.6 is decoded again with beam search
+    (``rsia_geo.models.whisper.recogniser_retry``, ``RSIA_RECOGNISER_RETRY``).
     """
     from rsia_geo.errors import RsiaError
+    from rsia_geo.models.whisper import recogniser_retry
     from rsia_geo.weights import _prompt_and_source
 
+    retry_beam, retry_below = recogniser_retry()  # a bad setting fails the query, loudly
     try:  # the front end's Whisper (or RSIA_RECOGNISER_PATH's), loaded once per process
         prompt, source = _prompt_and_source(model)
         fe = model.frontend
@@ -1226,10 +1230,13 @@ def _heard(model: Any, samples: np.ndarray) -> dict[str, Any]:
         # the front end's window, so that its encoder pass is decoded (a recogniser of its own
         # takes the rule's window)
         window = fe.whisper_frames(len(samples)) if shared else None
-        heard = recogniser.recognise([samples], window=window, prompt=prompt)[0]
+        heard = recogniser.recognise(
+            [samples], window=window, prompt=prompt, retry_beam=retry_beam, retry_below=retry_below
+        )[0]
         return {
             "heard": heard.text,
             "heard_confidence": round(heard.confidence, 4),
+            "heard_beam": heard.beam,  # 1: greedy; the retry's beam when it was likelier
             "heard_prompt": source,  # which prompt it was heard after, for the query's record
         }
     except RsiaError as exc:  # no recogniser installed: the search itself still answers

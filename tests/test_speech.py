@@ -518,3 +518,53 @@ def test_search_hears_with_the_checkpoints_prompt_or_the_environments(monkeypatc
     assert own["heard"].startswith("Many buildings") and own["heard_prompt"] == "environment"
     monkeypatch.delenv("RSIA_RECOGNISER_PROMPT")
     assert recogniser_prompt(model) == shipped
+
+
+def test_an_unsure_transcript_is_decoded_again_with_beam_search(spoken):
+    """Under ``retry_below`` a clip is decoded again with beam search and the likelier of the
+    two transcripts kept; 0 retries nothing, bad settings name themselves."""
+    enc = get_whisper()
+    rng = np.random.default_rng(3)
+    noisy = (spoken + rng.normal(0, 3 * spoken.std(), spoken.shape)).astype(np.float32)
+    for clip in (spoken, noisy):
+        greedy = enc.recognise([clip], retry_beam=0)[0]
+        beam3 = enc.recognise([clip], beam_size=3, retry_beam=0)[0]
+        assert greedy.beam == 1 and beam3.beam == 3
+        assert enc.recognise([clip], retry_below=0.0)[0] == greedy  # nobody is that unsure
+        kept = enc.recognise([clip], retry_beam=3, retry_below=1.0)[0]  # everybody is
+        assert kept.confidence == max(greedy.confidence, beam3.confidence)
+        assert kept == (beam3 if kept.beam == 3 else greedy)
+    # this noisy clip is heard unsure (~0.2) and beam search is likelier, by default too
+    assert enc.recognise([noisy])[0].beam == 3
+    # in a batch, only the unsure clip is decoded again
+    sure = enc.recognise([spoken], retry_beam=0)[0].confidence
+    both = enc.recognise([spoken, noisy], retry_below=sure - 1e-3)
+    assert (
+        both[0].beam == 1
+        and both[1].confidence >= enc.recognise([noisy], retry_beam=0)[0].confidence - 1e-3
+    )
+    for bad in ({"retry_beam": -1}, {"retry_below": 1.5}, {"beam_size": 0}):
+        with pytest.raises(InvalidArgumentError, match=next(iter(bad))):
+            enc.recognise([spoken], **bad)
+
+
+def test_search_retries_per_the_environment(monkeypatch, spoken):
+    from rsia_geo.models.whisper import RETRY_BEAM, RETRY_BELOW, recogniser_retry
+    from rsia_geo.pipeline import _heard, load_model
+
+    monkeypatch.delenv("RSIA_RECOGNISER_RETRY", raising=False)
+    assert recogniser_retry() == (RETRY_BEAM, RETRY_BELOW) == (3, 0.6)
+    for value, want in (("off", 0), ("0", 0), (" 5@0.7 ", (5, 0.7)), ("2", (2, RETRY_BELOW))):
+        monkeypatch.setenv("RSIA_RECOGNISER_RETRY", value)
+        got = recogniser_retry()
+        assert (got[0] if want == 0 else got) == want
+    model = load_model(None)
+    monkeypatch.setenv("RSIA_RECOGNISER_RETRY", "3@1")  # every query decoded again
+    heard = _heard(model, spoken)
+    assert heard["heard_beam"] in (1, 3) and "parking" in heard["heard"].lower()
+    monkeypatch.setenv("RSIA_RECOGNISER_RETRY", "off")
+    assert _heard(model, spoken)["heard_beam"] == 1
+    for bad in ("beam", "3@1.5", "1@0.5x"):
+        monkeypatch.setenv("RSIA_RECOGNISER_RETRY", bad)
+        with pytest.raises(InvalidArgumentError, match="RSIA_RECOGNISER_RETRY"):
+            _heard(model, spoken)  # a bad setting is not taken for a missing recogniser

@@ -104,7 +104,10 @@ def transcribe_manifest(
 
     Clips are decoded ``batch_size`` at a time (1.6x faster than one by one on 2 busy cores,
     with the same transcripts on a 32-clip sample), voice by voice and caption by caption, so
-    that a partial run has heard every image once before it hears any twice.
+    that a partial run has heard every image once before it hears any twice. Decoded as search
+    decodes a query: greedy, and a clip heard unsure decoded again with beam search
+    (:meth:`~rsia_geo.models.whisper.WhisperEncoder.recognise`; since session 15, so files
+    written before hold greedy transcripts). Each line records the beam that was kept.
 
     Args:
         manifest: A ``manifest.jsonl`` from ``rsia-geo data voice``.
@@ -149,7 +152,7 @@ def transcribe_manifest(
             for row, heard in zip(part, enc.recognise(waves, prompt=prompt), strict=True):
                 record = {
                     "clip": row["clip"], "text": heard.text,
-                    "confidence": round(heard.confidence, 4),
+                    "confidence": round(heard.confidence, 4), "beam": heard.beam,
                 }  # fmt: skip
                 f.write(json.dumps(record) + "\n")
             f.flush()
