@@ -1215,7 +1215,7 @@ def _heard(model: Any, samples: np.ndarray) -> dict[str, Any]:
     """What the speech recogniser heard: ``{"heard": text}``, or None and the reason.
 
     Heard with the checkpoint's recogniser prompt (``rsia_geo.weights.recogniser_prompt``);
-    a query heard with a confidence under 0.6 is decoded again with beam search
+    a query heard with a confidence under 0.5 is decoded again with beam search
     (``rsia_geo.models.whisper.recogniser_retry``, ``RSIA_RECOGNISER_RETRY``).
     """
     from rsia_geo.errors import RsiaError

@@ -553,7 +553,7 @@ def test_search_retries_per_the_environment(monkeypatch, spoken):
     from rsia_geo.pipeline import _heard, load_model
 
     monkeypatch.delenv("RSIA_RECOGNISER_RETRY", raising=False)
-    assert recogniser_retry() == (RETRY_BEAM, RETRY_BELOW) == (3, 0.6)
+    assert recogniser_retry() == (RETRY_BEAM, RETRY_BELOW) == (3, 0.5)
     for value, want in (("off", 0), ("0", 0), (" 5@0.7 ", (5, 0.7)), ("2", (2, RETRY_BELOW))):
         monkeypatch.setenv("RSIA_RECOGNISER_RETRY", value)
         got = recogniser_retry()

@@ -59,12 +59,15 @@ PROMPT_TOKENS = 223  # Whisper keeps at most this many tokens of previous text
 _TOKENS_BASE, _TOKENS_PER_SECOND = 8, 5
 RETRY_BEAM = 3
 """Beam width of the second decoding of a clip the recogniser was unsure of (0 or 1: none)."""
-RETRY_BELOW = 0.6
+RETRY_BELOW = 0.5
 """Confidence under which a greedy transcript is decoded again with :data:`RETRY_BEAM`.
 
-Chosen on 300 training clips (training voices, prompted, ``runs/s15/fb_train.json`` in session
-15): 26 % of them are retried, which gets 80 % of beam search's word-error gain (0.221 greedy,
-0.184 with the retry, 0.174 beam search on every clip) for ~7 ms of median decoding."""
+Chosen on training clips (300 of the training voicing, prompted;
+``benchmarks/eval_recogniser_retry.py --split train``) under a latency budget: a retry costs
+~100 ms on 2 cores, so it should reach about one query in six. At 0.5, 16 % of the training
+clips are retried and the word error rate falls from 0.217 (greedy) to 0.187, two thirds of
+the way to beam search on every clip (0.172); 0.6 retried 26 % for 0.183
+(``docs/eval_recogniser_retry_train.json``)."""
 _MEL_MARGIN = 8
 """Log-mel frames computed past a clip's end: the FFT window (400 samples, centred) reaches
 2 frames beyond it, the rest of the margin are silent frames."""
@@ -100,7 +103,7 @@ def recogniser_retry() -> tuple[int, float]:
     if out[0] < 2 or not 0.0 <= out[1] <= 1.0:
         raise InvalidArgumentError(
             f"RSIA_RECOGNISER_RETRY={value!r} is not 'off', 'BEAM' or 'BEAM@BELOW' (a beam width "
-            "of at least 2, a confidence in [0, 1]): set it to e.g. '3@0.6', or 'off' for none"
+            "of at least 2, a confidence in [0, 1]): set it to e.g. '3@0.5', or 'off' for none"
         )
     return out
 
