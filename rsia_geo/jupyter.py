@@ -224,7 +224,10 @@ def _describe(hits: Any) -> str:
     elif q.get("kind") == "example":
         said = f"more like the {html.escape(str(q.get('example')))}: "
     elif q.get("heard"):
-        said = f"heard &quot;{html.escape(q['heard'])}&quot;: "
+        sure = q.get("heard_confidence")
+        said = f"heard &quot;{html.escape(q['heard'])}&quot;" + (
+            f" (confidence {sure:.2f}): " if sure is not None else ": "
+        )
     else:
         said = ""
     if q.get("relevant") or q.get("not_relevant"):

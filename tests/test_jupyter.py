@@ -121,7 +121,9 @@ def test_search_panel_end_to_end(setup):
         assert "4 hits" in panel.status.value and panel.hits is hits
         # what the recogniser heard, beside the hits (the "show what was heard" box is on)
         heard = hits.attrs["query"]["heard"]
-        assert heard and f"heard &quot;{html.escape(heard)}&quot;" in panel.status.value
+        sure = hits.attrs["query"]["heard_confidence"]
+        said = f"heard &quot;{html.escape(heard)}&quot; (confidence {sure:.2f}): "
+        assert heard and said in panel.status.value
         outputs = panel.results.outputs
         assert len(outputs) == 2  # the table, then the hits by acquisition date and platform
         assert "rsia-hits" in outputs[0]["data"]["text/html"]

@@ -377,7 +377,10 @@ class RsiaDock(QDockWidget):
         if q.get("kind") == "typed":
             self.heard.setText(f'Typed: "{q.get("text")}" (spoken by {q.get("voiced_by")})')
         elif q.get("heard"):
-            self.heard.setText(f'Heard: "{q["heard"]}"')
+            sure = q.get("heard_confidence")  # how sure the recogniser was: speak again if low
+            self.heard.setText(
+                f'Heard: "{q["heard"]}"' + (f" (confidence {sure:.2f})" if sure is not None else "")
+            )
         elif q.get("kind") == "example":
             self.heard.setText(f"More like tile {q.get('tile_id') or q.get('example')}")
         else:

@@ -149,11 +149,19 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sureness(q: dict[str, Any]) -> str:
+    """`` (confidence 0.57, heard twice)``: how sure the recogniser was of a spoken query."""
+    if q.get("heard_confidence") is None:
+        return ""
+    twice = ", heard twice" if q.get("heard_beam", 1) > 1 else ""
+    return f" (confidence {q['heard_confidence']:.2f}{twice})"
+
+
 def _print_query(q: dict[str, Any]) -> None:
     """What was searched for: what was heard or typed, the example, the marks."""
     if "heard" in q:
         print(
-            f'heard: "{q["heard"]}"'
+            f'heard: "{q["heard"]}"{_sureness(q)}'
             if q["heard"] is not None
             else f"heard: (no speech recogniser: {q.get('heard_unavailable')})"
         )

@@ -167,8 +167,10 @@ def test_search_map_extent_in_a_projected_crs(plugin, service, qgis_iface):
     assert sorted(ranks) == list(range(1, len(ranks) + 1))
     assert layer.renderer().type() == "graduatedSymbol"
     # the service says what it heard (Whisper tiny.en), and the dock shows it
-    heard = json.loads(layer.customProperty("rsia/query")).get("heard")
-    assert heard and dock.heard.text() == f'Heard: "{heard}"'
+    query = json.loads(layer.customProperty("rsia/query"))
+    heard, sure = query.get("heard"), query.get("heard_confidence")
+    assert heard and 0 < sure <= 1
+    assert dock.heard.text() == f'Heard: "{heard}" (confidence {sure:.2f})'
     # selecting a hit fetches its chip
     layer.selectByIds([next(layer.getFeatures()).id()])
     assert dock.chip.pixmap() is not None and not dock.chip.pixmap().isNull()
