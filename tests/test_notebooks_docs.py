@@ -70,3 +70,22 @@ def test_docs_build_strict(tmp_path):
     api = (tmp_path / "site" / "api" / "index.html").read_text()
     for name in ("rsia_geo.pipeline.search", "rsia_geo.jupyter.SearchPanel", "RsiaError"):
         assert name in api
+
+
+def test_deployment_guide_lists_every_environment_variable():
+    """The deployment guide's table names each ``RSIA_*`` variable the library or the QGIS
+    plugin reads, and nothing they do not."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    code = "".join(
+        f.read_text(encoding="utf-8")
+        for folder in ("rsia_geo", "plugins")
+        for f in (root / folder).rglob("*.py")
+    )
+    read = set(re.findall(r"\bRSIA_[A-Z_]+[A-Z]\b", code))
+    guide = (root / "docs" / "deployment.md").read_text(encoding="utf-8")
+    table = guide[guide.index("## Environment variables") :]
+    table = table[: table.index("\n## ")]
+    listed = set(re.findall(r"^\| `(RSIA_[A-Z_]+)` \|", table, flags=re.M))
+    assert read and listed == read, (sorted(read - listed), sorted(listed - read))
