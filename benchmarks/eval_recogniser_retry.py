@@ -10,6 +10,11 @@ decoding time (p50 / p90 of ``recognise`` calls, the encoder pass included). The
 picked on the training voicing (``--split train``); the held-out voicings show what it does
 to voices the model never heard.
 
+``--queries benchmarks/data/analyst_queries.json`` decodes the analyst queries (words UCM's
+captions rarely use) spoken by each manifest's voices instead, as
+``eval_recogniser_prompt.py --queries`` does: does beam search after the captions' prompt
+pull other words toward the captions'?
+
 Usage:
     python benchmarks/eval_recogniser_retry.py runs/v2_train/manifest.jsonl --split train \\
         --clips 300 --out docs/eval_recogniser_retry_train.json
@@ -26,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from eval_recogniser_prompt import word_error_rate
+from eval_recogniser_prompt import _voiced_queries, word_error_rate
 
 THRESHOLDS = [0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 1.0]
 
@@ -81,6 +86,7 @@ def main() -> None:
         "--checkpoint", default=str(default_checkpoint()), help="its text route's prompt"
     )
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--queries", default=None, help="JSON of analyst queries to voice instead")
     p.add_argument("--out", default=None, help="JSON report")
     a = p.parse_args()
     from rsia_geo.models.text import recogniser_prompt
@@ -89,12 +95,16 @@ def main() -> None:
     enc = get_whisper(threads=a.threads)
     window = AudioFrontendConfig.whisper().max_frames
     report: dict = {"split": a.split, "clips": a.clips, "beam": RETRY_BEAM, "voicings": {}}
+    report["queries"] = a.queries
     for m in a.manifests:
         rows = [r for r in read_manifest(m) if r.get("split", a.split) == a.split]
         rows = random.Random(11).sample(rows, min(a.clips, len(rows)))
+        if a.queries:
+            rows, waves = _voiced_queries(a.queries, rows)
+        else:
+            waves = [load_audio(Path(m).parent / r["clip"], trim=True).samples for r in rows]
         clips = []
-        for r in rows:
-            wave = load_audio(Path(m).parent / r["clip"], trim=True).samples
+        for r, wave in zip(rows, waves, strict=True):
             c: dict = {}
             for key, beam in (("greedy", 1), ("beam", RETRY_BEAM)):
                 heard, ms = _decode(enc, wave, window, prompt, beam)
