@@ -78,6 +78,7 @@ def _voices(model, idx, manifests: list[str], n: int) -> dict:
     from rsia_geo.training.dataset import read_manifest
 
     out = {}
+    own = os.environ.get("RSIA_RECOGNISER_RETRY")  # "served": the caller's setting, if any
     for m in manifests:
         rows = [r for r in read_manifest(m) if r.get("split", "val") == "val"]
         rows = random.Random(5).sample(rows, min(n, len(rows)))
@@ -92,7 +93,10 @@ def _voices(model, idx, manifests: list[str], n: int) -> dict:
                 t = time.perf_counter()
                 hits = search(c, idx, model, k=20)
                 ms[key].append(1000 * (time.perf_counter() - t))
-                os.environ.pop("RSIA_RECOGNISER_RETRY", None)
+                if own is None:
+                    os.environ.pop("RSIA_RECOGNISER_RETRY", None)
+                else:
+                    os.environ["RSIA_RECOGNISER_RETRY"] = own
                 kept += key == "served" and hits.attrs["query"].get("heard_beam", 1) > 1
         out[Path(m).parent.name] = {
             "queries": len(clips),

@@ -13,6 +13,8 @@ Usage:
 
 The word error rate is against the caption the clip voices (lower case, punctuation dropped);
 ``ms_per_clip`` is the whole ``recognise`` call (encoder pass included) on this machine.
+Clips are decoded as search decodes them: since session 15 a clip heard unsure is decoded
+again with beam search (``recognise``'s retry); the session-12 numbers in the docs were greedy.
 
 ``--queries benchmarks/data/analyst_queries.json`` measures words outside the captions
 instead: each analyst query (63, in words UCM's captions rarely use) is spoken by the voices
@@ -76,11 +78,25 @@ def _voiced_queries(path: str, voices: list[dict]) -> tuple[list[dict], list[np.
     return rows, waves
 
 
-def main() -> None:
+def sampled_clips(
+    manifest: str, split: str, n: int, *, seed: int, queries: str | None = None
+) -> tuple[list[dict], list[np.ndarray]]:
+    """A seeded sample of ``n`` clips of a voicing (rows and trimmed waves, as search trims
+    them), or with ``queries`` the analyst queries spoken by the sampled rows' voices."""
     from rsia_geo.audio import load_audio
+    from rsia_geo.training.dataset import read_manifest
+
+    rows = [r for r in read_manifest(manifest) if r.get("split", split) == split]
+    rows = random.Random(seed).sample(rows, min(n, len(rows)))
+    if queries:
+        return _voiced_queries(queries, rows)
+    root = Path(manifest).parent
+    return rows, [load_audio(root / r["clip"], trim=True).samples for r in rows]
+
+
+def main() -> None:
     from rsia_geo.models.frontend import AudioFrontendConfig
     from rsia_geo.models.whisper import get_whisper
-    from rsia_geo.training.dataset import read_manifest
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("manifests", nargs="+", help="voiced manifests (one voicing each)")
@@ -96,14 +112,8 @@ def main() -> None:
     window = AudioFrontendConfig.whisper().max_frames
     report: dict = {"prompts": prompts, "clips": a.clips, "voicings": {}}
     for m in a.manifests:
-        rows = [r for r in read_manifest(m) if r.get("split", a.split) == a.split]
-        rows = random.Random(7).sample(rows, min(a.clips, len(rows)))
-        root = Path(m).parent
-        if a.queries:
-            rows, waves = _voiced_queries(a.queries, rows)
-        else:
-            waves = [load_audio(root / r["clip"], trim=True).samples for r in rows]
-        name = root.name
+        rows, waves = sampled_clips(m, a.split, a.clips, seed=7, queries=a.queries)
+        name = Path(m).parent.name
         report["voicings"][name] = {}
         for key, prompt in prompts.items():
             enc.recognise([waves[0]], prompt=prompt)  # tokenizer and prompt ready

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 
 import numpy as np
-from eval_recogniser_prompt import _voiced_queries, word_error_rate
+from eval_recogniser_prompt import sampled_clips, word_error_rate
 
 THRESHOLDS = [0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 1.0]
 
@@ -72,10 +71,8 @@ def sweep(clips: list[dict], beam: int) -> dict[str, dict[str, float]]:
 
 
 def main() -> None:
-    from rsia_geo.audio import load_audio
     from rsia_geo.models.frontend import AudioFrontendConfig
     from rsia_geo.models.whisper import RETRY_BEAM, get_whisper
-    from rsia_geo.training.dataset import read_manifest
     from rsia_geo.weights import default_checkpoint
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -97,12 +94,7 @@ def main() -> None:
     report: dict = {"split": a.split, "clips": a.clips, "beam": RETRY_BEAM, "voicings": {}}
     report["queries"] = a.queries
     for m in a.manifests:
-        rows = [r for r in read_manifest(m) if r.get("split", a.split) == a.split]
-        rows = random.Random(11).sample(rows, min(a.clips, len(rows)))
-        if a.queries:
-            rows, waves = _voiced_queries(a.queries, rows)
-        else:
-            waves = [load_audio(Path(m).parent / r["clip"], trim=True).samples for r in rows]
+        rows, waves = sampled_clips(m, a.split, a.clips, seed=11, queries=a.queries)
         clips = []
         for r, wave in zip(rows, waves, strict=True):
             c: dict = {}
