@@ -463,3 +463,72 @@ def test_evaluate_reproduces_the_first_starter_model_card(tmp_path, shared_data)
     assert m["cosine+ia@50+bswfr@30"]["mR"] == pytest.approx(44.54, abs=0.6)
     # the rerank as search serves it (reverse ranks against the checkpoint's bank)
     assert m["served: cosine+ia@50+bswfr@30 (bank)"]["mR"] == pytest.approx(42.89, abs=0.6)
+
+
+def test_image_caches_are_sharded_and_resume(tmp_path, shared_data, monkeypatch):
+    """A run killed while caching its image views resumes at the first missing shard."""
+    import torch
+
+    from rsia_geo.models import build_model, get_config
+    from rsia_geo.training import train as train_mod
+
+    meta = json.loads((shared_data / "ucm" / "captions.json").read_text())
+    recs = [r for r in meta["images"] if r["split"] == "train"][::150][:5]
+    paths = [str(shared_data / "ucm" / r["image"]) for r in recs]
+    labels = [r["class"] for r in recs]
+    model = build_model(get_config("alac-efficientnet-lite0"), pretrained=False)
+    cfg = train_mod.TrainConfig(manifest="m", out_dir="o", mix_views=2, seed=3)
+    mix = train_mod._mix_settings(cfg)
+    orig = train_mod.load_image
+    calls: list[str] = []
+
+    def dies_after_3(path):
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # a kill in the second shard
+        calls.append(path)
+        return orig(path)
+
+    monkeypatch.setattr(train_mod, "load_image", dies_after_3)
+    cache = tmp_path / "cache" / "train_tokens_trunk2_x.safetensors"
+    kw = {"tail_stages": 2, "progress": False, "shard": 2, "batch": 2}
+    with pytest.raises(KeyboardInterrupt):
+        train_mod._image_tokens(model, paths, 3, cache, **kw)
+    parts = cache.with_suffix("")
+    assert sorted(p.name for p in parts.iterdir()) == ["part_00000.safetensors"]
+    calls.clear()
+    monkeypatch.setattr(train_mod, "load_image", lambda p: (calls.append(p), orig(p))[1])
+    tokens = train_mod._image_tokens(model, paths, 3, cache, **kw)
+    assert calls == paths[2:]  # only the missing shards were computed
+    assert cache.exists() and not parts.exists()
+    assert tokens.shape[:2] == (5, 3) and tokens.dtype == torch.float16
+    fresh = train_mod._image_tokens(model, paths, 3, tmp_path / "fresh.safetensors", **kw)
+    torch.testing.assert_close(tokens, fresh)  # the same tensors as one uninterrupted run
+    calls.clear()
+    assert torch.equal(train_mod._image_tokens(model, paths, 3, cache, **kw), tokens)
+    assert calls == []  # a finished cache is read, nothing recomputed
+
+    # the mixed views: seeded per image and view, so a resumed cache equals a fresh one
+    mixed_cache = tmp_path / "cache" / "train_mixed_trunk2_x.safetensors"
+    mkw = {"tail_stages": 2, "progress": False, "shard": 2, "batch": 2}
+    real_view = train_mod._mixed_view
+    drawn: list[int] = []
+
+    def dies_in_third_shard(scenes, labels_, c, mix_, seed):
+        if c == 4:
+            raise KeyboardInterrupt
+        drawn.append(c)
+        return real_view(scenes, labels_, c, mix_, seed)
+
+    monkeypatch.setattr(train_mod, "load_image", orig)
+    monkeypatch.setattr(train_mod, "_mixed_view", dies_in_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod._mixed_tokens(model, paths, labels, mix, 3, mixed_cache, **mkw)
+    assert len(list(mixed_cache.with_suffix("").glob("part_*.safetensors"))) == 2
+    drawn.clear()
+    monkeypatch.setattr(train_mod, "_mixed_view", lambda *a: (drawn.append(a[2]), real_view(*a))[1])
+    mixed = train_mod._mixed_tokens(model, paths, labels, mix, 3, mixed_cache, **mkw)
+    assert sorted(set(drawn)) == [4] and mixed.shape[:2] == (5, 2)
+    again = train_mod._mixed_tokens(
+        model, paths, labels, mix, 3, tmp_path / "fresh_mixed.safetensors", **mkw
+    )
+    torch.testing.assert_close(mixed, again)

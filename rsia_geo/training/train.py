@@ -27,7 +27,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,7 +231,56 @@ def _view(images: torch.Tensor, k: int) -> torch.Tensor:
     return torch.rot90(images, k % 4, dims=(2, 3))
 
 
-@torch.no_grad()
+def _sharded_cache(
+    joined: Path,
+    key: str,
+    n: int,
+    shard: int,
+    compute: Callable[[int, int, Any], torch.Tensor],
+    progress: tuple[str, str] | None,
+) -> torch.Tensor:
+    """A cache of ``n`` rows computed ``shard`` rows at a time, resumable after a kill.
+
+    ``compute(start, stop, bar)`` returns rows ``start:stop`` and advances the progress bar
+    ``bar`` as it goes; ``progress`` is the bar's ``(description, unit)`` (None: no bar).
+    Each shard is written atomically into a folder beside ``joined`` (its name without the
+    suffix), so a killed run resumes at the first missing shard; when every shard exists they
+    are joined into ``joined`` (one safetensors file, the tensor under ``key``) and the folder
+    is removed.
+    """
+    from safetensors.torch import load_file, save_file
+    from tqdm.auto import tqdm
+
+    if joined.exists():
+        return load_file(str(joined))[key]
+    desc, unit = progress or ("", "")
+    bar = tqdm(total=n, desc=desc, unit=unit, disable=progress is None)
+    parts = joined.with_suffix("")
+    parts.mkdir(parents=True, exist_ok=True)
+    n_shards = math.ceil(n / shard)
+    for si in range(n_shards):
+        part = parts / f"part_{si:05d}.safetensors"
+        start, stop = si * shard, min(n, (si + 1) * shard)
+        if part.exists():
+            bar.update(stop - start)
+            continue
+        rows = compute(start, stop, bar)
+        tmp = part.with_name(part.name + ".part")
+        save_file({key: rows.contiguous()}, str(tmp))
+        tmp.replace(part)
+    bar.close()
+    out = torch.cat(
+        [load_file(str(parts / f"part_{si:05d}.safetensors"))[key] for si in range(n_shards)]
+    )
+    tmp = joined.with_name(joined.name + ".part")
+    save_file({key: out.contiguous()}, str(tmp))
+    tmp.replace(joined)
+    for part in parts.glob("part_*.safetensors"):
+        part.unlink()
+    parts.rmdir()
+    return out
+
+
 def _image_tokens(
     model: ALACModel,
     paths: Sequence[str],
@@ -241,35 +290,37 @@ def _image_tokens(
     progress: bool = True,
     tail_stages: int = 0,
     embed: bool = False,
+    shard: int = 256,
 ) -> torch.Tensor:
     """Backbone tokens ``(n, views, N, D)`` float16 of each image's views (:func:`_view`).
 
     With ``tail_stages`` > 0, the cached tensors are the trunk activations before the last
     ``tail_stages`` stages, ``(n, views, C, h, w)``; with ``embed``, the raw image embeddings
-    ``(n, views, embed_dim)`` of a frozen image side.
+    ``(n, views, embed_dim)`` of a frozen image side. Written ``shard`` images at a time
+    (:func:`_sharded_cache`): a killed run resumes at the first missing shard.
     """
-    from tqdm.auto import tqdm
-
-    cached = _read_tokens(cache)
-    if cached is not None:
-        return cached
     model.eval()
-    out: list[torch.Tensor] = []
-    for i in tqdm(
-        range(0, len(paths), batch),
-        desc=f"image tokens x{views}",
-        unit="batch",
-        disable=not progress,
-    ):
-        # images may differ in size (UCM has a few 256 x 253 ones): resize one by one
-        imgs = torch.stack(
-            [model.preprocess_images(load_image(p)[None])[0] for p in paths[i : i + batch]]
-        )
-        per_view = [
-            _frozen_part(model, _view(imgs, k), tail_stages, embed=embed) for k in range(views)
-        ]
-        out.append(torch.stack(per_view, dim=1))
-    return _write_tokens(cache, torch.cat(out))
+
+    @torch.no_grad()
+    def rows(start: int, stop: int, bar: Any) -> torch.Tensor:
+        out: list[torch.Tensor] = []
+        for i in range(start, stop, batch):
+            # images may differ in size (UCM has a few 256 x 253 ones): resize one by one
+            imgs = torch.stack(
+                [
+                    model.preprocess_images(load_image(p)[None])[0]
+                    for p in paths[i : min(stop, i + batch)]
+                ]
+            )
+            per_view = [
+                _frozen_part(model, _view(imgs, k), tail_stages, embed=embed) for k in range(views)
+            ]
+            out.append(torch.stack(per_view, dim=1))
+            bar.update(len(imgs))
+        return torch.cat(out)
+
+    bar = (f"image tokens x{views}", "image") if progress else None
+    return _sharded_cache(cache, "tokens", len(paths), shard, rows, bar)
 
 
 def _frozen_part(
@@ -289,24 +340,12 @@ def _frozen_part(
 
 
 def _read_tokens(cache: Path) -> torch.Tensor | None:
-    """A token cache written by :func:`_write_tokens`, or None when there is none yet."""
+    """A finished token cache (:func:`_sharded_cache`), or None when there is none yet."""
     from safetensors.torch import load_file
 
     return load_file(str(cache))["tokens"] if cache.exists() else None
 
 
-def _write_tokens(cache: Path, tokens: torch.Tensor) -> torch.Tensor:
-    """Write a token cache atomically (a killed run leaves no half file) and return it."""
-    from safetensors.torch import save_file
-
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + ".part")
-    save_file({"tokens": tokens.contiguous()}, str(tmp))
-    tmp.replace(cache)
-    return tokens
-
-
-@torch.no_grad()
 def _mixed_tokens(
     model: ALACModel,
     paths: Sequence[str],
@@ -319,33 +358,42 @@ def _mixed_tokens(
     embed: bool = False,
     batch: int = 32,
     progress: bool = True,
+    shard: int = 256,
 ) -> torch.Tensor:
     """Cached backbone tokens (or trunk activations) of ``mix.views`` mixed views per image.
 
     Every image is resized to 256 px once and kept in memory as the mosaics' material; the
-    draws are seeded per image and view, so a cache is rebuilt identically.
+    draws are seeded per image and view, so a cache is rebuilt identically, and a killed run
+    resumes at the first missing shard of ``shard`` images (:func:`_sharded_cache`).
     """
-    from tqdm.auto import tqdm
-
     cached = _read_tokens(cache)
-    if cached is not None:
+    if cached is not None:  # the mosaics' material is not needed
         return cached
     scenes = _scenes(paths, progress)
     model.eval()
-    out: list[torch.Tensor] = []
     shares: list[float] = []
-    for i in tqdm(range(0, len(paths), batch), desc="mixed views", disable=not progress):
-        per_view = []
-        for v in range(mix.views):
-            views = []
-            for c in range(i, min(i + batch, len(paths))):
-                view, share = _mixed_view(scenes, labels, c, mix, [seed, c, v])
-                shares.append(share)
-                views.append(model.preprocess_images(view[None])[0])
-            per_view.append(_frozen_part(model, torch.stack(views), tail_stages, embed=embed))
-        out.append(torch.stack(per_view, dim=1))
-    logger.info("mixed views: mean share of the dominant scene %.3f", float(np.mean(shares)))
-    return _write_tokens(cache, torch.cat(out))
+
+    @torch.no_grad()
+    def rows(start: int, stop: int, bar: Any) -> torch.Tensor:
+        out: list[torch.Tensor] = []
+        for i in range(start, stop, batch):
+            per_view = []
+            for v in range(mix.views):
+                views = []
+                for c in range(i, min(i + batch, stop)):
+                    view, share = _mixed_view(scenes, labels, c, mix, [seed, c, v])
+                    shares.append(share)
+                    views.append(model.preprocess_images(view[None])[0])
+                per_view.append(_frozen_part(model, torch.stack(views), tail_stages, embed=embed))
+            out.append(torch.stack(per_view, dim=1))
+            bar.update(min(i + batch, stop) - i)
+        return torch.cat(out)
+
+    bar = ("mixed views", "image") if progress else None
+    tokens = _sharded_cache(cache, "tokens", len(paths), shard, rows, bar)
+    if shares:
+        logger.info("mixed views: mean share of the dominant scene %.3f", float(np.mean(shares)))
+    return tokens
 
 
 def _scenes(paths: Sequence[str], progress: bool) -> list[torch.Tensor]:
@@ -446,26 +494,14 @@ def _audio_features(
     With ``augment_seed``, each clip is degraded by a random recording condition seeded by
     the seed and its path.
     """
-    from safetensors.torch import load_file, save_file
-    from tqdm.auto import tqdm
 
-    joined = cache.with_suffix(".safetensors")
-    if joined.exists():
-        return load_file(str(joined))["features"]
-    cache.mkdir(parents=True, exist_ok=True)
-    n_shards = math.ceil(len(paths) / shard)
-    bar = tqdm(total=len(paths), desc="audio features", unit="clip", disable=not progress)
-    for si in range(n_shards):
-        part = cache / f"part_{si:05d}.safetensors"
-        chunk = paths[si * shard : (si + 1) * shard]
-        if part.exists():
-            bar.update(len(chunk))
-            continue
+    @torch.no_grad()
+    def rows(start: int, stop: int, bar: Any) -> torch.Tensor:
         feats = []
-        for i in range(0, len(chunk), batch):
+        for i in range(start, stop, batch):
             waves = [
                 _clip_wave(p, None if augment_seed is None else f"{augment_seed}/{p}")
-                for p in chunk[i : i + batch]
+                for p in paths[i : min(stop, i + batch)]
             ]
             lengths = torch.tensor([len(w) for w in waves])
             padded = torch.zeros(len(waves), int(lengths.max()))
@@ -473,20 +509,11 @@ def _audio_features(
                 padded[j, : len(w)] = torch.from_numpy(w)
             feats.append(model.frontend(padded, lengths)[:, 0].half())
             bar.update(len(waves))
-        tmp = part.with_name(part.name + ".part")
-        save_file({"features": torch.cat(feats).contiguous()}, str(tmp))
-        tmp.replace(part)
-    bar.close()
-    features = torch.cat(
-        [load_file(str(cache / f"part_{si:05d}.safetensors"))["features"] for si in range(n_shards)]
-    )
-    tmp = joined.with_name(joined.name + ".part")
-    save_file({"features": features.contiguous()}, str(tmp))
-    tmp.replace(joined)
-    for part in cache.glob("part_*.safetensors"):
-        part.unlink()
-    cache.rmdir()
-    return features
+        return torch.cat(feats)
+
+    bar = ("audio features", "clip") if progress else None
+    joined = cache.with_suffix(".safetensors")
+    return _sharded_cache(joined, "features", len(paths), shard, rows, bar)
 
 
 def _spec_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
