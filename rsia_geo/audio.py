@@ -109,8 +109,9 @@ def _check_header(fobj: Any, source: Any, max_seconds: float) -> None:
         info = sf.info(fobj)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioDecodeError(
-            f"cannot decode audio from {_describe(source)}: {exc}. Supported containers: "
-            "WAV, FLAC, OGG/Vorbis/Opus, MP3; convert others (e.g. ffmpeg -i in.m4a out.wav)"
+            f"cannot decode audio from {_describe(source)}: {str(exc).rstrip('.')}. "
+            "Supported containers: WAV, FLAC, OGG/Vorbis/Opus, MP3; convert others "
+            "(e.g. ffmpeg -i in.m4a out.wav)"
         ) from exc
     finally:
         if hasattr(fobj, "seek"):
@@ -147,6 +148,10 @@ def _decode(source: Any, max_seconds: float = float("inf")) -> tuple[np.ndarray,
         path = Path(source)
         if not path.exists():
             raise AudioDecodeError(f"audio file {str(path)!r} does not exist; check the path")
+        if path.is_dir():
+            raise AudioDecodeError(
+                f"{str(path)!r} is a folder, not an audio file; pass the recording's path"
+            )
         if path.stat().st_size == 0:
             raise InvalidAudioError(f"audio file {str(path)!r} is empty (0 bytes)")
         fobj: Any = str(path)
@@ -176,8 +181,9 @@ def _decode(source: Any, max_seconds: float = float("inf")) -> tuple[np.ndarray,
         if isinstance(exc, (InvalidAudioError, AudioDecodeError)):
             raise
         raise AudioDecodeError(
-            f"cannot decode audio from {_describe(source)}: {exc}. Supported containers: "
-            "WAV, FLAC, OGG/Vorbis/Opus, MP3; convert others (e.g. ffmpeg -i in.m4a out.wav)"
+            f"cannot decode audio from {_describe(source)}: {str(exc).rstrip('.')}. "
+            "Supported containers: WAV, FLAC, OGG/Vorbis/Opus, MP3; convert others "
+            "(e.g. ffmpeg -i in.m4a out.wav)"
         ) from exc
     return data, int(rate)
 
@@ -388,7 +394,8 @@ def load_audio(
     Args:
         source: A path, bytes, a binary file object, or an array/tensor of samples (then
             ``sample_rate`` is required). Arrays may be ``(samples,)``, ``(samples, channels)``
-            or ``(channels, samples)``; integer samples are scaled to [-1, 1].
+            or ``(channels, samples)``; integer samples are scaled to [-1, 1]. Float samples
+            beyond full scale (a float file saved with gain) are scaled to a peak of 1.
         sample_rate: Sample rate of an array input, Hz.
         target_rate: Output sample rate, Hz.
         max_seconds: Longer inputs are refused (a spoken query is a few seconds).
@@ -436,11 +443,14 @@ def load_audio(
     mono = data.mean(axis=1, dtype=np.float64)
     if remove_dc:
         mono = mono - mono.mean()
-    if np.abs(mono).max() < SILENCE_PEAK:
+    peak = float(np.abs(mono).max())
+    if peak < SILENCE_PEAK:
         raise InvalidAudioError(
             f"audio {what} is silent (peak below {SILENCE_PEAK:g} of full scale); "
             "check the microphone or the file"
         )
+    if peak > 1.0:  # float samples beyond full scale (saved with gain): nothing was clipped
+        mono = mono / peak
     out = _resample(mono.astype(np.float32), rate, target_rate)
     if method is not None:
         out = trim_speech(out, target_rate, method)

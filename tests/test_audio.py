@@ -114,11 +114,28 @@ def test_dc_removed_and_silence_trimmed():
         (lambda p: b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, {}, AudioDecodeError, "WAV, FLAC"),
         (lambda p: p / "missing.wav", {}, AudioDecodeError, "does not exist"),
         (lambda p: 12345, {}, AudioDecodeError, "cannot read audio"),
+        (lambda p: p, {}, AudioDecodeError, "is a folder, not an audio file"),
+        (lambda p: b"\x00\x01" * 500, {}, AudioDecodeError, r"recognised\. Supported"),
     ],
 )
 def test_bad_audio(tmp_path, make, kwargs, error, match):
     with pytest.raises(error, match=match):
         load_audio(make(tmp_path), **kwargs)
+
+
+def test_float_audio_beyond_full_scale_is_scaled_not_misheard(tmp_path):
+    """A float file saved with gain (peaks of 100) reads as the same clip at a peak of 1."""
+    tone = _tone(1.0, amp=0.5)[:, 0]
+    loud = tmp_path / "loud.wav"
+    sf.write(loud, tone * 200.0, 16000, subtype="FLOAT")
+    clip = load_audio(loud)
+    assert float(np.abs(clip.samples).max()) == pytest.approx(1.0, abs=1e-6)
+    normal = load_audio(tone, sample_rate=16000)
+    np.testing.assert_allclose(
+        clip.samples, normal.samples / np.abs(normal.samples).max(), atol=1e-5
+    )
+    quiet = load_audio(tone * 0.9, sample_rate=16000)  # within full scale: left as it is
+    assert float(np.abs(quiet.samples).max()) == pytest.approx(0.45, abs=1e-3)
 
 
 def test_empty_and_truncated_files(tmp_path):

@@ -151,6 +151,8 @@ def test_search_returns_geojson_in_the_region_and_chips(served):
             "InvalidArgumentError",
         ),
         ({"audio": ("q.wav", _wav_bytes(seconds=40), "audio/wav")}, {}, 400, "InvalidAudioError"),
+        ({}, {"text": "   "}, 400, "TypedQueryError"),  # not a 500: the query is at fault
+        ({}, {"text": "harbour " * 80}, 400, "TypedQueryError"),
     ],
 )
 def test_bad_requests_map_to_status_codes(served, files, data, status, error):

@@ -22,11 +22,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from rsia_geo.errors import RsiaError
+from rsia_geo.errors import InvalidArgumentError, RsiaError
 
 __all__ = [
     "TYPED_QUERY_VOICE",
     "SynthesisError",
+    "TypedQueryError",
     "Voice",
     "speak",
     "available_engines",
@@ -216,6 +217,10 @@ HOLDOUTS = ("families", "variants")
 
 class SynthesisError(RsiaError, RuntimeError):
     """A speech engine is missing or failed."""
+
+
+class TypedQueryError(SynthesisError, InvalidArgumentError):
+    """A typed query that is no query: empty, or longer than a phrase (a bad argument)."""
 
 
 TYPED_QUERY_VOICE = ("espeak-ng", "en-us+m3")
@@ -457,15 +462,17 @@ def speak(text: str, *, voice: Voice | None = None) -> tuple[Any, str]:
         ``(samples, speaker)``: mono float32 numpy samples at 16 kHz, and the speaker name.
 
     Raises:
-        SynthesisError: Empty text, or the engine is not installed.
+        TypedQueryError: Empty text, or longer than 500 characters (a
+            :class:`~rsia_geo.errors.InvalidArgumentError` too).
+        SynthesisError: The engine is not installed or failed.
     """
     from rsia_geo.audio import load_audio
 
     text = " ".join(str(text).split())
     if not text:
-        raise SynthesisError("the typed query is empty; type what to look for")
+        raise TypedQueryError("the typed query is empty; type what to look for")
     if len(text) > 500:
-        raise SynthesisError(
+        raise TypedQueryError(
             f"the typed query has {len(text)} characters; a query is a phrase (500 at most)"
         )
     v = voice or Voice(*TYPED_QUERY_VOICE)  # type: ignore[arg-type]
