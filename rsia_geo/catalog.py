@@ -827,10 +827,21 @@ def select_bands(
             if found:
                 break
         if found is None:
+            bands = [
+                (b.get("common_name") or b.get("name") or key)
+                for key, asset in candidates
+                for b in (_asset_bands(asset, item) or [{}])
+            ]
+            gray = (
+                f"; a single-band (grayscale or panchromatic) image is indexed as gray RGB "
+                f"with bands=[{bands[0]!r}] * 3 (CLI: --bands {' '.join([bands[0]] * 3)})"
+                if len(bands) == 1
+                else ""
+            )
             raise AssetSelectionError(
                 f"item {item.id!r} has no band {w!r}; its raster assets are: "
                 f"{_describe_assets(item)}. Pass bands= with names from that list "
-                "(or assets=[...] to pick an asset)"
+                f"(or assets=[...] to pick an asset){gray}"
             )
         sources.append(found)
     return BandSelection(wanted, tuple(sources))

@@ -347,12 +347,20 @@ def test_unsupported_dtype(tmp_path):
 
 
 def test_too_few_bands_and_missing_band(tmp_path):
-    arr = np.ones((1, 64, 64), dtype=np.uint8)
+    arr = np.arange(64 * 64, dtype=np.uint16).reshape(1, 64, 64).astype(np.uint8)
     path = _write(tmp_path / "gray_20200101.tif", arr)
-    with pytest.raises(AssetSelectionError, match=r"no band 'red'.*image\[.*b1"):
+    with pytest.raises(AssetSelectionError, match=r"no band 'red'.*image\[.*b1") as err:
         tile_item(_item(path), TileSpec(size=32))
+    assert "bands=['b1'] * 3 (CLI: --bands b1 b1 b1)" in str(err.value)  # the grayscale fix
     ts = tile_item(_item(path), TileSpec(size=32), bands=["b1"])
     assert len(ts) == 4
+    gray = tile_item(_item(path), TileSpec(size=32), bands=["b1"] * 3)  # as the message says
+    px = read_tile(gray.tiles[0])
+    assert px.shape[0] == 3 and np.array_equal(px[0], px[1]) and np.array_equal(px[0], px[2])
+    rgb = _write(tmp_path / "two_20200101.tif", np.ones((2, 64, 64), dtype=np.uint8))
+    with pytest.raises(AssetSelectionError, match="no band 'red'") as err:
+        tile_item(_item(rgb), TileSpec(size=32))
+    assert "grayscale" not in str(err.value)  # two bands: no single band to repeat
 
 
 def test_reflectance_scaling_without_scale_is_refused(tmp_path):
