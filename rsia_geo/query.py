@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -106,6 +107,20 @@ def _is_date_only(value: Any) -> bool:
     return isinstance(value, str) and len(value.strip()) == 10 and value.strip()[4] == "-"
 
 
+def _period(text: str) -> tuple[float, float] | None:
+    """A whole year (``YYYY``) or month (``YYYY-MM``) in UTC as ``(start, end)`` seconds."""
+    m = re.fullmatch(r"(\d{4})(?:-(\d{2}))?", text)
+    if m is None or not 1 <= int(m.group(2) or 1) <= 12:
+        return None
+    year, month = int(m.group(1)), m.group(2)
+    start = _dt.datetime(year, int(month or 1), 1, tzinfo=_dt.UTC)
+    if month is None or int(month) == 12:
+        stop = _dt.datetime(year + 1, 1, 1, tzinfo=_dt.UTC)
+    else:
+        stop = _dt.datetime(year, int(month) + 1, 1, tzinfo=_dt.UTC)
+    return start.timestamp(), stop.timestamp() - 1e-3
+
+
 def _parse_time(value: Any, name: str, *, end: bool = False) -> float | None:
     """POSIX seconds of a date/time; a date-only ``end`` means the end of that day (UTC)."""
     if value is None or (isinstance(value, str) and value.strip() in ("", "..")):
@@ -118,13 +133,15 @@ def _parse_time(value: Any, name: str, *, end: bool = False) -> float | None:
         t = value
     elif isinstance(value, _dt.date):
         t = _dt.datetime(value.year, value.month, value.day)
+    elif (period := _period(str(value).strip())) is not None:
+        return period[1] if end else period[0]
     else:
         try:
             t = _dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
         except ValueError as exc:
             raise InvalidArgumentError(
-                f"{name}={value!r} is not an ISO date/time (e.g. 2020-01-01 or "
-                "2020-01-01T00:00:00Z)"
+                f"{name}={value!r} is not an ISO date/time (e.g. 2020-01-01, "
+                "2020-01-01T00:00:00Z, or a whole year or month: 2020, 2020-05)"
             ) from exc
     if t.tzinfo is None:
         t = t.replace(tzinfo=_dt.UTC)
@@ -138,7 +155,8 @@ def parse_time_range(value: Any) -> tuple[float | None, float | None]:
     """A time interval from ``"start/end"``, a single date/time, or a ``(start, end)`` pair.
 
     Either side may be open (``..``, empty or None). A date without a time (a string
-    ``YYYY-MM-DD`` or a ``datetime.date``) covers that whole day, as a start or as an end.
+    ``YYYY-MM-DD`` or a ``datetime.date``) covers that whole day, as a start or as an end; a
+    year (``"2020"``) or a month (``"2020-05"``) covers that whole year or month (UTC).
 
     Args:
         value: The interval.

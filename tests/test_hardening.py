@@ -164,6 +164,19 @@ def test_date_only_interval_end_covers_the_whole_day():
         parse_time_range("June 2020")
 
 
+def test_a_year_or_a_month_covers_the_whole_period():
+    assert parse_time_range("2020") == (_day(2020, 1, 1), _day(2021, 1, 1) - 1e-3)
+    assert parse_time_range("2020-02") == (_day(2020, 2, 1), _day(2020, 3, 1) - 1e-3)  # leap
+    assert parse_time_range("2020-12")[1] == _day(2021, 1, 1) - 1e-3
+    assert parse_time_range("2019/2021") == (_day(2019, 1, 1), _day(2022, 1, 1) - 1e-3)
+    assert parse_time_range("2020-05/..") == (_day(2020, 5, 1), None)
+    with pytest.raises(InvalidArgumentError, match="start is after the end"):
+        parse_time_range("2021/2020")
+    for bad in ("2020-13", "2020-00", "20201", "202"):
+        with pytest.raises(InvalidArgumentError, match=r"whole year or month: 2020, 2020-05"):
+            parse_time_range(bad)
+
+
 def test_stac_item_with_a_date_range_is_found_by_overlap(tmp_path, tiny_checkpoint):
     pytest.importorskip("torch")
     import pystac
