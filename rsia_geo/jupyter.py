@@ -322,7 +322,7 @@ class SearchPanel:
         self.group = w.Checkbox(value=True, description="one hit per place")
         self.transcribe = w.Checkbox(value=True, description="show what was heard")
         self.dates = w.Text(
-            placeholder="dates: 2020-01-01/2021-12-31", layout=w.Layout(width="220px")
+            placeholder="dates: 2019/2021, 2020-05", layout=w.Layout(width="220px")
         )
         self.platform = w.Text(placeholder="platforms: naip", layout=w.Layout(width="160px"))
         self.button = w.Button(description="Search", button_style="primary", icon="search")

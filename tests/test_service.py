@@ -162,6 +162,24 @@ def test_bad_requests_map_to_status_codes(served, files, data, status, error):
         assert r.json()["error"] == error and r.json()["detail"]
 
 
+def test_a_year_or_a_month_filters_by_acquisition(served):
+    """The sample item was acquired on 2020-01-01: found for 2020 and 2020-01, not 2019."""
+    with _client(served) as c:
+        for when, found in (
+            ("2020", True),
+            ("2020-01", True),
+            ("2019", False),
+            ("2020-02/..", False),
+        ):
+            r = c.post(
+                "/search",
+                files={"audio": ("q.wav", _wav_bytes(), "audio/wav")},
+                data={"datetime": when, "k": "3"},
+            )
+            assert r.status_code == 200, r.text
+            assert (len(r.json()["features"]) > 0) is found, when
+
+
 def test_limits_auth_and_unknown_tiles(served):
     with _client(served, max_upload_bytes=2000) as c:
         r = c.post("/search", files={"audio": ("q.wav", _wav_bytes(), "audio/wav")})

@@ -104,7 +104,7 @@ class RsiaDock(QDockWidget):
         self.platform = QLineEdit()
         self.platform.setPlaceholderText("any; or e.g. naip,landsat-8")
         self.dates = QLineEdit()
-        self.dates.setPlaceholderText("any; or e.g. 2020-01-01/2021-12-31")
+        self.dates.setPlaceholderText("any; or e.g. 2019/2021, 2020-05, 2020-01-01/2021-06-30")
         self.go = QPushButton("Search")
         self.go.clicked.connect(self.search)
         self.like = QPushButton("More like selected")
