@@ -186,6 +186,7 @@ def encode_tiles(
 
     from rsia_geo.pipeline import load_model, read_chip
     from rsia_geo.tiles import Tile
+    from rsia_geo.weights import hub_bank, tile_hubness
 
     try:
         from distributed import get_worker
@@ -228,7 +229,10 @@ def encode_tiles(
     if sink is None:
         return ids, out, failed
     by_id = {r["id"]: r for r in records}
-    _sink_index(sink).add([Tile.from_dict(by_id[i]) for i in ids], out)
+    index = _sink_index(sink)
+    found = hub_bank(model)  # stored as build_index stores it (pipeline._hub_of)
+    hub = tile_hubness(model, out) if found and index.hub_bank == found[1] else None
+    index.add([Tile.from_dict(by_id[i]) for i in ids], out, hub=hub)
     return ids, np.zeros((0, 0), np.float32), failed
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -268,15 +269,20 @@ def build_index(
     t_start = time.perf_counter()
     try:
         views = _bind(idx, mdl, spec, bands, image_views)
+        hub_of = _hub_of(idx, mdl)
+
+        def store(tiles: list[Tile], vecs: np.ndarray) -> None:
+            idx.add(tiles, vecs, hub=hub_of(vecs))
+
         if cluster is not None:
             _ingest_cluster(
                 cluster, source, idx, mdl, model, spec, bands, bbox, batch_size, report, progress,
-                views,
+                views, store,
             )  # fmt: skip
         else:
             _ingest_local(
-                source, idx, image_encoder(mdl, on, views), spec, bands, bbox, batch_size,
-                workers, progress, report,
+                source, store, idx, image_encoder(mdl, on, views), spec, bands, bbox,
+                batch_size, workers, progress, report,
             )  # fmt: skip
         idx.record_count()
         idx.optimize()  # the HNSW graph or quantized vectors the index was made with
@@ -295,18 +301,37 @@ def _bind(
     The views asked for, else the index's own (it holds tiles), else the default.
     """
     from rsia_geo.models.checkpoint import model_signature
+    from rsia_geo.rerank import HUB_K
+    from rsia_geo.weights import hub_bank
 
     views = image_views or idx.image_views or DEFAULT_IMAGE_VIEWS
-    idx.bind_model(
-        model_signature(mdl),
-        extra={
-            "tile_spec": asdict(spec),
-            "bands": list(bands or ("red", "green", "blue")),
-            "image_views": views,
-            "checkpoint": str(getattr(mdl, "checkpoint_path", "")),
-        },
-    )
+    extra: dict[str, Any] = {
+        "tile_spec": asdict(spec),
+        "bands": list(bands or ("red", "green", "blue")),
+        "image_views": views,
+        "checkpoint": str(getattr(mdl, "checkpoint_path", "")),
+    }
+    found = hub_bank(mdl)
+    if found is not None and idx.hub_bank in (None, found[1]):
+        # tiles store their hubness against this bank (an index whose stored hubness is
+        # another bank's keeps it: search computes the hubness of its tiles instead)
+        extra["hub"] = {"bank": found[1], "k": HUB_K}
+    idx.bind_model(model_signature(mdl), extra=extra)
     return views
+
+
+def _hub_of(idx: TileIndex, mdl: Any) -> Any:
+    """``hub(raw vectors)`` to store with new tiles: their hubness, or None.
+
+    The hubness (:func:`rsia_geo.weights.tile_hubness`) is stored when the index records
+    the model's own reference bank (:attr:`TileIndex.hub_bank`).
+    """
+    from rsia_geo.weights import hub_bank, tile_hubness
+
+    found = hub_bank(mdl)
+    if found is None or idx.hub_bank != found[1]:
+        return lambda vecs: None
+    return lambda vecs: tile_hubness(mdl, vecs)
 
 
 def _encoder_batch(batch_size: Any, on: str) -> int:
@@ -429,6 +454,7 @@ def _new_batches(
 # they would need that state passed around.
 def _ingest_local(
     source: Any,
+    store: Any,
     idx: TileIndex,
     encode: Any,
     spec: TileSpec,
@@ -451,7 +477,7 @@ def _ingest_local(
             if item is None:
                 return
             try:
-                idx.add(*item)
+                store(*item)
             except BaseException as exc:  # surfaced in the main thread
                 write_error.append(exc)
                 return
@@ -528,6 +554,7 @@ def _ingest_cluster(
     report: IndexReport,
     progress: bool,
     views: str,
+    store: Any,
 ) -> None:
     """Read and encode on a Dask cluster's workers, store here (:mod:`rsia_geo.cluster`)."""
     from tqdm.auto import tqdm
@@ -556,7 +583,7 @@ def _ingest_cluster(
         sink = idx.remote_spec()  # a server: the workers store, this process reserves
         try:
             for stored, failed in run_ingest(
-                client, tasks, model_ref, idx.add, in_flight=2 * n_workers + 1,
+                client, tasks, model_ref, store, in_flight=2 * n_workers + 1,
                 batch_size=batch_size, sink=sink,
                 reserve=idx.reserve if sink is not None else None, views=views,
             ):  # fmt: skip
@@ -583,6 +610,7 @@ class _Candidate:
     unit: np.ndarray | None
     raw_norm: float
     footprint: Any  # shapely geometry, or None until needed
+    hub: float | None = None  # stored hubness (rerank.hubness), when the index has it
 
 
 def _footprints(geojsons: Sequence[dict[str, Any] | str]) -> np.ndarray:
@@ -692,7 +720,7 @@ def _candidates(
 
     exact = region is not None and region.geometry is not None
     with_fp = exact or need_footprints or (exclude is not None and exclude.place is not None)
-    fields = (["footprint"] if with_fp else []) + (["raw_norm"] if with_vectors else [])
+    fields = (["footprint"] if with_fp else []) + (["raw_norm", "hub"] if with_vectors else [])
     if exact:
         assert region is not None
         shapely.prepare(region.geometry)
@@ -720,7 +748,13 @@ def _candidates(
             if not ok:
                 continue
             unit = np.asarray(h.vector, dtype=np.float32) if h.vector is not None else None
-            out.append(_Candidate(h.id, h.score, unit, float(h.payload.get("raw_norm", 1.0)), fp))
+            hub = h.payload.get("hub")
+            out.append(
+                _Candidate(
+                    h.id, h.score, unit, float(h.payload.get("raw_norm", 1.0)), fp,
+                    None if hub is None else float(hub),
+                )
+            )  # fmt: skip
         if len(hits) < page:
             break
         offset += page
@@ -848,6 +882,7 @@ def search(
     group_overlap: float = 0.5,
     transcribe: bool = False,
     text_weight: float | None = None,
+    hubness: float | None = None,
 ) -> GeoDataFrame:
     """Answer a spoken, typed or example query with georeferenced tiles, in a region.
 
@@ -899,6 +934,14 @@ def search(
             the route learned (``attrs["query"]["text_weight"]`` says the weight used).
             None: the checkpoint's default (its ``text.json``; 0 when it ships no text
             route); 0: the audio route alone.
+        hubness: Weight of each candidate's hubness (its mean cosine to its 10 nearest
+            reference clips of the checkpoint's bank, :func:`rsia_geo.rerank.hubness`)
+            subtracted from its rescored score, for spoken and typed queries: tiles that
+            match every query a little ("hubs") fall behind tiles that match this one (CSLS).
+            None: :data:`~rsia_geo.rerank.HUB_BETA` (0.5) when the checkpoint has a bank,
+            else 0; 0: off. An index stores each tile's hubness; one made before (or
+            against another bank) has it computed for the candidates
+            (``attrs["query"]["hubness_from"]``).
 
     Returns:
         A GeoDataFrame in EPSG:4326, best first: ``rank``, ``score``, ``score_cosine``,
@@ -919,6 +962,7 @@ def search(
     from rsia_geo.models.checkpoint import model_signature
 
     _check_search_args(audio, text, example, relevant, index, k, group_overlap)
+    _check_hubness(hubness)
     candidates = max(candidates, k, GROUP_CANDIDATES * k if group else 0)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -946,8 +990,9 @@ def search(
                 idx, q.vector, region, candidates, cross, page=_page(candidates),
                 need_footprints=group, exclude=q.exclude,
             )  # fmt: skip
+        beta = _hub_beta(mdl, hubness) if cross and rescore else 0.0
         scores, order, rank_cos, rank_ia = _score(
-            mdl, q, cands, cross, rerank, rerank_k, k, timings
+            mdl, q, cands, cross, rerank, rerank_k, k, timings, hub=(idx, beta)
         )
         with _timed(timings, "group_ms"):
             groups = (
@@ -1162,8 +1207,12 @@ def _score(
     rerank_k: int,
     k: int,
     timings: dict[str, float],
+    hub: tuple[TileIndex, float] | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """Stages 2-3 of :func:`search`: cosine order, IA rescoring, BSWFR rerank.
+
+    ``hub`` is ``(index, weight)``: the rescored scores lose ``weight`` times each
+    candidate's hubness (:func:`_candidate_hubness`); the query's description says so.
 
     Returns:
         ``(scores by column, final order, cosine ranks, IA ranks)`` over the candidates.
@@ -1190,16 +1239,70 @@ def _score(
             if q.text_unit is not None:  # the text route's share (models.text.fused_scores)
                 units = np.stack([np.asarray(c.unit, dtype=np.float64) for c in cands])
                 ia = ia + q.text_weight * (units @ q.text_unit)
-            order, final = np.argsort(-ia, kind="stable"), ia
+            final = ia
+            if hub is not None and hub[1] > 0:
+                hubs, source = _candidate_hubness(model, hub[0], cands, raw_v)
+                final = ia - hub[1] * hubs  # score_ia stays the IA (+ text) score
+                q.description.update(hubness=hub[1], hubness_from=source)
+            order = np.argsort(-final, kind="stable")
         if rerank:
             with _timed(timings, "rerank_ms"):
                 # the rerank depth covers the k hits returned, so every hit is reranked
-                bsw = _bswfr_with_bank(model, raw_v, q.audio_raw, ia, max(rerank_k, k))
+                bsw = _bswfr_with_bank(model, raw_v, q.audio_raw, final, max(rerank_k, k))
                 order, final = np.argsort(-bsw, kind="stable"), bsw
     rank_ia = np.empty(len(cands), dtype=int)
     rank_ia[np.argsort(-ia if cross else -cos, kind="stable")] = np.arange(len(cands))
     scores = {"score": final, "score_cosine": cos, "score_ia": ia, "score_bswfr": bsw}
     return scores, order, rank_cos, rank_ia
+
+
+def _check_hubness(hubness: Any) -> None:
+    """Refuse a hubness weight that is not a finite number >= 0 (None: the default)."""
+    if hubness is None:
+        return
+    ok = isinstance(hubness, (int, float)) and not isinstance(hubness, bool)
+    if not ok or not math.isfinite(hubness) or hubness < 0:
+        raise InvalidArgumentError(
+            f"hubness={hubness!r} must be a number >= 0 (0: off; None: the default, "
+            "0.5 with a checkpoint that has a reference bank)"
+        )
+
+
+def _hub_beta(model: Any, hubness: float | None) -> float:
+    """The hubness weight a search uses: as given, else :data:`HUB_BETA` with a bank."""
+    from rsia_geo.rerank import HUB_BETA
+    from rsia_geo.weights import hub_bank
+
+    if hubness is not None:
+        if hubness > 0 and hub_bank(model) is None:
+            raise InvalidArgumentError(
+                f"hubness={hubness!r} needs the checkpoint's audio_bank.safetensors (the "
+                "reference clips hubness is measured against), which this model lacks; "
+                "pass hubness=0"
+            )
+        return float(hubness)
+    return HUB_BETA if hub_bank(model) is not None else 0.0
+
+
+def _candidate_hubness(
+    model: Any, idx: TileIndex, cands: Sequence[_Candidate], raw_v: np.ndarray
+) -> tuple[np.ndarray, str]:
+    """Each candidate's hubness, and where it came from (``index``, ``computed``, ``both``).
+
+    Stored values are used when the index records this model's bank; the others (an index
+    made before hubness was stored, or against another bank) are computed here.
+    """
+    from rsia_geo.weights import hub_bank, tile_hubness
+
+    found = hub_bank(model)
+    assert found is not None  # _hub_beta asked for a bank
+    stored = idx.hub_bank == found[1]
+    hubs = np.array([c.hub if stored and c.hub is not None else np.nan for c in cands])
+    missing = np.isnan(hubs)
+    if missing.any():
+        hubs[missing] = tile_hubness(model, raw_v[missing])
+    source = "computed" if missing.all() else "both" if missing.any() else "index"
+    return hubs, source
 
 
 def _hits_frame(rows: list[dict[str, Any]], columns: Sequence[str] = HIT_COLUMNS) -> GeoDataFrame:

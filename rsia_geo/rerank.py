@@ -26,10 +26,59 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bswfr_query", "bswfr_rerank", "bswfr_weights", "reverse_ranks"]
+from rsia_geo.errors import InvalidArgumentError
+
+__all__ = [
+    "HUB_BETA",
+    "HUB_K",
+    "bswfr_query",
+    "bswfr_rerank",
+    "bswfr_weights",
+    "hubness",
+    "reverse_ranks",
+]
 
 K_MIN = 10
 DECAY = 0.05
+
+HUB_K = 10
+"""Nearest reference queries averaged into an image's hubness (CSLS's ``K``)."""
+HUB_BETA = 0.5
+"""Weight of an image's hubness subtracted from its score for a query: CSLS ranks an image
+for a query by ``2 s(q, i) - r(q) - r(i)``, that is by ``s(q, i) - r(i) / 2``."""
+
+
+def hubness(unit_images: np.ndarray, unit_bank: np.ndarray, k: int = HUB_K) -> np.ndarray:
+    """How close each image lies to the queries of a reference bank: its hubness ``r(i)``.
+
+    The mean cosine of an image to its ``k`` nearest reference queries (the checkpoint's
+    training clips). An image near many queries of every kind (a "hub") scores high for
+    queries it does not answer; cross-domain similarity local scaling (CSLS, Conneau et al.
+    2018) ranks the images of a query by ``s(q, i) - r(i) / 2`` instead of ``s(q, i)``
+    (:data:`HUB_BETA`). It depends on the image and the bank only, so an index computes it
+    once per tile.
+
+    Args:
+        unit_images: ``(n, d)`` unit image embeddings.
+        unit_bank: ``(m, d)`` unit embeddings of the reference queries.
+        k: Nearest queries averaged (at most ``m``).
+
+    Returns:
+        ``(n,)`` float64 hubness, one per image.
+    """
+    images = np.asarray(unit_images, dtype=np.float32)
+    bank = np.asarray(unit_bank, dtype=np.float32)
+    if images.ndim != 2 or bank.ndim != 2 or images.shape[1] != bank.shape[1]:
+        raise InvalidArgumentError(
+            f"images {images.shape} and bank {bank.shape} must be (n, d) and (m, d)"
+        )
+    k = max(1, min(k, bank.shape[0]))
+    out = np.empty(len(images), dtype=np.float64)
+    for i in range(0, len(images), 256):  # bounded memory: 256 x m scores at a time
+        scores = images[i : i + 256] @ bank.T
+        top = np.partition(scores, scores.shape[1] - k, axis=1)[:, -k:]
+        out[i : i + 256] = top.mean(axis=1, dtype=np.float64)
+    return out
 
 
 def bswfr_weights(reverse: np.ndarray, *, decay: float = DECAY) -> np.ndarray:

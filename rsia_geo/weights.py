@@ -21,10 +21,12 @@ __all__ = [
     "STARTER",
     "audio_bank",
     "default_checkpoint",
+    "hub_bank",
     "recogniser_prompt",
     "shipped_checkpoint",
     "shipped_checkpoints",
     "text_encoder",
+    "tile_hubness",
 ]
 
 _WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -134,6 +136,59 @@ def audio_bank(model: Any) -> Any:
             "embeddings), which this model lacks; search with rerank=False or add a bank"
         )
     return bank
+
+
+_HUB: dict[tuple[str, int, int], tuple[Any, str]] = {}
+
+
+def hub_bank(model: Any) -> tuple[Any, str] | None:
+    """The checkpoint's reference clips as unit vectors, and which bank they are.
+
+    What the hubness of an image is measured against (:func:`rsia_geo.rerank.hubness`).
+
+    Args:
+        model: A model loaded with :func:`rsia_geo.models.load_checkpoint`.
+
+    Returns:
+        ``(unit bank (n, dim) float32 numpy, the first 12 hex digits of the bank file's
+        sha256)``, or None when the checkpoint has no ``audio_bank.safetensors``.
+    """
+    import hashlib
+
+    import numpy as np
+
+    folder = getattr(model, "checkpoint_path", None)
+    path = Path(folder) / "audio_bank.safetensors" if folder else None
+    if path is None or not path.exists():
+        return None
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HUB:
+        bank = audio_bank(model).numpy().astype(np.float32)
+        unit = bank / np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-12)
+        _HUB[key] = (unit, hashlib.sha256(path.read_bytes()).hexdigest()[:12])
+    return _HUB[key]
+
+
+def tile_hubness(model: Any, raw_vectors: Any) -> Any:
+    """The hubness of image embeddings against a checkpoint's bank (None: it has no bank).
+
+    Args:
+        model: A loaded model.
+        raw_vectors: ``(n, dim)`` image embeddings (raw or unit).
+
+    Returns:
+        ``(n,)`` float64 numpy (:func:`rsia_geo.rerank.hubness`), or None.
+    """
+    import numpy as np
+
+    from rsia_geo.rerank import hubness
+
+    found = hub_bank(model)
+    if found is None:
+        return None
+    v = np.asarray(raw_vectors, dtype=np.float32)
+    return hubness(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12), found[0])
 
 
 def text_encoder(model: Any) -> Any:

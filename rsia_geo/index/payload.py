@@ -54,12 +54,13 @@ FLOAT_FIELDS = (
     "timestamp_end",
 )
 GEO_FIELDS = ("location",)
-STORED_FIELDS = (*KEYWORD_FIELDS, *FLOAT_FIELDS, *GEO_FIELDS, "raw_norm", "footprint")
+STORED_FIELDS = (*KEYWORD_FIELDS, *FLOAT_FIELDS, *GEO_FIELDS, "raw_norm", "hub", "footprint")
 """Payload fields stored as their own Qdrant payload keys: the indexed ones (filters), the raw
-norm (rescoring) and the footprint (the exact region test, as a GeoJSON string). Everything
-else (the tile record, hrefs, windows...) travels packed in one JSON string, ``doc``: the
-engines convert a payload key by key (about 3 us each in qdrant-edge-py), so the packed form
-stores points about 3x faster (docs/benchmarks.md) and the search reads the same values."""
+norm and the hubness (rescoring) and the footprint (the exact region test, as a GeoJSON
+string). Everything else (the tile record, hrefs, windows...) travels packed in one JSON
+string, ``doc``: the engines convert a payload key by key (about 3 us each in
+qdrant-edge-py), so the packed form stores points about 3x faster (docs/benchmarks.md) and
+the search reads the same values."""
 PACKED = "doc"
 
 
@@ -129,13 +130,17 @@ def centre_margin(payload: dict[str, Any]) -> tuple[float, float]:
     return float(dx), float(dy)
 
 
-def tile_to_payload(tile: Tile, *, raw_norm: float | None = None) -> dict[str, Any]:
+def tile_to_payload(
+    tile: Tile, *, raw_norm: float | None = None, hub: float | None = None
+) -> dict[str, Any]:
     """Payload stored with a tile's vector.
 
     Args:
         tile: The tile.
         raw_norm: Norm of the raw (unnormalised) image embedding, so the raw vector can be
             rebuilt from the stored unit vector for IA rescoring.
+        hub: The embedding's hubness against the model's reference clips
+            (:func:`rsia_geo.rerank.hubness`), which rescoring subtracts in part.
 
     Returns:
         JSON-serialisable payload.
@@ -173,6 +178,8 @@ def tile_to_payload(tile: Tile, *, raw_norm: float | None = None) -> dict[str, A
     }
     if raw_norm is not None:
         payload["raw_norm"] = float(raw_norm)
+    if hub is not None:
+        payload["hub"] = float(hub)
     return payload
 
 

@@ -292,6 +292,16 @@ class TileIndex:
         return self.backend.get_meta() if self.backend.exists() else None
 
     @property
+    def hub_bank(self) -> str | None:
+        """Which reference bank the stored hubness was measured against (its short sha256).
+
+        None when the index stores no hubness (made before it, or by a model without a bank).
+        """
+        meta = self.meta or {}
+        hub = meta.get("hub") or {}
+        return str(hub["bank"]) if hub.get("bank") else None
+
+    @property
     def image_views(self) -> str | None:
         """How the index's tiles were embedded (:data:`rsia_geo.tiles.IMAGE_VIEWS`).
 
@@ -404,25 +414,36 @@ class TileIndex:
 
     # ---------------------------------------------------------------- data
 
-    def add(self, tiles: Sequence[Tile], raw_vectors: np.ndarray) -> None:
+    def add(
+        self, tiles: Sequence[Tile], raw_vectors: np.ndarray, hub: np.ndarray | None = None
+    ) -> None:
         """Store tiles with their raw image embeddings (upsert by tile id: idempotent).
 
         Args:
             tiles: The tiles.
             raw_vectors: ``(len(tiles), dim)`` raw embeddings ``f_v``; stored L2-normalised,
                 with the norm kept in the payload for IA rescoring.
+            hub: ``(len(tiles),)`` hubness of the embeddings against the model's reference
+                clips (:func:`rsia_geo.weights.tile_hubness`), kept in the payload; None: not
+                stored (search computes it for the tiles that lack it).
         """
         vecs = np.asarray(raw_vectors, dtype=np.float64)
         if vecs.ndim != 2 or vecs.shape[0] != len(tiles):
             raise VectorIndexError(
                 f"raw_vectors shape {vecs.shape} does not match {len(tiles)} tiles"
             )
+        hubs = [None] * len(tiles) if hub is None else [float(h) for h in np.ravel(hub)]
+        if len(hubs) != len(tiles):
+            raise VectorIndexError(f"{len(hubs)} hubness values for {len(tiles)} tiles")
         norms = np.linalg.norm(vecs, axis=1)
         unit = vecs / np.maximum(norms, 1e-12)[:, None]
         self._upsert(
             [t.id for t in tiles],
             unit.tolist(),
-            [tile_to_payload(t, raw_norm=float(n)) for t, n in zip(tiles, norms, strict=True)],
+            [
+                tile_to_payload(t, raw_norm=float(n), hub=h)
+                for t, n, h in zip(tiles, norms, hubs, strict=True)
+            ],
         )
 
     def reserve(self, tiles: Sequence[Tile]) -> None:
