@@ -40,9 +40,11 @@ from eval_voices import (  # the same clips as the audio tables
 from rsia_geo.models import image_side_sha256, load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.models.text import fused_scores, load_text_encoder
+from rsia_geo.rerank import HUB_BETA
 from rsia_geo.training.augment import CONDITIONS
 from rsia_geo.training.evaluate import _metrics_both, candidates_only, encode_clips, encode_images
 from rsia_geo.training.transcripts import read_transcripts, transcripts_path
+from rsia_geo.weights import hub_bank, tile_hubness
 
 KEYS = ["i2a_r1", "i2a_r5", "i2a_r10", "a2i_r1", "a2i_r5", "a2i_r10", "mR"]
 WEIGHTS = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0]
@@ -123,6 +125,7 @@ def evaluate_voicing(
     condition="clean",
     as_typed=False,
     members=(),
+    hub=None,
 ) -> dict:
     rows = _rows(manifest, split, per_image)
     name = Path(manifest).parent.name
@@ -140,6 +143,8 @@ def evaluate_voicing(
     t = encoder.encode(texts, heard=not as_typed)
     cos_a = cosine_scores(v, a).numpy()
     ia = ia_scores(v, a).numpy()
+    if hub is not None:  # as search serves it: the rescored scores less the hubness share
+        ia = ia - hub[:, None]
     cos_t = (torch.nn.functional.normalize(v, dim=-1) @ t.T).numpy()
     out: dict = {
         "clips": len(rows),
@@ -208,6 +213,11 @@ def main() -> None:
         "of their raw audio embeddings and the checkpoint's",
     )  # fmt: skip
     add_image_views_arg(p)
+    p.add_argument(
+        "--hubness", type=float, default=None,
+        help="weight of the images' hubness subtracted from the rescored scores (default: "
+        "search's, 0.5 with a checkpoint bank; 0: off)",
+    )  # fmt: skip
     p.add_argument("--out", default=None, help="JSON report")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -226,6 +236,9 @@ def main() -> None:
     t0 = time.time()
     first = _rows(a.manifests[0], a.split, a.per_image)
     v, _ = encode_images(model, first, views=a.image_views)
+    found = hub_bank(model)
+    beta = a.hubness if a.hubness is not None else (HUB_BETA if found is not None else 0.0)
+    hub = beta * tile_hubness(model, v.numpy()) if beta > 0 else None
     cache = Path(a.cache) if a.cache else None
     report: dict = {
         "checkpoint": a.checkpoint,
@@ -235,12 +248,13 @@ def main() -> None:
         "bank_for_transcripts": a.bank_for_transcripts,
         "audio_members": a.audio_members,
         "image_views": a.image_views,
+        "hubness": beta,
         "voicings": {},
     }
     for m in a.manifests:
         r = evaluate_voicing(
             model, encoder, v, m, a.split, a.per_image, a.rescore_k, cache,
-            as_typed=a.bank_for_transcripts, members=members,
+            as_typed=a.bank_for_transcripts, members=members, hub=hub,
         )  # fmt: skip
         report["voicings"][Path(m).parent.name] = r
         print(
@@ -253,7 +267,7 @@ def main() -> None:
     for cond in a.conditions:
         r = evaluate_voicing(
             model, encoder, v, a.manifests[0], a.split, a.per_image, a.rescore_k, cache, cond,
-            as_typed=a.bank_for_transcripts, members=members,
+            as_typed=a.bank_for_transcripts, members=members, hub=hub,
         )  # fmt: skip
         report["conditions"][cond] = r
         print(

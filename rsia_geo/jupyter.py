@@ -321,9 +321,7 @@ class SearchPanel:
         self.rerank = w.Checkbox(value=False, description="BSWFR rerank")
         self.group = w.Checkbox(value=True, description="one hit per place")
         self.transcribe = w.Checkbox(value=True, description="show what was heard")
-        self.dates = w.Text(
-            placeholder="dates: 2019/2021, 2020-05", layout=w.Layout(width="220px")
-        )
+        self.dates = w.Text(placeholder="dates: 2019/2021, 2020-05", layout=w.Layout(width="220px"))
         self.platform = w.Text(placeholder="platforms: naip", layout=w.Layout(width="160px"))
         self.button = w.Button(description="Search", button_style="primary", icon="search")
         self.clear = w.Button(description="Clear region")

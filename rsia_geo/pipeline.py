@@ -1239,16 +1239,17 @@ def _score(
             if q.text_unit is not None:  # the text route's share (models.text.fused_scores)
                 units = np.stack([np.asarray(c.unit, dtype=np.float64) for c in cands])
                 ia = ia + q.text_weight * (units @ q.text_unit)
-            final = ia
+            penalty = np.zeros(len(cands))
             if hub is not None and hub[1] > 0:
                 hubs, source = _candidate_hubness(model, hub[0], cands, raw_v)
-                final = ia - hub[1] * hubs  # score_ia stays the IA (+ text) score
+                penalty = hub[1] * hubs
                 q.description.update(hubness=hub[1], hubness_from=source)
+            final = ia - penalty  # score_ia stays the IA (+ text) score
             order = np.argsort(-final, kind="stable")
         if rerank:
             with _timed(timings, "rerank_ms"):
                 # the rerank depth covers the k hits returned, so every hit is reranked
-                bsw = _bswfr_with_bank(model, raw_v, q.audio_raw, final, max(rerank_k, k))
+                bsw = _bswfr_with_bank(model, raw_v, q.audio_raw, final, max(rerank_k, k), penalty)
                 order, final = np.argsort(-bsw, kind="stable"), bsw
     rank_ia = np.empty(len(cands), dtype=int)
     rank_ia[np.argsort(-ia if cross else -cos, kind="stable")] = np.arange(len(cands))
@@ -1418,9 +1419,18 @@ def _hit_rows(
 
 
 def _bswfr_with_bank(
-    model: Any, raw_v: np.ndarray, a_raw: np.ndarray, ia: np.ndarray, k: int
+    model: Any,
+    raw_v: np.ndarray,
+    a_raw: np.ndarray,
+    ia: np.ndarray,
+    k: int,
+    penalty: np.ndarray | None = None,
 ) -> np.ndarray:
-    """BSWFR for one query, reverse ranks against the checkpoint's reference clips."""
+    """BSWFR for one query, reverse ranks against the checkpoint's reference clips.
+
+    ``penalty`` (per candidate, already subtracted from ``ia``: the hubness) is subtracted
+    from the bank's scores too, so that reverse ranks compare like with like.
+    """
     import torch
 
     from rsia_geo.models.alac import ia_scores
@@ -1432,6 +1442,8 @@ def _bswfr_with_bank(
     order = np.argsort(-ia, kind="stable")[:k1]
     cand = torch.from_numpy(raw_v[order].astype(np.float32))
     bank_scores = ia_scores(cand, bank).numpy()  # (k1, bank), forward order
+    if penalty is not None:
+        bank_scores = bank_scores - penalty[order][:, None]
     return bswfr_query(ia, bank_scores, k)
 
 

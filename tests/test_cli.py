@@ -189,6 +189,10 @@ def test_cli_index_then_search_with_exports(tmp_path, samples, capsys):
     page = (tmp_path / "map.html").read_text()
     assert all(t in page for t in pq.tile_id)  # every hit on the map, with its picture
     assert page.count("data:image/png;base64,") == len(pq)
+    assert main(["search", str(wav), *idx, "-k", "5", "--hubness", "0"]) == 0
+    capsys.readouterr()
+    assert main(["search", str(wav), *idx, "-k", "5", "--hubness", "-1"]) == 2
+    assert "hubness=-1.0 must be a number >= 0" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- user mistakes (issue 12)

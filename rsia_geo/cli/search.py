@@ -77,6 +77,13 @@ def register(sub: Any) -> None:
         help="weight of the text route (the transcript or typed text, fused with the audio "
         "route; default: the checkpoint's; 0: the audio route alone)",
     )
+    se.add_argument(
+        "--hubness",
+        type=float,
+        default=None,
+        help="weight of each tile's hubness (its closeness to every kind of query) taken "
+        "off its score (default: 0.5 with a checkpoint that has a reference bank; 0: off)",
+    )
     se.add_argument("--out", default=None, help="write hits (.geojson, .gpkg, .parquet)")
     se.add_argument("--map", default=None, help="write an HTML map of the hits")
     se.set_defaults(func=_cmd_search)
@@ -134,6 +141,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             group=not args.no_group,
             transcribe=not args.no_transcript,
             text_weight=args.text_weight,
+            hubness=args.hubness,
         )
     _print_query(hits.attrs.get("query", {}))
     _print_hits(hits)

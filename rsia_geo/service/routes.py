@@ -217,6 +217,10 @@ class Routes:
             float | None,
             Form(description="text route weight (default: the checkpoint's; 0: audio only)"),
         ] = None,
+        hubness: Annotated[
+            float | None,
+            Form(description="weight of the tiles' hubness taken off their scores (0: off)"),
+        ] = None,
         x_api_key: Annotated[str | None, Header()] = None,
     ) -> Response:
         """A spoken, typed or example query, restricted to a region: hits as GeoJSON."""
@@ -243,7 +247,7 @@ class Routes:
                 text=text, example=example, relevant=relevant, not_relevant=not_relevant,
                 refine_method=refine_method, bbox=box, geometry=geom, datetime=datetime,
                 platform=platform, k=k, rerank=rerank, group=group, transcribe=transcribe,
-                text_weight=text_weight,
+                text_weight=text_weight, hubness=hubness,
             )  # fmt: skip
 
         hits = await self.run(run)

@@ -127,6 +127,7 @@ def evaluate_scores(
     rescore_k: int = 50,
     rerank_k: int = 30,
     image_bank_ia: np.ndarray | None = None,
+    hub: np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
     """All score variants' metrics from the cosine and IA matrices (``N x (N*c)``).
 
@@ -142,10 +143,16 @@ def evaluate_scores(
         rescore_k: Candidates rescored by IA in the pipeline variant.
         rerank_k: BSWFR ``k``.
         image_bank_ia: ``(N, M)`` IA scores of the images against the bank clips.
+        hub: ``(N,)`` hubness of the images against the bank
+            (:func:`rsia_geo.rerank.hubness`): the ``+hub`` variant is the pipeline as search
+            serves it, the candidates' IA scores less :data:`~rsia_geo.rerank.HUB_BETA` times
+            their hubness (audio -> image; its image -> audio half is the plain pipeline's).
 
     Returns:
         Variant name -> metrics.
     """
+    from rsia_geo.rerank import HUB_BETA
+
     variants: dict[str, tuple[np.ndarray, np.ndarray]] = {
         "cosine": (cos, cos),
         f"cosine+ia@{rescore_k}": (
@@ -160,8 +167,19 @@ def evaluate_scores(
         rr_i2a = bswfr_rerank(i2a, rerank_k)
         rr_a2i = bswfr_rerank(a2i.T, rerank_k).T
         out[f"{name}+bswfr@{rerank_k}"] = _metrics_both(rr_i2a, rr_a2i, per_image)
+    less, bank_less = ia.T, image_bank_ia
+    if hub is not None:
+        base = variants[f"cosine+ia@{rescore_k}"][0]
+        pen = HUB_BETA * np.asarray(hub, dtype=np.float64)
+        less = ia.T - pen[None, :]
+        if image_bank_ia is not None:  # reverse ranks compare like with like
+            bank_less = image_bank_ia - pen[:, None]
+        out[f"cosine+ia@{rescore_k}+hub"] = _metrics_both(
+            base, candidates_only(cos.T, less, rescore_k).T, per_image
+        )
     if image_bank_ia is not None:
-        served = served_rerank(cos.T, ia.T, image_bank_ia, rescore_k=rescore_k, rerank_k=rerank_k).T
+        assert bank_less is not None
+        served = served_rerank(cos.T, less, bank_less, rescore_k=rescore_k, rerank_k=rerank_k).T
         base = variants[f"cosine+ia@{rescore_k}"][0]
         out[f"served: cosine+ia@{rescore_k}+bswfr@{rerank_k} (bank)"] = _metrics_both(
             base, served, per_image
@@ -316,11 +334,12 @@ def evaluate(
         on_embeddings(v, a)
     cos = cosine_scores(v, a).numpy()
     ia = ia_scores(v, a).numpy()
-    bank_ia = None
+    bank_ia = hub = None
     if (Path(getattr(model, "checkpoint_path", "") or "") / "audio_bank.safetensors").exists():
-        from rsia_geo.weights import audio_bank
+        from rsia_geo.weights import audio_bank, tile_hubness
 
         bank_ia = ia_scores(v, audio_bank(model)).numpy()
+        hub = tile_hubness(model, v.numpy())
     variants = evaluate_scores(
         cos,
         ia,
@@ -328,6 +347,7 @@ def evaluate(
         rescore_k=rescore_k,
         rerank_k=rerank_k,
         image_bank_ia=bank_ia,
+        hub=hub,
     )
     pipeline = rescore_topk(cos.T, ia.T, rescore_k).T
     report: dict[str, Any] = {
