@@ -132,6 +132,7 @@ def _run_tiling(
     k: int = 10,
     group: bool = True,
     image_views: str | None = None,
+    hubness: float | None = None,
 ) -> dict:
     from shapely.geometry import box
 
@@ -174,14 +175,15 @@ def _run_tiling(
                 return None
 
             t = time.perf_counter()
-            hits = search(clip["clip_path"], idx, model, k=k, group=group)
+            hits = search(clip["clip_path"], idx, model, k=k, group=group, hubness=hubness)
             stats["latency"].append(1000 * (time.perf_counter() - t))
             stats["all"].append(rank_of(hits))
             minx, miny, maxx, maxy = region_around(cells, target, rng)
             region = box(minx, miny, maxx, maxy)
             hits = search(
-                clip["clip_path"], idx, model, bbox=(minx, miny, maxx, maxy), k=k, group=group
-            )
+                clip["clip_path"], idx, model, bbox=(minx, miny, maxx, maxy), k=k, group=group,
+                hubness=hubness,
+            )  # fmt: skip
             stats["in"].append(rank_of(hits))
             inside = [g.intersection(region).area > 0 for g in hits.geometry]
             stats["out_frac_in"].append(1 - float(np.mean(inside)) if len(hits) else 0.0)
@@ -203,8 +205,9 @@ def _run_tiling(
             minx, miny, maxx, maxy = sel.total_bounds
             region = box(minx, miny, maxx, maxy)
             hits = search(
-                clip["clip_path"], idx, model, bbox=(minx, miny, maxx, maxy), k=k, group=group
-            )
+                clip["clip_path"], idx, model, bbox=(minx, miny, maxx, maxy), k=k, group=group,
+                hubness=hubness,
+            )  # fmt: skip
             inside = [g.intersection(region).area > 0 for g in hits.geometry]
             stats["out_frac_out"].append(1 - float(np.mean(inside)) if len(hits) else 0.0)
 
@@ -216,6 +219,7 @@ def _run_tiling(
         "spec": {"size": spec.size, "overlap": spec.overlap, "scales": list(spec.scales)},
         "group": group,
         "image_views": views,
+        "hubness": hubness or 0.0,
         "tiles": n_tiles,
         "index_s": round(index_s, 1),
         "index_tiles_per_s": round(report.indexed / max(report.seconds, 1e-9), 1),
@@ -257,6 +261,10 @@ def main() -> None:
         default=None,
         help="how tiles are embedded (default: build_index's, d8 for a new index)",
     )
+    p.add_argument(
+        "--hubness", type=float, default=None,
+        help="search(hubness=...): weight of the tiles' hubness (CSLS: 0.5; default off)",
+    )  # fmt: skip
     p.add_argument("--out", default=None)
     a = p.parse_args()
     work = Path(a.workdir)
@@ -313,6 +321,7 @@ def main() -> None:
             rng,
             group="nogroup" not in opts,
             image_views=a.image_views,
+            hubness=a.hubness,
         )
         row["offset_px"] = [dx, dy]
         rows.append(row)

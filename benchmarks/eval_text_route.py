@@ -40,7 +40,6 @@ from eval_voices import (  # the same clips as the audio tables
 from rsia_geo.models import image_side_sha256, load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.models.text import fused_scores, load_text_encoder
-from rsia_geo.rerank import HUB_BETA
 from rsia_geo.training.augment import CONDITIONS
 from rsia_geo.training.evaluate import _metrics_both, candidates_only, encode_clips, encode_images
 from rsia_geo.training.transcripts import read_transcripts, transcripts_path
@@ -143,7 +142,7 @@ def evaluate_voicing(
     t = encoder.encode(texts, heard=not as_typed)
     cos_a = cosine_scores(v, a).numpy()
     ia = ia_scores(v, a).numpy()
-    if hub is not None:  # as search serves it: the rescored scores less the hubness share
+    if hub is not None:  # as search(hubness=...) serves it: the scores less the hubness share
         ia = ia - hub[:, None]
     cos_t = (torch.nn.functional.normalize(v, dim=-1) @ t.T).numpy()
     out: dict = {
@@ -215,8 +214,8 @@ def main() -> None:
     add_image_views_arg(p)
     p.add_argument(
         "--hubness", type=float, default=None,
-        help="weight of the images' hubness subtracted from the rescored scores (default: "
-        "search's, 0.5 with a checkpoint bank; 0: off)",
+        help="weight of the images' hubness subtracted from the rescored scores, as "
+        "search(hubness=...) does (CSLS: 0.5; default 0, off, as search)",
     )  # fmt: skip
     p.add_argument("--out", default=None, help="JSON report")
     a = p.parse_args()
@@ -236,8 +235,9 @@ def main() -> None:
     t0 = time.time()
     first = _rows(a.manifests[0], a.split, a.per_image)
     v, _ = encode_images(model, first, views=a.image_views)
-    found = hub_bank(model)
-    beta = a.hubness if a.hubness is not None else (HUB_BETA if found is not None else 0.0)
+    beta = a.hubness or 0.0
+    if beta > 0 and hub_bank(model) is None:
+        raise SystemExit(f"--hubness needs {a.checkpoint}'s audio_bank.safetensors")
     hub = beta * tile_hubness(model, v.numpy()) if beta > 0 else None
     cache = Path(a.cache) if a.cache else None
     report: dict = {

@@ -937,10 +937,12 @@ def search(
         hubness: Weight of each candidate's hubness (its mean cosine to its 10 nearest
             reference clips of the checkpoint's bank, :func:`rsia_geo.rerank.hubness`)
             subtracted from its rescored score, for spoken and typed queries: tiles that
-            match every query a little ("hubs") fall behind tiles that match this one (CSLS).
-            None: :data:`~rsia_geo.rerank.HUB_BETA` (0.5) when the checkpoint has a bank,
-            else 0; 0: off. An index stores each tile's hubness; one made before (or
-            against another bank) has it computed for the candidates
+            match every query a little ("hubs") fall behind tiles that match this one
+            (CSLS's weight is :data:`~rsia_geo.rerank.HUB_BETA`, 0.5). None or 0: off (the
+            default: on whole scenes it raises val mR, but on an index of overlapping tiles
+            at two levels the coarser tiles, less like any one caption, rise and recall
+            falls; docs/benchmarks.md). An index stores each tile's hubness; one made before
+            (or against another bank) has it computed for the candidates
             (``attrs["query"]["hubness_from"]``).
 
     Returns:
@@ -1270,19 +1272,18 @@ def _check_hubness(hubness: Any) -> None:
 
 
 def _hub_beta(model: Any, hubness: float | None) -> float:
-    """The hubness weight a search uses: as given, else :data:`HUB_BETA` with a bank."""
-    from rsia_geo.rerank import HUB_BETA
+    """The hubness weight a search uses: as given (None: 0, off)."""
     from rsia_geo.weights import hub_bank
 
-    if hubness is not None:
-        if hubness > 0 and hub_bank(model) is None:
-            raise InvalidArgumentError(
-                f"hubness={hubness!r} needs the checkpoint's audio_bank.safetensors (the "
-                "reference clips hubness is measured against), which this model lacks; "
-                "pass hubness=0"
-            )
-        return float(hubness)
-    return HUB_BETA if hub_bank(model) is not None else 0.0
+    if not hubness:
+        return 0.0
+    if hub_bank(model) is None:
+        raise InvalidArgumentError(
+            f"hubness={hubness!r} needs the checkpoint's audio_bank.safetensors (the "
+            "reference clips hubness is measured against), which this model lacks; "
+            "pass hubness=0"
+        )
+    return float(hubness)
 
 
 def _candidate_hubness(

@@ -87,8 +87,8 @@ def test_search_subtracts_half_the_hubness_and_reorders(banked):
             h.id: h.payload["hub"]
             for h in idx.retrieve([h.id for h in idx.query(np.ones(64), limit=100)])
         }
-        served = search(_clip(), idx, model, k=16, group=False)
-        plain = search(_clip(), idx, model, k=16, group=False, hubness=0)
+        served = search(_clip(), idx, model, k=16, group=False, hubness=HUB_BETA)
+        plain = search(_clip(), idx, model, k=16, group=False)  # off by default
     q = served.attrs["query"]
     assert q["hubness"] == HUB_BETA and q["hubness_from"] == "index"
     assert "hubness" not in plain.attrs["query"]
@@ -115,8 +115,8 @@ def test_an_index_without_stored_hubness_gets_the_same_hits(banked, monkeypatch)
     model = load_checkpoint(ckpt)
     with TileIndex(root / "old", create=False) as old, TileIndex(root / "idx", create=False) as new:
         assert all("hub" not in h.payload for h in old.query(np.ones(64), limit=100))
-        a = search(_clip(1), old, model, k=8)
-        b = search(_clip(1), new, model, k=8)
+        a = search(_clip(1), old, model, k=8, hubness=HUB_BETA)
+        b = search(_clip(1), new, model, k=8, hubness=HUB_BETA)
     assert a.attrs["query"]["hubness_from"] == "computed"
     assert b.attrs["query"]["hubness_from"] == "index"
     assert list(a.tile_id) == list(b.tile_id)
@@ -134,7 +134,7 @@ def test_another_bank_is_computed_not_mixed(banked, tmp_path):
     model2 = load_checkpoint(other)
     assert hub_bank(model2)[1] != hub_bank(model)[1]
     with TileIndex(root / "idx", create=False) as idx:
-        hits = search(_clip(2), idx, model2, k=8, group=False)
+        hits = search(_clip(2), idx, model2, k=8, group=False, hubness=HUB_BETA)
         hubs = {h.id: h for h in idx.retrieve(list(hits.tile_id), with_vectors=True)}
     assert hits.attrs["query"]["hubness_from"] == "computed"
     raw = np.stack([np.asarray(hubs[t].vector) * hubs[t].payload["raw_norm"] for t in hits.tile_id])
@@ -158,7 +158,7 @@ def test_bad_hubness_and_a_model_without_a_bank(banked, tiny_checkpoint, samples
     build_index(cat, tmp_path / "idx", tiny_checkpoint, spec=TileSpec(size=256), progress=False)
     with TileIndex(tmp_path / "idx", create=False) as idx:
         assert idx.hub_bank is None
-        hits = search(_clip(), idx, tiny_checkpoint, k=4)  # no bank: no hubness, no error
+        hits = search(_clip(), idx, tiny_checkpoint, k=4, hubness=0)  # off: fine without a bank
         assert "hubness" not in hits.attrs["query"]
         with pytest.raises(InvalidArgumentError, match="needs the checkpoint's audio_bank"):
             search(_clip(), idx, tiny_checkpoint, hubness=0.5)

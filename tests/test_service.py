@@ -94,13 +94,13 @@ def test_search_returns_geojson_in_the_region_and_chips(served):
             assert {"rank", "score", "tile_id", "item_id"} <= set(f["properties"])
         ranks = [f["properties"]["rank"] for f in fc["features"]]
         assert ranks == sorted(ranks)
-        assert fc["query"]["hubness"] == 0.5  # the checkpoint has a bank: CSLS rescoring
-        off = c.post(
+        assert "hubness" not in fc["query"]  # off by default
+        on = c.post(
             "/search",
             files={"audio": ("q.wav", _wav_bytes(), "audio/wav")},
-            data={"bbox": f"{minx},{miny},{maxx},{maxy}", "k": "50", "hubness": "0"},
+            data={"bbox": f"{minx},{miny},{maxx},{maxy}", "k": "50", "hubness": "0.5"},
         ).json()
-        assert "hubness" not in off["query"]
+        assert on["query"]["hubness"] == 0.5 and on["query"]["hubness_from"] == "index"
         tile_id = fc["features"][0]["properties"]["tile_id"]
         png = c.get(f"/tiles/{tile_id}/chip.png?size=64")
         assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"

@@ -431,6 +431,10 @@ def test_evaluate_reproduces_the_starter_model_card(tmp_path, shared_data):
     assert m["cosine+ia@50"]["mR"] == pytest.approx(47.11, abs=0.6)
     assert m["cosine+ia@50+bswfr@30"]["mR"] == pytest.approx(47.13, abs=0.6)
     assert m["served: cosine+ia@50+bswfr@30 (bank)"]["mR"] == pytest.approx(47.43, abs=0.6)
+    # search(hubness=0.5): less half of each image's hubness (CSLS), voice -> image higher
+    assert m["cosine+ia@50+hub"]["mR"] == pytest.approx(47.49, abs=0.6)
+    a2i = lambda v: np.mean([m[v][f"a2i_r{r}"] for r in (1, 5, 10)])  # noqa: E731
+    assert a2i("cosine+ia@50+hub") > a2i("cosine+ia@50")
 
 
 @pytest.mark.slow

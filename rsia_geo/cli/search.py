@@ -82,7 +82,7 @@ def register(sub: Any) -> None:
         type=float,
         default=None,
         help="weight of each tile's hubness (its closeness to every kind of query) taken "
-        "off its score (default: 0.5 with a checkpoint that has a reference bank; 0: off)",
+        "off its score (CSLS: 0.5; default 0, off)",
     )
     se.add_argument("--out", default=None, help="write hits (.geojson, .gpkg, .parquet)")
     se.add_argument("--map", default=None, help="write an HTML map of the hits")
