@@ -421,8 +421,8 @@ def test_kill_9_during_ingest_then_resume(tmp_path, samples, tiny_ckpt):
         from rsia_geo.index import TileIndex
         from rsia_geo.pipeline import build_index
         orig = TileIndex.add
-        def add(self, tiles, vecs):
-            orig(self, tiles, vecs)
+        def add(self, tiles, vecs, **kw):
+            orig(self, tiles, vecs, **kw)
             print("WROTE", len(tiles), flush=True)
         TileIndex.add = add
         build_index({str(cat_dir / "catalog.json")!r}, {str(tmp_path / "idx")!r},
@@ -560,9 +560,11 @@ def test_payloads_are_stored_packed_and_read_back_whole(tmp_path, aerial_catalog
     from rsia_geo.tiles import iter_tiles
 
     tile = next(iter(iter_tiles(aerial_catalog, TileSpec(size=256))))
-    logical = json.loads(json.dumps(tile_to_payload(tile, raw_norm=2.5)))
+    logical = json.loads(json.dumps(tile_to_payload(tile, raw_norm=2.5, hub=0.61)))
     stored = pack_payload(logical)
-    assert set(stored) == {*STORED_FIELDS, "doc"}
+    assert set(stored) == {*STORED_FIELDS, "doc"} and stored["hub"] == 0.61
+    no_hub = pack_payload(json.loads(json.dumps(tile_to_payload(tile, raw_norm=2.5))))
+    assert set(no_hub) == {*STORED_FIELDS, "doc"} - {"hub"}  # a model without a bank
     assert isinstance(stored["footprint"], str) and "tile" not in stored
     assert unpack_payload(stored) == logical
     assert unpack_payload(logical) is logical  # an old, unpacked payload passes through
