@@ -81,6 +81,28 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_checkpoint(model, tmp_path_factory.mktemp("tiny") / "ck")
 
 
+@pytest.fixture(scope="session")
+def banked_index(tmp_path_factory: pytest.TempPathFactory, samples: Path) -> tuple[Path, Path]:
+    """A seeded ``alac-tiny`` checkpoint with a reference bank of 64 random clips (for the
+    bank rerank and the hubness: only the mechanics are tested), and the aerial COG (16
+    tiles of 256 px, dated 2020-01-01) indexed with it: ``(root, checkpoint)``, the catalog
+    in ``root / "cat"``, the index in ``root / "idx"``."""
+    torch = pytest.importorskip("torch")
+    from rsia_geo import build_catalog, build_index
+    from rsia_geo.models import build_model, get_config, save_checkpoint
+    from rsia_geo.tiles import TileSpec
+
+    root = tmp_path_factory.mktemp("banked")
+    torch.manual_seed(0)
+    model = build_model(get_config("alac-tiny"), pretrained=False)
+    ckpt = save_checkpoint(model, root / "ck", audio_bank=torch.randn(64, 64))
+    cat = build_catalog(
+        [samples / "aerial"], root / "cat", default_datetime=dt.datetime(2020, 1, 1)
+    )
+    build_index(cat, root / "idx", ckpt, spec=TileSpec(size=256), progress=False)
+    return root, ckpt
+
+
 @pytest.fixture()
 def aerial_catalog(tmp_path: Path, samples: Path):
     """A catalog of the aerial sample COG (16 tiles of 256 px), dated 2020-01-01."""

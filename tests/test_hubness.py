@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from rsia_geo import TileIndex, build_catalog, build_index, search  # noqa: E402
 from rsia_geo.errors import InvalidArgumentError  # noqa: E402
-from rsia_geo.models import build_model, get_config, load_checkpoint, save_checkpoint  # noqa: E402
+from rsia_geo.models import load_checkpoint, save_checkpoint  # noqa: E402
 from rsia_geo.rerank import HUB_BETA, hubness  # noqa: E402
 from rsia_geo.tiles import TileSpec  # noqa: E402
 from rsia_geo.weights import hub_bank, tile_hubness  # noqa: E402
@@ -35,17 +35,10 @@ def _clip(seed: int = 0) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def banked(tmp_path_factory, samples):
-    """A tiny checkpoint with a reference bank, and an index of the aerial COG built with it."""
-    root = tmp_path_factory.mktemp("hub")
-    torch.manual_seed(0)
-    model = build_model(get_config("alac-tiny"), pretrained=False)
-    ckpt = save_checkpoint(model, root / "ck", audio_bank=torch.randn(80, 64))
-    cat = build_catalog(
-        [samples / "aerial"], root / "cat", default_datetime=dt.datetime(2020, 1, 1)
-    )
-    build_index(cat, root / "idx", ckpt, spec=TileSpec(size=256), progress=False)
-    return root, ckpt, cat
+def banked(banked_index):
+    """The shared tiny checkpoint with a bank, its aerial index, and the catalog."""
+    root, ckpt = banked_index
+    return root, ckpt, root / "cat" / "catalog.json"
 
 
 def test_hubness_is_the_mean_of_the_nearest_reference_queries():
@@ -67,7 +60,7 @@ def test_an_index_stores_each_tiles_hubness_against_the_models_bank(banked):
     root, ckpt, _ = banked
     model = load_checkpoint(ckpt)
     unit_bank, sha = hub_bank(model)
-    assert unit_bank.shape == (80, 64) and len(sha) == 12
+    assert unit_bank.shape == (64, 64) and len(sha) == 12
     with TileIndex(root / "idx", create=False) as idx:
         assert idx.hub_bank == sha and idx.meta["hub"] == {"bank": sha, "k": 10}
         ids = [h.id for h in idx.query(np.ones(64), limit=100)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import wave
@@ -15,10 +14,8 @@ pytest.importorskip("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from rsia_geo import TileSpec, build_catalog  # noqa: E402
 from rsia_geo.index import TileIndex  # noqa: E402
-from rsia_geo.models import build_model, get_config, save_checkpoint  # noqa: E402
-from rsia_geo.pipeline import build_index, load_model  # noqa: E402
+from rsia_geo.pipeline import load_model  # noqa: E402
 from rsia_geo.sample_data import sample_data_dir as samples_dir  # noqa: E402
 from rsia_geo.service import ServiceSettings, create_app  # noqa: E402
 
@@ -35,16 +32,8 @@ def _wav_bytes(seconds=1.0, rate=16000, seed=0) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, samples):
-    root = tmp_path_factory.mktemp("svc")
-    torch.manual_seed(0)
-    model = build_model(get_config("alac-tiny"), pretrained=False)
-    # a reference bank so rerank=True works (random clips: only the mechanics are tested)
-    ckpt = save_checkpoint(model, root / "ck", audio_bank=torch.randn(64, 64))
-    cat = build_catalog(
-        [samples / "aerial"], root / "cat", default_datetime=dt.datetime(2020, 1, 1)
-    )
-    build_index(cat, root / "idx", ckpt, spec=TileSpec(size=256), progress=False)
+def served(banked_index):
+    root, ckpt = banked_index  # with a reference bank, so rerank=True works
     idx = TileIndex(root / "idx")
     model = load_model(ckpt)
     yield idx, model
