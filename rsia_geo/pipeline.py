@@ -1260,14 +1260,14 @@ def _score(
 
 
 def _check_hubness(hubness: Any) -> None:
-    """Refuse a hubness weight that is not a finite number >= 0 (None: the default)."""
+    """Refuse a hubness weight that is not a finite number >= 0 (None: off, the default)."""
     if hubness is None:
         return
     ok = isinstance(hubness, (int, float)) and not isinstance(hubness, bool)
     if not ok or not math.isfinite(hubness) or hubness < 0:
         raise InvalidArgumentError(
-            f"hubness={hubness!r} must be a number >= 0 (0: off; None: the default, "
-            "0.5 with a checkpoint that has a reference bank)"
+            f"hubness={hubness!r} must be a number >= 0 (None or 0: off, the default; "
+            "0.5: CSLS's weight)"
         )
 
 
