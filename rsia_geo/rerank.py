@@ -1,4 +1,4 @@
-"""BSWFR mutual-rank rerank (ALAC's "plug-and-play" rerank, from GaLR's), as pure functions.
+"""BSWFR mutual-rank rerank (ALAC's "plug-and-play" rerank, from GaLR's) and hubness.
 
 For a query row ``i`` of a score matrix ``S`` (queries x candidates), take the top
 ``K1 = max(k_min, k)`` candidates by score. Candidate ``t`` at forward position ``r_f``
@@ -20,6 +20,9 @@ Serving has one query at a time, so reverse ranks come from a *bank* of referenc
 (the checkpoint's training clips): :func:`bswfr_query` reranks one query's candidates given
 each candidate's scores against the bank. The search pipeline and the evaluation's "served"
 variant both call it.
+
+:func:`hubness` is the other use of the bank: how close an image lies to reference queries
+of every kind, which ``search(hubness=0.5)`` takes half of off its rescored score (CSLS).
 """
 
 from __future__ import annotations
