@@ -184,9 +184,8 @@ def encode_tiles(
     """
     import torch
 
-    from rsia_geo.pipeline import load_model, read_chip
+    from rsia_geo.pipeline import _hub_of, load_model, read_chip
     from rsia_geo.tiles import Tile
-    from rsia_geo.weights import hub_bank, tile_hubness
 
     try:
         from distributed import get_worker
@@ -230,9 +229,7 @@ def encode_tiles(
         return ids, out, failed
     by_id = {r["id"]: r for r in records}
     index = _sink_index(sink)
-    found = hub_bank(model)  # stored as build_index stores it (pipeline._hub_of)
-    hub = tile_hubness(model, out) if found and index.hub_bank == found[1] else None
-    index.add([Tile.from_dict(by_id[i]) for i in ids], out, hub=hub)
+    index.add([Tile.from_dict(by_id[i]) for i in ids], out, hub=_hub_of(index, model)(out))
     return ids, np.zeros((0, 0), np.float32), failed
 
 

@@ -144,9 +144,10 @@ def evaluate_scores(
         rerank_k: BSWFR ``k``.
         image_bank_ia: ``(N, M)`` IA scores of the images against the bank clips.
         hub: ``(N,)`` hubness of the images against the bank
-            (:func:`rsia_geo.rerank.hubness`): the ``+hub`` variant is the pipeline as search
-            serves it, the candidates' IA scores less :data:`~rsia_geo.rerank.HUB_BETA` times
-            their hubness (audio -> image; its image -> audio half is the plain pipeline's).
+            (:func:`rsia_geo.rerank.hubness`): the ``+hub`` variant is the pipeline as
+            ``search(hubness=0.5)`` serves it, the candidates' IA scores less
+            :data:`~rsia_geo.rerank.HUB_BETA` times their hubness (audio -> image; its image ->
+            audio half is the plain pipeline's).
 
     Returns:
         Variant name -> metrics.
@@ -167,19 +168,14 @@ def evaluate_scores(
         rr_i2a = bswfr_rerank(i2a, rerank_k)
         rr_a2i = bswfr_rerank(a2i.T, rerank_k).T
         out[f"{name}+bswfr@{rerank_k}"] = _metrics_both(rr_i2a, rr_a2i, per_image)
-    less, bank_less = ia.T, image_bank_ia
     if hub is not None:
         base = variants[f"cosine+ia@{rescore_k}"][0]
-        pen = HUB_BETA * np.asarray(hub, dtype=np.float64)
-        less = ia.T - pen[None, :]
-        if image_bank_ia is not None:  # reverse ranks compare like with like
-            bank_less = image_bank_ia - pen[:, None]
+        less = ia.T - HUB_BETA * np.asarray(hub, dtype=np.float64)[None, :]
         out[f"cosine+ia@{rescore_k}+hub"] = _metrics_both(
             base, candidates_only(cos.T, less, rescore_k).T, per_image
         )
-    if image_bank_ia is not None:
-        assert bank_less is not None
-        served = served_rerank(cos.T, less, bank_less, rescore_k=rescore_k, rerank_k=rerank_k).T
+    if image_bank_ia is not None:  # search(rerank=True) as served by default: no hubness
+        served = served_rerank(cos.T, ia.T, image_bank_ia, rescore_k=rescore_k, rerank_k=rerank_k).T
         base = variants[f"cosine+ia@{rescore_k}"][0]
         out[f"served: cosine+ia@{rescore_k}+bswfr@{rerank_k} (bank)"] = _metrics_both(
             base, served, per_image
