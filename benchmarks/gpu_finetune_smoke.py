@@ -22,6 +22,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 
 def _pick(manifest: str, split: str, dest: Path, classes: int) -> list[dict]:
@@ -42,7 +43,8 @@ def _pick(manifest: str, split: str, dest: Path, classes: int) -> list[dict]:
     return rows
 
 
-def _config(data: Path, out: str, device: str, epochs: int, partial: bool):  # noqa: ANN202
+def _config(data: Path, out: str, device: str, epochs: int, partial: bool) -> Any:
+    """The smoke run's settings: a random EfficientNet-Lite0, short clips, small batches."""
     from rsia_geo.training.train import TrainConfig
 
     return TrainConfig(
