@@ -25,7 +25,7 @@ def register(sub: Any) -> None:
         "--batch-size",
         type=int,
         default=None,
-        help="tiles per encoder batch (default 16 on CPU, 64 on a GPU)",
+        help="tiles per encoder batch (default 16 on CPU, 256 on a GPU)",
     )
     ix.add_argument(
         "--device",
