@@ -70,6 +70,15 @@ def _stages(model, idx, clips, repeats: int) -> dict:
     return out
 
 
+def _percentiles(ms: dict[str, list[float]]) -> dict[str, float]:
+    """``{KEY}_p50_ms`` and ``{KEY}_p95_ms`` of each list of query times."""
+    return {
+        f"{k}_{q}_ms": round(statistics.median(v) if q == "p50" else _p(v, 0.95), 1)
+        for k, v in ms.items()
+        for q in ("p50", "p95")
+    }
+
+
 def _voices(model, idx, manifests: list[str], n: int) -> dict:
     """Whole-query latency over held-out voicings, retry as served vs off (interleaved)."""
     import os
@@ -102,24 +111,13 @@ def _voices(model, idx, manifests: list[str], n: int) -> dict:
         out[Path(m).parent.name] = {
             "queries": len(clips),
             "beam_kept": round(kept / len(clips), 3),
-            **{
-                f"{k}_{q}_ms": round(statistics.median(v) if q == "p50" else _p(v, 0.95), 1)
-                for k, v in ms.items()
-                for q in ("p50", "p95")
-            },
+            **_percentiles(ms),
         }
         print(Path(m).parent.name, json.dumps(out[Path(m).parent.name]), flush=True)
         for k, v in ms.items():
             pooled[k] += v
     if len(manifests) > 1:  # every voicing's queries together: a steadier median
-        out["all voicings"] = {
-            "queries": len(pooled["served"]),
-            **{
-                f"{k}_{q}_ms": round(statistics.median(v) if q == "p50" else _p(v, 0.95), 1)
-                for k, v in pooled.items()
-                for q in ("p50", "p95")
-            },
-        }
+        out["all voicings"] = {"queries": len(pooled["served"]), **_percentiles(pooled)}
         print("all voicings", json.dumps(out["all voicings"]), flush=True)
     return out
 

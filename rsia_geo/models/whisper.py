@@ -257,7 +257,7 @@ class WhisperEncoder:
         """
         fe = self._features
         spec = fe.stft(wave, fe.n_fft, fe.hop_length, window=self._window, return_complex=True)
-        power = np.abs(spec.astype(np.complex64)[..., :-1]) ** 2
+        power = np.abs(spec.astype(np.complex64, copy=False)[..., :-1]) ** 2
         mel = np.empty((len(self._mel_bands), power.shape[1]), np.float32)
         for i, (lo, hi, weights) in enumerate(self._mel_bands):
             mel[i] = weights @ power[lo:hi]
