@@ -323,6 +323,29 @@ def test_false_negatives_are_masked():
     assert out_masked["nce"] < out_plain["nce"]
 
 
+def test_voice_pair_loss_rewards_voicings_that_agree():
+    loss_fn = ALACLoss()
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 16, generator=g)
+    near = a + 0.05 * torch.randn(6, 16, generator=g)  # the same captions, other voices
+    far = near[torch.tensor([1, 0, 3, 2, 5, 4])]  # each caption paired with another's
+    ids = torch.arange(6)
+    assert loss_fn.voice_pair_loss(a, near, ids) < 0.1 < loss_fn.voice_pair_loss(a, far, ids)
+    # a clip of the same image saying something else is no negative
+    twin = near.clone()
+    twin[1] = a[0]
+    masked = loss_fn.voice_pair_loss(a, twin, torch.tensor([0, 0, 1, 2, 3, 4]))
+    plain = loss_fn.voice_pair_loss(a, twin, ids)
+    assert masked < plain
+    # symmetric, and its gradient reaches both voicings
+    a.requires_grad_(True)
+    b = near.clone().requires_grad_(True)
+    loss = loss_fn.voice_pair_loss(a, b, ids)
+    assert loss.item() == pytest.approx(loss_fn.voice_pair_loss(b, a, ids).item(), rel=1e-5)
+    loss.backward()
+    assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
+
+
 def test_triplet_is_summed_over_all_negatives():
     loss_fn = ALACLoss(w_nce=0.0, w_akt=0.0)
     v = torch.randn(5, 8)

@@ -241,6 +241,72 @@ def test_voice_train_evaluate_end_to_end_tiny(tmp_path, shared_data, capsys):
 
 
 @needs_espeak
+@needs_espeak
+def test_voice_pairs_train_on_two_voicings_of_each_caption(tmp_path, shared_data):
+    from rsia_geo.training.train import TrainConfig, TrainingError, _voice_partners, train
+
+    caps = _captions(tmp_path, shared_data, n_train=3, n_val=1)
+    two, val = tmp_path / "two", tmp_path / "val"  # validation takes one voice per caption
+    voice_captions(caps, two, engines=["espeak-ng"], voices_per_caption=2, splits=["train"],
+                   progress=False)  # fmt: skip
+    voice_captions(caps, val, engines=["espeak-ng"], splits=["val"], progress=False)
+    manifests = [str(two / "manifest.jsonl"), str(val / "manifest.jsonl")]
+    settings = dict(model="alac-tiny", allow_random_backbone=True, epochs=2, batch_size=3)
+    run = tmp_path / "vp"
+    summary = train(
+        TrainConfig(
+            manifest=manifests,
+            out_dir=str(run),
+            views=1,
+            voice_pairs=0.5,
+            **settings,
+        ),
+        progress=False,
+    )
+    assert (Path(summary["best_checkpoint"]) / "model.safetensors").exists()
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and all(r["voice"] > 0 for r in log)
+    # the term is part of the total: loss = triplet + 0.1 nce + 0.1 akt + 0.5 voice (per step)
+    for r in log:
+        parts = r["triplet"] + 0.1 * r["nce"] + 0.1 * r["akt"] + 0.5 * r["voice"]
+        assert r["loss"] == pytest.approx(parts, rel=1e-3)
+    # partners: the same image and caption, another voice; never the clip itself
+    rows = [json.loads(x) for x in (two / "manifest.jsonl").read_text().splitlines()]
+    train_rows = sorted(
+        (r for r in rows if r["split"] == "train"),
+        key=lambda r: (int(r["image_id"]), r["caption_index"], r["voice_index"]),
+    )
+    partners = _voice_partners(train_rows)
+    for ci, others in enumerate(partners):
+        assert len(others) == 1 and others[0] != ci
+        mine, theirs = train_rows[ci], train_rows[others[0]]
+        assert (mine["image"], mine["caption_index"]) == (theirs["image"], theirs["caption_index"])
+        assert mine["voice_index"] != theirs["voice_index"]
+    # one voice per caption has no pairs; a negative weight is no weight
+    one = tmp_path / "one"
+    voice_captions(caps, one, engines=["espeak-ng"], splits=["train"], progress=False)
+    with pytest.raises(TrainingError, match="voices-per-caption 3"):
+        train(
+            TrainConfig(
+                manifest=[str(one / "manifest.jsonl"), manifests[1]],
+                out_dir=str(tmp_path / "r1"),
+                voice_pairs=0.1,
+                **settings,
+            ),
+            progress=False,
+        )
+    with pytest.raises(TrainingError, match=r"voice_pairs=-1\.0 is a loss weight"):
+        train(
+            TrainConfig(
+                manifest=manifests,
+                out_dir=str(tmp_path / "r2"),
+                voice_pairs=-1.0,
+                **settings,
+            ),
+            progress=False,
+        )
+
+
 def test_training_data_errors(tmp_path, shared_data, capsys):
     caps = _captions(tmp_path, shared_data, n_train=2, n_val=1)
     out = tmp_path / "voices"

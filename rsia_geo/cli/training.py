@@ -214,6 +214,14 @@ def _add_train(sub: Any) -> None:
         help="keep this checkpoint's image side frozen and train only a new audio branch "
         "(its indexes stay valid)",
     )
+    tr.add_argument(
+        "--voice-pairs",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="weight of a voice-invariance term: each caption's clip is pulled towards the "
+        "same caption in another voice (0: off; needs --voices-per-caption > 1 voicing)",
+    )
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_cmd_train)
 
@@ -376,6 +384,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         mix_rotate=not args.mix_no_rotate,
         mix_same_class=args.mix_same_class,
         image_from=args.image_from,
+        voice_pairs=args.voice_pairs,
     )
     if args.k_folds:
         cfg.k_folds = args.k_folds

@@ -22,6 +22,11 @@ Fixes relative to the reference code:
   ``B * sum W * SmoothL1(s1 - s2) / |s1|`` (see :meth:`ALACLoss.akt_weight_loss`) by their own
   optimiser. ``akt_adaptive=False`` reproduces the uniform weighting for comparison.
 * No batch size is hard-coded: any B works, including a last partial batch.
+
+An addition of ours, off unless a run asks for it (``rsia-geo train --voice-pairs W``):
+:meth:`ALACLoss.voice_pair_loss`, an audio-to-audio NT-Xent between two voicings of the same
+caption, which asks the audio embedding to forget who speaks (held-out voices otherwise land
+where every image scores them a little higher or lower than other voices).
 """
 
 from __future__ import annotations
@@ -136,6 +141,33 @@ class ALACLoss(nn.Module):
             "akt": akt.detach(),
             "scores": s1,
         }
+
+    def voice_pair_loss(
+        self, a: torch.Tensor, b: torch.Tensor, image_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """NT-Xent between two voicings of each caption: ``b[i]`` says ``a[i]``'s words.
+
+        Symmetric cross-entropy over the cosine matrix of the two sets of raw audio embeddings
+        at the loss's temperature; other clips of the same image are neither positives nor
+        negatives (they may say the same thing in other words).
+
+        Args:
+            a: Raw audio embeddings ``(B, D)``.
+            b: Raw audio embeddings ``(B, D)`` of the same captions in other voices.
+            image_ids: ``(B,)`` image identity per pair, to mask false negatives.
+
+        Returns:
+            Scalar loss.
+        """
+        n = a.shape[0]
+        pos, neg = self._masks(image_ids, n, a.device)
+        logits = cosine_scores(a, b) / self.temperature
+        logits = logits.masked_fill(~(pos | neg), float("-inf"))
+        target = torch.arange(n, device=a.device)
+        return 0.5 * (
+            nn.functional.cross_entropy(logits, target)
+            + nn.functional.cross_entropy(logits.T, target)
+        )
 
     def akt_weight_loss(self, v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Objective for ``p1, p2`` (the reference code's, on detached scores).

@@ -113,6 +113,11 @@ class TrainConfig:
             ``finetune_stages=0`` and a ``model`` with the same image side. The checkpoint's
             text route (which hears transcripts, not the audio branch) is copied beside the
             result; its BSWFR bank (the old audio branch's clips) is not.
+        voice_pairs: Weight of a voice-invariance term (0: off): every step also draws, for
+            each clip, the same caption said by another voice of the training voicing, and
+            an audio-to-audio NT-Xent (:meth:`~rsia_geo.models.losses.ALACLoss.voice_pair_loss`)
+            pulls the two voicings together against the batch's other captions. Needs a
+            voicing with several voices per caption (``--voices-per-caption``).
     """
 
     manifest: str | list[str]
@@ -150,6 +155,7 @@ class TrainConfig:
     device: str = "cpu"
     workers: int = 0
     image_from: str | None = None
+    voice_pairs: float = 0.0
     seed: int = 0
     threads: int = 2
     val_every: int = 1
@@ -618,6 +624,7 @@ class _Data:
     val_feats: torch.Tensor
     clip_image: torch.Tensor  # image index of each training clip
     by_image: dict[int, list[int]]  # training clips of each image
+    partners: list[list[int]]  # each training clip's caption said by other voices
     n_train: int  # training clips
     n_val: int  # validation clips
     views: _Views | None = None  # full fine-tuning: training views drawn on the fly
@@ -729,6 +736,10 @@ def _start_run(cfg: TrainConfig) -> Path:
             f"finetune_stages={cfg.finetune_stages!r} has nothing to train; use 0 "
             "(drop --finetune-stages)"
         )
+    if not cfg.voice_pairs >= 0:
+        raise TrainingError(
+            f"voice_pairs={cfg.voice_pairs!r} is a loss weight; use 0 (off) or more, e.g. 0.1"
+        )
     if not 1 <= cfg.views <= 8:
         raise TrainingError(
             f"views={cfg.views!r} must be 1..8 (4 rotations, then their mirror images)"
@@ -810,6 +821,13 @@ def _load_data(
     by_image: dict[int, list[int]] = {}
     for ci, r in enumerate(train_rows):
         by_image.setdefault(img_index[r["image"]], []).append(ci)
+    partners = _voice_partners(train_rows)
+    if cfg.voice_pairs > 0 and not any(partners):
+        raise TrainingError(
+            f"voice_pairs={cfg.voice_pairs!r} needs captions said by several voices, but "
+            "the training voicing has one voice per caption; voice it with "
+            "`rsia-geo data voice ... --voices-per-caption 3`, or use voice_pairs=0"
+        )
     val_counts = [sum(1 for r in val_rows if r["image"] == p) for p in val_images]
     if set(val_counts) != {cfg.per_image}:
         raise DataError(
@@ -849,10 +867,22 @@ def _load_data(
         val_feats=va_feats,
         clip_image=torch.tensor([img_index[r["image"]] for r in train_rows]),
         by_image=by_image,
+        partners=partners,
         n_train=len(train_rows),
         n_val=len(val_rows),
         views=views,
     )
+
+
+def _voice_partners(rows: Sequence[dict[str, Any]]) -> list[list[int]]:
+    """For each clip, the other clips of its image and caption (other voices saying it)."""
+    groups: dict[tuple[str, Any], list[int]] = {}
+    for ci, r in enumerate(rows):
+        groups.setdefault((r["image"], r.get("caption_index")), []).append(ci)
+    return [
+        [o for o in groups[(r["image"], r.get("caption_index"))] if o != ci]
+        for ci, r in enumerate(rows)
+    ]
 
 
 def _image_caches(
@@ -1006,6 +1036,8 @@ def _train_one_epoch(
         drawn = [_draw(data, imgs, gen) for imgs in batches if len(imgs) >= 2]
         loader = _view_batches(data.views, batches, drawn, epoch, cfg.workers, dev)
     sums = {"loss": 0.0, "triplet": 0.0, "nce": 0.0, "akt": 0.0}
+    if cfg.voice_pairs > 0:
+        sums["voice"] = 0.0
     bar = tqdm(
         range(steps),
         desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -1023,14 +1055,21 @@ def _train_one_epoch(
         else:
             clips, _ = drawn.pop(0)
             tokens = next(loader).to(dev, non_blocking=True)
+        n = len(clips)
+        if cfg.voice_pairs > 0:  # the same captions in other voices, one forward pass
+            clips = torch.cat([clips, _partners(data, clips, gen)])
         feats = data.train_feats[clips][:, None].float()
         if cfg.spec_augment:
             feats = _spec_augment(feats, gen)
         feats = feats.to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp):
             v = _head_from_cache(model, tokens, tail)
-            a = model.forward_audio_features(feats)
-        res = loss_fn(v.float(), a.float(), data.clip_image[clips].to(dev))
+            a = model.forward_audio_features(feats).float()
+        ids = data.clip_image[clips[:n]].to(dev)
+        res = loss_fn(v.float(), a[:n], ids)
+        if cfg.voice_pairs > 0:
+            res["voice"] = loss_fn.voice_pair_loss(a[:n], a[n:], ids)
+            res["loss"] = res["loss"] + cfg.voice_pairs * res["voice"]
         optim.opt.zero_grad()
         res["loss"].backward()
         if cfg.grad_clip > 0:
@@ -1038,7 +1077,7 @@ def _train_one_epoch(
         optim.opt.step()
         if cfg.akt_adaptive:
             optim.akt_opt.zero_grad()
-            loss_fn.akt_weight_loss(v.detach(), a.detach()).backward()
+            loss_fn.akt_weight_loss(v.detach(), a[:n].detach()).backward()
             torch.nn.utils.clip_grad_norm_([loss_fn.p1, loss_fn.p2], 2.0)
             optim.akt_opt.step()
         for k in sums:
@@ -1061,6 +1100,15 @@ def _draw(
     )
     codes = data.views.codes if data.views is not None else data.train_tokens.shape[1]
     return clips, torch.randint(0, codes, (len(imgs),), generator=gen)
+
+
+def _partners(data: _Data, clips: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Each clip's caption in another voice (the clip itself when it has no other voice)."""
+    out = []
+    for c in clips.tolist():
+        others = data.partners[c]
+        out.append(others[int(torch.randint(len(others), (1,), generator=gen))] if others else c)
+    return torch.tensor(out)
 
 
 def _view_batches(
