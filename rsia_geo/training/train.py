@@ -1064,9 +1064,10 @@ def _train_one_epoch(
         feats = feats.to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp):
             v = _head_from_cache(model, tokens, tail)
-            a = model.forward_audio_features(feats).float()
+            a = model.forward_audio_features(feats)
+        v, a = v.float(), a.float()  # the loss in float32, also under bfloat16 autocast
         ids = data.clip_image[clips[:n]].to(dev)
-        res = loss_fn(v.float(), a[:n], ids)
+        res = loss_fn(v, a[:n], ids)
         if cfg.voice_pairs > 0:
             res["voice"] = loss_fn.voice_pair_loss(a[:n], a[n:], ids)
             res["loss"] = res["loss"] + cfg.voice_pairs * res["voice"]
