@@ -241,7 +241,6 @@ def test_voice_train_evaluate_end_to_end_tiny(tmp_path, shared_data, capsys):
 
 
 @needs_espeak
-@needs_espeak
 def test_voice_pairs_train_on_two_voicings_of_each_caption(tmp_path, shared_data):
     from rsia_geo.training.train import TrainConfig, TrainingError, _voice_partners, train
 
@@ -307,6 +306,7 @@ def test_voice_pairs_train_on_two_voicings_of_each_caption(tmp_path, shared_data
         )
 
 
+@needs_espeak
 def test_training_data_errors(tmp_path, shared_data, capsys):
     caps = _captions(tmp_path, shared_data, n_train=2, n_val=1)
     out = tmp_path / "voices"

@@ -121,12 +121,7 @@ class ALACLoss(nn.Module):
         cost_a2i = (self.margin + s - diag[None, :]).clamp(min=0) * neg
         triplet = cost_i2a.sum() + cost_a2i.sum()
 
-        logits = cosine_scores(v, a) / self.temperature
-        logits = logits.masked_fill(~(pos | neg), float("-inf"))
-        target = torch.arange(b, device=v.device)
-        ce_i2a = nn.functional.cross_entropy(logits, target)
-        ce_a2i = nn.functional.cross_entropy(logits.T, target)
-        nce = self.nce_directions[0] * ce_i2a + self.nce_directions[1] * ce_a2i
+        nce = self._nt_xent(v, a, pos | neg, self.nce_directions)
 
         s1 = s.detach()
         s2 = cosine_scores(v, a)
@@ -159,15 +154,27 @@ class ALACLoss(nn.Module):
         Returns:
             Scalar loss.
         """
-        n = a.shape[0]
-        pos, neg = self._masks(image_ids, n, a.device)
-        logits = cosine_scores(a, b) / self.temperature
-        logits = logits.masked_fill(~(pos | neg), float("-inf"))
-        target = torch.arange(n, device=a.device)
-        return 0.5 * (
-            nn.functional.cross_entropy(logits, target)
-            + nn.functional.cross_entropy(logits.T, target)
-        )
+        pos, neg = self._masks(image_ids, a.shape[0], a.device)
+        return self._nt_xent(a, b, pos | neg, (0.5, 0.5))
+
+    def _nt_xent(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        scored: torch.Tensor,
+        directions: tuple[float, float],
+    ) -> torch.Tensor:
+        """Cross-entropy of matched rows ``x[i], y[i]`` over their cosines at the temperature.
+
+        Pairs outside ``scored`` (the positives and true negatives) are left out of the
+        denominators; ``directions`` weighs the ``x -> y`` and ``y -> x`` terms.
+        """
+        logits = cosine_scores(x, y) / self.temperature
+        logits = logits.masked_fill(~scored, float("-inf"))
+        target = torch.arange(x.shape[0], device=x.device)
+        forward = nn.functional.cross_entropy(logits, target)
+        backward = nn.functional.cross_entropy(logits.T, target)
+        return directions[0] * forward + directions[1] * backward
 
     def akt_weight_loss(self, v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Objective for ``p1, p2`` (the reference code's, on detached scores).
