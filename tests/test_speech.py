@@ -329,6 +329,40 @@ def test_audio_branch_trains_against_a_frozen_checkpoints_image_side(
     _refused("image_from='/nowhere'", manifest, tmp_path / "r4", image_from="/nowhere")
 
 
+def test_continue_audio_fine_tunes_the_checkpoints_own_voice_side(tmp_path, spoken, shared_data):
+    from rsia_geo.training.train import TrainConfig, train
+    from rsia_geo.weights import STARTER, shipped_checkpoint
+
+    manifest = _tiny_manifest(tmp_path, spoken, shared_data)
+    source_dir = str(shipped_checkpoint(STARTER))
+    whisper = "alac-efficientnet-lite0-whisper"
+    settings = dict(model=whisper, image_from=source_dir, val_split="train", epochs=1,
+                    batch_size=4, views=2, lr=1e-6, threads=2)  # fmt: skip
+    runs = {}
+    for name, keep in (("fresh", False), ("continued", True)):
+        out = tmp_path / name
+        cfg = TrainConfig(manifest=str(manifest), out_dir=str(out), continue_audio=keep, **settings)
+        train(cfg, progress=False)
+        runs[name] = load_checkpoint(out / "best").state_dict()
+    theirs = load_checkpoint(source_dir).state_dict()
+    keys = [k for k in theirs if k.startswith("audio_encoder.") and theirs[k].is_floating_point()]
+    assert len(keys) > 10
+
+    def gap(state: dict) -> float:  # largest difference from the source's audio branch
+        return max(float((state[k].float() - theirs[k].float()).abs().max()) for k in keys)
+
+    assert gap(runs["continued"]) < 1e-3  # one epoch at lr 1e-6 from the source's weights
+    assert gap(runs["fresh"]) > 0.02  # a new branch starts elsewhere (max gap 0.05)
+    assert any(  # and the continued branch did train
+        not torch.equal(runs["continued"][k].float(), theirs[k].float()) for k in keys
+    )
+    _refused("image_from is not set", manifest, tmp_path / "r1", model=whisper,
+             continue_audio=True)  # fmt: skip
+    _refused("drop --continue-audio", manifest, tmp_path / "r2", model=whisper,
+             image_from=source_dir, continue_audio=True,
+             model_overrides={"audio": {"layers": 1}})  # fmt: skip
+
+
 def _refused(match: str, manifest: Path, out: Path, **settings) -> None:
     """Training with these settings stops at once with a TrainingError matching ``match``."""
     from rsia_geo.training.train import TrainConfig, TrainingError, train

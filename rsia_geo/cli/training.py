@@ -215,6 +215,12 @@ def _add_train(sub: Any) -> None:
         "(its indexes stay valid)",
     )
     tr.add_argument(
+        "--continue-audio",
+        action="store_true",
+        help="with --image-from: start the audio branch from that checkpoint's own (fine-tune "
+        "its voice side) instead of fresh weights",
+    )
+    tr.add_argument(
         "--voice-pairs",
         type=float,
         default=0.0,
@@ -384,6 +390,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         mix_rotate=not args.mix_no_rotate,
         mix_same_class=args.mix_same_class,
         image_from=args.image_from,
+        continue_audio=args.continue_audio,
         voice_pairs=args.voice_pairs,
     )
     if args.k_folds:

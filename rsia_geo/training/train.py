@@ -113,6 +113,10 @@ class TrainConfig:
             ``finetune_stages=0`` and a ``model`` with the same image side. The checkpoint's
             text route (which hears transcripts, not the audio branch) is copied beside the
             result; its BSWFR bank (the old audio branch's clips) is not.
+        continue_audio: With ``image_from``, the audio branch starts from that checkpoint's
+            own audio branch instead of fresh weights: its voice side is fine-tuned (e.g. on
+            new speakers, microphones, or with ``voice_pairs``) rather than learned again.
+            Needs the same audio branch configuration as the checkpoint.
         voice_pairs: Weight of a voice-invariance term (0: off): every step also draws, for
             each clip, the same caption said by another voice of the training voicing, and
             an audio-to-audio NT-Xent (:meth:`~rsia_geo.models.losses.ALACLoss.voice_pair_loss`)
@@ -155,6 +159,7 @@ class TrainConfig:
     device: str = "cpu"
     workers: int = 0
     image_from: str | None = None
+    continue_audio: bool = False
     voice_pairs: float = 0.0
     seed: int = 0
     threads: int = 2
@@ -670,7 +675,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         model = build_model(mcfg)
     else:
         model = build_model(mcfg, pretrained=False)
-        image_sha = _take_image_side(model, cfg.image_from)
+        image_sha = _take_image_side(model, cfg.image_from, audio=cfg.continue_audio)
     tail = _tail(cfg)
     if tail > 0:
         try:
@@ -735,6 +740,11 @@ def _start_run(cfg: TrainConfig) -> Path:
             f"image_from={cfg.image_from!r} keeps the whole image side frozen, so "
             f"finetune_stages={cfg.finetune_stages!r} has nothing to train; use 0 "
             "(drop --finetune-stages)"
+        )
+    if cfg.continue_audio and cfg.image_from is None:
+        raise TrainingError(
+            "continue_audio=True fine-tunes the audio branch of image_from's checkpoint, but "
+            "image_from is not set: pass --image-from CHECKPOINT, or drop --continue-audio"
         )
     if not cfg.voice_pairs >= 0:
         raise TrainingError(
@@ -1183,13 +1193,15 @@ def _save_state(
 _IMAGE_SIDE = ("backbone.", "rela.", "norm.", "image_proj.")
 
 
-def _take_image_side(model: ALACModel, folder: str) -> str:
+def _take_image_side(model: ALACModel, folder: str, *, audio: bool = False) -> str:
     """Load a checkpoint's image side into ``model`` (frozen later); return its identity.
 
     The identity is :func:`~rsia_geo.models.checkpoint.image_side_sha256` of the checkpoint.
+    With ``audio``, its audio branch is loaded too (the start of a fine-tuned voice side).
 
     Raises:
-        TrainingError: The checkpoint is missing or its image side differs from the model's.
+        TrainingError: The checkpoint is missing, its image side differs from the model's, or
+            (with ``audio``) its audio branch does.
     """
     from rsia_geo.models.checkpoint import image_side_sha256, load_checkpoint
 
@@ -1213,8 +1225,27 @@ def _take_image_side(model: ALACModel, folder: str) -> str:
     missing = [k for k in model.state_dict() if k.startswith(_IMAGE_SIDE) and k not in state]
     if missing:
         raise TrainingError(f"image_from={folder!r} lacks image weights, e.g. {missing[:3]}")
+    if audio:
+        state.update(_audio_branch(model, source, folder))
     model.load_state_dict(state, strict=False)
     return str(image_side_sha256(source))  # its own, or the one it carries in turn
+
+
+def _audio_branch(model: ALACModel, source: ALACModel, folder: str) -> dict[str, torch.Tensor]:
+    """The checkpoint's audio-branch weights, checked against ``model``'s (``continue_audio``)."""
+    mine, theirs = model.config, source.config
+    if (mine.frontend.to_dict(), mine.audio.to_dict()) != (
+        theirs.frontend.to_dict(),
+        theirs.audio.to_dict(),
+    ):
+        raise TrainingError(
+            f"continue_audio: image_from={folder!r} has the audio branch "
+            f"{theirs.audio.to_dict()} (front end {theirs.frontend.kind!r}), but model "
+            f"{mine.model_id!r} has {mine.audio.to_dict()} (front end {mine.frontend.kind!r}); "
+            f"pass the checkpoint's configuration as --model ({theirs.model_id!r}), or drop "
+            "--continue-audio to train a fresh audio branch"
+        )
+    return {k: v.float() for k, v in source.state_dict().items() if not k.startswith(_IMAGE_SIDE)}
 
 
 def _check_backbone_weights(mcfg: Any, cfg: TrainConfig) -> None:
