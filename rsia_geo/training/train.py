@@ -1245,7 +1245,12 @@ def _audio_branch(model: ALACModel, source: ALACModel, folder: str) -> dict[str,
             f"pass the checkpoint's configuration as --model ({theirs.model_id!r}), or drop "
             "--continue-audio to train a fresh audio branch"
         )
-    return {k: v.float() for k, v in source.state_dict().items() if not k.startswith(_IMAGE_SIDE)}
+    state = source.state_dict()
+    return {
+        k: v.float() if v.is_floating_point() else v
+        for k, v in state.items()
+        if not k.startswith(_IMAGE_SIDE)
+    }
 
 
 def _check_backbone_weights(mcfg: Any, cfg: TrainConfig) -> None:
