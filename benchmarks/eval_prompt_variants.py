@@ -33,11 +33,50 @@ from pathlib import Path
 import numpy as np
 from eval_recogniser_prompt import sampled_clips, word_error_rate
 
-_STOP = set(
-    "a an the of is are there and with in on to some many lots lot it this its by at next two "
-    "three four five several near other each which be has have as or beside around side both "
-    "for from".split()
-)
+_STOP = {
+    "a",
+    "an",
+    "the",
+    "of",
+    "is",
+    "are",
+    "there",
+    "and",
+    "with",
+    "in",
+    "on",
+    "to",
+    "some",
+    "many",
+    "lots",
+    "lot",
+    "it",
+    "this",
+    "its",
+    "by",
+    "at",
+    "next",
+    "two",
+    "three",
+    "four",
+    "five",
+    "several",
+    "near",
+    "other",
+    "each",
+    "which",
+    "be",
+    "has",
+    "have",
+    "as",
+    "or",
+    "beside",
+    "around",
+    "side",
+    "both",
+    "for",
+    "from",
+}
 
 
 def prompt_variants(captions: str) -> dict[str, str]:
@@ -69,9 +108,7 @@ def prompt_variants(captions: str) -> dict[str, str]:
     keywords = []
     for label in sorted(words):
         c = words[label]
-        keywords.append(
-            " ".join(sorted(c, key=lambda w: -c[w] * math.log(len(words) / df[w]))[:3])
-        )
+        keywords.append(" ".join(sorted(c, key=lambda w: -c[w] * math.log(len(words) / df[w]))[:3]))
     return {
         "none": "",
         "full": domain_prompt(rows),
