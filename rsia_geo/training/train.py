@@ -1221,19 +1221,19 @@ def _take_image_side(model: ALACModel, folder: str, *, audio: bool = False) -> s
             f"{mine.model_id!r} has {side(mine)}; pass the checkpoint's configuration as "
             f"--model ({theirs.model_id!r} was trained from it, see its config.json)"
         )
-    state = {k: v for k, v in source.state_dict().items() if k.startswith(_IMAGE_SIDE)}
+    # with ``audio``, the rest of the checkpoint (its audio branch) is taken too
+    state = {k: v for k, v in source.state_dict().items() if audio or k.startswith(_IMAGE_SIDE)}
     missing = [k for k in model.state_dict() if k.startswith(_IMAGE_SIDE) and k not in state]
     if missing:
         raise TrainingError(f"image_from={folder!r} lacks image weights, e.g. {missing[:3]}")
     if audio:
-        state.update(_audio_branch(model, source, folder))
+        _check_audio_branch(mine, theirs, folder)
     model.load_state_dict(state, strict=False)
     return str(image_side_sha256(source))  # its own, or the one it carries in turn
 
 
-def _audio_branch(model: ALACModel, source: ALACModel, folder: str) -> dict[str, torch.Tensor]:
-    """The checkpoint's audio-branch weights, checked against ``model``'s (``continue_audio``)."""
-    mine, theirs = model.config, source.config
+def _check_audio_branch(mine: Any, theirs: Any, folder: str) -> None:
+    """Refuse ``continue_audio`` when the checkpoint's audio branch is not the model's."""
     if (mine.frontend.to_dict(), mine.audio.to_dict()) != (
         theirs.frontend.to_dict(),
         theirs.audio.to_dict(),
@@ -1245,12 +1245,6 @@ def _audio_branch(model: ALACModel, source: ALACModel, folder: str) -> dict[str,
             f"pass the checkpoint's configuration as --model ({theirs.model_id!r}), or drop "
             "--continue-audio to train a fresh audio branch"
         )
-    state = source.state_dict()
-    return {
-        k: v.float() if v.is_floating_point() else v
-        for k, v in state.items()
-        if not k.startswith(_IMAGE_SIDE)
-    }
 
 
 def _check_backbone_weights(mcfg: Any, cfg: TrainConfig) -> None:
