@@ -45,7 +45,7 @@ import numpy as np
 
 from rsia_geo import TileSpec, build_catalog, open_stac
 from rsia_geo.index import TileIndex
-from rsia_geo.pipeline import build_index, load_model, search
+from rsia_geo.pipeline import DEFAULT_FEEDBACK, build_index, load_model, search
 from rsia_geo.tiles import IMAGE_VIEWS
 from rsia_geo.training.dataset import load_split
 
@@ -133,11 +133,13 @@ def _run_tiling(
     group: bool = True,
     image_views: str | None = None,
     hubness: float | None = None,
+    feedback: float | None = None,
 ) -> dict:
     from shapely.geometry import box
 
     from rsia_geo.pipeline import group_places
 
+    scoring = {"group": group, "hubness": hubness, "feedback": feedback}
     idx_path = workdir / f"index_{name}"
     t0 = time.perf_counter()
     with TileIndex(idx_path) as idx:
@@ -175,15 +177,14 @@ def _run_tiling(
                 return None
 
             t = time.perf_counter()
-            hits = search(clip["clip_path"], idx, model, k=k, group=group, hubness=hubness)
+            hits = search(clip["clip_path"], idx, model, k=k, **scoring)
             stats["latency"].append(1000 * (time.perf_counter() - t))
             stats["all"].append(rank_of(hits))
             minx, miny, maxx, maxy = region_around(cells, target, rng)
             region = box(minx, miny, maxx, maxy)
             hits = search(
-                clip["clip_path"], idx, model, bbox=(minx, miny, maxx, maxy), k=k, group=group,
-                hubness=hubness,
-            )  # fmt: skip
+                clip["clip_path"], idx, model, bbox=(minx, miny, maxx, maxy), k=k, **scoring
+            )
             stats["in"].append(rank_of(hits))
             inside = [g.intersection(region).area > 0 for g in hits.geometry]
             stats["out_frac_in"].append(1 - float(np.mean(inside)) if len(hits) else 0.0)
@@ -205,9 +206,8 @@ def _run_tiling(
             minx, miny, maxx, maxy = sel.total_bounds
             region = box(minx, miny, maxx, maxy)
             hits = search(
-                clip["clip_path"], idx, model, bbox=(minx, miny, maxx, maxy), k=k, group=group,
-                hubness=hubness,
-            )  # fmt: skip
+                clip["clip_path"], idx, model, bbox=(minx, miny, maxx, maxy), k=k, **scoring
+            )
             inside = [g.intersection(region).area > 0 for g in hits.geometry]
             stats["out_frac_out"].append(1 - float(np.mean(inside)) if len(hits) else 0.0)
 
@@ -220,6 +220,7 @@ def _run_tiling(
         "group": group,
         "image_views": views,
         "hubness": hubness or 0.0,
+        "feedback": DEFAULT_FEEDBACK if feedback is None else feedback,
         "tiles": n_tiles,
         "index_s": round(index_s, 1),
         "index_tiles_per_s": round(report.indexed / max(report.seconds, 1e-9), 1),
@@ -262,8 +263,15 @@ def main() -> None:
         help="how tiles are embedded (default: build_index's, d8 for a new index)",
     )
     p.add_argument(
-        "--hubness", type=float, default=None,
+        "--hubness",
+        type=float,
+        default=None,
         help="search(hubness=...): weight of the tiles' hubness (CSLS: 0.5; default off)",
+    )
+    p.add_argument(
+        "--feedback", type=float, default=None,
+        help=f"search(feedback=...): weight of the first places' look (default {DEFAULT_FEEDBACK}; "
+        "0: off)",
     )  # fmt: skip
     p.add_argument("--out", default=None)
     a = p.parse_args()
@@ -322,6 +330,7 @@ def main() -> None:
             group="nogroup" not in opts,
             image_views=a.image_views,
             hubness=a.hubness,
+            feedback=a.feedback,
         )
         row["offset_px"] = [dx, dy]
         rows.append(row)

@@ -40,6 +40,7 @@ from eval_voices import (  # the same clips as the audio tables
 from rsia_geo.models import image_side_sha256, load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.models.text import fused_scores, load_text_encoder
+from rsia_geo.pipeline import DEFAULT_FEEDBACK, FEEDBACK_PLACES, feedback_scores
 from rsia_geo.training.augment import CONDITIONS
 from rsia_geo.training.evaluate import _metrics_both, candidates_only, encode_clips, encode_images
 from rsia_geo.training.transcripts import read_transcripts, transcripts_path
@@ -66,11 +67,29 @@ def _audio(model, rows, cache: Path | None, name: str, condition: str = "clean")
     return a
 
 
-def _pipeline(cos: np.ndarray, second: np.ndarray, per_image: int, k: int) -> dict[str, float]:
-    """Metrics of candidates by ``cos`` ranked by ``second`` (both ``N x Q``)."""
-    return _metrics_both(
-        candidates_only(cos, second, k), candidates_only(cos.T, second.T, k).T, per_image
-    )
+def _pipeline(
+    cos: np.ndarray,
+    second: np.ndarray,
+    per_image: int,
+    k: int,
+    feedback: tuple[np.ndarray, float] | None = None,
+) -> dict[str, float]:
+    """Metrics of candidates by ``cos`` ranked by ``second`` (both ``N x Q``).
+
+    ``feedback`` is ``(unit image vectors, weight)``: each query's candidates gain
+    :func:`rsia_geo.pipeline.feedback_scores` toward its first
+    :data:`~rsia_geo.pipeline.FEEDBACK_PLACES` (whole scenes: one place each), as search
+    serves voice -> image; the image -> voice half is unchanged.
+    """
+    a2i = candidates_only(cos.T, second.T, k)
+    if feedback is not None and feedback[1] > 0:
+        units, weight = feedback
+        for q in range(a2i.shape[0]):
+            cands = np.flatnonzero(np.isfinite(a2i[q]))
+            order = np.argsort(-a2i[q, cands], kind="stable")
+            leads = order[:FEEDBACK_PLACES]
+            a2i[q, cands] = feedback_scores(units[cands], a2i[q, cands], leads, weight)
+    return _metrics_both(candidates_only(cos, second, k), a2i.T, per_image)
 
 
 def _heard_under(
@@ -125,6 +144,7 @@ def evaluate_voicing(
     as_typed=False,
     members=(),
     hub=None,
+    feedback=0.0,
 ) -> dict:
     rows = _rows(manifest, split, per_image)
     name = Path(manifest).parent.name
@@ -144,11 +164,12 @@ def evaluate_voicing(
     ia = ia_scores(v, a).numpy()
     if hub is not None:  # as search(hubness=...) serves it: the scores less the hubness share
         ia = ia - hub[:, None]
+    units = torch.nn.functional.normalize(v.double(), dim=-1).numpy()
     cos_t = (torch.nn.functional.normalize(v, dim=-1) @ t.T).numpy()
     out: dict = {
         "clips": len(rows),
         "confidence_mean": float(conf.mean()),
-        "audio": _pipeline(cos_a, ia, per_image, k),
+        "audio": _pipeline(cos_a, ia, per_image, k, (units, feedback)),
         "text": _metrics_both(cos_t, cos_t, per_image),
         "fused": {},
         "fused_confidence": {},
@@ -156,7 +177,7 @@ def evaluate_voicing(
     for w in WEIGHTS:
         for key, c in (("fused", cover), ("fused_confidence", cover * conf)):
             first, second = fused_scores(cos_a, ia, cos_t, w * c[None, :])
-            out[key][str(w)] = _pipeline(first, second, per_image, k)
+            out[key][str(w)] = _pipeline(first, second, per_image, k, (units, feedback))
     return out
 
 
@@ -217,6 +238,12 @@ def main() -> None:
         help="weight of the images' hubness subtracted from the rescored scores, as "
         "search(hubness=...) does (CSLS: 0.5; default 0, off, as search)",
     )  # fmt: skip
+    p.add_argument(
+        "--feedback", type=float, default=DEFAULT_FEEDBACK,
+        help="search(feedback=...) on the voice -> image half: weight of the first places' "
+        f"look (default {DEFAULT_FEEDBACK}, as search serves; 0: off, as measured before "
+        "session 20)",
+    )  # fmt: skip
     p.add_argument("--out", default=None, help="JSON report")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -249,12 +276,14 @@ def main() -> None:
         "audio_members": a.audio_members,
         "image_views": a.image_views,
         "hubness": beta,
+        "feedback": a.feedback,
         "voicings": {},
     }
     for m in a.manifests:
         r = evaluate_voicing(
             model, encoder, v, m, a.split, a.per_image, a.rescore_k, cache,
             as_typed=a.bank_for_transcripts, members=members, hub=hub,
+            feedback=a.feedback,
         )  # fmt: skip
         report["voicings"][Path(m).parent.name] = r
         print(
@@ -268,6 +297,7 @@ def main() -> None:
         r = evaluate_voicing(
             model, encoder, v, a.manifests[0], a.split, a.per_image, a.rescore_k, cache, cond,
             as_typed=a.bank_for_transcripts, members=members, hub=hub,
+            feedback=a.feedback,
         )  # fmt: skip
         report["conditions"][cond] = r
         print(

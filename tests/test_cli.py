@@ -195,6 +195,9 @@ def test_cli_index_then_search_with_exports(tmp_path, samples, capsys):
     assert "hubness=-1.0 must be a number >= 0" in capsys.readouterr().err
     assert main(["search", str(wav), *idx, "-k", "5", "--hubness", "0.5"]) == 2  # no bank
     assert "needs the checkpoint's audio_bank.safetensors" in capsys.readouterr().err
+    assert main(["search", str(wav), *idx, "-k", "5", "--feedback", "-1"]) == 2
+    assert "feedback=-1.0 must be a number >= 0" in capsys.readouterr().err
+    assert main(["search", str(wav), *idx, "-k", "5", "--feedback", "0"]) == 0
 
 
 # ---------------------------------------------------------------- user mistakes (issue 12)

@@ -80,8 +80,9 @@ def test_search_subtracts_half_the_hubness_and_reorders(banked):
             h.id: h.payload["hub"]
             for h in idx.retrieve([h.id for h in idx.query(np.ones(64), limit=100)])
         }
-        served = search(_clip(), idx, model, k=16, group=False, hubness=HUB_BETA)
-        plain = search(_clip(), idx, model, k=16, group=False)  # off by default
+        # feedback off: the scores are the IA scores less the hubness alone
+        served = search(_clip(), idx, model, k=16, group=False, hubness=HUB_BETA, feedback=0)
+        plain = search(_clip(), idx, model, k=16, group=False, feedback=0)  # hubness off
     q = served.attrs["query"]
     assert q["hubness"] == HUB_BETA and q["hubness_from"] == "index"
     assert "hubness" not in plain.attrs["query"]
@@ -127,7 +128,7 @@ def test_another_bank_is_computed_not_mixed(banked, tmp_path):
     model2 = load_checkpoint(other)
     assert hub_bank(model2)[1] != hub_bank(model)[1]
     with TileIndex(root / "idx", create=False) as idx:
-        hits = search(_clip(2), idx, model2, k=8, group=False, hubness=HUB_BETA)
+        hits = search(_clip(2), idx, model2, k=8, group=False, hubness=HUB_BETA, feedback=0)
         hubs = {h.id: h for h in idx.retrieve(list(hits.tile_id), with_vectors=True)}
     assert hits.attrs["query"]["hubness_from"] == "computed"
     raw = np.stack([np.asarray(hubs[t].vector) * hubs[t].payload["raw_norm"] for t in hits.tile_id])

@@ -16,15 +16,19 @@ from shapely.geometry import shape  # noqa: E402
 from rsia_geo import TileSpec  # noqa: E402
 from rsia_geo.index import TileIndex  # noqa: E402
 from rsia_geo.pipeline import (  # noqa: E402
+    DEFAULT_FEEDBACK,
+    FEEDBACK_PLACES,
     HIT_COLUMNS,
     PLACE_TOLERANCE,
     _candidates,
     _Exclusion,
+    _feedback,
     _hit_rows,
     _hits_frame,
     _make_query,
     _score,
     build_index,
+    feedback_scores,
     group_places,
     load_model,
     one_place,
@@ -118,6 +122,72 @@ def test_score_stage_orders_by_ia_then_cosine(world):
     cos_only = _score(model, q, cands, False, False, 30, 10, {})
     assert np.isnan(cos_only[0]["score_ia"]).all()
     assert list(cos_only[1]) == list(np.argsort(-scores["score_cosine"], kind="stable"))
+
+
+def test_feedback_scores_move_toward_the_mean_of_the_leads():
+    rng = np.random.default_rng(3)
+    units = rng.normal(size=(9, 16))
+    units /= np.linalg.norm(units, axis=1, keepdims=True)
+    scores = rng.normal(size=9)
+    got = feedback_scores(units, scores, [4, 1, 7], 0.4)
+    centre = units[[4, 1, 7]].sum(axis=0)  # the mean's direction: the sum's
+    brute = scores + 0.4 * units @ (centre / np.linalg.norm(centre))
+    np.testing.assert_allclose(got, brute, atol=1e-12)
+    np.testing.assert_array_equal(feedback_scores(units, scores, [4, 1, 7], 0.0), scores)
+    np.testing.assert_array_equal(feedback_scores(units, scores, [], 0.4), scores)
+
+
+def test_feedback_leads_are_the_first_places_not_the_first_tiles(world):
+    """Grouped, a tile overlapping a better one is the same place, not another lead."""
+    idx, model = world
+    q = _query(world, audio=WAVE)
+    cands, _ = _candidates(idx, q.vector, None, 30, True, page=40, need_footprints=True)
+    scores, order, _, _ = _score(model, q, cands, True, False, 30, 10, {})
+    ia = scores["score_ia"]
+    units = np.stack([np.asarray(c.unit, dtype=np.float64) for c in cands])
+    # an order whose second tile half-overlaps its first: one place, so not a lead
+    fps = [c.footprint for c in cands]
+    pair = next(g for g in group_places(fps, order, len(cands), 0.5) if len(g) > 1)[:2]
+    mine = np.array(pair + [int(i) for i in order if int(i) not in pair])
+    leads = [g[0] for g in group_places(fps, mine, FEEDBACK_PLACES, 0.5)]
+    assert leads[0] == pair[0] and pair[1] not in leads and len(leads) == FEEDBACK_PLACES
+    np.testing.assert_allclose(
+        _feedback(cands, ia, mine, 0.4, 0.5), feedback_scores(units, ia, leads, 0.4)
+    )
+    plain = _feedback(cands, ia, mine, 0.4, None)  # without grouping: the first tiles
+    np.testing.assert_allclose(plain, feedback_scores(units, ia, mine[:FEEDBACK_PLACES], 0.4))
+    # the score stage adds it toward the first places of its own order and orders by it;
+    # the IA column stays the IA score
+    first = [g[0] for g in group_places(fps, order, FEEDBACK_PLACES, 0.5)]
+    grouped = feedback_scores(units, ia, first, 0.4)
+    fed, fed_order, _, _ = _score(model, q, cands, True, False, 30, 10, {}, feedback=(0.4, 0.5))
+    np.testing.assert_allclose(fed["score"], grouped)
+    np.testing.assert_allclose(fed["score_ia"], ia)
+    assert list(fed_order) == list(np.argsort(-grouped, kind="stable"))
+    assert q.description["feedback"] == 0.4
+
+
+def test_search_serves_feedback_by_default_and_refuses_bad_weights(world):
+    from rsia_geo import search
+    from rsia_geo.errors import InvalidArgumentError
+
+    idx, model = world
+    served = search(WAVE, idx, model, sample_rate=16000, k=8, group=False)
+    off = search(WAVE, idx, model, sample_rate=16000, k=8, group=False, feedback=0)
+    assert served.attrs["query"]["feedback"] == DEFAULT_FEEDBACK
+    assert "feedback" not in off.attrs["query"]
+    np.testing.assert_allclose(off.score, off.score_ia)
+    # the served scores: IA plus the weight times the cosine to the first three tiles' mean
+    ids = list(dict.fromkeys([*off.tile_id[:FEEDBACK_PLACES], *served.tile_id]))
+    vec = {h.id: np.asarray(h.vector, dtype=np.float64) for h in idx.retrieve(ids, with_vectors=True)}
+    centre = sum(vec[t] for t in off.tile_id[:FEEDBACK_PLACES])
+    centre = centre / np.linalg.norm(centre)
+    expected = served.score_ia + DEFAULT_FEEDBACK * served.tile_id.map(lambda t: vec[t] @ centre)
+    np.testing.assert_allclose(served.score, expected, atol=1e-5)
+    assert list(served.score) == sorted(served.score, reverse=True)
+    for bad in (-1.0, float("nan"), "0.4", True):
+        with pytest.raises(InvalidArgumentError, match=r"feedback=.* must be a number >= 0"):
+            search(WAVE, idx, model, sample_rate=16000, k=8, feedback=bad)
 
 
 def test_group_and_rows_stages(world):

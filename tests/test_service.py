@@ -84,12 +84,22 @@ def test_search_returns_geojson_in_the_region_and_chips(served):
         ranks = [f["properties"]["rank"] for f in fc["features"]]
         assert ranks == sorted(ranks)
         assert "hubness" not in fc["query"]  # off by default
+        assert fc["query"]["feedback"] == 0.4  # on by default (search's DEFAULT_FEEDBACK)
         on = c.post(
             "/search",
             files={"audio": ("q.wav", _wav_bytes(), "audio/wav")},
             data={"bbox": f"{minx},{miny},{maxx},{maxy}", "k": "50", "hubness": "0.5"},
         ).json()
         assert on["query"]["hubness"] == 0.5 and on["query"]["hubness_from"] == "index"
+        off = c.post(
+            "/search",
+            files={"audio": ("q.wav", _wav_bytes(), "audio/wav")},
+            data={"bbox": f"{minx},{miny},{maxx},{maxy}", "k": "50", "feedback": "0"},
+        ).json()
+        assert "feedback" not in off["query"]
+        assert [f["properties"]["score"] for f in off["features"]] == [
+            f["properties"]["score_ia"] for f in off["features"]
+        ]
         tile_id = fc["features"][0]["properties"]["tile_id"]
         png = c.get(f"/tiles/{tile_id}/chip.png?size=64")
         assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
@@ -150,6 +160,12 @@ def test_search_returns_geojson_in_the_region_and_chips(served):
         (
             {"audio": ("q.wav", _wav_bytes(), "audio/wav")},
             {"hubness": "-1"},
+            400,
+            "InvalidArgumentError",
+        ),
+        (
+            {"audio": ("q.wav", _wav_bytes(), "audio/wav")},
+            {"feedback": "-0.4"},
             400,
             "InvalidArgumentError",
         ),

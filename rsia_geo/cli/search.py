@@ -84,6 +84,13 @@ def register(sub: Any) -> None:
         help="weight of each tile's hubness (its closeness to every kind of query) taken "
         "off its score (CSLS: 0.5; default 0, off)",
     )
+    se.add_argument(
+        "--feedback",
+        type=float,
+        default=None,
+        help="weight of the first places' look added to every candidate's score (scenes like "
+        "the best matches rise; default 0.4; 0: off)",
+    )
     se.add_argument("--out", default=None, help="write hits (.geojson, .gpkg, .parquet)")
     se.add_argument("--map", default=None, help="write an HTML map of the hits")
     se.set_defaults(func=_cmd_search)
@@ -142,6 +149,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             transcribe=not args.no_transcript,
             text_weight=args.text_weight,
             hubness=args.hubness,
+            feedback=args.feedback,
         )
     _print_query(hits.attrs.get("query", {}))
     _print_hits(hits)

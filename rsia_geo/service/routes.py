@@ -221,6 +221,10 @@ class Routes:
             float | None,
             Form(description="weight of the tiles' hubness taken off their scores (0: off)"),
         ] = None,
+        feedback: Annotated[
+            float | None,
+            Form(description="weight of the first places' look (default 0.4; 0: off)"),
+        ] = None,
         x_api_key: Annotated[str | None, Header()] = None,
     ) -> Response:
         """A spoken, typed or example query, restricted to a region: hits as GeoJSON."""
@@ -247,7 +251,7 @@ class Routes:
                 text=text, example=example, relevant=relevant, not_relevant=not_relevant,
                 refine_method=refine_method, bbox=box, geometry=geom, datetime=datetime,
                 platform=platform, k=k, rerank=rerank, group=group, transcribe=transcribe,
-                text_weight=text_weight, hubness=hubness,
+                text_weight=text_weight, hubness=hubness, feedback=feedback,
             )  # fmt: skip
 
         hits = await self.run(run)
