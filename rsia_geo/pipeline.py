@@ -1115,12 +1115,27 @@ def _feedback(
 ) -> np.ndarray:
     """:func:`feedback_scores` of the candidates toward their first :data:`FEEDBACK_PLACES`."""
     if group_overlap is not None:  # one lead per place: overlapping tiles are one place
-        groups = group_places([c.footprint for c in cands], order, FEEDBACK_PLACES, group_overlap)
-        leads = [g[0] for g in groups]
+        leads = _first_places([c.footprint for c in cands], order, group_overlap)
     else:
         leads = [int(i) for i in order[:FEEDBACK_PLACES]]
     units = np.stack([np.asarray(c.unit, dtype=np.float64) for c in cands])
     return feedback_scores(units, scores, leads, weight)
+
+
+def _first_places(footprints: Sequence[Any], order: np.ndarray, min_overlap: float) -> list[int]:
+    """The best hits of the first :data:`FEEDBACK_PLACES` places, as :func:`group_places` leads.
+
+    Found without placing every hit: the walk stops at the last lead.
+    """
+    fps = np.asarray(list(footprints), dtype=object)
+    leads: list[int] = []
+    for i in (int(j) for j in order):
+        if leads and one_place(*shared_area(fps[leads], fps[i]), min_overlap).any():
+            continue
+        leads.append(i)
+        if len(leads) == FEEDBACK_PLACES:
+            break
+    return leads
 
 
 def _check_search_args(

@@ -179,7 +179,8 @@ def test_search_serves_feedback_by_default_and_refuses_bad_weights(world):
     np.testing.assert_allclose(off.score, off.score_ia)
     # the served scores: IA plus the weight times the cosine to the first three tiles' mean
     ids = list(dict.fromkeys([*off.tile_id[:FEEDBACK_PLACES], *served.tile_id]))
-    vec = {h.id: np.asarray(h.vector, dtype=np.float64) for h in idx.retrieve(ids, with_vectors=True)}
+    got = idx.retrieve(ids, with_vectors=True)
+    vec = {h.id: np.asarray(h.vector, dtype=np.float64) for h in got}
     centre = sum(vec[t] for t in off.tile_id[:FEEDBACK_PLACES])
     centre = centre / np.linalg.norm(centre)
     expected = served.score_ia + DEFAULT_FEEDBACK * served.tile_id.map(lambda t: vec[t] @ centre)
