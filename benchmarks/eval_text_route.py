@@ -40,9 +40,15 @@ from eval_voices import (  # the same clips as the audio tables
 from rsia_geo.models import image_side_sha256, load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.models.text import fused_scores, load_text_encoder
-from rsia_geo.pipeline import DEFAULT_FEEDBACK, FEEDBACK_PLACES, feedback_scores
+from rsia_geo.pipeline import DEFAULT_FEEDBACK
 from rsia_geo.training.augment import CONDITIONS
-from rsia_geo.training.evaluate import _metrics_both, candidates_only, encode_clips, encode_images
+from rsia_geo.training.evaluate import (
+    _metrics_both,
+    candidates_only,
+    encode_clips,
+    encode_images,
+    with_feedback,
+)
 from rsia_geo.training.transcripts import read_transcripts, transcripts_path
 from rsia_geo.weights import hub_bank, tile_hubness
 
@@ -82,13 +88,8 @@ def _pipeline(
     serves voice -> image; the image -> voice half is unchanged.
     """
     a2i = candidates_only(cos.T, second.T, k)
-    if feedback is not None and feedback[1] > 0:
-        units, weight = feedback
-        for q in range(a2i.shape[0]):
-            cands = np.flatnonzero(np.isfinite(a2i[q]))
-            order = np.argsort(-a2i[q, cands], kind="stable")
-            leads = order[:FEEDBACK_PLACES]
-            a2i[q, cands] = feedback_scores(units[cands], a2i[q, cands], leads, weight)
+    if feedback is not None:
+        a2i = with_feedback(a2i, *feedback)
     return _metrics_both(candidates_only(cos, second, k), a2i.T, per_image)
 
 

@@ -137,6 +137,26 @@ def test_feedback_scores_move_toward_the_mean_of_the_leads():
     np.testing.assert_array_equal(feedback_scores(units, scores, [], 0.4), scores)
 
 
+def test_evaluation_feedback_is_the_pipelines_per_query():
+    """``with_feedback`` (val metrics) scores each query's candidates as search does."""
+    from rsia_geo.training.evaluate import candidates_only, with_feedback
+
+    rng = np.random.default_rng(4)
+    units = rng.normal(size=(12, 8))
+    units /= np.linalg.norm(units, axis=1, keepdims=True)
+    first, second = rng.normal(size=(5, 12)), rng.normal(size=(5, 12))
+    a2i = candidates_only(first, second, 6)
+    got = with_feedback(a2i, units, 0.4)
+    for q in range(5):
+        cands = np.flatnonzero(np.isfinite(a2i[q]))
+        assert len(cands) == 6 and np.isneginf(got[q, np.isinf(a2i[q])]).all()
+        leads = cands[np.argsort(-a2i[q, cands])[:FEEDBACK_PLACES]]
+        centre = units[leads].mean(axis=0)
+        want = a2i[q, cands] + 0.4 * units[cands] @ (centre / np.linalg.norm(centre))
+        np.testing.assert_allclose(got[q, cands], want, atol=1e-12)
+    np.testing.assert_array_equal(with_feedback(a2i, units, 0.0), a2i)
+
+
 def test_feedback_leads_are_the_first_places_not_the_first_tiles(world):
     """Grouped, a tile overlapping a better one is the same place, not another lead."""
     idx, model = world

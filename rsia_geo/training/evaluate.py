@@ -76,6 +76,34 @@ def candidates_only(first: np.ndarray, second: np.ndarray, k: int) -> np.ndarray
     return out
 
 
+def with_feedback(a2i: np.ndarray, units: np.ndarray, weight: float) -> np.ndarray:
+    """Voice -> image candidate scores with ``search``'s feedback from the first places.
+
+    Each query's candidates (the finite entries of its row) gain
+    :func:`rsia_geo.pipeline.feedback_scores` toward its first
+    :data:`~rsia_geo.pipeline.FEEDBACK_PLACES` candidates (whole images: one place each).
+
+    Args:
+        a2i: ``(Q, N)`` candidate scores, ``-inf`` outside the candidates
+            (:func:`candidates_only`).
+        units: ``(N, d)`` unit image vectors.
+        weight: The feedback weight (0: the scores unchanged).
+
+    Returns:
+        The ``(Q, N)`` scores with the feedback added.
+    """
+    from rsia_geo.pipeline import FEEDBACK_PLACES, feedback_scores
+
+    out = np.array(a2i, dtype=np.float64)
+    if weight == 0:
+        return out
+    for q in range(out.shape[0]):
+        cands = np.flatnonzero(np.isfinite(out[q]))
+        leads = np.argsort(-out[q, cands], kind="stable")[:FEEDBACK_PLACES]
+        out[q, cands] = feedback_scores(units[cands], out[q, cands], leads, weight)
+    return out
+
+
 def served_rerank(
     cos_a2i: np.ndarray,
     ia_a2i: np.ndarray,
@@ -128,6 +156,7 @@ def evaluate_scores(
     rerank_k: int = 30,
     image_bank_ia: np.ndarray | None = None,
     hub: np.ndarray | None = None,
+    image_units: np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
     """All score variants' metrics from the cosine and IA matrices (``N x (N*c)``).
 
@@ -148,6 +177,10 @@ def evaluate_scores(
             ``search(hubness=0.5)`` serves it, the candidates' IA scores less
             :data:`~rsia_geo.rerank.HUB_BETA` times their hubness (audio -> image; its image ->
             audio half is the plain pipeline's).
+        image_units: ``(N, d)`` unit image vectors: the ``+feedback`` variant is the pipeline
+            as ``search`` serves it by default (:func:`with_feedback` at
+            :data:`~rsia_geo.pipeline.DEFAULT_FEEDBACK`, audio -> image; its image -> audio
+            half is the plain pipeline's).
 
     Returns:
         Variant name -> metrics.
@@ -174,6 +207,12 @@ def evaluate_scores(
         out[f"cosine+ia@{rescore_k}+hub"] = _metrics_both(
             base, candidates_only(cos.T, less, rescore_k).T, per_image
         )
+    if image_units is not None:  # search's default: feedback from the first places
+        from rsia_geo.pipeline import DEFAULT_FEEDBACK
+
+        base, a2i = variants[f"cosine+ia@{rescore_k}"]
+        fed = with_feedback(a2i.T, image_units, DEFAULT_FEEDBACK)
+        out[f"cosine+ia@{rescore_k}+feedback"] = _metrics_both(base, fed.T, per_image)
     if image_bank_ia is not None:  # search(rerank=True) as served by default: no hubness
         served = served_rerank(cos.T, ia.T, image_bank_ia, rescore_k=rescore_k, rerank_k=rerank_k).T
         base = variants[f"cosine+ia@{rescore_k}"][0]
@@ -344,6 +383,7 @@ def evaluate(
         rerank_k=rerank_k,
         image_bank_ia=bank_ia,
         hub=hub,
+        image_units=torch.nn.functional.normalize(v.double(), dim=-1).numpy(),
     )
     pipeline = rescore_topk(cos.T, ia.T, rescore_k).T
     report: dict[str, Any] = {
