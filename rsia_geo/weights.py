@@ -31,8 +31,9 @@ __all__ = [
 
 _WEIGHTS = Path(__file__).resolve().parent / "weights"
 STARTER = "alac-efficientnet-lite0-whisper-mix-ucm"
-"""Name of the starter checkpoint (v0.3.0: trained on UCM-Captions train, voiced, with scene
-mixing; see docs/model_card.md)."""
+"""Name of the starter checkpoint (v0.3.1: v0.3.0, trained on UCM-Captions train, voiced, with
+scene mixing, with its voice side fine-tuned; its image side is v0.3.0's, so indexes built
+with v0.3.0 stay valid; see docs/model_card.md)."""
 
 PREVIOUS_STARTER = "alac-efficientnet-lite0-whisper-ucm"
 """The previous starter (v0.2.0, the same model trained without scene mixing), still shipped

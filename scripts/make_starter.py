@@ -2,7 +2,7 @@
 
 Usage:
     python scripts/make_starter.py runs/v3_mix --name alac-efficientnet-lite0-whisper-mix-ucm \
-        [--bank-voices 1] [--version 0.3.0]
+        [--bank-voices 1] [--version 0.3.1]
 
 Writes ``rsia_geo/weights/<name>/`` (fp16 safetensors + config.json + audio_bank.safetensors):
 the bank holds the raw audio embeddings of the training clips of the first voice of every
@@ -29,7 +29,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", help="training run folder (with best/ and train_config.json)")
     p.add_argument("--name", default=STARTER, help="folder name under rsia_geo/weights")
-    p.add_argument("--version", default="0.3.0")
+    p.add_argument("--version", default="0.3.1")
     p.add_argument("--bank-voices", type=int, default=1, help="voices per caption in the bank")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
