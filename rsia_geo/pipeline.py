@@ -825,7 +825,7 @@ def group_places(
 
 
 def feedback_scores(
-    units: np.ndarray, scores: np.ndarray, leads: Sequence[int], weight: float
+    units: np.ndarray, scores: np.ndarray, leads: Sequence[int] | np.ndarray, weight: float
 ) -> np.ndarray:
     """Scores moved toward what the first places look like (pseudo-relevance feedback).
 
@@ -848,7 +848,8 @@ def feedback_scores(
         return scores
     centre = np.asarray(units, dtype=np.float64)[np.asarray(leads, dtype=int)].mean(axis=0)
     centre /= max(float(np.linalg.norm(centre)), 1e-12)
-    return scores + weight * (np.asarray(units, dtype=np.float64) @ centre)
+    moved: np.ndarray = scores + weight * (np.asarray(units, dtype=np.float64) @ centre)
+    return moved
 
 
 def _box_tests(fps: np.ndarray, min_overlap: float) -> tuple[np.ndarray, np.ndarray]:

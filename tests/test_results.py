@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from rsia_geo import TileSpec  # noqa: E402
-from rsia_geo.pipeline import build_index, search  # noqa: E402
+from rsia_geo.pipeline import DEFAULT_FEEDBACK, build_index, search  # noqa: E402
 from rsia_geo.results import hits_metadata, write_hits  # noqa: E402
 
 
@@ -42,7 +42,9 @@ def test_metadata_names_query_region_filters_model(hits, tiny_checkpoint):
     from rsia_geo.models.checkpoint import model_signature
 
     meta = hits_metadata(hits)
-    assert meta["query"] == {"kind": "spoken"} and meta["hits"] == len(hits) == 4
+    # what was searched for, with the feedback weight search used (its default)
+    assert meta["query"] == {"kind": "spoken", "feedback": DEFAULT_FEEDBACK}
+    assert meta["hits"] == len(hits) == 4
     assert meta["region"]["type"] == "Polygon"
     assert meta["filters"]["datetime"] == "2020-01-01/.." and meta["filters"]["platform"] == ["x"]
     sig = model_signature(load_checkpoint(tiny_checkpoint))

@@ -18,7 +18,7 @@ from rsia_geo import TileSpec, build_catalog  # noqa: E402
 from rsia_geo.cli import main  # noqa: E402
 from rsia_geo.errors import InvalidArgumentError  # noqa: E402
 from rsia_geo.models import build_model, get_config, save_checkpoint  # noqa: E402
-from rsia_geo.pipeline import build_index, search  # noqa: E402
+from rsia_geo.pipeline import DEFAULT_FEEDBACK, build_index, search  # noqa: E402
 from rsia_geo.service import ServiceSettings, create_app  # noqa: E402
 from rsia_geo.training.synthesis import TYPED_QUERY_VOICE, SynthesisError, speak  # noqa: E402
 
@@ -45,10 +45,11 @@ def test_typed_query_is_the_synthesised_clip(indexed):
         "kind": "typed",
         "text": QUERY,
         "voiced_by": f"{TYPED_QUERY_VOICE[0]}:{TYPED_QUERY_VOICE[1]}",
+        "feedback": DEFAULT_FEEDBACK,
     }
     samples, _ = speak(QUERY)
     same = search(samples, idx, ckpt, sample_rate=16000, k=5)
-    assert same.attrs["query"] == {"kind": "spoken"}
+    assert same.attrs["query"] == {"kind": "spoken", "feedback": DEFAULT_FEEDBACK}
     assert list(hits.tile_id) == list(same.tile_id)
     # (searching the samples trims and centres them once more: equal up to that)
     np.testing.assert_allclose(hits.score, same.score, atol=1e-3)
