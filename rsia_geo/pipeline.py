@@ -59,6 +59,7 @@ __all__ = [
     "DEFAULT_CANDIDATES",
     "DEFAULT_FEEDBACK",
     "DEFAULT_SPEC",
+    "FEEDBACK_PLACES",
     "IndexReport",
     "build_index",
     "feedback_scores",
@@ -774,10 +775,10 @@ FEEDBACK_PLACES = 3
 (``search(feedback=...)``, :func:`feedback_scores`)."""
 
 DEFAULT_FEEDBACK = 0.4
-"""``search``'s default feedback weight: on val's whole scenes and the val mosaic (overlapping
-tiles at two levels), the voice-to-image half as served rose for every held-out voicing and
-recording condition (+0.0 to +0.7) and recall@10 everywhere 82.0 -> 85.0 (docs/benchmarks.md,
-"Feedback from the first places")."""
+"""``search``'s default feedback weight: on the val mosaic (overlapping tiles at two levels)
+recall@10 everywhere rose with v0.3.0 and v0.3.1 on both tilings measured (+1.0 to +3.0) and
+class precision in a region by 0.4-0.7 points; on val's whole scenes the voice-to-image half
+moved by -0.2 to +0.2 (docs/benchmarks.md, "Feedback from the first places")."""
 
 GROUP_CANDIDATES = 8
 """With grouping, at least ``GROUP_CANDIDATES * k`` candidates are scored: with half-overlapping

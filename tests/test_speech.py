@@ -300,7 +300,11 @@ def test_audio_branch_trains_against_a_frozen_checkpoints_image_side(
     audio_keys = [k for k in mine if k.startswith("audio_encoder.")]
     assert any(not torch.equal(mine[k], theirs[k].to(mine[k].dtype)) for k in audio_keys)
     record = ck.config.training["image_from"]
-    assert record["weights_sha256"] == source.checkpoint_meta["weights_sha256"]
+    # the image side's identity: the source's own, or (a source itself trained with
+    # image_from, as v0.3.1 is) the checkpoint whose image side it carries
+    from rsia_geo.models import image_side_sha256
+
+    assert record["weights_sha256"] == image_side_sha256(source) == image_side_sha256(ck)
     # so the images embed exactly as the index built with the source has them
     from rsia_geo.training.train import load_image
 
