@@ -903,7 +903,7 @@ class _Query:
     text_weight: float = 0.0  # its weight in both stages (route weight x word coverage)
 
 
-# Over 80 lines because of its public signature and docstring (103 of 162); the body (59)
+# Over 80 lines because of its public signature and docstring (111 of 173); the body (62)
 # calls the named stages (_check_search_args, _make_query, _candidates, _score and after).
 def search(
     audio: AudioSource | None = None,
@@ -1049,12 +1049,10 @@ def search(
                 need_footprints=group, exclude=q.exclude,
             )  # fmt: skip
         beta = _hub_beta(mdl, hubness) if cross and rescore else 0.0
+        fed = (DEFAULT_FEEDBACK if feedback is None else float(feedback)) if rescore else 0.0
         scores, order, rank_cos, rank_ia = _score(
             mdl, q, cands, cross, rerank, rerank_k, k, timings, hub=(idx, beta),
-            feedback=(
-                (DEFAULT_FEEDBACK if feedback is None else float(feedback)) if rescore else 0.0,
-                group_overlap if group else None,
-            ),
+            feedback=(fed, group_overlap if group else None),
         )  # fmt: skip
         with _timed(timings, "group_ms"):
             groups = (
@@ -1110,17 +1108,20 @@ def _filters_attr(region: Region | None, datetime: Any, **options: Any) -> dict[
 
 def _feedback(
     cands: Sequence[_Candidate],
+    units: np.ndarray,
     scores: np.ndarray,
     order: np.ndarray,
     weight: float,
     group_overlap: float | None,
 ) -> np.ndarray:
-    """:func:`feedback_scores` of the candidates toward their first :data:`FEEDBACK_PLACES`."""
+    """:func:`feedback_scores` of the candidates toward their first :data:`FEEDBACK_PLACES`.
+
+    ``units`` are the candidates' unit image vectors (stacked once by :func:`_score`).
+    """
     if group_overlap is not None:  # one lead per place: overlapping tiles are one place
         leads = _first_places([c.footprint for c in cands], order, group_overlap)
     else:
         leads = [int(i) for i in order[:FEEDBACK_PLACES]]
-    units = np.stack([np.asarray(c.unit, dtype=np.float64) for c in cands])
     return feedback_scores(units, scores, leads, weight)
 
 
@@ -1334,8 +1335,8 @@ def _score(
                 torch.from_numpy(raw_v.astype(np.float32)),
                 torch.from_numpy(q.audio_raw[None].astype(np.float32)),
             )[:, 0].numpy()
+            units = np.stack([np.asarray(c.unit, dtype=np.float64) for c in cands])
             if q.text_unit is not None:  # the text route's share (models.text.fused_scores)
-                units = np.stack([np.asarray(c.unit, dtype=np.float64) for c in cands])
                 ia = ia + q.text_weight * (units @ q.text_unit)
             penalty = np.zeros(len(cands))
             if hub is not None and hub[1] > 0:
@@ -1346,7 +1347,7 @@ def _score(
             order = np.argsort(-final, kind="stable")
             if feedback[0] > 0:
                 with _timed(timings, "feedback_ms"):
-                    final = _feedback(cands, final, order, *feedback)
+                    final = _feedback(cands, units, final, order, *feedback)
                     order = np.argsort(-final, kind="stable")
                 q.description["feedback"] = feedback[0]
         if rerank:

@@ -172,9 +172,9 @@ def test_feedback_leads_are_the_first_places_not_the_first_tiles(world):
     leads = [g[0] for g in group_places(fps, mine, FEEDBACK_PLACES, 0.5)]
     assert leads[0] == pair[0] and pair[1] not in leads and len(leads) == FEEDBACK_PLACES
     np.testing.assert_allclose(
-        _feedback(cands, ia, mine, 0.4, 0.5), feedback_scores(units, ia, leads, 0.4)
+        _feedback(cands, units, ia, mine, 0.4, 0.5), feedback_scores(units, ia, leads, 0.4)
     )
-    plain = _feedback(cands, ia, mine, 0.4, None)  # without grouping: the first tiles
+    plain = _feedback(cands, units, ia, mine, 0.4, None)  # without grouping: the first tiles
     np.testing.assert_allclose(plain, feedback_scores(units, ia, mine[:FEEDBACK_PLACES], 0.4))
     # the score stage adds it toward the first places of its own order and orders by it;
     # the IA column stays the IA score
