@@ -263,11 +263,9 @@ def main() -> None:
         help="how tiles are embedded (default: build_index's, d8 for a new index)",
     )
     p.add_argument(
-        "--hubness",
-        type=float,
-        default=None,
+        "--hubness", type=float, default=None,
         help="search(hubness=...): weight of the tiles' hubness (CSLS: 0.5; default off)",
-    )
+    )  # fmt: skip
     p.add_argument(
         "--feedback", type=float, default=None,
         help=f"search(feedback=...): weight of the first places' look (default {DEFAULT_FEEDBACK}; "
