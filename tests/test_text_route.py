@@ -199,6 +199,29 @@ def test_sentence_encoder_places_paraphrases_together():
     assert enc.embed([]).shape == (0, 384)
 
 
+def test_sentence_encoder_backends_give_the_same_vectors():
+    """CTranslate2 (the default where installed) and transformers: one model, one set of vectors."""
+    from rsia_geo.errors import InvalidArgumentError
+    from rsia_geo.models.sentence import SentenceEncoder, get_sentence_encoder
+
+    assert get_sentence_encoder().backend == "ctranslate2"  # the speech extra is installed here
+    ct2 = SentenceEncoder(backend="ctranslate2", threads=1)
+    hf = SentenceEncoder(backend="transformers")
+    assert (ct2.backend, hf.backend, ct2.dim) == ("ctranslate2", "transformers", 384)
+    sentences = [
+        "many boats are docked at the harbour", "a", "",
+        "there are two straight freeways closed to each other with some cars on the roads",
+    ]  # fmt: skip
+    a, b = ct2.embed(sentences, batch_size=3), hf.embed(sentences)  # padded batches differ
+    assert a.shape == b.shape == (4, 384)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+    np.testing.assert_allclose(ct2.embed([sentences[3]])[0].numpy(), a[3].numpy(), atol=1e-6)
+    with pytest.raises(InvalidArgumentError, match=r"backend='onnx'.*'ctranslate2'"):
+        SentenceEncoder(backend="onnx")
+    with pytest.raises(InvalidArgumentError, match=r"device='meta'.*backend='transformers'"):
+        SentenceEncoder(backend="ctranslate2", device="meta")
+
+
 def test_sentence_encoder_by_path_and_its_errors(tmp_path, monkeypatch):
     import shutil
     import sys
