@@ -222,6 +222,20 @@ def test_sentence_encoder_backends_give_the_same_vectors():
         SentenceEncoder(backend="ctranslate2", device="meta")
 
 
+def test_sentence_backend_from_the_environment(monkeypatch):
+    from rsia_geo.errors import InvalidArgumentError
+    from rsia_geo.models.sentence import get_sentence_encoder
+
+    monkeypatch.setenv("RSIA_SENTENCE_BACKEND", "Transformers ")
+    hf = get_sentence_encoder()
+    assert hf.backend == "transformers" and get_sentence_encoder() is hf  # shared per backend
+    monkeypatch.delenv("RSIA_SENTENCE_BACKEND")
+    assert get_sentence_encoder().backend == "ctranslate2"
+    monkeypatch.setenv("RSIA_SENTENCE_BACKEND", "gpu")
+    with pytest.raises(InvalidArgumentError, match=r"RSIA_SENTENCE_BACKEND='gpu'.*'auto'"):
+        get_sentence_encoder()
+
+
 def test_sentence_encoder_by_path_and_its_errors(tmp_path, monkeypatch):
     import shutil
     import sys

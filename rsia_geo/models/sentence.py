@@ -282,12 +282,15 @@ def _hidden_size(config: Path) -> int:
     raise KeyError(f"no hidden_size in {str(config)!r}")
 
 
-_SHARED: dict[tuple[str, str], SentenceEncoder] = {}
+_SHARED: dict[tuple[str, str, str], SentenceEncoder] = {}
 _SHARED_LOCK = threading.Lock()
 
 
 def get_sentence_encoder(path: str | Path | None = None, *, device: str = "cpu") -> SentenceEncoder:
-    """One :class:`SentenceEncoder` per folder and device in a process (it takes seconds to load).
+    """One :class:`SentenceEncoder` per folder, device and backend in a process (slow to load).
+
+    The backend is the ``RSIA_SENTENCE_BACKEND`` environment variable when set (one of
+    :data:`BACKENDS`), else ``auto``.
 
     Args:
         path: Model folder (None: the packaged one).
@@ -295,10 +298,21 @@ def get_sentence_encoder(path: str | Path | None = None, *, device: str = "cpu")
 
     Returns:
         The shared encoder.
+
+    Raises:
+        InvalidArgumentError: ``RSIA_SENTENCE_BACKEND`` is not one of :data:`BACKENDS`.
     """
-    key = (str(path) if path is not None else "", device)
+    import os
+
+    backend = os.environ.get("RSIA_SENTENCE_BACKEND", "auto").strip().lower() or "auto"
+    if backend not in BACKENDS:
+        raise InvalidArgumentError(
+            f"RSIA_SENTENCE_BACKEND={backend!r} is not a sentence encoder backend; set it to one "
+            f"of {BACKENDS} or unset it"
+        )
+    key = (str(path) if path is not None else "", device, backend)
     with _SHARED_LOCK:
         enc = _SHARED.get(key)
         if enc is None:
-            enc = _SHARED[key] = SentenceEncoder(path, device=device)
+            enc = _SHARED[key] = SentenceEncoder(path, device=device, backend=backend)
         return enc
