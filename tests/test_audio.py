@@ -17,6 +17,26 @@ def _tone(seconds=1.0, rate=16000, freq=440.0, channels=1, amp=0.5):
     return np.repeat(x[:, None], channels, axis=1).astype(np.float32)
 
 
+@pytest.mark.parametrize("rate", [22050, 44100, 48000, 8000])
+def test_resampling_is_torchaudios_with_its_kernel_built_once(rate):
+    import torch
+    import torchaudio.functional as F
+
+    from rsia_geo.audio import _resampler
+
+    x = _tone(1.3, rate, freq=1000.0)[:, 0]
+    ref = F.resample(torch.from_numpy(x), rate, 16000).numpy()
+    _resampler.cache_clear()
+    clip = load_audio(x, sample_rate=rate)
+    again = load_audio(x, sample_rate=rate)
+    assert _resampler.cache_info().hits >= 1 and _resampler.cache_info().currsize == 1
+    assert clip.samples.shape == ref.shape
+    np.testing.assert_allclose(clip.samples, ref - ref.mean(), atol=1e-4)  # less its DC offset
+    np.testing.assert_array_equal(clip.samples, again.samples)
+    peak_hz = np.argmax(np.abs(np.fft.rfft(clip.samples))) * 16000 / len(clip.samples)
+    assert peak_hz == pytest.approx(1000, abs=2)
+
+
 @pytest.mark.parametrize(
     ("fmt", "subtype"),
     [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III")],
