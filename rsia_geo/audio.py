@@ -370,15 +370,16 @@ def _detector() -> Any:
 def _resampler(orig: int, target: int) -> Any:
     """The windowed-sinc resampler of torchaudio for one pair of rates, its kernel built once.
 
-    The samples of ``torchaudio.functional.resample`` (to float32 rounding, <= 5e-5 on unit
-    noise), which built the kernel again on every call (~1 ms of each 22.05 kHz query). The
-    module holds no state but the kernel, so threads share it.
+    The samples of ``torchaudio.functional.resample`` exactly, which built the kernel again on
+    every call (~1 ms of each 22.05 kHz query). The module holds no state but the kernel, so
+    threads share it.
     """
     from rsia_geo._lazy import lazy_import
 
     transforms = lazy_import("torchaudio.transforms")
     g = math.gcd(orig, target)
-    return transforms.Resample(orig // g, target // g)
+    # a float32 kernel as the functional form builds it for float32 clips: the same samples
+    return transforms.Resample(orig // g, target // g, dtype=lazy_import("torch").float32)
 
 
 def _resample(samples: np.ndarray, orig: int, target: int) -> np.ndarray:
