@@ -39,7 +39,7 @@ from eval_voices import (  # the same clips as the audio tables
 
 from rsia_geo.models import image_side_sha256, load_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores
-from rsia_geo.models.text import fused_scores, load_text_encoder
+from rsia_geo.models.text import encode_heard, fused_scores, load_text_encoder
 from rsia_geo.pipeline import DEFAULT_FEEDBACK
 from rsia_geo.training.augment import CONDITIONS
 from rsia_geo.training.evaluate import (
@@ -94,9 +94,18 @@ def _pipeline(
 
 
 def _heard_under(
-    model, rows, condition: str, cache: Path | None, name: str, prompt: str = ""
+    model,
+    rows,
+    condition: str,
+    cache: Path | None,
+    name: str,
+    prompt: str = "",
+    alternatives: bool = False,
 ) -> dict:
-    """Transcripts of the clips under a recording condition (the served clip, window, prompt)."""
+    """Transcripts of the clips under a recording condition (the served clip, window, prompt).
+
+    With ``alternatives``, each unsure clip's distinct transcripts too (``Heard.alternatives``).
+    """
     import hashlib
 
     from rsia_geo.models.whisper import RETRY_BEAM, RETRY_BELOW, get_whisper
@@ -104,7 +113,7 @@ def _heard_under(
 
     tag = f"_p{hashlib.sha1(prompt.encode()).hexdigest()[:8]}" if prompt else ""
     if RETRY_BEAM > 1:  # transcripts of unsure clips decoded again (session 15 on)
-        tag += f"_r{RETRY_BEAM}b{RETRY_BELOW:g}"
+        tag += f"_r{RETRY_BEAM}b{RETRY_BELOW:g}" + ("_alt" if alternatives else "")
     f = cache / f"heard_{name}_{condition}{_suffix(model)}{tag}.json" if cache else None
     if f is not None and f.exists():
         return json.loads(f.read_text())
@@ -115,6 +124,8 @@ def _heard_under(
         window = model.frontend.whisper_frames(len(wave))
         h = enc.recognise([wave], window=window, prompt=prompt)[0]
         out[r["clip"]] = {"text": h.text, "confidence": h.confidence}
+        if alternatives and h.alternatives:
+            out[r["clip"]]["alternatives"] = [list(alt) for alt in h.alternatives]
     if f is not None:
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text(json.dumps(out))
@@ -146,21 +157,27 @@ def evaluate_voicing(
     members=(),
     hub=None,
     feedback=0.0,
+    hedge=False,
 ) -> dict:
     rows = _rows(manifest, split, per_image)
     name = Path(manifest).parent.name
     prompt = encoder.recogniser_prompt
-    if condition == "clean" and not _suffix(model) and not prompt:  # the files' settings
-        heard = read_transcripts(transcripts_path(manifest))
+    if condition == "clean" and not _suffix(model) and not prompt and not hedge:
+        heard = read_transcripts(transcripts_path(manifest))  # the files' settings
     else:
-        heard = _heard_under(model, rows, condition, cache, name, prompt)
+        heard = _heard_under(model, rows, condition, cache, name, prompt, alternatives=hedge)
     texts = [heard[r["clip"]]["text"] for r in rows]
     # the served weight per query at route weight 1 (scaled by each swept weight below)
     cover = np.array([encoder.weight_for(t, 1.0) for t in texts])
     conf = np.array([heard[r["clip"]]["confidence"] for r in rows])
     a = _audio_mean(model, members, rows, cache, name, condition)
     # transcripts, as the pipeline serves them (--bank-for-transcripts: as typed text)
-    t = encoder.encode(texts, heard=not as_typed)
+    if hedge:  # an unsure query's transcripts, weighted by confidence, as search serves them
+        t = encode_heard(encoder, [
+            heard[r["clip"]].get("alternatives") or [(heard[r["clip"]]["text"], 1.0)] for r in rows
+        ])  # fmt: skip
+    else:
+        t = encoder.encode(texts, heard=not as_typed)
     cos_a = cosine_scores(v, a).numpy()
     ia = ia_scores(v, a).numpy()
     if hub is not None:  # as search(hubness=...) serves it: the scores less the hubness share
@@ -245,6 +262,11 @@ def main() -> None:
         f"look (default {DEFAULT_FEEDBACK}, as search serves; 0: off, as measured before "
         "session 20)",
     )  # fmt: skip
+    p.add_argument(
+        "--hedge", action="store_true",
+        help="embed an unsure query's distinct transcripts weighted by confidence "
+        "(rsia_geo.models.text.encode_heard) instead of the likelier one alone",
+    )  # fmt: skip
     p.add_argument("--out", default=None, help="JSON report")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -278,13 +300,14 @@ def main() -> None:
         "image_views": a.image_views,
         "hubness": beta,
         "feedback": a.feedback,
+        "hedge": a.hedge,
         "voicings": {},
     }
     for m in a.manifests:
         r = evaluate_voicing(
             model, encoder, v, m, a.split, a.per_image, a.rescore_k, cache,
             as_typed=a.bank_for_transcripts, members=members, hub=hub,
-            feedback=a.feedback,
+            feedback=a.feedback, hedge=a.hedge,
         )  # fmt: skip
         report["voicings"][Path(m).parent.name] = r
         print(
@@ -298,7 +321,7 @@ def main() -> None:
         r = evaluate_voicing(
             model, encoder, v, a.manifests[0], a.split, a.per_image, a.rescore_k, cache, cond,
             as_typed=a.bank_for_transcripts, members=members, hub=hub,
-            feedback=a.feedback,
+            feedback=a.feedback, hedge=a.hedge,
         )  # fmt: skip
         report["conditions"][cond] = r
         print(

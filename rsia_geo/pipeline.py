@@ -1437,12 +1437,16 @@ def _heard(model: Any, samples: np.ndarray) -> dict[str, Any]:
         heard = recogniser.recognise(
             [samples], window=window, prompt=prompt, retry_beam=retry_beam, retry_below=retry_below
         )[0]
-        return {
+        out: dict[str, Any] = {
             "heard": heard.text,
             "heard_confidence": round(heard.confidence, 4),
             "heard_beam": heard.beam,  # 1: greedy; the retry's beam when it was likelier
             "heard_prompt": source,  # which prompt it was heard after, for the query's record
         }
+        if heard.alternatives:  # unsure: what else it may have said (the record only; the
+            # text route embeds the transcript kept, docs/benchmarks.md "Hedging...")
+            out["heard_alternatives"] = [[t, round(c, 4)] for t, c in heard.alternatives]
+        return out
     except RsiaError as exc:  # no recogniser installed: the search itself still answers
         return {"heard": None, "heard_unavailable": str(exc)}
 

@@ -571,9 +571,20 @@ def test_an_unsure_transcript_is_decoded_again_with_beam_search(spoken):
         assert enc.recognise([clip], retry_below=0.0)[0] == greedy  # nobody is that unsure
         kept = enc.recognise([clip], retry_beam=3, retry_below=1.0)[0]  # everybody is
         assert kept.confidence == max(greedy.confidence, beam3.confidence)
-        assert kept == (beam3 if kept.beam == 3 else greedy)
-    # this noisy clip is heard unsure (~0.2) and beam search is likelier, by default too
-    assert enc.recognise([noisy])[0].beam == 3
+        first = beam3 if kept.beam == 3 else greedy
+        assert (kept.text, kept.confidence) == (first.text, first.confidence)
+        # what it heard besides: distinct transcripts, likeliest (the one kept) first
+        alts = kept.alternatives
+        assert not greedy.alternatives and not beam3.alternatives  # never retried
+        if alts:
+            texts = [t for t, _ in alts]
+            assert len(set(texts)) == len(texts) >= 2 and greedy.text in texts
+            assert alts[0] == (kept.text, kept.confidence)
+            assert [c for _, c in alts] == sorted((c for _, c in alts), reverse=True)
+    # this noisy clip is heard unsure (~0.2) and beam search is likelier, by default too; the
+    # beam's other hypotheses differ from it
+    unsure = enc.recognise([noisy])[0]
+    assert unsure.beam == 3 and len(unsure.alternatives) >= 2
     # in a batch, only the unsure clip is decoded again
     sure = enc.recognise([spoken], retry_beam=0)[0].confidence
     both = enc.recognise([spoken, noisy], retry_below=sure - 1e-3)
@@ -584,6 +595,30 @@ def test_an_unsure_transcript_is_decoded_again_with_beam_search(spoken):
     for bad in ({"retry_beam": -1}, {"retry_below": 1.5}, {"beam_size": 0}):
         with pytest.raises(InvalidArgumentError, match=next(iter(bad))):
             enc.recognise([spoken], **bad)
+
+
+def test_an_unsure_query_records_what_else_it_may_have_said(monkeypatch, spoken):
+    """A query the recogniser is unsure of lists its distinct transcripts
+    (``attrs["query"]["heard_alternatives"]``); the text route embeds the one kept."""
+    from rsia_geo.pipeline import _spoken_or_typed, load_model
+    from rsia_geo.weights import text_encoder
+
+    monkeypatch.delenv("RSIA_RECOGNISER_RETRY", raising=False)
+    model = load_model(None)
+    enc = text_encoder(model)
+    noisy = (spoken + np.random.default_rng(3).normal(0, 3 * spoken.std(), spoken.shape)).astype(
+        np.float32
+    )
+    for clip, unsure in ((spoken, False), (noisy, True)):
+        _, vector, said, unit, w = _spoken_or_typed(model, {}, clip, None, 16000, False, None)
+        alternatives = said.get("heard_alternatives")
+        assert bool(alternatives) is unsure
+        if unsure:
+            assert alternatives[0] == [said["heard"], said["heard_confidence"]]
+            assert len({t for t, _ in alternatives}) == len(alternatives) >= 2
+        alone = enc.encode([said["heard"]], heard=True)[0].numpy()
+        np.testing.assert_allclose(unit, alone, atol=1e-6)
+        assert w > 0 and np.isfinite(vector).all()
 
 
 def test_search_retries_per_the_environment(monkeypatch, spoken):

@@ -469,3 +469,24 @@ def test_the_starter_ships_a_text_route_for_its_images(shared_data):
         t = enc.encode(list(queries.values()), heard=heard)
         assert (t @ v.T).argmax(dim=1).tolist() == list(range(len(queries)))  # finds its scene
     assert enc.coverage("an airplane parked at the airport") == 1.0
+
+
+def test_encode_heard_hedges_over_what_an_unsure_recogniser_heard():
+    """One transcript: its own vector; several: their confidence-weighted mean, normalised."""
+    from rsia_geo.models.text import encode_heard
+    from rsia_geo.pipeline import load_model
+    from rsia_geo.weights import text_encoder
+
+    enc = text_encoder(load_model(None))
+    sure, a, b = "a piece of farmland", "a piece of family", "lots of boats docked at the harbor"
+    got = encode_heard(enc, [[(sure, 0.9)], [(a, 0.3), (b, 0.1)], [(a, 0.0), (b, 0.0)]])
+    one, ua, ub = enc.encode([sure, a, b], heard=True)
+    np.testing.assert_allclose(got[0].numpy(), one.numpy(), atol=1e-6)
+    mix = torch.nn.functional.normalize(0.75 * ua + 0.25 * ub, dim=0)
+    np.testing.assert_allclose(got[1].numpy(), mix.numpy(), atol=1e-6)
+    even = torch.nn.functional.normalize(ua + ub, dim=0)  # no confidence at all: equal shares
+    np.testing.assert_allclose(got[2].numpy(), even.numpy(), atol=1e-6)
+    assert float(got[1] @ ua) > float(got[1] @ ub) > float(ua @ ub)  # nearer the likelier
+    for bad in ([[]], [[(a, -0.1)]]):
+        with pytest.raises(InvalidArgumentError, match="at least one"):
+            encode_heard(enc, bad)

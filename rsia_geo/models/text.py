@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rsia_geo.errors import CheckpointError, ModelConfigError
+from rsia_geo.errors import CheckpointError, InvalidArgumentError, ModelConfigError
 from rsia_geo.models._modes import eval_mode
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "PretrainedTextEncoder",
     "TextConfig",
     "TextEncoder",
+    "encode_heard",
     "fused_scores",
     "load_text_encoder",
     "normalise_text",
@@ -634,6 +636,47 @@ def fused_scores(
     w = np.asarray(weight, dtype=np.float64)
     text = w * np.asarray(cos_text, dtype=np.float64)
     return np.asarray(cos_audio, np.float64) + text, np.asarray(ia, np.float64) + text
+
+
+def encode_heard(encoder: _TextRoute, heard: Sequence[Sequence[tuple[str, float]]]) -> torch.Tensor:
+    """Unit text-route vectors of what the recogniser heard, hedged over its alternatives.
+
+    Each query is a list of ``(transcript, confidence)``: one pair for a query heard surely,
+    the distinct transcripts of an unsure one otherwise
+    (:attr:`rsia_geo.models.whisper.Heard.alternatives`). A query's vector is the normalised
+    mean of its transcripts' unit vectors weighted by their confidences, so a misheard word the
+    recogniser itself doubted pulls the query only part of the way. Measured on val and not
+    served by search (docs/benchmarks.md, "Hedging an unsure transcript");
+    ``benchmarks/eval_text_route.py --hedge`` measures it.
+
+    Args:
+        encoder: The text route.
+        heard: Per query, its transcripts and their confidences (at least one each).
+
+    Returns:
+        float32 ``(len(heard), embed_dim)`` unit vectors.
+
+    Raises:
+        InvalidArgumentError: A query without a transcript, or a negative confidence.
+    """
+    texts, weights, owner = [], [], []
+    for q, alternatives in enumerate(heard):
+        if not alternatives or any(c < 0 for _, c in alternatives):
+            raise InvalidArgumentError(
+                f"query {q} was heard as {list(alternatives)!r}: give each query at least one "
+                "(transcript, confidence) pair with a confidence >= 0"
+            )
+        total = sum(c for _, c in alternatives)
+        for text, c in alternatives:
+            texts.append(text)
+            weights.append(c / total if total > 0 else 1.0 / len(alternatives))
+            owner.append(q)
+    units = encoder.encode(texts, heard=True)
+    out = torch.zeros(len(heard), units.shape[1], dtype=units.dtype)
+    out.index_add_(
+        0, torch.tensor(owner), units * torch.tensor(weights, dtype=units.dtype)[:, None]
+    )
+    return nn.functional.normalize(out, dim=-1)
 
 
 def _sentence_sha(encoder: _TextRoute) -> str | None:

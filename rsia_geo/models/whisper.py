@@ -397,32 +397,61 @@ class WhisperEncoder:
             # a context counts towards CTranslate2's length; the bound is on what is heard
             max_length = extra + int(_TOKENS_BASE + _TOKENS_PER_SECOND * seconds)
 
-            def decode(features: Any, n: int, beam: int) -> list[tuple[list[int], float]]:
+            def decode(
+                features: Any, n: int, beam: int, hyps: int = 1
+            ) -> list[list[tuple[list[int], float]]]:
                 out = self._model.generate(
                     features,
                     [ids] * n,
                     beam_size=beam,
+                    num_hypotheses=hyps,
                     max_length=max_length,
                     suppress_blank=True,
                     return_scores=True,
                 )
                 return [
-                    (r.sequences_ids[0], float(r.scores[0]) if r.scores else -np.inf) for r in out
+                    [(q, float(s)) for q, s in zip(r.sequences_ids, r.scores, strict=True)]
+                    or [([], -np.inf)]
+                    for r in out
                 ]
 
-            found = decode(feats, len(waves), beam_size)
+            found = [h[0] for h in decode(feats, len(waves), beam_size)]
             beams = [beam_size] * len(waves)
+            heard_too: list[list[tuple[list[int], float]]] = [[] for _ in waves]
             unsure = [i for i, (_, s) in enumerate(found) if np.exp(min(0.0, s)) < retry_below]
             if unsure and retry_beam > beam_size:
                 again = feats if len(waves) == 1 else self._ct2.StorageView.from_array(mels[unsure])
-                for i, hyp in zip(unsure, decode(again, len(unsure), retry_beam), strict=True):
-                    if hyp[1] > found[i][1]:
-                        found[i], beams[i] = hyp, retry_beam
-        heard = []
-        for (seq, score), beam in zip(found, beams, strict=True):
-            text = " ".join(tok.decode(seq, skip_special_tokens=True).split())
-            heard.append(Heard(drop_repeats(text), float(np.exp(min(0.0, score))), beam))
-        return heard
+                retried = decode(again, len(unsure), retry_beam, retry_beam)
+                for i, hyps in zip(unsure, retried, strict=True):
+                    heard_too[i] = [found[i], *hyps]
+                    if hyps[0][1] > found[i][1]:
+                        found[i], beams[i] = hyps[0], retry_beam
+        return [
+            Heard(self._text(tok, seq), _confidence(score), beam, self._distinct(tok, too))
+            for (seq, score), beam, too in zip(found, beams, heard_too, strict=True)
+        ]
+
+    @staticmethod
+    def _text(tok: Any, seq: list[int]) -> str:
+        """A decoded transcript: special tokens out, spaces collapsed, repeats dropped."""
+        return drop_repeats(" ".join(tok.decode(seq, skip_special_tokens=True).split()))
+
+    @classmethod
+    def _distinct(
+        cls, tok: Any, hyps: list[tuple[list[int], float]]
+    ) -> tuple[tuple[str, float], ...]:
+        """The distinct transcripts among ``hyps`` with their best confidences, likeliest first.
+
+        Empty when fewer than two differ.
+        """
+        best: dict[str, float] = {}
+        for seq, score in hyps:
+            text = cls._text(tok, seq)
+            if text:
+                best[text] = max(best.get(text, 0.0), _confidence(score))
+        if len(best) < 2:
+            return ()
+        return tuple(sorted(best.items(), key=lambda kv: -kv[1]))
 
     def transcribe(self, wave: np.ndarray, *, beam_size: int = 1) -> str:
         """What the recogniser heard in a 16 kHz clip (see :meth:`recognise`).
@@ -446,11 +475,20 @@ class Heard:
         confidence: ``exp`` of the mean log-probability of its tokens, in (0, 1].
         beam: The beam width of the decoding kept (1: greedy; :data:`RETRY_BEAM` when an
             unsure clip's second decoding was likelier).
+        alternatives: For a clip decoded again because the recogniser was unsure, the distinct
+            transcripts it heard (the first decoding's and the beam's hypotheses), each with
+            its confidence, likeliest first; empty otherwise, or when they all say the same.
     """
 
     text: str
     confidence: float
     beam: int = 1
+    alternatives: tuple[tuple[str, float], ...] = ()
+
+
+def _confidence(score: float) -> float:
+    """A hypothesis' confidence: ``exp`` of its mean token log-probability, in [0, 1]."""
+    return float(np.exp(min(0.0, score)))
 
 
 def _mel_bands(filters: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
