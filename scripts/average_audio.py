@@ -3,7 +3,10 @@
 Runs of one recipe started from the same audio branch (``rsia-geo train --image-from CK
 --continue-audio`` with different ``--seed``) can be averaged weight by weight; the image side,
 which every member took frozen from ``CK``, is kept as it is, so an index built with ``CK``
-stays valid. The first member's text route (``text.json`` / ``text.safetensors``) is copied.
+stays valid (``CK`` itself may be a member: its audio branch averaged with a fine-tuned one).
+Members must share the architecture (their configurations less version and training record)
+and the image side. The first member's text route (``text.json`` / ``text.safetensors``) is
+copied.
 
 Usage:
     python scripts/average_audio.py runs/s19/cvp50e16/best runs/s20/seed2/best -o runs/s21/soup
@@ -12,6 +15,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -24,6 +28,14 @@ from rsia_geo.models.checkpoint import image_side_sha256
 _SKIP_META = ("format", "format_version", "rsia_geo_version", "dtype", "weights_sha256", "config")
 
 
+def _architecture(model) -> dict:
+    """The configuration less its version and training record (seed, output folder, epoch)."""
+    config = dataclasses.asdict(model.config)
+    for key in ("training", "version"):
+        config.pop(key, None)
+    return config
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("members", nargs="+", help="checkpoint folders (two or more)")
@@ -34,7 +46,9 @@ def main() -> None:
     models = [load_checkpoint(m) for m in a.members]
     first = models[0]
     for path, m in zip(a.members[1:], models[1:], strict=True):
-        if m.config != first.config or image_side_sha256(m) != image_side_sha256(first):
+        if _architecture(m) != _architecture(first) or image_side_sha256(m) != image_side_sha256(
+            first
+        ):
             raise ModelConfigError(
                 f"{path!r} is not {a.members[0]!r}'s recipe (its configuration or image side "
                 "differs); average only runs trained against one frozen image side"
