@@ -23,7 +23,6 @@ import torch
 
 from rsia_geo.errors import ModelConfigError
 from rsia_geo.models import load_checkpoint, save_checkpoint
-from rsia_geo.models.checkpoint import image_side_sha256
 
 _SKIP_META = ("format", "format_version", "rsia_geo_version", "dtype", "weights_sha256", "config")
 
@@ -36,6 +35,13 @@ def _architecture(model) -> dict:
     return config
 
 
+def _same(x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Equal values (an fp16 checkpoint's weights equal their float32 copy in a run)."""
+    if x.is_floating_point() and y.is_floating_point():
+        return bool(torch.equal(x.float(), y.float()))
+    return bool(torch.equal(x, y))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("members", nargs="+", help="checkpoint folders (two or more)")
@@ -45,15 +51,23 @@ def main() -> None:
         raise SystemExit(f"give two or more checkpoints to average, not {a.members}")
     models = [load_checkpoint(m) for m in a.members]
     first = models[0]
-    for path, m in zip(a.members[1:], models[1:], strict=True):
-        if _architecture(m) != _architecture(first) or image_side_sha256(m) != image_side_sha256(
-            first
-        ):
-            raise ModelConfigError(
-                f"{path!r} is not {a.members[0]!r}'s recipe (its configuration or image side "
-                "differs); average only runs trained against one frozen image side"
-            )
     states = [m.state_dict() for m in models]
+    for path, m, state in zip(a.members[1:], models[1:], states[1:], strict=True):
+        if _architecture(m) != _architecture(first) or set(state) != set(states[0]):
+            raise ModelConfigError(
+                f"{path!r} is not {a.members[0]!r}'s architecture (its configuration differs); "
+                "average only runs of one recipe"
+            )
+        other = [
+            k
+            for k in state
+            if not k.startswith("audio_encoder.") and not _same(state[k], states[0][k])
+        ]
+        if other:
+            raise ModelConfigError(
+                f"{path!r}'s image side differs from {a.members[0]!r}'s (e.g. {other[0]}); average "
+                "only runs trained against one frozen image side (rsia-geo train --image-from)"
+            )
     averaged = {
         k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype)
         if k.startswith("audio_encoder.") and v.is_floating_point()
