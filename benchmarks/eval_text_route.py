@@ -172,7 +172,7 @@ def evaluate_voicing(
     conf = np.array([heard[r["clip"]]["confidence"] for r in rows])
     a = _audio_mean(model, members, rows, cache, name, condition)
     # transcripts, as the pipeline serves them (--bank-for-transcripts: as typed text)
-    if hedge:  # an unsure query's transcripts, weighted by confidence, as search serves them
+    if hedge:  # an unsure query's transcripts weighted by confidence (measured, not served)
         t = encode_heard(encoder, [
             heard[r["clip"]].get("alternatives") or [(heard[r["clip"]]["text"], 1.0)] for r in rows
         ])  # fmt: skip
