@@ -326,3 +326,16 @@ def test_bad_port_and_broken_pipe(tmp_path, samples):
         timeout=300,
     )
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_search_says_how_sure_the_recogniser_was_and_what_else_it_heard():
+    from rsia_geo.cli.search import _sureness
+
+    assert _sureness({"kind": "typed", "text": "a harbour"}) == ""
+    sure = {"heard": "a harbour", "heard_confidence": 0.91, "heard_beam": 1}
+    assert _sureness(sure) == " (confidence 0.91)"
+    unsure = {
+        "heard": "a piece of family", "heard_confidence": 0.38, "heard_beam": 3,
+        "heard_alternatives": [["a piece of family", 0.38], ["a piece of farmland", 0.31]],
+    }  # fmt: skip
+    assert _sureness(unsure) == ' (confidence 0.38, heard twice; or "a piece of farmland")'

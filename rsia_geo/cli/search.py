@@ -166,11 +166,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _sureness(q: dict[str, Any]) -> str:
-    """`` (confidence 0.57, heard twice)``: how sure the recogniser was of a spoken query."""
+    """How sure the recogniser was of a spoken query: `` (confidence 0.38, heard twice; or "...")``.
+
+    When it was unsure, the likeliest other transcript it heard is named too.
+    """
     if q.get("heard_confidence") is None:
         return ""
     twice = ", heard twice" if q.get("heard_beam", 1) > 1 else ""
-    return f" (confidence {q['heard_confidence']:.2f}{twice})"
+    others = [t for t, _ in q.get("heard_alternatives") or () if t != q.get("heard")]
+    maybe = f'; or "{others[0]}"' if others else ""
+    return f" (confidence {q['heard_confidence']:.2f}{twice}{maybe})"
 
 
 def _print_query(q: dict[str, Any]) -> None:
