@@ -225,8 +225,10 @@ def _describe(hits: Any) -> str:
         said = f"more like the {html.escape(str(q.get('example')))}: "
     elif q.get("heard"):
         sure = q.get("heard_confidence")
+        others = [t for t, _ in q.get("heard_alternatives") or () if t != q["heard"]]
+        maybe = f"; or &quot;{html.escape(others[0])}&quot;" if others else ""  # when unsure
         said = f"heard &quot;{html.escape(q['heard'])}&quot;" + (
-            f" (confidence {sure:.2f}): " if sure is not None else ": "
+            f" (confidence {sure:.2f}{maybe}): " if sure is not None else ": "
         )
     else:
         said = ""

@@ -122,7 +122,9 @@ def test_search_panel_end_to_end(setup):
         # what the recogniser heard, beside the hits (the "show what was heard" box is on)
         heard = hits.attrs["query"]["heard"]
         sure = hits.attrs["query"]["heard_confidence"]
-        said = f"heard &quot;{html.escape(heard)}&quot; (confidence {sure:.2f}): "
+        others = [t for t, _ in hits.attrs["query"].get("heard_alternatives") or () if t != heard]
+        maybe = f"; or &quot;{html.escape(others[0])}&quot;" if others else ""  # when unsure
+        said = f"heard &quot;{html.escape(heard)}&quot; (confidence {sure:.2f}{maybe}): "
         assert heard and said in panel.status.value
         outputs = panel.results.outputs
         assert len(outputs) == 2  # the table, then the hits by acquisition date and platform
@@ -155,3 +157,22 @@ def test_search_panel_end_to_end(setup):
         json.dumps(panel.geometry)
     finally:
         panel.close()
+
+
+def test_the_panel_names_what_else_an_unsure_recogniser_heard():
+    import geopandas as gpd
+
+    from rsia_geo.jupyter import _describe
+
+    hits = gpd.GeoDataFrame({"rank": [1]}, geometry=[box(0, 0, 1, 1)], crs="EPSG:4326")
+    hits.attrs.update(timings={"total_ms": 180.0}, candidates=80, query={
+        "kind": "spoken", "heard": "a piece of family", "heard_confidence": 0.38,
+        "heard_alternatives": [["a piece of family", 0.38], ["a piece of <farmland>", 0.31]],
+    })  # fmt: skip
+    line = _describe(hits)
+    assert line.startswith(
+        "heard &quot;a piece of family&quot; (confidence 0.38; or "
+        "&quot;a piece of &lt;farmland&gt;&quot;): 1 hits in 180 ms"
+    )
+    hits.attrs["query"].pop("heard_alternatives")
+    assert _describe(hits).startswith("heard &quot;a piece of family&quot; (confidence 0.38): ")

@@ -48,6 +48,27 @@ HISTORY_FIELDS = (
 )
 
 
+def heard_label(query):
+    """What the dock says the service heard or was given (``""`` for other queries).
+
+    A spoken query shows the transcript and how sure the recogniser was (speak again if low),
+    and, when it was unsure, the likeliest other transcript it heard.
+    """
+    q = query or {}
+    if q.get("kind") == "typed":
+        return f'Typed: "{q.get("text")}" (spoken by {q.get("voiced_by")})'
+    if q.get("heard"):
+        sure = q.get("heard_confidence")
+        others = [t for t, _ in q.get("heard_alternatives") or () if t != q["heard"]]
+        maybe = f'; or "{others[0]}"' if others else ""
+        return f'Heard: "{q["heard"]}"' + (
+            f" (confidence {sure:.2f}{maybe})" if sure is not None else ""
+        )
+    if q.get("kind") == "example":
+        return f"More like tile {q.get('tile_id') or q.get('example')}"
+    return ""
+
+
 def extent_bbox(extent, crs, project=None):
     """Lon/lat bbox of a map extent given in ``crs``.
 

@@ -29,6 +29,7 @@ from .core import (
     SearchTask,
     extent_bbox,
     features_geometry,
+    heard_label,
     history_layer,
     hits_layer,
 )
@@ -373,18 +374,7 @@ class RsiaDock(QDockWidget):
             self._message(error, Qgis.Critical)
             return
         layer = hits_layer(fc)
-        q = fc.get("query") or {}
-        if q.get("kind") == "typed":
-            self.heard.setText(f'Typed: "{q.get("text")}" (spoken by {q.get("voiced_by")})')
-        elif q.get("heard"):
-            sure = q.get("heard_confidence")  # how sure the recogniser was: speak again if low
-            self.heard.setText(
-                f'Heard: "{q["heard"]}"' + (f" (confidence {sure:.2f})" if sure is not None else "")
-            )
-        elif q.get("kind") == "example":
-            self.heard.setText(f"More like tile {q.get('tile_id') or q.get('example')}")
-        else:
-            self.heard.setText("")
+        self.heard.setText(heard_label(fc.get("query")))
         if layer.featureCount() == 0:
             self._message("No tile in this region matches the query.", Qgis.Info)
         QgsProject.instance().addMapLayer(layer)

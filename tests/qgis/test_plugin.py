@@ -170,7 +170,9 @@ def test_search_map_extent_in_a_projected_crs(plugin, service, qgis_iface):
     query = json.loads(layer.customProperty("rsia/query"))
     heard, sure = query.get("heard"), query.get("heard_confidence")
     assert heard and 0 < sure <= 1
-    assert dock.heard.text() == f'Heard: "{heard}" (confidence {sure:.2f})'
+    others = [t for t, _ in query.get("heard_alternatives") or () if t != heard]
+    maybe = f'; or "{others[0]}"' if others else ""  # an unsure query: what else it heard
+    assert dock.heard.text() == f'Heard: "{heard}" (confidence {sure:.2f}{maybe})'
     # selecting a hit fetches its chip
     layer.selectByIds([next(layer.getFeatures()).id()])
     assert dock.chip.pixmap() is not None and not dock.chip.pixmap().isNull()
@@ -378,3 +380,22 @@ def test_plugin_starts_and_stops_its_own_service(plugin, spare_index, qgis_iface
     assert not dock.service.is_running() and "stopped" in dock.service_status.text()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def test_the_dock_names_what_else_an_unsure_recogniser_heard():
+    from qgis_rsia.core import heard_label
+
+    unsure = {
+        "kind": "spoken", "heard": "a piece of family", "heard_confidence": 0.38,
+        "heard_alternatives": [["a piece of family", 0.38], ["a piece of farmland", 0.31]],
+    }  # fmt: skip
+    assert (
+        heard_label(unsure)
+        == 'Heard: "a piece of family" (confidence 0.38; or "a piece of farmland")'
+    )
+    sure = {"kind": "spoken", "heard": "a harbour", "heard_confidence": 0.9}
+    assert heard_label(sure) == 'Heard: "a harbour" (confidence 0.90)'
+    typed = {"kind": "typed", "text": "a harbour", "voiced_by": "espeak-ng:en-us"}
+    assert heard_label(typed) == 'Typed: "a harbour" (spoken by espeak-ng:en-us)'
+    assert heard_label({"kind": "example", "tile_id": "t1"}) == "More like tile t1"
+    assert heard_label(None) == heard_label({"kind": "relevant"}) == ""
