@@ -25,7 +25,7 @@ from rsia_geo._lazy import has_module, lazy_import
 from rsia_geo._types import ModelSource, PathLike
 from rsia_geo.errors import InvalidArgumentError, RsiaError
 from rsia_geo.query import parse_bbox
-from rsia_geo.results import chip_png
+from rsia_geo.results import also_heard, chip_png
 
 __all__ = ["HitsTable", "SearchPanel", "chip_png", "hits_map", "hits_table"]
 
@@ -225,8 +225,8 @@ def _describe(hits: Any) -> str:
         said = f"more like the {html.escape(str(q.get('example')))}: "
     elif q.get("heard"):
         sure = q.get("heard_confidence")
-        others = [t for t, _ in q.get("heard_alternatives") or () if t != q["heard"]]
-        maybe = f"; or &quot;{html.escape(others[0])}&quot;" if others else ""  # when unsure
+        other = also_heard(q)  # when the recogniser was unsure
+        maybe = f"; or &quot;{html.escape(other)}&quot;" if other else ""
         said = f"heard &quot;{html.escape(q['heard'])}&quot;" + (
             f" (confidence {sure:.2f}{maybe}): " if sure is not None else ": "
         )

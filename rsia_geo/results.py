@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "HIT_FORMATS",
     "OSM_TILES",
+    "also_heard",
     "check_output_path",
     "chip_png",
     "hits_metadata",
@@ -476,6 +477,23 @@ def _map_view(hits: Any, region: dict[str, Any] | None) -> list[float]:
     (x0, y1), (x1, y0) = _mercator(minx, miny), _mercator(maxx, maxy)
     pad = max(x1 - x0, y1 - y0, 1e-7) * 0.08
     return [x0 - pad, y0 - pad, x1 - x0 + 2 * pad, y1 - y0 + 2 * pad]
+
+
+def also_heard(query: dict[str, Any]) -> str | None:
+    """The likeliest other transcript of a query the recogniser was unsure of, or None.
+
+    Read from the query's record (``attrs["query"]["heard_alternatives"]``: the distinct
+    transcripts heard, the one kept first); what the CLI and the Jupyter panel show as
+    ``or "..."``.
+
+    Args:
+        query: A search's ``attrs["query"]``.
+
+    Returns:
+        The transcript, or None for a query heard surely (or not heard).
+    """
+    heard = query.get("heard")
+    return next((t for t, _ in query.get("heard_alternatives") or () if t != heard), None)
 
 
 def _map_title(query: dict[str, Any]) -> str:

@@ -59,6 +59,7 @@ def heard_label(query):
         return f'Typed: "{q.get("text")}" (spoken by {q.get("voiced_by")})'
     if q.get("heard"):
         sure = q.get("heard_confidence")
+        # rsia_geo.results.also_heard's rule, written here: the plugin imports no rsia_geo
         others = [t for t, _ in q.get("heard_alternatives") or () if t != q["heard"]]
         maybe = f'; or "{others[0]}"' if others else ""
         return f'Heard: "{q["heard"]}"' + (

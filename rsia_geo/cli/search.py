@@ -173,8 +173,10 @@ def _sureness(q: dict[str, Any]) -> str:
     if q.get("heard_confidence") is None:
         return ""
     twice = ", heard twice" if q.get("heard_beam", 1) > 1 else ""
-    others = [t for t, _ in q.get("heard_alternatives") or () if t != q.get("heard")]
-    maybe = f'; or "{others[0]}"' if others else ""
+    from rsia_geo.results import also_heard
+
+    other = also_heard(q)
+    maybe = f'; or "{other}"' if other else ""
     return f" (confidence {q['heard_confidence']:.2f}{twice}{maybe})"
 
 
