@@ -145,11 +145,14 @@ class SentenceEncoder:
 
         self.path, self.device, self.threads = folder, device, threads
         self._model: Any = None
-        self._ct2: Any = None
-        if backend != "transformers":
-            self._ct2 = _ct2_encoder(
+        converted = (
+            _ct2_encoder(
                 folder, device, threads or torch.get_num_threads(), required=backend != "auto"
             )
+            if backend != "transformers"
+            else None
+        )
+        self._ct2: Any = converted[0] if converted else None  # a CTranslate2 Encoder
         try:
             self._tok = Tokenizer.from_file(str(vocab))
             if self._ct2 is None:
@@ -162,7 +165,7 @@ class SentenceEncoder:
         self._tok.enable_truncation(MAX_TOKENS)
         self._tok.enable_padding()
         self.backend = "transformers" if self._ct2 is None else "ctranslate2"
-        self.dim = int(self._ct2[1] if self._ct2 is not None else self._model.config.hidden_size)
+        self.dim = int(converted[1] if converted else self._model.config.hidden_size)
         self._lock = threading.Lock()
 
     def embed(self, texts: list[str], *, batch_size: int = 128) -> Any:
@@ -184,7 +187,7 @@ class SentenceEncoder:
         with self._lock, torch.inference_mode():
             if self._ct2 is not None:
                 if len(chunks) > 1:
-                    with ThreadPoolExecutor(self._ct2[0].num_encoders) as pool:
+                    with ThreadPoolExecutor(self._ct2.num_encoders) as pool:
                         out = list(pool.map(self._ct2_batch, chunks))
                 else:
                     out = [self._ct2_batch(c) for c in chunks]
@@ -207,7 +210,7 @@ class SentenceEncoder:
         enc = self._tok.encode_batch(texts)
         lengths = [sum(e.attention_mask) for e in enc]
         pieces = [e.tokens[:n] for e, n in zip(enc, lengths, strict=True)]
-        h = np.asarray(self._ct2[0].forward_batch(pieces).last_hidden_state)
+        h = np.asarray(self._ct2.forward_batch(pieces).last_hidden_state)
         mask = np.arange(h.shape[1])[None, :] < np.array(lengths)[:, None]
         pooled = (h * mask[..., None]).sum(1) / np.maximum(mask.sum(1), 1)[:, None]
         return torch.from_numpy(pooled.astype(np.float32))
@@ -224,7 +227,9 @@ class SentenceEncoder:
         return ((h * m).sum(1) / m.sum(1).clamp(min=1.0)).float().cpu()
 
 
-def _ct2_encoder(folder: Path, device: str, threads: int, *, required: bool) -> Any:
+def _ct2_encoder(
+    folder: Path, device: str, threads: int, *, required: bool
+) -> tuple[Any, int] | None:
     """``(CTranslate2 encoder, width)`` converted from a transformers folder, or None.
 
     Converted into a temporary folder that is removed once the model is loaded (CTranslate2 reads
