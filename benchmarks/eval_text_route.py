@@ -7,7 +7,9 @@ the fusion the pipeline serves with a text encoder (``fused``): candidates by
 ``cos(audio) + w * cos(text)``, ranked by ``IA + w * cos(text)``
 (:func:`rsia_geo.models.text.fused_scores`), where ``w`` is the route weight times the share
 of the transcript's words seen in training; ``fused_confidence`` also multiplies by the
-recogniser's confidence (measured worse, so not served). A sweep over the route weight is
+recogniser's confidence (measured worse, so not served), and ``fused_confidence_scaled``
+scales each query's fused scores by ``2 / (1 + w)`` as well, so that one image's ranking of the
+clips compares scores on one scale (measured in session 22, not served). A sweep over the route weight is
 reported for transparency; the shipped weight, 1.0, was fixed in advance.
 
 ``--audio-members CK ...`` scores the audio route with the mean of the raw audio embeddings of
@@ -191,11 +193,20 @@ def evaluate_voicing(
         "text": _metrics_both(cos_t, cos_t, per_image),
         "fused": {},
         "fused_confidence": {},
+        "fused_confidence_scaled": {},
     }
     for w in WEIGHTS:
         for key, c in (("fused", cover), ("fused_confidence", cover * conf)):
             first, second = fused_scores(cos_a, ia, cos_t, w * c[None, :])
             out[key][str(w)] = _pipeline(first, second, per_image, k, (units, feedback))
+        # the confidence weight with each query's scores scaled by 2 / (1 + w_q): the same
+        # ranking for that query, but clips on one scale when an image ranks them
+        wq = w * cover * conf
+        first, second = fused_scores(cos_a, ia, cos_t, wq[None, :])
+        scale = (2.0 / (1.0 + wq))[None, :]
+        out["fused_confidence_scaled"][str(w)] = _pipeline(
+            first * scale, second * scale, per_image, k, (units, feedback)
+        )
     return out
 
 
@@ -334,7 +345,7 @@ def main() -> None:
     for variant in ("audio", "text"):
         summary[variant] = float(np.mean([report["voicings"][n][variant]["mR"] for n in names]))
     for w in WEIGHTS:
-        for key in ("fused", "fused_confidence"):
+        for key in ("fused", "fused_confidence", "fused_confidence_scaled"):
             vals = [report["voicings"][n][key][str(w)]["mR"] for n in names]
             summary[f"{key}@{w}"] = float(np.mean(vals))
             summary[f"{key}@{w}:spread"] = float(max(vals) - min(vals))
