@@ -9,8 +9,8 @@ the fusion the pipeline serves with a text encoder (``fused``): candidates by
 of the transcript's words seen in training; ``fused_confidence`` also multiplies by the
 recogniser's confidence (measured worse, so not served), and ``fused_confidence_scaled``
 scales each query's fused scores by ``2 / (1 + w)`` as well, so that one image's ranking of the
-clips compares scores on one scale (measured in session 22, not served). A sweep over the route weight is
-reported for transparency; the shipped weight, 1.0, was fixed in advance.
+clips compares scores on one scale (measured in session 22, not served). A sweep over the
+route weight is reported for transparency; the shipped weight, 1.0, was fixed in advance.
 
 ``--audio-members CK ...`` scores the audio route with the mean of the raw audio embeddings of
 the checkpoint and of these checkpoints (voice sides trained with ``--image-from`` it: the same
