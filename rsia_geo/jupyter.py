@@ -237,9 +237,11 @@ def _describe(hits: Any) -> str:
             f"refined ({html.escape(str(q.get('refine_method')))}, {q.get('relevant')} "
             f"relevant, {q.get('not_relevant')} not): "
         )
+    why = hits.attrs.get("empty")
     return (
         f"{said}{len(hits)} hits in {t.get('total_ms', 0):.0f} ms "
         f"({hits.attrs.get('candidates', 0)} candidates in the region)"
+        + (f": {html.escape(why)}" if why else "")
     )
 
 

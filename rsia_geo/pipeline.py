@@ -1008,7 +1008,8 @@ def search(
         their union), ``tile`` (the :class:`~rsia_geo.tiles.Tile`) and the best tile's
         footprint as geometry;
         ``attrs["timings"]`` holds per-stage milliseconds, ``attrs["query"]`` what was
-        searched for.
+        searched for; when nothing was found, ``attrs["empty"]`` says why (the filter that
+        leaves no tile, with what the index holds).
 
     Raises:
         InvalidRegionError: Bad bbox or geometry.
@@ -1064,6 +1065,7 @@ def search(
             payloads = {h.id: h.payload for h in idx.retrieve([cands[g[0]].id for g in groups])}
         rows = _hit_rows(cands, groups, payloads, scores, rank_cos, rank_ia)
         timings["total_ms"] = 1000 * (time.perf_counter() - t0)
+        why = None if rows else _why_empty(idx, (bbox, geometry, datetime, platform), q.exclude)
     finally:
         if owned:
             idx.close()
@@ -1077,6 +1079,8 @@ def search(
         filters=_filters_attr(region, datetime, k=k, group=group, rescore=rescore, rerank=rerank),
         model={key: signature.get(key) for key in ("model_id", "version", "weights_sha256")},
     )
+    if why is not None:
+        gdf.attrs["empty"] = why
     return gdf
 
 
@@ -1085,6 +1089,65 @@ def _query_region(bbox: Any, geometry: Any, datetime: Any, platform: Any) -> Reg
     if all(v is None for v in (bbox, geometry, datetime, platform)):
         return None
     return make_region(bbox, geometry, datetime, platform)
+
+
+def _why_empty(
+    idx: TileIndex, filters: tuple[Any, Any, Any, Any], exclude: _Exclusion | None
+) -> str:
+    """Why a search found nothing, in words an analyst can act on (``attrs["empty"]``).
+
+    Counts the index's tiles under each filter alone (only when nothing was found), so the
+    answer names the filter that leaves nothing, with what the index does hold.
+
+    Args:
+        idx: The open index.
+        filters: The search's ``(bbox, geometry, datetime, platform)``.
+        exclude: The tiles the query may not return (an example's place, marked tiles).
+    """
+    total = idx.count()
+    if total == 0:
+        return "the index holds no tiles: index a catalog into it first (rsia-geo index)"
+    bbox, geometry, datetime, platform = filters
+    extent = idx.extent() or {}
+    reasons = []
+    if (bbox is not None or geometry is not None) and not idx.count(make_region(bbox, geometry)):
+        box = extent.get("bbox")
+        covers = (
+            f" (the index's {total} tiles lie within lon {box[0]:.5f} to {box[2]:.5f}, "
+            f"lat {box[1]:.5f} to {box[3]:.5f})"
+            if box
+            else ""
+        )
+        reasons.append("no indexed tile lies in the region" + covers)
+    if datetime is not None and not idx.count(make_region(datetime=datetime)):
+        start, end = (str(t or "..")[:10] for t in extent.get("interval") or (None, None))
+        reasons.append(
+            f"no indexed tile was acquired in {datetime}"
+            + (f" (the tiles span {start} to {end})" if extent.get("interval") else "")
+        )
+    if platform is not None and not idx.count(make_region(platform=platform)):
+        reasons.append(f"no indexed tile is from platform {platform}")
+    if reasons:
+        which = "these filters" if len(reasons) > 1 else "the filter"
+        return "; ".join(reasons) + f": widen {which}, or index imagery that matches"
+    if any(f is not None for f in filters) and not idx.count(
+        make_region(bbox, geometry, datetime, platform)
+    ):
+        return (
+            "no indexed tile matches the region, the dates and the platform together (each "
+            "alone matches some): widen one of them"
+        )
+    if exclude is not None and (exclude.ids or exclude.place is not None):
+        return (
+            "every tile the query reached is the example's place or marked not relevant: "
+            "clear some marks, or widen the region"
+        )
+    if bbox is not None or geometry is not None:
+        return (
+            "no indexed tile's footprint overlaps the region's outline (some lie in its "
+            "bounding box): draw the region over the imagery"
+        )
+    return "the search reached no tile"
 
 
 def _region_attr(region: Region | None) -> dict[str, Any] | None:

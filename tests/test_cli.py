@@ -198,6 +198,13 @@ def test_cli_index_then_search_with_exports(tmp_path, samples, capsys):
     assert main(["search", str(wav), *idx, "-k", "5", "--feedback", "-1"]) == 2
     assert "feedback=-1.0 must be a number >= 0" in capsys.readouterr().err
     assert main(["search", str(wav), *idx, "-k", "5", "--feedback", "0"]) == 0
+    capsys.readouterr()
+    # a region outside the imagery: no hits, and the reason on its own line
+    assert main(["search", str(wav), *idx, "--bbox", "0", "0", "1", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "0 hits" in out
+    why = "why: no indexed tile lies in the region (the index's 64 tiles lie within lon 128.6"
+    assert why in out
 
 
 # ---------------------------------------------------------------- user mistakes (issue 12)

@@ -176,3 +176,9 @@ def test_the_panel_names_what_else_an_unsure_recogniser_heard():
     )
     hits.attrs["query"].pop("heard_alternatives")
     assert _describe(hits).startswith("heard &quot;a piece of family&quot; (confidence 0.38): ")
+    # nothing found: the panel says why (search's attrs["empty"]), escaped
+    none = hits.iloc[:0].copy()
+    none.attrs.update(hits.attrs, candidates=0, empty="no indexed tile is from platform <x>")
+    assert _describe(none).endswith(
+        "0 hits in 180 ms (0 candidates in the region): no indexed tile is from platform &lt;x&gt;"
+    )

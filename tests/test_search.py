@@ -211,6 +211,46 @@ def test_search_serves_feedback_by_default_and_refuses_bad_weights(world):
             search(WAVE, idx, model, sample_rate=16000, k=8, feedback=bad)
 
 
+def test_an_empty_search_says_why(world):
+    """No hits: attrs["empty"] names the filter that leaves no tile, with what the index holds."""
+    from shapely.geometry import Polygon, box
+
+    from rsia_geo import search
+
+    idx, model = world
+
+    def run(**kw):
+        return search(WAVE, idx, model, sample_rate=16000, k=5, **kw)
+
+    found = run()
+    assert len(found) and "empty" not in found.attrs
+    minx, miny, maxx, maxy = idx.extent()["bbox"]
+    away = run(bbox=(minx + 10, miny, maxx + 10, maxy))
+    assert len(away) == 0
+    why = away.attrs["empty"]
+    assert why.startswith(f"no indexed tile lies in the region (the index's {idx.count()} tiles")
+    assert f"lon {minx:.5f} to {maxx:.5f}, lat {miny:.5f} to {maxy:.5f}" in why
+    assert why.endswith("widen the filter, or index imagery that matches")
+    later = run(datetime="2031-01-01/..").attrs["empty"]
+    assert later.startswith(
+        "no indexed tile was acquired in 2031-01-01/.. (the tiles span 2020-01-01"
+    )
+    platform = run(platform="landsat-9").attrs["empty"]
+    assert platform.startswith("no indexed tile is from platform landsat-9")
+    both = run(bbox=(minx + 10, miny, maxx + 10, maxy), datetime="2031").attrs["empty"]
+    assert both.count("no indexed tile") == 2 and "widen these filters" in both
+    # a ring around the imagery: its bounding box holds tiles, its outline overlaps none
+    outer = box(minx - 0.05, miny - 0.05, maxx + 0.05, maxy + 0.05)
+    hole = box(minx - 0.01, miny - 0.01, maxx + 0.01, maxy + 0.01)
+    ring = Polygon(outer.exterior.coords, [hole.exterior.coords])
+    around = run(geometry=ring)
+    assert len(around) == 0 and "overlaps the region's outline" in around.attrs["empty"]
+    # every tile marked not relevant: the marks leave nothing
+    ids = [h.id for h in idx.scroll(None, limit=10_000)]
+    marked = run(not_relevant=ids)
+    assert len(marked) == 0 and "marked not relevant" in marked.attrs["empty"]
+
+
 def test_group_and_rows_stages(world):
     idx, model = world
     q = _query(world, audio=WAVE)

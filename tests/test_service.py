@@ -196,6 +196,11 @@ def test_a_year_or_a_month_filters_by_acquisition(served):
             )
             assert r.status_code == 200, r.text
             assert (len(r.json()["features"]) > 0) is found, when
+            if not found:  # the reason names the dates the index holds
+                assert r.json()["empty"] == (
+                    f"no indexed tile was acquired in {when} (the tiles span 2020-01-01 to "
+                    "2020-01-01): widen the filter, or index imagery that matches"
+                )
 
 
 def test_limits_auth_and_unknown_tiles(served):
@@ -254,6 +259,8 @@ def test_rerank_beyond_its_depth_and_empty_results_are_valid_json(served):
             data={"bbox": "10,10,11,11"},
         )
         assert far.status_code == 200 and strict(far.text)["features"] == []
+        assert strict(far.text)["empty"].startswith("no indexed tile lies in the region (")
+        assert "empty" not in strict(r.text)  # only when nothing was found
 
 
 def test_framework_validation_errors_use_the_documented_shape(served):

@@ -70,6 +70,16 @@ def heard_label(query):
     return ""
 
 
+def empty_message(fc):
+    """What the dock says when a search found nothing: the service's reason when it gives one.
+
+    The service names the filter that leaves no tile (``rsia_geo.search``'s ``attrs["empty"]``:
+    a region outside the imagery, dates or a platform the index does not hold).
+    """
+    why = (fc or {}).get("empty")
+    return f"No hits: {why}." if why else "No tile in this region matches the query."
+
+
 def extent_bbox(extent, crs, project=None):
     """Lon/lat bbox of a map extent given in ``crs``.
 

@@ -27,6 +27,7 @@ from .core import (
     LocalService,
     SamePlaceTask,
     SearchTask,
+    empty_message,
     extent_bbox,
     features_geometry,
     heard_label,
@@ -376,7 +377,7 @@ class RsiaDock(QDockWidget):
         layer = hits_layer(fc)
         self.heard.setText(heard_label(fc.get("query")))
         if layer.featureCount() == 0:
-            self._message("No tile in this region matches the query.", Qgis.Info)
+            self._message(empty_message(fc), Qgis.Info)
         QgsProject.instance().addMapLayer(layer)
         self.result_layer = layer
         layer.selectionChanged.connect(self._show_chip)

@@ -207,6 +207,8 @@ def _print_hits(hits: Any) -> None:
         + ", ".join(f"{k} {v:.0f}" for k, v in t.items())
         + ")"
     )
+    if hits.attrs.get("empty"):
+        print(f"why: {hits.attrs['empty']}")
     for _, h in hits.iterrows():
         c = h.geometry.centroid
         print(

@@ -4,7 +4,8 @@ An ASGI app (FastAPI) over one index and one model:
 
 * ``POST /search``: multipart ``audio`` file plus form fields ``bbox`` (``minx,miny,maxx,maxy``
   in lon/lat) or ``geometry`` (GeoJSON), ``datetime``, ``k``, ``rerank``; answers a GeoJSON
-  FeatureCollection in EPSG:4326 with scores, ranks and ids;
+  FeatureCollection in EPSG:4326 with scores, ranks and ids (and, when it has no features,
+  ``empty``: why, as ``rsia_geo.search``'s ``attrs["empty"]``);
 * ``GET /tiles/{tile_id}/chip.png``: the pixels of an indexed tile (only tiles in the index:
   no path is ever taken from the request);
 * ``GET /collections``: the index, its model and tile count; ``GET /health``;
@@ -293,7 +294,7 @@ def _geojson_response(frame: Any, **members: Any) -> "Response":
     """A GeoJSON FeatureCollection response of a hits table, with extra top-level members.
 
     The table is :func:`~rsia_geo.results.plain_table`'s, as in every export; members are
-    timings, query or hit.
+    timings, query, empty or hit.
     """
     from fastapi.responses import Response
 

@@ -255,8 +255,9 @@ class Routes:
             )  # fmt: skip
 
         hits = await self.run(run)
+        why = {"empty": hits.attrs["empty"]} if "empty" in hits.attrs else {}
         return _geojson_response(
-            hits, timings=hits.attrs.get("timings", {}), query=hits.attrs.get("query", {})
+            hits, timings=hits.attrs.get("timings", {}), query=hits.attrs.get("query", {}), **why
         )
 
     async def _upload(self, audio: UploadFile) -> bytes:

@@ -319,6 +319,20 @@ def test_extent_across_the_antimeridian(plugin, service, qgis_iface):
     _wait(dock.task)
     assert dock.task.error is None and dock.result_layer.featureCount() == 0
     assert dock.task.args["bbox"][0] > dock.task.args["bbox"][2]
+    # the service says why, and the dock passes it on (the index's extent is in California)
+    from qgis_rsia.core import empty_message
+
+    why = dock.task.result_fc["empty"]
+    assert why.startswith("no indexed tile lies in the region (the index's ")
+    from qgis.core import Qgis
+
+    # pytest-qgis's message bar records what the dock pushed: the reason, as the analyst reads it
+    told = qgis_iface.messageBar().get_messages(Qgis.Info)
+    assert f"rsia_geo:{empty_message(dock.task.result_fc)}" in told
+    assert empty_message({"empty": "no indexed tile is from platform x"}) == (
+        "No hits: no indexed tile is from platform x."
+    )
+    assert empty_message({}) == empty_message(None) == "No tile in this region matches the query."
 
 
 @pytest.fixture(scope="module")
