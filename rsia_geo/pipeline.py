@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rsia_geo._types import AudioSource, BBox, ModelSource, PathLike
-from rsia_geo.errors import InvalidArgumentError, TileReadError, VectorIndexError
+from rsia_geo.errors import InvalidArgumentError, RsiaError, TileReadError, VectorIndexError
 from rsia_geo.index.payload import payload_to_tile
 from rsia_geo.index.tile_index import TileIndex
 from rsia_geo.query import Region, make_region
@@ -1103,7 +1103,21 @@ def _why_empty(
         idx: The open index.
         filters: The search's ``(bbox, geometry, datetime, platform)``.
         exclude: The tiles the query may not return (an example's place, marked tiles).
+
+    Returns:
+        One or two sentences (a generic one when the index cannot be counted).
     """
+    try:
+        return _why_empty_counted(idx, filters, exclude)
+    except RsiaError as exc:  # explaining is best effort: the (empty) answer stands
+        logger.warning("could not tell why the search found nothing: %s", exc)
+        return "no tile matched the query and its filters"
+
+
+def _why_empty_counted(
+    idx: TileIndex, filters: tuple[Any, Any, Any, Any], exclude: _Exclusion | None
+) -> str:
+    """:func:`_why_empty`'s counts and sentences."""
     total = idx.count()
     if total == 0:
         return "the index holds no tiles: index a catalog into it first (rsia-geo index)"
@@ -1119,17 +1133,21 @@ def _why_empty(
             else ""
         )
         reasons.append("no indexed tile lies in the region" + covers)
-    if datetime is not None and not idx.count(make_region(datetime=datetime)):
+    when = make_region(datetime=datetime) if datetime is not None else None
+    if when is not None and not idx.count(when):
+        asked = datetime if isinstance(datetime, str) else _interval_text(when.time_range)
         start, end = (str(t or "..")[:10] for t in extent.get("interval") or (None, None))
         reasons.append(
-            f"no indexed tile was acquired in {datetime}"
+            f"no indexed tile was acquired in {asked}"
             + (f" (the tiles span {start} to {end})" if extent.get("interval") else "")
         )
-    if platform is not None and not idx.count(make_region(platform=platform)):
-        reasons.append(f"no indexed tile is from platform {platform}")
+    kept = make_region(platform=platform) if platform is not None else None
+    if kept is not None and not idx.count(kept):
+        names = ", ".join(kept.platforms or ())
+        reasons.append(f"no indexed tile is from platform {names}")
     if reasons:
-        which = "these filters" if len(reasons) > 1 else "the filter"
-        return "; ".join(reasons) + f": widen {which}, or index imagery that matches"
+        widen = "these filters" if len(reasons) > 1 else "the filter"
+        return "; ".join(reasons) + f": widen {widen}, or index imagery that matches"
     if any(f is not None for f in filters) and not idx.count(
         make_region(bbox, geometry, datetime, platform)
     ):
@@ -1148,6 +1166,19 @@ def _why_empty(
             "bounding box): draw the region over the imagery"
         )
     return "the search reached no tile"
+
+
+def _interval_text(span: tuple[float | None, float | None] | None) -> str:
+    """``start/end`` of POSIX times as ISO 8601 UTC (``..`` for an open side)."""
+    import datetime as _dt
+
+    def iso(t: float | None) -> str:
+        if t is None:
+            return ".."
+        return _dt.datetime.fromtimestamp(t, _dt.UTC).isoformat().replace("+00:00", "Z")
+
+    start, end = span or (None, None)
+    return f"{iso(start)}/{iso(end)}"
 
 
 def _region_attr(region: Region | None) -> dict[str, Any] | None:
