@@ -161,6 +161,17 @@ def test_cli_index_then_search_with_exports(tmp_path, samples, capsys):
         == 0
     )
     assert "indexed 64 tiles" in capsys.readouterr().out
+    # what the index holds, for people and as JSON
+    assert main(["info", "--location", str(tmp_path / "idx")]) == 0
+    told = capsys.readouterr().out
+    assert f"index {tmp_path / 'idx'} (collection tiles): 64 tiles" in told
+    assert "extent: lon 128.65" in told and "model: alac-tiny" in told
+    assert main(["info", "--location", str(tmp_path / "idx"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["image_views"] == "d8"  # a new index's default
+    assert "tiles: 128.0 px, overlap 0.0, levels 1, d8 image views, bands red, green, blue" in told
+    assert summary["tiles"] == 64 and summary["model"]["model_id"] == "alac-tiny"
+    assert summary["extent"]["interval"][0].startswith("20")
     wav = samples / "queries" / "an_airplane_parked_at_the_airport.wav"
     bbox = ["128.6555", "37.6670", "128.6575", "37.6690"]
     for suffix in (".parquet", ".geojson"):

@@ -1,4 +1,4 @@
-"""``rsia-geo index``: a catalog's tiles encoded into a Qdrant collection."""
+"""``rsia-geo index``: a catalog's tiles encoded into Qdrant; ``rsia-geo info``: what it holds."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rsia_geo.tiles import IMAGE_VIEWS
 
 
 def register(sub: Any) -> None:
-    """Add ``index``.
+    """Add ``index`` and ``info``.
 
     Args:
         sub: The ``rsia-geo`` subcommand group (``add_subparsers`` result).
@@ -64,6 +64,46 @@ def register(sub: Any) -> None:
     )
     ix.add_argument("--no-progress", action="store_true")
     ix.set_defaults(func=_cmd_index)
+    info = sub.add_parser("info", help="what an index holds: tiles, extent, dates, model, tiling")
+    add_index_args(info)
+    info.add_argument("--json", action="store_true", help="print it as JSON")
+    info.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import json
+
+    with index_from_args(args) as idx:
+        where = idx.url or idx.location
+        summary = idx.summary()
+    if args.json:
+        print(json.dumps({"index": str(where), "collection": idx.collection, **summary}))
+        return 0
+    print(f"index {where} (collection {idx.collection}): {summary['tiles']} tiles")
+    ext = summary["extent"]
+    if ext:
+        minx, miny, maxx, maxy = ext["bbox"]
+        print(f"  extent: lon {minx:.5f} to {maxx:.5f}, lat {miny:.5f} to {maxy:.5f}")
+        start, end = ext["interval"]
+        print(f"  acquired: {start or 'unknown'} to {end or 'unknown'}")
+    model = summary["model"]
+    if model:
+        print(
+            f"  model: {model.get('model_id')} {model.get('version')} "
+            f"(weights {str(model.get('weights_sha256'))[:12]}), checkpoint "
+            f"{summary['checkpoint']}"
+        )
+    spec = summary["tile_spec"]
+    if spec:
+        print(
+            f"  tiles: {spec.get('size')} {spec.get('units')}, overlap {spec.get('overlap')}, "
+            f"levels {', '.join(str(v) for v in spec.get('scales') or [])}, "
+            f"{summary['image_views']} image views, bands "
+            f"{', '.join(summary['bands'] or [])}"
+        )
+    if summary["quantization"]:
+        print(f"  stored vectors: {summary['quantization']} (rescored with the originals)")
+    return 0
 
 
 def _cmd_index(args: argparse.Namespace) -> int:

@@ -535,6 +535,29 @@ class TileIndex:
 
         return {"bbox": ext["bbox"], "interval": [iso(ext["time"][0]), iso(ext["time"][1])]}
 
+    def summary(self) -> dict[str, Any]:
+        """What the index holds: tiles, extent, model, tiling, bands, image views, storage.
+
+        What ``rsia-geo info`` prints and the service's ``/collections`` returns.
+
+        Returns:
+            ``{"tiles", "extent" (:meth:`extent`), "model" (the signature the index is bound
+            to: id, version, weights sha256, ...), "checkpoint", "tile_spec", "bands",
+            "image_views", "quantization"}``; an index without tiles gives ``tiles`` 0 and
+            None elsewhere.
+        """
+        meta = self.meta or {}
+        return {
+            "tiles": self.count(),
+            "extent": self.extent(),
+            "model": meta.get("model"),
+            "checkpoint": meta.get("checkpoint"),
+            "tile_spec": meta.get("tile_spec"),
+            "bands": meta.get("bands"),
+            "image_views": self.image_views,
+            "quantization": (meta.get("storage") or {}).get("quantization"),
+        }
+
     def centre_margin(self) -> tuple[float, float] | None:
         """Largest ``(dlon, dlat)`` from a stored tile's centre to its bbox edges (None: unknown).
 

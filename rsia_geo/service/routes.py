@@ -174,21 +174,7 @@ class Routes:
     ) -> dict[str, Any]:
         """The index: its tiles, model, tiling, bands, image views and extent."""
         self.auth(x_api_key)
-        idx = self.index
-        meta = idx.meta or {}
-        return {
-            "collections": [
-                {
-                    "name": self.settings.collection,
-                    "tiles": idx.count(),
-                    "model": meta.get("model"),
-                    "tile_spec": meta.get("tile_spec"),
-                    "bands": meta.get("bands"),
-                    "image_views": idx.image_views,
-                    "extent": idx.extent(),
-                }
-            ]
-        }
+        return {"collections": [{"name": self.settings.collection, **self.index.summary()}]}
 
     async def search(
         self,
