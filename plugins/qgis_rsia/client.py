@@ -127,6 +127,14 @@ def search(
     return json.loads(body)
 
 
+def collections(url, key=None, timeout=10.0):
+    """The service's /collections answer: the index's tiles, extent, dates and model."""
+    body, _ = _request(
+        urllib.request.Request(url.rstrip("/") + "/collections", headers=_headers(key)), timeout
+    )
+    return json.loads(body)
+
+
 def chip(url, tile_id, key=None, size=256, timeout=30.0):
     """PNG bytes of an indexed tile."""
     req = urllib.request.Request(

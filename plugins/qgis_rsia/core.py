@@ -237,6 +237,36 @@ class SearchTask(ServiceTask):
         return client.search(a.pop("url"), a.pop("audio_path"), **a)
 
 
+class IndexInfoTask(ServiceTask):
+    """Asks the service what its index holds (``GET /collections``)."""
+
+    def __init__(self, url, key, on_done):
+        super().__init__("rsia_geo index extent", on_done)
+        self.url, self.key = url, key
+
+    def request(self):
+        """GET /collections."""
+        return client.collections(self.url, key=self.key)
+
+
+def index_summary(answer):
+    """The index's lon/lat bbox and a sentence on what it holds, from ``/collections``.
+
+    Returns:
+        ``(bbox or None, text)``: ``bbox`` is ``(minx, miny, maxx, maxy)`` (``maxx`` above 180
+        when the imagery crosses the antimeridian), None for an index without tiles.
+    """
+    cols = (answer or {}).get("collections") or [{}]
+    info = cols[0]
+    tiles = info.get("tiles") or 0
+    ext = info.get("extent") or {}
+    if not tiles or not ext.get("bbox"):
+        return None, "The index holds no tiles yet: index a catalog into it (rsia-geo index)."
+    start, end = (str(t or "unknown")[:10] for t in ext.get("interval") or (None, None))
+    when = start if start == end else f"{start} to {end}"
+    return tuple(float(v) for v in ext["bbox"]), f"The index holds {tiles} tiles, acquired {when}."
+
+
 class SamePlaceTask(ServiceTask):
     """Fetches a hit's place on other dates."""
 

@@ -24,6 +24,7 @@ from qgis.PyQt.QtWidgets import (
 
 from . import client
 from .core import (
+    IndexInfoTask,
     LocalService,
     SamePlaceTask,
     SearchTask,
@@ -33,6 +34,7 @@ from .core import (
     heard_label,
     history_layer,
     hits_layer,
+    index_summary,
 )
 
 SETTINGS = "rsia_geo"
@@ -121,6 +123,9 @@ class RsiaDock(QDockWidget):
         self.reset.clicked.connect(self.reset_marks)
         self.history = QPushButton("Same place, other dates")
         self.history.clicked.connect(self.same_place)
+        self.to_index = QPushButton("Zoom to indexed imagery")
+        self.to_index.setToolTip("show where the index has tiles, and when they were acquired")
+        self.to_index.clicked.connect(self.zoom_to_index)
         self.marks = QLabel("")
         self.heard = QLabel("")
         self.heard.setWordWrap(True)
@@ -156,6 +161,7 @@ class RsiaDock(QDockWidget):
         more.addWidget(self.no, 1, 1)
         more.addWidget(self.refine_button, 2, 0)
         more.addWidget(self.reset, 2, 1)
+        more.addWidget(self.to_index, 3, 0, 1, 2)
         box = QVBoxLayout()
         box.addLayout(form)
         box.addWidget(self.go)
@@ -356,6 +362,36 @@ class RsiaDock(QDockWidget):
             self.url.text().strip(), self.key.text() or None, ids[0], self._show_history
         )
         QgsApplication.taskManager().addTask(self.task)
+
+    def zoom_to_index(self):
+        """Zoom the map to where the index has tiles, and say how many and when."""
+        self.to_index.setEnabled(False)
+        self.task = IndexInfoTask(
+            self.url.text().strip(), self.key.text() or None, self._show_index_extent
+        )
+        QgsApplication.taskManager().addTask(self.task)
+
+    def _show_index_extent(self, answer, error):
+        self.to_index.setEnabled(True)
+        if error:
+            self._message(error, Qgis.Critical)
+            return
+        bbox, text = index_summary(answer)
+        self._message(text, Qgis.Info)
+        if bbox is None:
+            return
+        from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsRectangle
+
+        canvas = self.iface.mapCanvas()
+        ct = QgsCoordinateTransform(
+            QgsCoordinateReferenceSystem("EPSG:4326"),
+            canvas.mapSettings().destinationCrs(),
+            QgsProject.instance(),
+        )
+        rect = ct.transformBoundingBox(QgsRectangle(*bbox))
+        rect.scale(1.1)  # a margin around the imagery
+        canvas.setExtent(rect)
+        canvas.refresh()
 
     def _show_history(self, fc, error):
         self.history.setEnabled(True)

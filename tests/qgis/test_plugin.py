@@ -335,6 +335,43 @@ def test_extent_across_the_antimeridian(plugin, service, qgis_iface):
     assert empty_message({}) == empty_message(None) == "No tile in this region matches the query."
 
 
+def test_zoom_to_the_indexed_imagery(plugin, service, qgis_iface):
+    """The dock asks the service where its index has tiles and zooms the map there."""
+    from qgis.core import Qgis, QgsPointXY
+
+    from qgis_rsia.core import index_summary
+
+    canvas = qgis_iface.mapCanvas()
+    crs = QgsCoordinateReferenceSystem("EPSG:3857")
+    canvas.setDestinationCrs(crs)
+    canvas.setExtent(QgsRectangle(0, 0, 1000, 1000))  # off the coast of Africa
+    dock = plugin.dock
+    dock.url.setText(service)
+    qgis_iface.messageBar().clear_messages()
+    dock.zoom_to_index()
+    _wait(dock.task)
+    assert dock.task.error is None, dock.task.error
+    assert dock.to_index.isEnabled()
+    bbox, text = index_summary(dock.task.result_fc)
+    assert bbox is not None and text.startswith("The index holds ") and "acquired 20" in text
+    to_ll = QgsCoordinateTransform(
+        crs, QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance()
+    )
+    shown = to_ll.transformBoundingBox(canvas.extent())
+    minx, miny, maxx, maxy = bbox
+    for x, y in ((minx, miny), (maxx, maxy)):  # the whole imagery is in view, snugly
+        assert shown.contains(QgsPointXY(x, y))
+    # the canvas keeps its own aspect ratio: the tighter side fits the imagery and its margin
+    assert min(shown.width() / (maxx - minx), shown.height() / (maxy - miny)) < 1.3
+    assert f"rsia_geo:{text}" in qgis_iface.messageBar().get_messages(Qgis.Info)
+    # an empty index, and a service that is not there, are said plainly
+    assert index_summary({"collections": [{"tiles": 0, "extent": None}]})[0] is None
+    dock.url.setText(f"http://127.0.0.1:{_free_port()}")
+    dock.zoom_to_index()
+    _wait(dock.task)
+    assert "cannot reach" in dock.task.error and dock.to_index.isEnabled()
+
+
 @pytest.fixture(scope="module")
 def spare_index(tmp_path_factory):
     if not Path(MAIN_PY).exists():
