@@ -338,7 +338,6 @@ def test_extent_across_the_antimeridian(plugin, service, qgis_iface):
 def test_zoom_to_the_indexed_imagery(plugin, service, qgis_iface):
     """The dock asks the service where its index has tiles and zooms the map there."""
     from qgis.core import Qgis, QgsPointXY
-
     from qgis_rsia.core import index_summary
 
     canvas = qgis_iface.mapCanvas()
