@@ -52,6 +52,8 @@ def test_health_collections_and_openapi(served):
         col = c.get("/collections").json()["collections"][0]
         assert col["tiles"] == 16 and col["model"]["model_id"] == "alac-tiny"
         assert col["image_views"] == "d8"  # how the index embedded its tiles (the default)
+        assert "checkpoint" not in col  # no path on the server's disk reaches a client
+        assert col["quantization"] is None and col["bands"]
         import rasterio
         from rasterio.warp import transform_bounds
 

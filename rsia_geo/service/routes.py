@@ -174,7 +174,9 @@ class Routes:
     ) -> dict[str, Any]:
         """The index: its tiles, model, tiling, bands, image views and extent."""
         self.auth(x_api_key)
-        return {"collections": [{"name": self.settings.collection, **self.index.summary()}]}
+        summary = self.index.summary()
+        summary.pop("checkpoint")  # a path on the server's disk is not the client's business
+        return {"collections": [{"name": self.settings.collection, **summary}]}
 
     async def search(
         self,
