@@ -1144,7 +1144,15 @@ def _why_empty_counted(
     kept = make_region(platform=platform) if platform is not None else None
     if kept is not None and not idx.count(kept):
         names = ", ".join(kept.platforms or ())
-        reasons.append(f"no indexed tile is from platform {names}")
+        held = extent.get("platforms")
+        holds = (
+            f" (the index holds {', '.join(held)})"
+            if held
+            else " (the index's tiles name no platform)"
+            if held is not None
+            else ""
+        )
+        reasons.append(f"no indexed tile is from platform {names}{holds}")
     if reasons:
         widen = "these filters" if len(reasons) > 1 else "the filter"
         return "; ".join(reasons) + f": widen {widen}, or index imagery that matches"

@@ -166,6 +166,7 @@ def test_cli_index_then_search_with_exports(tmp_path, samples, capsys):
     told = capsys.readouterr().out
     assert f"index {tmp_path / 'idx'} (collection tiles): 64 tiles" in told
     assert "extent: lon 128.65" in told and "model: alac-tiny" in told
+    assert "platforms: none named" in told  # the sample raster names no platform
     assert main(["info", "--location", str(tmp_path / "idx"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["image_views"] == "d8"  # a new index's default

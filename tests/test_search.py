@@ -235,15 +235,17 @@ def test_an_empty_search_says_why(world):
     assert later.startswith(
         "no indexed tile was acquired in 2031-01-01/.. (the tiles span 2020-01-01"
     )
-    platform = run(platform="landsat-9").attrs["empty"]
-    assert platform.startswith("no indexed tile is from platform landsat-9")
+    platform = run(platform="landsat-9").attrs["empty"]  # the sample raster names none
+    assert platform.startswith(
+        "no indexed tile is from platform landsat-9 (the index's tiles name no platform)"
+    )
     # dates and platforms given as Python values read as the user would write them
     import datetime as dt
 
     pair = run(datetime=(dt.datetime(2031, 1, 1, tzinfo=dt.UTC), None)).attrs["empty"]
     assert pair.startswith("no indexed tile was acquired in 2031-01-01T00:00:00Z/.. (")
     names = run(platform=["landsat-9", "sentinel-2a"]).attrs["empty"]
-    assert names.startswith("no indexed tile is from platform landsat-9, sentinel-2a:")
+    assert names.startswith("no indexed tile is from platform landsat-9, sentinel-2a (")
     both = run(bbox=(minx + 10, miny, maxx + 10, maxy), datetime="2031").attrs["empty"]
     assert both.count("no indexed tile") == 2 and "widen these filters" in both
     # a ring around the imagery: its bounding box holds tiles, its outline overlaps none

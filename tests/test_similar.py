@@ -237,6 +237,13 @@ def test_platform_filter(world):
     assert len(both) == len(tiles) - 2  # all but the example's place on both dates
     with pytest.raises(InvalidArgumentError, match="platform="):
         search(example=tid, index=idx, model=ckpt, platform=[3])
+    # the index lists its platforms, and a platform it does not hold is named with them
+    with TileIndex(idx, create=False) as ti:
+        assert ti.extent()["platforms"] == ["aerial-survey", "naip"]
+    none = search(example=tid, index=idx, model=ckpt, platform="landsat-9", k=5)
+    assert len(none) == 0 and none.attrs["empty"].startswith(
+        "no indexed tile is from platform landsat-9 (the index holds aerial-survey, naip): "
+    )
 
 
 def test_same_place_other_dates(world):

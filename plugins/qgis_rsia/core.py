@@ -264,7 +264,10 @@ def index_summary(answer):
         return None, "The index holds no tiles yet: index a catalog into it (rsia-geo index)."
     start, end = (str(t or "unknown")[:10] for t in ext.get("interval") or (None, None))
     when = start if start == end else f"{start} to {end}"
-    return tuple(float(v) for v in ext["bbox"]), f"The index holds {tiles} tiles, acquired {when}."
+    names = ext.get("platforms")
+    kinds = f" ({', '.join(names)})" if names else ""
+    text = f"The index holds {tiles} tiles{kinds}, acquired {when}."
+    return tuple(float(v) for v in ext["bbox"]), text
 
 
 class SamePlaceTask(ServiceTask):

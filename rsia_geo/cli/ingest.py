@@ -86,6 +86,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"  extent: lon {minx:.5f} to {maxx:.5f}, lat {miny:.5f} to {maxy:.5f}")
         start, end = ext["interval"]
         print(f"  acquired: {start or 'unknown'} to {end or 'unknown'}")
+        if ext.get("platforms") is not None:
+            print(f"  platforms: {', '.join(ext['platforms']) or 'none named'}")
     model = summary["model"]
     if model:
         print(

@@ -79,14 +79,22 @@ def _holds_index(folder: Path) -> bool:
 def _merged_extent(
     old: dict[str, Any], payloads: Sequence[dict[str, Any]], other: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The extent ``{"bbox", "time"}`` of ``old`` (and ``other``) grown by these payloads."""
+    """The extent ``{"bbox", "time", "platforms"}`` of ``old`` (and ``other``), grown.
+
+    Grown by these payloads; platform names: the first :data:`MAX_PLATFORMS` distinct, sorted.
+    """
     boxes = [[p["bbox_minx"], p["bbox_miny"], p["bbox_maxx"], p["bbox_maxy"]] for p in payloads]
     times = [[p.get("timestamp"), p.get("timestamp_end", p.get("timestamp"))] for p in payloads]
+    names: set[str] = set()
     for ext in (old, other or {}):
         if ext.get("bbox"):
             boxes.append(list(ext["bbox"]))
         if ext.get("time"):
             times.append(list(ext["time"]))
+        names.update(ext.get("platforms") or ())
+    for p in payloads:
+        if p.get("platform") and len(names) < MAX_PLATFORMS:
+            names.add(str(p["platform"]))
     starts = [t[0] for t in times if t[0] is not None]
     ends = [t[1] for t in times if t[1] is not None]
     box = [min(b[0] for b in boxes), min(b[1] for b in boxes)]
@@ -94,7 +102,12 @@ def _merged_extent(
     return {
         "bbox": [float(v) for v in box],
         "time": [min(starts) if starts else None, max(ends) if ends else None],
+        "platforms": sorted(names),
     }
+
+
+MAX_PLATFORMS = 64
+"""Distinct platform names an index's extent lists (STAC platforms are few; this bounds it)."""
 
 
 BOUND_KEYS = ("tile_spec", "bands", "image_views")
@@ -517,10 +530,11 @@ class TileIndex:
         """Spatial and temporal extent of the stored tiles.
 
         Returns:
-            ``{"bbox": [minx, miny, maxx, maxy], "interval": [start, end]}`` (lon/lat, with
-            ``maxx`` above 180 when tiles cross the antimeridian; ISO 8601 UTC times, None
-            where unknown), or None for an index without tiles or built before extents were
-            recorded.
+            ``{"bbox": [minx, miny, maxx, maxy], "interval": [start, end], "platforms":
+            [...]}`` (lon/lat, with ``maxx`` above 180 when tiles cross the antimeridian; ISO
+            8601 UTC times, None where unknown; the tiles' STAC platforms, None for an index
+            built before they were listed), or None for an index without tiles or built before
+            extents were recorded.
         """
         import datetime as _dt
 
@@ -533,7 +547,11 @@ class TileIndex:
                 return None
             return _dt.datetime.fromtimestamp(t, _dt.UTC).isoformat().replace("+00:00", "Z")
 
-        return {"bbox": ext["bbox"], "interval": [iso(ext["time"][0]), iso(ext["time"][1])]}
+        return {
+            "bbox": ext["bbox"],
+            "interval": [iso(ext["time"][0]), iso(ext["time"][1])],
+            "platforms": ext.get("platforms"),
+        }
 
     def summary(self) -> dict[str, Any]:
         """What the index holds: tiles, extent, model, tiling, bands, image views, storage.

@@ -365,6 +365,18 @@ def test_zoom_to_the_indexed_imagery(plugin, service, qgis_iface):
     assert f"rsia_geo:{text}" in qgis_iface.messageBar().get_messages(Qgis.Info)
     # an empty index, and a service that is not there, are said plainly
     assert index_summary({"collections": [{"tiles": 0, "extent": None}]})[0] is None
+    named = {
+        "tiles": 3,
+        "extent": {
+            "bbox": [0, 0, 1, 1],
+            "platforms": ["naip", "landsat-8"],
+            "interval": ["2019-05-01T00:00:00Z", "2021-06-01T00:00:00Z"],
+        },
+    }
+    assert index_summary({"collections": [named]}) == (
+        (0.0, 0.0, 1.0, 1.0),
+        "The index holds 3 tiles (naip, landsat-8), acquired 2019-05-01 to 2021-06-01.",
+    )
     dock.url.setText(f"http://127.0.0.1:{_free_port()}")
     dock.zoom_to_index()
     _wait(dock.task)
