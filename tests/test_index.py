@@ -582,3 +582,22 @@ def test_payloads_are_stored_packed_and_read_back_whole(tmp_path, aerial_catalog
         assert idx.retrieve([tile.id])[0].payload == logical
         old = idx.query(np.eye(64)[0], limit=1, fields=["href", "footprint"])[0]
         assert old.id == tile.id and old.payload["href"] == logical["href"]
+
+
+def test_the_extent_lists_platforms_only_when_it_knows_them_all():
+    """Platform names grow with the tiles; a list that would be partial is None (unknown)."""
+    from rsia_geo.index.tile_index import MAX_PLATFORMS, _merged_extent
+
+    def tile(platform, x=0.0):
+        return {"bbox_minx": x, "bbox_miny": 0.0, "bbox_maxx": x + 1, "bbox_maxy": 1.0,
+                "timestamp": 1.0, "platform": platform}  # fmt: skip
+
+    first = _merged_extent({}, [tile("naip"), tile("")])  # a tile without a platform adds none
+    assert first["platforms"] == ["naip"]
+    grown = _merged_extent(first, [tile("landsat-8", x=5.0)])
+    assert grown["platforms"] == ["landsat-8", "naip"] and grown["bbox"] == [0.0, 0.0, 6.0, 1.0]
+    # an extent recorded before the names were kept: growing it must not name too few
+    legacy = {"bbox": [0.0, 0.0, 1.0, 1.0], "time": [1.0, 1.0]}
+    assert _merged_extent(legacy, [tile("landsat-8")])["platforms"] is None
+    many = _merged_extent({}, [tile(f"p{i}") for i in range(MAX_PLATFORMS + 1)])
+    assert many["platforms"] is None and _merged_extent(many, [tile("naip")])["platforms"] is None

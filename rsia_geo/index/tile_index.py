@@ -81,20 +81,26 @@ def _merged_extent(
 ) -> dict[str, Any]:
     """The extent ``{"bbox", "time", "platforms"}`` of ``old`` (and ``other``), grown.
 
-    Grown by these payloads; platform names: the first :data:`MAX_PLATFORMS` distinct, sorted.
+    Grown by these payloads. ``platforms`` lists the distinct platform names, sorted, or is None
+    (unknown) once they exceed :data:`MAX_PLATFORMS`, or when an extent recorded before the
+    names were kept is grown: a partial list would name too few.
     """
     boxes = [[p["bbox_minx"], p["bbox_miny"], p["bbox_maxx"], p["bbox_maxy"]] for p in payloads]
     times = [[p.get("timestamp"), p.get("timestamp_end", p.get("timestamp"))] for p in payloads]
-    names: set[str] = set()
+    names: set[str] | None = set()
     for ext in (old, other or {}):
         if ext.get("bbox"):
             boxes.append(list(ext["bbox"]))
+            if ext.get("platforms") is None:
+                names = None  # an extent without its names (older, or too many): unknown
         if ext.get("time"):
             times.append(list(ext["time"]))
-        names.update(ext.get("platforms") or ())
-    for p in payloads:
-        if p.get("platform") and len(names) < MAX_PLATFORMS:
-            names.add(str(p["platform"]))
+        if names is not None:
+            names.update(ext.get("platforms") or ())
+    if names is not None:
+        names.update(str(p["platform"]) for p in payloads if p.get("platform"))
+        if len(names) > MAX_PLATFORMS:
+            names = None
     starts = [t[0] for t in times if t[0] is not None]
     ends = [t[1] for t in times if t[1] is not None]
     box = [min(b[0] for b in boxes), min(b[1] for b in boxes)]
@@ -102,12 +108,12 @@ def _merged_extent(
     return {
         "bbox": [float(v) for v in box],
         "time": [min(starts) if starts else None, max(ends) if ends else None],
-        "platforms": sorted(names),
+        "platforms": sorted(names) if names is not None else None,
     }
 
 
 MAX_PLATFORMS = 64
-"""Distinct platform names an index's extent lists (STAC platforms are few; this bounds it)."""
+"""Most platform names an index's extent lists (STAC platforms are few; more: not listed)."""
 
 
 BOUND_KEYS = ("tile_spec", "bands", "image_views")
