@@ -245,6 +245,19 @@ def _describe(hits: Any) -> str:
     )
 
 
+def _index_line(summary: dict[str, Any]) -> str:
+    """The panel's first status line: what the index holds (:meth:`TileIndex.summary`)."""
+    tiles = summary.get("tiles") or 0
+    if not tiles:
+        return "<b>the index holds no tiles</b>: index a catalog into it first (rsia-geo index)"
+    ext = summary.get("extent") or {}
+    start, end = (str(t or "unknown")[:10] for t in ext.get("interval") or (None, None))
+    when = f", acquired {start}" + ("" if start == end else f" to {end}")
+    names = ext.get("platforms")
+    kinds = f" ({html.escape(', '.join(names))})" if names else ""
+    return f"index: {tiles} tiles{kinds}{when if ext else ''}; record, upload or type a query"
+
+
 class SearchPanel:
     """An interactive spoken-search panel for Jupyter (ipywidgets + ipyleaflet).
 
@@ -302,6 +315,7 @@ class SearchPanel:
         self._build_map(leaflet, center, zoom)
         self._wire()
         self.widget = self._layout(w)
+        self.status.value = _index_line(self.index.summary())
 
     def _build_inputs(self, w: Any) -> None:
         """The query widgets: audio sources, text, region, filters, options and buttons."""
@@ -384,7 +398,12 @@ class SearchPanel:
         )
 
     def _centre(self) -> tuple[float, float]:
-        """Centre (lat, lon) of the indexed tiles, from one stored point."""
+        """Centre (lat, lon) of the indexed tiles: of their extent, or of one stored point."""
+        ext = self.index.extent()
+        if ext and ext.get("bbox"):
+            minx, miny, maxx, maxy = ext["bbox"]
+            lon = (minx + maxx) / 2
+            return (miny + maxy) / 2, lon - 360.0 if lon > 180.0 else lon
         dim = int(((self.index.meta or {}).get("model") or {}).get("embed_dim") or 0)
         pts = self.index.query(np.ones(dim), limit=1, fields=["location"]) if dim else []
         if pts and "location" in pts[0].payload:

@@ -97,10 +97,16 @@ def test_search_panel_end_to_end(setup):
     idx, ckpt, tiles = setup
     panel = SearchPanel(idx, ckpt, thumbnails=False)
     try:
-        # the map opens on the indexed tiles
+        # the map opens on the indexed tiles (their extent's centre), and says what they are
         lat, lon = panel.map.center
         b = box(*_region(tiles)).buffer(0.05)
         assert b.contains(box(lon, lat, lon, lat).centroid)
+        minx, miny, maxx, maxy = panel.index.extent()["bbox"]
+        assert (lat, lon) == pytest.approx(((miny + maxy) / 2, (minx + maxx) / 2))
+        n = panel.index.count()
+        assert panel.status.value == (
+            f"index: {n} tiles, acquired 2019-06-01; record, upload or type a query"
+        )
         assert panel.run() is None and "upload a clip or type the query" in panel.status.value
         # an upload, as the FileUpload widget delivers it
         panel.upload.value = (
