@@ -435,6 +435,7 @@ def test_plugin_starts_and_stops_its_own_service(plugin, spare_index, qgis_iface
     assert "serve --location" in dock.service.log_text
     dock.service.poll()  # reads the output so far
     assert "/search" in dock.service.log_text or "Uvicorn running" in dock.service.log_text
+    assert f"index {spare_index / 'idx'}: 32 tiles, lon 128.6" in dock.service.log_text
     dock._show_log()
     assert dock.log_dialog.isVisible()
     assert Path(dock.service.log_path).read_text(encoding="utf-8")
