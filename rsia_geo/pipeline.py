@@ -1582,10 +1582,8 @@ def _hit_rows(
     rank_ia: np.ndarray,
 ) -> list[dict[str, Any]]:
     """Last stage of :func:`search`: one row (:data:`HIT_COLUMNS` + geometry) per place."""
-    import json
-
     import shapely
-    from shapely.geometry import mapping, shape
+    from shapely.geometry import shape
 
     rows = []
     for r, members in enumerate(groups):
@@ -1616,8 +1614,8 @@ def _hit_rows(
                 "gsd": p.get("gsd"),
                 "group_size": len(members),
                 "group_tile_ids": ",".join(cands[j].id for j in members),
-                "group_footprint": json.dumps(mapping(union)),
-                "tile": payload_to_tile(p),
+                "group_footprint": shapely.to_geojson(union),
+                "tile": payload_to_tile({**p, "footprint": footprint}),  # parsed once
                 "geometry": footprint,
             }
         )

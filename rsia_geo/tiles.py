@@ -327,7 +327,7 @@ class Tile:
         """Rebuild a tile from :meth:`to_dict` output.
 
         Args:
-            d: The record.
+            d: The record (its footprint as GeoJSON, or a shapely geometry).
 
         Returns:
             The tile.
@@ -350,7 +350,8 @@ class Tile:
                 d["grid"]["height"],
             ),
             bounds=tuple(d["bounds"]),  # type: ignore[arg-type]
-            footprint=shape(d["footprint"]),
+            # GeoJSON, or a geometry already parsed (search has each hit's footprint)
+            footprint=fp if hasattr(fp := d["footprint"], "geom_type") else shape(fp),
             centre=tuple(d["centre"]),  # type: ignore[arg-type]
             datetime=d.get("datetime"),
             gsd=float(d["gsd"]),
