@@ -196,13 +196,13 @@ def evaluate_voicing(
         "fused_confidence_scaled": {},
     }
     for w in WEIGHTS:
-        for key, c in (("fused", cover), ("fused_confidence", cover * conf)):
-            first, second = fused_scores(cos_a, ia, cos_t, w * c[None, :])
-            out[key][str(w)] = _pipeline(first, second, per_image, k, (units, feedback))
-        # the confidence weight with each query's scores scaled by 2 / (1 + w_q): the same
-        # ranking for that query, but clips on one scale when an image ranks them
-        wq = w * cover * conf
+        first, second = fused_scores(cos_a, ia, cos_t, w * cover[None, :])
+        out["fused"][str(w)] = _pipeline(first, second, per_image, k, (units, feedback))
+        wq = w * (cover * conf)
         first, second = fused_scores(cos_a, ia, cos_t, wq[None, :])
+        out["fused_confidence"][str(w)] = _pipeline(first, second, per_image, k, (units, feedback))
+        # the same scores, each query's scaled by 2 / (1 + w_q): the same ranking for that
+        # query, but clips on one scale when an image ranks them
         scale = (2.0 / (1.0 + wq))[None, :]
         out["fused_confidence_scaled"][str(w)] = _pipeline(
             first * scale, second * scale, per_image, k, (units, feedback)

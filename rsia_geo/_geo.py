@@ -11,6 +11,7 @@ MultiPolygon in lon/lat; every footprint is checked valid and of plausible exten
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from rsia_geo._types import BBox
@@ -190,6 +191,12 @@ def gsd_metres(crs: Any, transform: Any, lat: float) -> float:
     if src.to_epsg() == 3857:  # web mercator pixels shrink on the ground by cos(lat)
         gsd *= math.cos(math.radians(lat))
     return gsd
+
+
+def lonlat_text(bbox: Sequence[float]) -> str:
+    """A lon/lat bbox in words: ``lon MINX to MAXX, lat MINY to MAXY`` (5 decimals, ~1 m)."""
+    minx, miny, maxx, maxy = bbox
+    return f"lon {minx:.5f} to {maxx:.5f}, lat {miny:.5f} to {maxy:.5f}"
 
 
 def validate_bbox(bbox: Any, *, name: str = "bbox") -> BBox:

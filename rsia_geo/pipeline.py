@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rsia_geo._geo import lonlat_text
 from rsia_geo._types import AudioSource, BBox, ModelSource, PathLike
 from rsia_geo.errors import InvalidArgumentError, RsiaError, TileReadError, VectorIndexError
 from rsia_geo.index.payload import payload_to_tile
@@ -1126,12 +1127,7 @@ def _why_empty_counted(
     reasons = []
     if (bbox is not None or geometry is not None) and not idx.count(make_region(bbox, geometry)):
         box = extent.get("bbox")
-        covers = (
-            f" (the index's {total} tiles lie within lon {box[0]:.5f} to {box[2]:.5f}, "
-            f"lat {box[1]:.5f} to {box[3]:.5f})"
-            if box
-            else ""
-        )
+        covers = f" (the index's {total} tiles lie within {lonlat_text(box)})" if box else ""
         reasons.append("no indexed tile lies in the region" + covers)
     when = make_region(datetime=datetime) if datetime is not None else None
     if when is not None and not idx.count(when):
@@ -1178,15 +1174,10 @@ def _why_empty_counted(
 
 def _interval_text(span: tuple[float | None, float | None] | None) -> str:
     """``start/end`` of POSIX times as ISO 8601 UTC (``..`` for an open side)."""
-    import datetime as _dt
-
-    def iso(t: float | None) -> str:
-        if t is None:
-            return ".."
-        return _dt.datetime.fromtimestamp(t, _dt.UTC).isoformat().replace("+00:00", "Z")
+    from rsia_geo.query import _iso_utc
 
     start, end = span or (None, None)
-    return f"{iso(start)}/{iso(end)}"
+    return f"{_iso_utc(start) or '..'}/{_iso_utc(end) or '..'}"
 
 
 def _region_attr(region: Region | None) -> dict[str, Any] | None:

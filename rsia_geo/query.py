@@ -151,6 +151,16 @@ def _parse_time(value: Any, name: str, *, end: bool = False) -> float | None:
     return stamp
 
 
+def _iso_utc(t: float | None) -> str | None:
+    """A POSIX time as ISO 8601 UTC (``2020-01-01T00:00:00Z``), None for None.
+
+    The inverse of :func:`parse_time_range`'s reading, as indexes report their time extent.
+    """
+    if t is None:
+        return None
+    return _dt.datetime.fromtimestamp(t, _dt.UTC).isoformat().replace("+00:00", "Z")
+
+
 def parse_time_range(value: Any) -> tuple[float | None, float | None]:
     """A time interval from ``"start/end"``, a single date/time, or a ``(start, end)`` pair.
 

@@ -73,6 +73,8 @@ def register(sub: Any) -> None:
 def _cmd_info(args: argparse.Namespace) -> int:
     import json
 
+    from rsia_geo._geo import lonlat_text
+
     with index_from_args(args) as idx:
         where = idx.url or idx.location
         summary = idx.summary()
@@ -82,8 +84,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"index {where} (collection {idx.collection}): {summary['tiles']} tiles")
     ext = summary["extent"]
     if ext:
-        minx, miny, maxx, maxy = ext["bbox"]
-        print(f"  extent: lon {minx:.5f} to {maxx:.5f}, lat {miny:.5f} to {maxy:.5f}")
+        print(f"  extent: {lonlat_text(ext['bbox'])}")
         start, end = ext["interval"]
         print(f"  acquired: {start or 'unknown'} to {end or 'unknown'}")
         if ext.get("platforms") is not None:

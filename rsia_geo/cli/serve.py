@@ -61,15 +61,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not settings.url:  # a missing index is reported here, not as a server traceback
+        from rsia_geo._geo import lonlat_text
         from rsia_geo.index import TileIndex
 
         with TileIndex(settings.location, collection=settings.collection, create=False) as idx:
             held = idx.summary()
-        ext = held["extent"] or {}
-        box = ext.get("bbox")
-        where = (
-            f", lon {box[0]:.5f} to {box[2]:.5f}, lat {box[1]:.5f} to {box[3]:.5f}" if box else ""
-        )
+        box = (held["extent"] or {}).get("bbox")
+        where = f", {lonlat_text(box)}" if box else ""
         print(f"index {settings.location}: {held['tiles']} tiles{where}", flush=True)
     serve(settings)
     return 0

@@ -542,20 +542,14 @@ class TileIndex:
             built before they were listed), or None for an index without tiles or built before
             extents were recorded.
         """
-        import datetime as _dt
+        from rsia_geo.query import _iso_utc
 
         ext = (self.meta or {}).get("extent")
         if not ext:
             return None
-
-        def iso(t: float | None) -> str | None:
-            if t is None:
-                return None
-            return _dt.datetime.fromtimestamp(t, _dt.UTC).isoformat().replace("+00:00", "Z")
-
         return {
             "bbox": ext["bbox"],
-            "interval": [iso(ext["time"][0]), iso(ext["time"][1])],
+            "interval": [_iso_utc(ext["time"][0]), _iso_utc(ext["time"][1])],
             "platforms": ext.get("platforms"),
         }
 

@@ -418,7 +418,7 @@ class WhisperEncoder:
             found = [h[0] for h in decode(feats, len(waves), beam_size)]
             beams = [beam_size] * len(waves)
             heard_too: list[list[tuple[list[int], float]]] = [[] for _ in waves]
-            unsure = [i for i, (_, s) in enumerate(found) if np.exp(min(0.0, s)) < retry_below]
+            unsure = [i for i, (_, s) in enumerate(found) if _confidence(s) < retry_below]
             if unsure and retry_beam > beam_size:
                 again = feats if len(waves) == 1 else self._ct2.StorageView.from_array(mels[unsure])
                 retried = decode(again, len(unsure), retry_beam, retry_beam)
