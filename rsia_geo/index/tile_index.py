@@ -116,6 +116,27 @@ MAX_PLATFORMS = 64
 """Most platform names an index's extent lists (STAC platforms are few; more: not listed)."""
 
 
+def _extent(meta: dict[str, Any] | None) -> dict[str, Any] | None:
+    """:meth:`TileIndex.extent` of the index metadata ``meta``."""
+    from rsia_geo.query import _iso_utc
+
+    ext = (meta or {}).get("extent")
+    if not ext:
+        return None
+    return {
+        "bbox": ext["bbox"],
+        "interval": [_iso_utc(ext["time"][0]), _iso_utc(ext["time"][1])],
+        "platforms": ext.get("platforms"),
+    }
+
+
+def _image_views(meta: dict[str, Any] | None) -> str | None:
+    """:attr:`TileIndex.image_views` of the index metadata ``meta``."""
+    if meta is None:
+        return None
+    return str(meta.get("image_views", BOUND_BEFORE["image_views"]))
+
+
 BOUND_KEYS = ("tile_spec", "bands", "image_views")
 """Index settings a later run must repeat: tiles cut, read or viewed otherwise embed differently."""
 
@@ -326,10 +347,7 @@ class TileIndex:
 
         None while the index is empty; ``"single"`` for an index made before image views.
         """
-        meta = self.meta
-        if meta is None:
-            return None
-        return str(meta.get("image_views", BOUND_BEFORE["image_views"]))
+        return _image_views(self.meta)
 
     def record_count(self) -> int:
         """Store the number of tiles in the metadata (after an ingest); return it."""
@@ -542,16 +560,7 @@ class TileIndex:
             built before they were listed), or None for an index without tiles or built before
             extents were recorded.
         """
-        from rsia_geo.query import _iso_utc
-
-        ext = (self.meta or {}).get("extent")
-        if not ext:
-            return None
-        return {
-            "bbox": ext["bbox"],
-            "interval": [_iso_utc(ext["time"][0]), _iso_utc(ext["time"][1])],
-            "platforms": ext.get("platforms"),
-        }
+        return _extent(self.meta)
 
     def summary(self) -> dict[str, Any]:
         """What the index holds: tiles, extent, model, tiling, bands, image views, storage.
@@ -564,15 +573,16 @@ class TileIndex:
             "image_views", "quantization"}``; an index without tiles gives ``tiles`` 0 and
             None elsewhere.
         """
-        meta = self.meta or {}
+        stored = self.meta  # read once: a file, or a request to a server
+        meta = stored or {}
         return {
             "tiles": self.count(),
-            "extent": self.extent(),
+            "extent": _extent(stored),
             "model": meta.get("model"),
             "checkpoint": meta.get("checkpoint"),
             "tile_spec": meta.get("tile_spec"),
             "bands": meta.get("bands"),
-            "image_views": self.image_views,
+            "image_views": _image_views(stored),
             "quantization": (meta.get("storage") or {}).get("quantization"),
         }
 
