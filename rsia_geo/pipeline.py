@@ -904,8 +904,9 @@ class _Query:
     text_weight: float = 0.0  # its weight in both stages (route weight x word coverage)
 
 
-# Over 80 lines because of its public signature and docstring (111 of 173); the body (62)
-# calls the named stages (_check_search_args, _make_query, _candidates, _score and after).
+# Over 80 lines because of its public signature and docstring (112 of 177); the body (65)
+# calls the named stages (_check_search_args, _make_query, _candidates, _score and after;
+# _why_empty when nothing was found).
 def search(
     audio: AudioSource | None = None,
     index: TileIndex | PathLike | None = None,
