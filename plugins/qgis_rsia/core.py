@@ -252,6 +252,9 @@ class IndexInfoTask(ServiceTask):
 def index_summary(answer):
     """The index's lon/lat bbox and a sentence on what it holds, from ``/collections``.
 
+    The sentence follows ``rsia_geo.jupyter._index_line``'s, written here: the plugin imports
+    no rsia_geo.
+
     Returns:
         ``(bbox or None, text)``: ``bbox`` is ``(minx, miny, maxx, maxy)`` (``maxx`` above 180
         when the imagery crosses the antimeridian), None for an index without tiles.
