@@ -360,6 +360,16 @@ def test_continue_audio_fine_tunes_the_checkpoints_own_voice_side(tmp_path, spok
     assert any(  # and the continued branch did train
         not torch.equal(runs["continued"][k].float(), theirs[k].float()) for k in keys
     )
+    # the Whisper window policy is not part of the branch: a head trained on fixed windows
+    # fine-tunes on fitted ones (what the fitted-window candidate of session 23 trained)
+    fitted = tmp_path / "fitted"
+    cfg = TrainConfig(manifest=str(manifest), out_dir=str(fitted), continue_audio=True,
+                      model_overrides={"frontend": {"whisper_window": "fitted"}},
+                      **settings)  # fmt: skip
+    train(cfg, progress=False)
+    tuned = load_checkpoint(fitted / "best")
+    assert tuned.config.frontend.whisper_window == "fitted"
+    assert gap(tuned.state_dict()) < 1e-3
     _refused("image_from is not set", manifest, tmp_path / "r1", model=whisper,
              continue_audio=True)  # fmt: skip
     _refused("drop --continue-audio", manifest, tmp_path / "r2", model=whisper,

@@ -1233,11 +1233,17 @@ def _take_image_side(model: ALACModel, folder: str, *, audio: bool = False) -> s
 
 
 def _check_audio_branch(mine: Any, theirs: Any, folder: str) -> None:
-    """Refuse ``continue_audio`` when the checkpoint's audio branch is not the model's."""
-    if (mine.frontend.to_dict(), mine.audio.to_dict()) != (
-        theirs.frontend.to_dict(),
-        theirs.audio.to_dict(),
-    ):
+    """Refuse ``continue_audio`` when the checkpoint's audio branch is not the model's.
+
+    The Whisper window policy (``whisper_window``) may differ: it changes what the head reads,
+    not its weights, so a head trained on fixed windows can be fine-tuned on fitted ones.
+    """
+
+    def branch(c: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        fe = {k: v for k, v in c.frontend.to_dict().items() if k != "whisper_window"}
+        return fe, c.audio.to_dict()
+
+    if branch(mine) != branch(theirs):
         raise TrainingError(
             f"continue_audio: image_from={folder!r} has the audio branch "
             f"{theirs.audio.to_dict()} (front end {theirs.frontend.kind!r}), but model "
