@@ -2,9 +2,9 @@
 
 Loading a CTranslate2 model sets the OpenMP thread count of the calling thread, and torch reads
 the same OpenMP setting (``torch.get_num_threads()``): after the text route's sentence encoder
-(one thread per batch) loaded, every torch stage of the process (the audio head, IA rescoring,
-embedding tiles) ran on one thread, and a Whisper model loaded after it took that one thread as
-its own count. The guard restores what torch had.
+(one thread per batch) loaded, every later torch stage of that thread (the audio head, IA
+rescoring, embedding tiles in a notebook's ``build_index``) ran on one thread, and a Whisper
+model loaded after it took that one thread as its own count. The guard restores what torch had.
 """
 
 from __future__ import annotations
