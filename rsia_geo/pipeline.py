@@ -1345,13 +1345,16 @@ def _spoken_or_typed(
         ``(raw audio embedding, query vector, description, text unit vector or None, text
         weight)``: the vector is ``unit(audio) + w unit(text)`` (the audio alone without text).
     """
-    with _timed(timings, "encode_audio_ms"):
-        audio_raw, description, samples = _encode_query(model, audio, text, sample_rate)
-    vector, text_unit, weight = audio_raw, None, 0.0
     encoder, route_weight = _text_route(model, text_weight)
-    if (transcribe or encoder is not None) and audio is not None:
-        with _timed(timings, "transcribe_ms"):
-            description.update(_heard(model, samples))
+    hear = (transcribe or encoder is not None) and audio is not None
+    with _timed(timings, "encode_audio_ms"):
+        audio_raw, description, heard_later = _encode_query(
+            model, audio, text, sample_rate, hear=hear
+        )
+    vector, text_unit, weight = audio_raw, None, 0.0
+    if heard_later is not None:
+        with _timed(timings, "transcribe_ms"):  # what is left of decoding after the head
+            description.update(heard_later.result())
     said = text if text is not None else description.get("heard")
     if encoder is not None and said:
         heard = text is None  # a transcript, not typed text
@@ -1509,12 +1512,15 @@ def _hits_frame(rows: list[dict[str, Any]], columns: Sequence[str] = HIT_COLUMNS
     return gpd.GeoDataFrame({c: [] for c in columns}, geometry=gpd.GeoSeries([], crs="EPSG:4326"))
 
 
-def _heard(model: Any, samples: np.ndarray) -> dict[str, Any]:
+def _heard(
+    model: Any, samples: np.ndarray, found: tuple[Any, bool] | None = None
+) -> dict[str, Any]:
     """What the speech recogniser heard: ``{"heard": text}``, or None and the reason.
 
     Heard with the checkpoint's recogniser prompt (``rsia_geo.weights.recogniser_prompt``);
     a query heard with a confidence under 0.5 is decoded again with beam search
-    (``rsia_geo.models.whisper.recogniser_retry``, ``RSIA_RECOGNISER_RETRY``).
+    (``rsia_geo.models.whisper.recogniser_retry``, ``RSIA_RECOGNISER_RETRY``). ``found`` is
+    the front end's ``recogniser()`` when the caller resolved it already (its thread's).
     """
     from rsia_geo.errors import RsiaError
     from rsia_geo.models.whisper import recogniser_retry
@@ -1524,7 +1530,7 @@ def _heard(model: Any, samples: np.ndarray) -> dict[str, Any]:
     try:  # the front end's Whisper (or RSIA_RECOGNISER_PATH's), loaded once per process
         prompt, source = _prompt_and_source(model)
         fe = model.frontend
-        recogniser, shared = fe.recogniser()
+        recogniser, shared = found or fe.recogniser()
         # the front end's window, so that its encoder pass is decoded (a recogniser of its own
         # takes the rule's window)
         window = fe.whisper_frames(len(samples)) if shared else None
@@ -1546,12 +1552,22 @@ def _heard(model: Any, samples: np.ndarray) -> dict[str, Any]:
 
 
 def _encode_query(
-    model: Any, audio: Any, text: str | None, sample_rate: int | None
-) -> tuple[np.ndarray, dict[str, Any], np.ndarray]:
-    """Stage 1 of :func:`search`: the raw audio embedding of a spoken or typed query."""
+    model: Any, audio: Any, text: str | None, sample_rate: int | None, *, hear: bool = False
+) -> tuple[np.ndarray, dict[str, Any], Future[dict[str, Any]] | None]:
+    """Stage 1 of :func:`search`: the raw audio embedding of a spoken or typed query.
+
+    With ``hear``, the recogniser decodes the query (:func:`_heard`) in a second thread from
+    the front end's encoder pass while the trained head embeds it (decoding runs on one
+    thread, ``WhisperEncoder(decode_threads=1)``; the head on torch's: ~5 ms off a query on
+    2 cores, docs/benchmarks.md, "Threads").
+
+    Returns:
+        ``(raw audio embedding, the query's description, what was heard (a future) or None)``.
+    """
     import torch
 
     from rsia_geo.audio import load_audio
+    from rsia_geo.models._modes import eval_mode
 
     if text is not None:
         from rsia_geo.training.synthesis import speak
@@ -1562,7 +1578,35 @@ def _encode_query(
         samples = load_audio(audio, sample_rate=sample_rate, trim=True).samples
         query = {"kind": "spoken"}
     wave = torch.from_numpy(samples)[None]
-    return model.encode_audio(wave, normalize=False)[0].numpy(), query, samples
+    if not hear:
+        return model.encode_audio(wave, normalize=False)[0].numpy(), query, None
+    with eval_mode(model), torch.no_grad():
+        feats = model.audio_features(wave)  # the Whisper pass the recogniser decodes
+        try:  # found here: torch's thread count (which Whisper it is) is this thread's
+            found = model.frontend.recogniser()
+        except RsiaError:
+            found = None  # _heard says why
+        heard = _hearing_pool().submit(_heard, model, samples, found)
+        try:
+            raw = model.forward_audio_features(feats).float()[0].numpy()
+        except BaseException:
+            if not heard.cancel():
+                heard.exception()  # wait: the recogniser is not left decoding unseen
+            raise
+    return raw, query, heard
+
+
+_HEARING: ThreadPoolExecutor | None = None
+_HEARING_LOCK = threading.Lock()
+
+
+def _hearing_pool() -> ThreadPoolExecutor:
+    """The threads that decode spoken queries beside their audio head (made on first use)."""
+    global _HEARING
+    with _HEARING_LOCK:
+        if _HEARING is None:
+            _HEARING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rsia-hearing")
+        return _HEARING
 
 
 def _hit_rows(

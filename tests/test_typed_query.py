@@ -95,7 +95,21 @@ def test_what_was_heard_api_cli_service(indexed, capsys, monkeypatch):
     heard = hits.attrs["query"]["heard"]
     # tiny.en on espeak: not always every word, but the scene's noun comes through
     assert "airport" in heard.lower() and hits.attrs["timings"]["transcribe_ms"] > 0
-    assert "heard" not in search(samples, idx, ckpt, sample_rate=16000, k=3).attrs["query"]
+    plain = search(samples, idx, ckpt, sample_rate=16000, k=3)
+    assert "heard" not in plain.attrs["query"]
+    # decoded in a second thread beside the audio head: the same embedding as without, and
+    # the transcript the recogniser gives the trimmed clip alone
+    assert list(plain.tile_id) == list(hits.tile_id)
+    np.testing.assert_allclose(plain.score, hits.score, atol=1e-6)
+    from rsia_geo.audio import load_audio
+    from rsia_geo.models import load_checkpoint
+    from rsia_geo.weights import _prompt_and_source
+
+    model = load_checkpoint(ckpt)
+    recogniser, _ = model.frontend.recogniser()
+    trimmed = load_audio(samples, sample_rate=16000, trim=True).samples
+    alone = recogniser.recognise([trimmed], prompt=_prompt_and_source(model)[0])[0]
+    assert alone.text == heard
     typed = search(text=QUERY, index=idx, model=ckpt, k=3, transcribe=True)
     assert "heard" not in typed.attrs["query"]  # a typed query says what was typed instead
     wav = idx.parent / "q.wav"

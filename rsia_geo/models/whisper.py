@@ -161,7 +161,7 @@ class WhisperEncoder:
             instance of the same weights that reads the encoder's output (~90 MB more
             memory). One by default: a decoder step is many small operations that a second
             thread only synchronises (decoding a query on two threads: the whole query
-            ~15 ms slower at the median on 2 cores, the same transcripts; ``docs/benchmarks.md``,
+            ~15-20 ms slower at the median on 2 cores, the same transcripts; ``docs/benchmarks.md``,
             "Threads"). None, or ``threads``: one instance for everything.
 
     Raises:
