@@ -1141,14 +1141,12 @@ def _why_empty_counted(
     kept = make_region(platform=platform) if platform is not None else None
     if kept is not None and not idx.count(kept):
         names = ", ".join(kept.platforms or ())
-        held = extent.get("platforms")
-        holds = (
-            f" (the index holds {', '.join(held)})"
-            if held
-            else " (the index's tiles name no platform)"
-            if held is not None
-            else ""
-        )
+        held = extent.get("platforms")  # None: not recorded for this index
+        holds = ""
+        if held:
+            holds = f" (the index holds {', '.join(held)})"
+        elif held is not None:
+            holds = " (the index's tiles name no platform)"
         reasons.append(f"no indexed tile is from platform {names}{holds}")
     if reasons:
         widen = "these filters" if len(reasons) > 1 else "the filter"

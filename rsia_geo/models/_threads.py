@@ -18,9 +18,12 @@ from contextlib import contextmanager
 def keeps_torch_threads() -> Iterator[None]:
     """Restore torch's intra-op thread count after the block (a no-op when torch is not loaded)."""
     torch = sys.modules.get("torch")
-    before = torch.get_num_threads() if torch is not None else None
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
     try:
         yield
     finally:
-        if torch is not None and before is not None and torch.get_num_threads() != before:
+        if torch.get_num_threads() != before:
             torch.set_num_threads(before)
