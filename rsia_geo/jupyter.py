@@ -24,6 +24,7 @@ import numpy as np
 from rsia_geo._lazy import has_module, lazy_import
 from rsia_geo._types import ModelSource, PathLike
 from rsia_geo.errors import InvalidArgumentError, RsiaError
+from rsia_geo.pipeline import DISTINCT_PLACES
 from rsia_geo.query import parse_bbox
 from rsia_geo.results import also_heard, chip_png
 
@@ -338,6 +339,12 @@ class SearchPanel:
         self.k = w.IntSlider(value=10, min=1, max=100, description="k")
         self.rerank = w.Checkbox(value=False, description="BSWFR rerank")
         self.group = w.Checkbox(value=True, description="one hit per place")
+        self.distinct = w.Checkbox(
+            value=False,
+            description="distinct places",
+            tooltip="tiles sharing a quarter of their ground are one place too (group_overlap "
+            f"{DISTINCT_PLACES} instead of 0.5): no two hits show much of the same ground",
+        )
         self.transcribe = w.Checkbox(value=True, description="show what was heard")
         self.dates = w.Text(placeholder="dates: 2019/2021, 2020-05", layout=w.Layout(width="220px"))
         self.platform = w.Text(placeholder="platforms: naip", layout=w.Layout(width="160px"))
@@ -387,7 +394,8 @@ class SearchPanel:
                 self.text,
                 w.HBox([self.bbox_text, self.clear]),
                 w.HBox([self.dates, self.platform]),
-                w.HBox([self.k, self.rerank, self.group, self.transcribe, self.button]),
+                w.HBox([self.k, self.rerank, self.group, self.distinct, self.transcribe]),
+                w.HBox([self.button]),
                 w.HBox([self.pick, self.like_button, self.place_button]),
                 w.HBox([self.yes_button, self.no_button, self.refine_button, self.reset_button]),
                 self.marks,
@@ -610,6 +618,7 @@ class SearchPanel:
                 k=int(self.k.value),
                 rerank=bool(self.rerank.value) and "example" not in query and not marked,
                 group=bool(self.group.value),
+                group_overlap=DISTINCT_PLACES if self.distinct.value else 0.5,
                 transcribe=bool(self.transcribe.value),
             )
         except RsiaError as exc:

@@ -781,6 +781,13 @@ recall@10 everywhere rose with v0.3.0 and v0.3.1 on both tilings measured (+1.0 
 class precision in a region by 0.4-0.7 points; on val's whole scenes the voice-to-image half
 moved by -0.2 to +0.2 (docs/benchmarks.md, "Feedback from the first places")."""
 
+DISTINCT_PLACES = 0.25
+"""A ``group_overlap`` for distinct places: with the default tiling (tiles overlapping by
+half), a tile's diagonal neighbours share a quarter of it, so at this value they are one place
+too and no two hits share much ground; at search's default, 0.5, about half of a region's top
+10 show some ground of a better hit again (docs/benchmarks.md, "Class precision in a
+region")."""
+
 GROUP_CANDIDATES = 8
 """With grouping, at least ``GROUP_CANDIDATES * k`` candidates are scored: with half-overlapping
 tiles at two levels, one place is covered by up to about eight tiles."""
@@ -973,6 +980,10 @@ def search(
             tilings, several levels) are grouped, the best kept, with how many tiles agreed
             and their union footprint.
         group_overlap: Shared fraction of the smaller footprint that makes two tiles one place.
+            With the default tiling (tiles overlapping by half), 0.5 groups a tile with its
+            edge neighbours and the coarser tiles over it, while its diagonal neighbours (a
+            quarter shared) stay places of their own; 0.25 groups them too, so no two hits
+            share much ground (docs/benchmarks.md, "Class precision in a region").
         transcribe: Also say what the speech recogniser heard in a spoken query
             (``attrs["query"]["heard"]``; Whisper tiny.en on a short window, ~50 ms on 2
             cores; None with the reason in ``heard_unavailable`` when no recogniser is
@@ -1078,7 +1089,15 @@ def search(
         candidates=len(cands),
         fetched=fetched,
         region=_region_attr(region),
-        filters=_filters_attr(region, datetime, k=k, group=group, rescore=rescore, rerank=rerank),
+        filters=_filters_attr(
+            region,
+            datetime,
+            k=k,
+            group=group,
+            group_overlap=group_overlap if group else None,
+            rescore=rescore,
+            rerank=rerank,
+        ),
         model={key: signature.get(key) for key in ("model_id", "version", "weights_sha256")},
     )
     if why is not None:
@@ -1255,7 +1274,11 @@ def _check_search_args(
             "polygon), or relevant= tiles"
         )
     if not 0.0 < group_overlap <= 1.0:
-        raise InvalidArgumentError(f"group_overlap={group_overlap!r} must be in (0, 1]")
+        raise InvalidArgumentError(
+            f"group_overlap={group_overlap!r} must be in (0, 1]: the shared fraction of the "
+            "smaller tile that makes two tiles one place, e.g. 0.5 (the default) or 0.25 "
+            "(diagonal neighbours too)"
+        )
 
 
 def _make_query(

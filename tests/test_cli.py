@@ -211,6 +211,8 @@ def test_cli_index_then_search_with_exports(tmp_path, samples, capsys):
     assert "feedback=-1.0 must be a number >= 0" in capsys.readouterr().err
     assert main(["search", str(wav), *idx, "-k", "5", "--feedback", "0"]) == 0
     capsys.readouterr()
+    assert main(["search", str(wav), *idx, "-k", "5", "--group-overlap", "0"]) == 2
+    assert "group_overlap=0.0 must be in (0, 1]" in capsys.readouterr().err
     # a region outside the imagery: no hits, and the reason on its own line
     assert main(["search", str(wav), *idx, "--bbox", "0", "0", "1", "1"]) == 0
     out = capsys.readouterr().out

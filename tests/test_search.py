@@ -285,6 +285,73 @@ def test_group_and_rows_stages(world):
     assert len(empty) == 0 and set(HIT_COLUMNS) <= set(empty.columns)
 
 
+def test_group_overlap_sets_how_much_ground_two_places_share(world):
+    from rsia_geo import search
+    from rsia_geo.errors import InvalidArgumentError
+
+    idx, model = world
+    n = idx.count()
+
+    def most_shared(hits):
+        fps = list(hits.geometry)
+        return max(
+            a.intersection(b).area / min(a.area, b.area)
+            for i, a in enumerate(fps)
+            for b in fps[i + 1 :]
+        )
+
+    # k = every tile: every place of the index, every tile in one of them
+    half = search(WAVE, idx, model, sample_rate=16000, k=n)
+    quarter = search(WAVE, idx, model, sample_rate=16000, k=n, group_overlap=0.25)
+    assert half.group_size.sum() == quarter.group_size.sum() == n
+    # at 0.5 diagonal neighbours (a quarter shared) stay places of their own; at 0.25 they merge
+    assert most_shared(half) >= 0.25 * (1 - 1e-6)
+    assert most_shared(quarter) < 0.25
+    assert len(quarter) < len(half)
+    assert half.attrs["filters"]["group_overlap"] == 0.5
+    assert quarter.attrs["filters"]["group_overlap"] == 0.25
+    for bad in (0.0, 1.5):
+        with pytest.raises(InvalidArgumentError, match=r"group_overlap=.* must be in \(0, 1\]"):
+            search(WAVE, idx, model, sample_rate=16000, group_overlap=bad)
+
+
+def test_jupyter_panel_asks_for_distinct_places(world):
+    pytest.importorskip("ipyleaflet")
+    from rsia_geo import search
+    from rsia_geo.jupyter import SearchPanel
+    from rsia_geo.pipeline import DISTINCT_PLACES
+
+    idx, model = world
+    tid = next(iter(idx.scroll(None, limit=1))).id
+    panel = SearchPanel(idx, model, thumbnails=False)
+    panel.k.value = 12
+    assert panel.group.value and not panel.distinct.value  # one hit per place, 0.5
+    served = panel.more_like(tid)
+    panel.distinct.value = True
+    distinct = panel.more_like(tid)
+    for hits, overlap in ((served, 0.5), (distinct, DISTINCT_PLACES)):
+        want = search(example=tid, index=idx, model=model, k=12, group_overlap=overlap)
+        assert list(hits.tile_id) == list(want.tile_id)
+    assert list(served.tile_id) != list(distinct.tile_id)
+
+
+def test_the_qgis_plugins_distinct_places_are_the_librarys():
+    """The plugin imports no rsia_geo, so it keeps its own copy of the value: read it."""
+    import ast
+    from pathlib import Path
+
+    from rsia_geo.pipeline import DISTINCT_PLACES
+
+    source = Path(__file__).parents[1] / "plugins" / "qgis_rsia" / "plugin.py"
+    values = [
+        ast.literal_eval(node.value)
+        for node in ast.parse(source.read_text()).body
+        if isinstance(node, ast.Assign)
+        and any(getattr(t, "id", None) == "DISTINCT_PLACES" for t in node.targets)
+    ]
+    assert values == [DISTINCT_PLACES]
+
+
 def _first_matching_group(footprints, order, k, min_overlap):
     """group_places's definition, one exact intersection per pair (the reference)."""
     groups = []

@@ -171,6 +171,12 @@ def test_search_returns_geojson_in_the_region_and_chips(served):
             400,
             "InvalidArgumentError",
         ),
+        (
+            {"audio": ("q.wav", _wav_bytes(), "audio/wav")},
+            {"group_overlap": "1.5"},
+            400,
+            "InvalidArgumentError",
+        ),
         ({}, {"text": "   "}, 400, "TypedQueryError"),  # not a 500: the query is at fault
         ({}, {"text": "harbour " * 80}, 400, "TypedQueryError"),
     ],

@@ -65,12 +65,15 @@ def search(
     refine_method="rocchio",
     datetime=None,
     transcribe=True,
+    group_overlap=0.5,
 ):
     """POST a query; return the GeoJSON FeatureCollection (dict).
 
     The query is the audio file, or ``text`` (a typed query), or ``like`` (a tile id, or a
     GeoJSON polygon dict: the tiles under it), or only ``relevant`` tile ids. ``relevant`` /
-    ``not_relevant`` (lists of tile ids) refine it; ``group`` asks for one hit per place;
+    ``not_relevant`` (lists of tile ids) refine it; ``group`` asks for one hit per place,
+    ``group_overlap`` for the shared fraction of the smaller tile that makes two tiles one
+    place (0.25: distinct places);
     ``platform`` (comma-separated) and ``datetime`` (``start/end``) narrow it;
     ``transcribe`` asks the service to say what it heard (``query.heard``).
     """
@@ -82,6 +85,7 @@ def search(
         "k": str(int(k)),
         "rerank": "true" if rerank else "false",
         "group": "true" if group else "false",
+        "group_overlap": repr(float(group_overlap)),
         "transcribe": "true" if transcribe else "false",
     }
     if bbox is not None:

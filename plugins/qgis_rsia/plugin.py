@@ -38,6 +38,9 @@ from .core import (
 )
 
 SETTINGS = "rsia_geo"
+DISTINCT_PLACES = 0.25
+"""group_overlap of "distinct places" (rsia_geo.pipeline.DISTINCT_PLACES; the plugin imports
+only the standard library and QGIS, not rsia_geo)."""
 
 
 class RsiaDock(QDockWidget):
@@ -105,6 +108,12 @@ class RsiaDock(QDockWidget):
         self.text.setPlaceholderText("or type it: boats docked at a harbour")
         self.group = QCheckBox("one hit per place (group overlapping tiles)")
         self.group.setChecked(True)
+        self.distinct = QCheckBox("distinct places (tiles sharing a quarter are one place too)")
+        self.distinct.setToolTip(
+            "at 0.5 (the default) a tile's diagonal neighbours, a quarter shared, stay places of "
+            "their own; with this, no two hits show much of the same ground"
+        )
+        self.group.toggled.connect(self.distinct.setEnabled)
         self.platform = QLineEdit()
         self.platform.setPlaceholderText("any; or e.g. naip,landsat-8")
         self.dates = QLineEdit()
@@ -152,6 +161,7 @@ class RsiaDock(QDockWidget):
         form.addRow("Results (k)", self.k)
         form.addRow("", self.rerank)
         form.addRow("", self.group)
+        form.addRow("", self.distinct)
         form.addRow("Platforms", self.platform)
         form.addRow("Dates", self.dates)
         more = QGridLayout()
@@ -341,6 +351,7 @@ class RsiaDock(QDockWidget):
             k=self.k.value(),
             rerank=self.rerank.isChecked() and spoken,
             group=self.group.isChecked(),
+            group_overlap=DISTINCT_PLACES if self.distinct.isChecked() else 0.5,
             text=query.get("text"),
             like=query.get("like"),
             relevant=list(self.relevant),

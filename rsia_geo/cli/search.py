@@ -41,6 +41,15 @@ def register(sub: Any) -> None:
         help="one hit per tile instead of one per place (overlapping tiles grouped)",
     )
     se.add_argument(
+        "--group-overlap",
+        type=float,
+        default=0.5,
+        metavar="FRACTION",
+        help="shared fraction of the smaller tile that makes two tiles one place (default 0.5: "
+        "half-overlapping neighbours; 0.25: diagonal neighbours too, so no two hits share much "
+        "ground)",
+    )
+    se.add_argument(
         "--like",
         default=None,
         metavar="TILE_ID|POLYGON.geojson",
@@ -146,6 +155,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             rerank=args.rerank,
             rescore=not args.no_rescore,
             group=not args.no_group,
+            group_overlap=args.group_overlap,
             transcribe=not args.no_transcript,
             text_weight=args.text_weight,
             hubness=args.hubness,

@@ -188,6 +188,10 @@ class Routes:
         k: Annotated[int, Form()] = 20,
         rerank: Annotated[bool, Form()] = False,
         group: Annotated[bool, Form(description="one hit per place (overlapping tiles)")] = True,
+        group_overlap: Annotated[
+            float,
+            Form(description="shared fraction of the smaller tile that makes two tiles one place"),
+        ] = 0.5,
         like: Annotated[
             str | None,
             Form(
@@ -238,8 +242,8 @@ class Routes:
                 sample_rate=clip.sample_rate if clip is not None else None,
                 text=text, example=example, relevant=relevant, not_relevant=not_relevant,
                 refine_method=refine_method, bbox=box, geometry=geom, datetime=datetime,
-                platform=platform, k=k, rerank=rerank, group=group, transcribe=transcribe,
-                text_weight=text_weight, hubness=hubness, feedback=feedback,
+                platform=platform, k=k, rerank=rerank, group=group, group_overlap=group_overlap,
+                transcribe=transcribe, text_weight=text_weight, hubness=hubness, feedback=feedback,
             )  # fmt: skip
 
         hits = await self.run(run)

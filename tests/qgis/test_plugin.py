@@ -158,6 +158,10 @@ def test_search_map_extent_in_a_projected_crs(plugin, service, qgis_iface):
     names = [f.name() for f in layer.fields()]
     assert {"rank", "score", "tile_id", "item_id", "level", "group_size"} <= set(names)
     assert dock.group.isChecked()  # one hit per place by default
+    assert not dock.distinct.isChecked() and dock.distinct.isEnabled()
+    dock.group.setChecked(False)  # distinct places only mean something when grouping
+    assert not dock.distinct.isEnabled()
+    dock.group.setChecked(True)
     ct = QgsCoordinateTransform(crs, layer.crs(), QgsProject.instance())
     region = QgsGeometry.fromRect(ct.transformBoundingBox(canvas.extent()))
     ranks = []
@@ -214,6 +218,26 @@ def test_service_down_and_bad_file_show_messages(plugin, qgis_iface):
     dock.audio.setFilePath("/nonexistent/query.wav")
     dock.search()  # must not raise
     assert dock.go.isEnabled()
+
+
+def test_distinct_places_reach_the_service(plugin, service, qgis_iface):
+    from qgis_rsia import client
+
+    dock = plugin.dock
+    qgis_iface.mapCanvas().setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
+    qgis_iface.mapCanvas().setExtent(QgsRectangle(14321500.0, 4532000.0, 14323000.0, 4533400.0))
+    dock.url.setText(service)
+    dock.audio.setFilePath(str(QUERY))
+    dock.region.setCurrentIndex(0)
+    dock.distinct.setChecked(True)
+    dock.k.setValue(4)
+    dock.search()
+    _wait(dock.task)
+    assert dock.task.error is None, dock.task.error
+    assert dock.result_layer.featureCount() == 4
+    # the client sends the field: a value the service refuses comes back refused
+    with pytest.raises(client.ServiceError, match=r"group_overlap=0.0 must be in \(0, 1\]"):
+        client.search(service, str(QUERY), k=2, group_overlap=0)
 
 
 def _search_layer(dock, service):
