@@ -378,6 +378,8 @@ class SearchPanel:
         self.upload.observe(self._on_upload, names="value")
         self.draw.on_draw(self._on_draw)
         self.button.on_click(lambda _b: self.run())
+        # distinct places only mean something when hits are grouped into places
+        self.group.observe(lambda ch: setattr(self.distinct, "disabled", not ch["new"]), "value")
         self.clear.on_click(lambda _b: self._clear_region())
         self.like_button.on_click(lambda _b: self.more_like())
         self.yes_button.on_click(lambda _b: self.mark(True))

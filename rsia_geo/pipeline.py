@@ -1273,7 +1273,8 @@ def _check_search_args(
             "give a query: audio (a recording), text= (typed), example= (a tile, pixels or a "
             "polygon), or relevant= tiles"
         )
-    if not 0.0 < group_overlap <= 1.0:
+    number = isinstance(group_overlap, (int, float)) and not isinstance(group_overlap, bool)
+    if not number or not 0.0 < group_overlap <= 1.0:
         raise InvalidArgumentError(
             f"group_overlap={group_overlap!r} must be in (0, 1]: the shared fraction of the "
             "smaller tile that makes two tiles one place, e.g. 0.5 (the default) or 0.25 "

@@ -310,7 +310,7 @@ def test_group_overlap_sets_how_much_ground_two_places_share(world):
     assert len(quarter) < len(half)
     assert half.attrs["filters"]["group_overlap"] == 0.5
     assert quarter.attrs["filters"]["group_overlap"] == 0.25
-    for bad in (0.0, 1.5):
+    for bad in (0.0, 1.5, float("nan"), "0.5", True):
         with pytest.raises(InvalidArgumentError, match=r"group_overlap=.* must be in \(0, 1\]"):
             search(WAVE, idx, model, sample_rate=16000, group_overlap=bad)
 
@@ -333,6 +333,10 @@ def test_jupyter_panel_asks_for_distinct_places(world):
         want = search(example=tid, index=idx, model=model, k=12, group_overlap=overlap)
         assert list(hits.tile_id) == list(want.tile_id)
     assert list(served.tile_id) != list(distinct.tile_id)
+    panel.group.value = False  # one hit per tile: nothing to keep distinct
+    assert panel.distinct.disabled
+    panel.group.value = True
+    assert not panel.distinct.disabled
 
 
 def test_the_qgis_plugins_distinct_places_are_the_librarys():
