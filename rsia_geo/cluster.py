@@ -22,6 +22,7 @@ here).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -46,7 +47,9 @@ def open_client(cluster: Any) -> tuple[Any, Any]:
             processes.
 
     Returns:
-        ``(client, owned)``: ``owned`` is the client and local cluster started here.
+        ``(client, owned)``: ``owned`` is what was started here, to close in reverse order
+        (a local cluster, its client, then this process's environment put back as it was
+        before the cluster's nannies set their variables in it).
 
     Raises:
         InvalidArgumentError: Not one of these.
@@ -65,11 +68,15 @@ def open_client(cluster: Any) -> tuple[Any, Any]:
     if isinstance(cluster, int):
         if cluster < 1:
             raise InvalidArgumentError(f"cluster={cluster}: give at least 1 worker process")
-        local = distributed.LocalCluster(
-            n_workers=cluster, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-        client = distributed.Client(local)
-        return client, (client, local)
+        kept = _KeptEnviron()
+        try:
+            local = distributed.LocalCluster(
+                n_workers=cluster, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+            client = distributed.Client(local)
+        finally:
+            kept.close()  # the workers are spawned: what their nannies set is theirs
+        return client, (kept, client, local)  # closed in reverse: the environment last
     try:
         client = distributed.Client(cluster, timeout="20s")
     except OSError as exc:
@@ -79,6 +86,33 @@ def open_client(cluster: Any) -> tuple[Any, Any]:
             "local worker processes"
         ) from exc
     return client, (client,)
+
+
+class _KeptEnviron:
+    """This process's environment variables that Dask's nannies set here, to put back.
+
+    Before spawning each worker process, a nanny sets ``distributed.nanny.pre-spawn-environ``
+    (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` and ``OPENBLAS_NUM_THREADS`` at 1,
+    ``MALLOC_TRIM_THRESHOLD_``) and ``PYTHONHASHSEED`` in the environment of the process that
+    runs it, this one, and leaves them there: every process started from here afterwards
+    (a notebook's service, training's view workers, a notebook kernel) would run torch and
+    its BLAS on one thread, and so would torch here if first used after. :meth:`close` puts
+    back what was there before (a user's own setting, or nothing).
+    """
+
+    def __init__(self) -> None:
+        import dask
+
+        keys = set(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+        self.saved = {k: os.environ.get(k) for k in sorted(keys | {"PYTHONHASHSEED"})}
+
+    def close(self) -> None:
+        """Put the saved variables back (unset those that were unset)."""
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 _READER: Any = None

@@ -27,6 +27,24 @@ from rsia_geo.pipeline import build_index  # noqa: E402
 SPEC = TileSpec(size=128, overlap=64, out_size=64)
 
 
+NANNY_ENVIRON = (
+    "MALLOC_TRIM_THRESHOLD_", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+    "PYTHONHASHSEED",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _environ_as_it_was():
+    """This module's own LocalClusters set their nannies' variables in the test process."""
+    saved = {k: os.environ.get(k) for k in NANNY_ENVIRON}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="module")
 def cluster():
     local = distributed.LocalCluster(
@@ -115,6 +133,24 @@ def test_bad_cluster_arguments(tmp_path, aerial_catalog, tiny_checkpoint):
         build_index(aerial_catalog, tmp_path / "i", tiny_checkpoint, cluster=0)
     with pytest.raises(InvalidArgumentError, match="cannot reach the Dask scheduler"):
         build_index(aerial_catalog, tmp_path / "i", tiny_checkpoint, cluster="tcp://127.0.0.1:1")
+
+
+def test_local_workers_leave_this_processes_environment_as_it_was(
+    tmp_path, aerial_catalog, tiny_checkpoint, monkeypatch
+):
+    for key in NANNY_ENVIRON:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "2")  # a user's own setting
+    report = build_index(
+        aerial_catalog, tmp_path / "idx", tiny_checkpoint, progress=False, cluster=1,
+        spec=TileSpec(size=512, overlap=0, out_size=64),
+    )  # fmt: skip
+    assert report.indexed > 0
+    # the nannies set OMP_NUM_THREADS=1 (and the rest) here to spawn the workers: put back
+    assert {k: os.environ.get(k) for k in NANNY_ENVIRON} == {
+        **dict.fromkeys(NANNY_ENVIRON),
+        "MKL_NUM_THREADS": "2",
+    }
 
 
 def test_cli_index_on_local_dask_workers(tmp_path, aerial_catalog, tiny_checkpoint, capsys):
