@@ -54,7 +54,7 @@ import numpy as np
 
 from rsia_geo import TileSpec, build_catalog, open_stac
 from rsia_geo.index import TileIndex
-from rsia_geo.pipeline import DEFAULT_FEEDBACK, build_index, load_model, search
+from rsia_geo.pipeline import DEFAULT_FEEDBACK, DISTINCT_PLACES, build_index, load_model, search
 from rsia_geo.tiles import IMAGE_VIEWS
 from rsia_geo.training.dataset import load_split
 
@@ -170,7 +170,7 @@ def _run_tiling(
     image_views: str | None = None,
     hubness: float | None = None,
     feedback: float | None = None,
-    group_overlap: float = 0.5,
+    group_overlap: float = DISTINCT_PLACES,
 ) -> dict:
     from shapely.geometry import box
 
@@ -327,9 +327,9 @@ def main() -> None:
         "0: off)",
     )  # fmt: skip
     p.add_argument(
-        "--group-overlap", type=float, default=0.5,
+        "--group-overlap", type=float, default=DISTINCT_PLACES,
         help="search(group_overlap=...): shared fraction of the smaller tile that makes two "
-        "tiles one place (default 0.5, search's)",
+        f"tiles one place (default {DISTINCT_PLACES}, search's)",
     )  # fmt: skip
     p.add_argument("--out", default=None)
     a = p.parse_args()

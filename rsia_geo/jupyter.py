@@ -340,10 +340,11 @@ class SearchPanel:
         self.rerank = w.Checkbox(value=False, description="BSWFR rerank")
         self.group = w.Checkbox(value=True, description="one hit per place")
         self.distinct = w.Checkbox(
-            value=False,
+            value=True,
             description="distinct places",
-            tooltip="tiles sharing a quarter of their ground are one place too (group_overlap "
-            f"{DISTINCT_PLACES} instead of 0.5): no two hits show much of the same ground",
+            tooltip=f"tiles sharing a quarter of their ground are one place too (group_overlap "
+            f"{DISTINCT_PLACES}, the default): no two hits show much of the same ground; off: "
+            "0.5, diagonal neighbours stay places of their own",
         )
         self.transcribe = w.Checkbox(value=True, description="show what was heard")
         self.dates = w.Text(placeholder="dates: 2019/2021, 2020-05", layout=w.Layout(width="220px"))

@@ -782,11 +782,13 @@ class precision in a region by 0.4-0.7 points; on val's whole scenes the voice-t
 moved by -0.2 to +0.2 (docs/benchmarks.md, "Feedback from the first places")."""
 
 DISTINCT_PLACES = 0.25
-"""A ``group_overlap`` for distinct places: with the default tiling (tiles overlapping by
-half), a tile's diagonal neighbours share a quarter of it, so at this value they are one place
-too and no two hits share much ground; at search's default, 0.5, about half of a region's top
-10 show some ground of a better hit again (docs/benchmarks.md, "Class precision in a
-region")."""
+"""``search``'s default ``group_overlap``: distinct places. With the default tiling (tiles
+overlapping by half, two levels), a tile's diagonal neighbours share a quarter of it, so at
+this value they join its place too and no two hits share much ground; at 0.5 (the default
+until session 24) they stayed places of their own, and about half of a region's top 10 showed
+some ground of a better hit again. On the val mosaic 0.25 raised recall@10 everywhere on
+every tiling (half-shift 84.67 -> 88.00, aligned 92.33 -> 95.67, a random offset 69.33 ->
+85.00; in a region -0.7 to 0) (docs/benchmarks.md, "Class precision in a region")."""
 
 GROUP_CANDIDATES = 8
 """With grouping, at least ``GROUP_CANDIDATES * k`` candidates are scored: with half-overlapping
@@ -935,7 +937,7 @@ def search(
     rerank_k: int = 30,
     sample_rate: int | None = None,
     group: bool = True,
-    group_overlap: float = 0.5,
+    group_overlap: float = DISTINCT_PLACES,
     transcribe: bool = False,
     text_weight: float | None = None,
     hubness: float | None = None,
@@ -980,10 +982,11 @@ def search(
             tilings, several levels) are grouped, the best kept, with how many tiles agreed
             and their union footprint.
         group_overlap: Shared fraction of the smaller footprint that makes two tiles one place.
-            With the default tiling (tiles overlapping by half), 0.5 groups a tile with its
-            edge neighbours and the coarser tiles over it, while its diagonal neighbours (a
-            quarter shared) stay places of their own; 0.25 groups them too, so no two hits
-            share much ground (docs/benchmarks.md, "Class precision in a region").
+            The default, :data:`DISTINCT_PLACES` (0.25), groups a tile of the default tiling
+            (tiles overlapping by half) with its edge and diagonal neighbours and the coarser
+            tiles over it, so no two hits share much ground; 0.5 keeps the diagonal
+            neighbours (a quarter shared) as places of their own (docs/benchmarks.md, "Class
+            precision in a region").
         transcribe: Also say what the speech recogniser heard in a spoken query
             (``attrs["query"]["heard"]``; Whisper tiny.en on a short window, ~50 ms on 2
             cores; None with the reason in ``heard_unavailable`` when no recogniser is
@@ -1277,8 +1280,8 @@ def _check_search_args(
     if not number or not 0.0 < group_overlap <= 1.0:
         raise InvalidArgumentError(
             f"group_overlap={group_overlap!r} must be in (0, 1]: the shared fraction of the "
-            "smaller tile that makes two tiles one place, e.g. 0.5 (the default) or 0.25 "
-            "(diagonal neighbours too)"
+            "smaller tile that makes two tiles one place, e.g. 0.25 (the default: distinct "
+            "places) or 0.5 (diagonal neighbours stay places of their own)"
         )
 
 

@@ -301,8 +301,8 @@ def test_group_overlap_sets_how_much_ground_two_places_share(world):
         )
 
     # k = every tile: every place of the index, every tile in one of them
-    half = search(WAVE, idx, model, sample_rate=16000, k=n)
-    quarter = search(WAVE, idx, model, sample_rate=16000, k=n, group_overlap=0.25)
+    half = search(WAVE, idx, model, sample_rate=16000, k=n, group_overlap=0.5)
+    quarter = search(WAVE, idx, model, sample_rate=16000, k=n)  # the default: distinct places
     assert half.group_size.sum() == quarter.group_size.sum() == n
     # at 0.5 diagonal neighbours (a quarter shared) stay places of their own; at 0.25 they merge
     assert most_shared(half) >= 0.25 * (1 - 1e-6)
@@ -325,10 +325,10 @@ def test_jupyter_panel_asks_for_distinct_places(world):
     tid = next(iter(idx.scroll(None, limit=1))).id
     panel = SearchPanel(idx, model, thumbnails=False)
     panel.k.value = 12
-    assert panel.group.value and not panel.distinct.value  # one hit per place, 0.5
-    served = panel.more_like(tid)
-    panel.distinct.value = True
+    assert panel.group.value and panel.distinct.value  # distinct places, the default
     distinct = panel.more_like(tid)
+    panel.distinct.value = False
+    served = panel.more_like(tid)
     for hits, overlap in ((served, 0.5), (distinct, DISTINCT_PLACES)):
         want = search(example=tid, index=idx, model=model, k=12, group_overlap=overlap)
         assert list(hits.tile_id) == list(want.tile_id)

@@ -65,7 +65,7 @@ def search(
     refine_method="rocchio",
     datetime=None,
     transcribe=True,
-    group_overlap=0.5,
+    group_overlap=0.25,
 ):
     """POST a query; return the GeoJSON FeatureCollection (dict).
 
@@ -73,7 +73,7 @@ def search(
     GeoJSON polygon dict: the tiles under it), or only ``relevant`` tile ids. ``relevant`` /
     ``not_relevant`` (lists of tile ids) refine it; ``group`` asks for one hit per place,
     ``group_overlap`` for the shared fraction of the smaller tile that makes two tiles one
-    place (0.25: distinct places);
+    place (0.25, the service's default: distinct places; 0.5: diagonal neighbours apart);
     ``platform`` (comma-separated) and ``datetime`` (``start/end``) narrow it;
     ``transcribe`` asks the service to say what it heard (``query.heard``).
     """

@@ -109,9 +109,10 @@ class RsiaDock(QDockWidget):
         self.group = QCheckBox("one hit per place (group overlapping tiles)")
         self.group.setChecked(True)
         self.distinct = QCheckBox("distinct places (tiles sharing a quarter are one place too)")
+        self.distinct.setChecked(True)
         self.distinct.setToolTip(
-            "at 0.5 (the default) a tile's diagonal neighbours, a quarter shared, stay places of "
-            "their own; with this, no two hits show much of the same ground"
+            "on (the default), no two hits show much of the same ground; off, a tile's diagonal "
+            "neighbours (a quarter shared) stay places of their own"
         )
         self.group.toggled.connect(self.distinct.setEnabled)
         self.platform = QLineEdit()

@@ -43,11 +43,11 @@ def register(sub: Any) -> None:
     se.add_argument(
         "--group-overlap",
         type=float,
-        default=0.5,
+        default=None,
         metavar="FRACTION",
-        help="shared fraction of the smaller tile that makes two tiles one place (default 0.5: "
-        "half-overlapping neighbours; 0.25: diagonal neighbours too, so no two hits share much "
-        "ground)",
+        help="shared fraction of the smaller tile that makes two tiles one place (default 0.25: "
+        "distinct places, no two hits share much ground; 0.5: diagonal neighbours stay places "
+        "of their own)",
     )
     se.add_argument(
         "--like",
@@ -155,7 +155,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             rerank=args.rerank,
             rescore=not args.no_rescore,
             group=not args.no_group,
-            group_overlap=args.group_overlap,
+            **({} if args.group_overlap is None else {"group_overlap": args.group_overlap}),
             transcribe=not args.no_transcript,
             text_weight=args.text_weight,
             hubness=args.hubness,

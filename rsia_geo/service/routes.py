@@ -24,6 +24,7 @@ from rsia_geo.errors import (
     ServiceKeyError,
     TileNotFoundError,
 )
+from rsia_geo.pipeline import DISTINCT_PLACES
 from rsia_geo.query import parse_bbox
 from rsia_geo.service import (
     ServiceSettings,
@@ -190,8 +191,11 @@ class Routes:
         group: Annotated[bool, Form(description="one hit per place (overlapping tiles)")] = True,
         group_overlap: Annotated[
             float,
-            Form(description="shared fraction of the smaller tile that makes two tiles one place"),
-        ] = 0.5,
+            Form(
+                description="shared fraction of the smaller tile that makes two tiles one place "
+                "(0.25: distinct places; 0.5: diagonal neighbours stay places of their own)"
+            ),
+        ] = DISTINCT_PLACES,
         like: Annotated[
             str | None,
             Form(

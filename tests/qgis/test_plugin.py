@@ -158,7 +158,7 @@ def test_search_map_extent_in_a_projected_crs(plugin, service, qgis_iface):
     names = [f.name() for f in layer.fields()]
     assert {"rank", "score", "tile_id", "item_id", "level", "group_size"} <= set(names)
     assert dock.group.isChecked()  # one hit per place by default
-    assert not dock.distinct.isChecked() and dock.distinct.isEnabled()
+    assert dock.distinct.isChecked() and dock.distinct.isEnabled()  # distinct places
     dock.group.setChecked(False)  # distinct places only mean something when grouping
     assert not dock.distinct.isEnabled()
     dock.group.setChecked(True)
@@ -229,7 +229,7 @@ def test_distinct_places_reach_the_service(plugin, service, qgis_iface):
     dock.url.setText(service)
     dock.audio.setFilePath(str(QUERY))
     dock.region.setCurrentIndex(0)
-    dock.distinct.setChecked(True)
+    dock.distinct.setChecked(False)  # diagonal neighbours as places of their own (0.5)
     dock.k.setValue(4)
     dock.search()
     _wait(dock.task)
