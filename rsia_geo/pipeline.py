@@ -913,7 +913,7 @@ class _Query:
     text_weight: float = 0.0  # its weight in both stages (route weight x word coverage)
 
 
-# Over 80 lines because of its public signature and docstring (112 of 177); the body (65)
+# Over 80 lines because of its public signature and docstring (117 of 190); the body (73)
 # calls the named stages (_check_search_args, _make_query, _candidates, _score and after;
 # _why_empty when nothing was found).
 def search(

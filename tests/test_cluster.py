@@ -18,6 +18,7 @@ torch = pytest.importorskip("torch")
 distributed = pytest.importorskip("distributed")
 
 from rsia_geo import TileSpec  # noqa: E402
+from rsia_geo.cluster import _KeptEnviron  # noqa: E402
 from rsia_geo.errors import InvalidArgumentError  # noqa: E402
 from rsia_geo.index import TileIndex  # noqa: E402
 from rsia_geo.pipeline import build_index  # noqa: E402
@@ -36,13 +37,9 @@ NANNY_ENVIRON = (
 @pytest.fixture(scope="module", autouse=True)
 def _environ_as_it_was():
     """This module's own LocalClusters set their nannies' variables in the test process."""
-    saved = {k: os.environ.get(k) for k in NANNY_ENVIRON}
+    kept = _KeptEnviron()
     yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    kept.close()
 
 
 @pytest.fixture(scope="module")

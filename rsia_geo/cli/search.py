@@ -13,6 +13,7 @@ from rsia_geo.cli.options import (
     read_geometry,
 )
 from rsia_geo.errors import InvalidArgumentError
+from rsia_geo.pipeline import DISTINCT_PLACES
 
 
 def register(sub: Any) -> None:
@@ -43,11 +44,11 @@ def register(sub: Any) -> None:
     se.add_argument(
         "--group-overlap",
         type=float,
-        default=None,
+        default=DISTINCT_PLACES,
         metavar="FRACTION",
-        help="shared fraction of the smaller tile that makes two tiles one place (default 0.25: "
-        "distinct places, no two hits share much ground; 0.5: diagonal neighbours stay places "
-        "of their own)",
+        help="shared fraction of the smaller tile that makes two tiles one place (default "
+        f"{DISTINCT_PLACES}: distinct places, no two hits share much ground; 0.5: diagonal "
+        "neighbours stay places of their own)",
     )
     se.add_argument(
         "--like",
@@ -155,7 +156,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             rerank=args.rerank,
             rescore=not args.no_rescore,
             group=not args.no_group,
-            **({} if args.group_overlap is None else {"group_overlap": args.group_overlap}),
+            group_overlap=args.group_overlap,
             transcribe=not args.no_transcript,
             text_weight=args.text_weight,
             hubness=args.hubness,
