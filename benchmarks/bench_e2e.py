@@ -79,6 +79,7 @@ class _OracleTiles:
             for h in hits
         ]  # fmt: skip
         self.footprints = np.array(fps, dtype=object)
+        self.row = {h.id: i for i, h in enumerate(hits)}  # a tile id's place in these arrays
         geoms = np.array(list(cells.geometry), dtype=object)
         classes = np.array(list(cells["class"]))
         self.centre_class = []
@@ -230,13 +231,14 @@ def _run_tiling(
             stats["in"].append(rank_of(hits))
             inside = [g.intersection(region).area > 0 for g in hits.geometry]
             stats["out_frac_in"].append(1 - float(np.mean(inside)) if len(hits) else 0.0)
-            hit_cls, hit_credit = [], []
-            for g in hits.geometry:
-                over = cells[cells.intersects(g.centroid.buffer(1e-7))]
-                hit_cls.append(over.iloc[0]["class"] if len(over) else None)
-                hit_credit.append(float(np.mean(over["class"] == cls)) if len(over) else 0.0)
-            stats["prec"].append(float(np.mean([c == cls for c in hit_cls])) if hit_cls else 0.0)
-            stats["prec_split"].append(float(np.mean(hit_credit)) if hit_credit else 0.0)
+            # each hit's class, as the oracle reads it for the same tile (its centre's cells)
+            found = [oracle.row[t] for t in hits.tile_id]
+            stats["prec"].append(
+                float(np.mean([oracle.centre_class[i] == cls for i in found])) if found else 0.0
+            )
+            stats["prec_split"].append(
+                float(np.mean([oracle.credit(i, cls) for i in found])) if found else 0.0
+            )
             ceiling, ceiling_split = oracle.precision(
                 region, cls, k, group, group_places, group_overlap
             )
