@@ -200,6 +200,23 @@ def _wait_for(driver, css: str, timeout: float = 90.0) -> list:
     raise AssertionError(f"{css!r} did not appear in {timeout} s")
 
 
+def _hits_table(driver, timeout: float = 120.0) -> tuple[int, int]:
+    """Rows and chip thumbnails of the panel's hits table, read again when the page redraws it
+    between finding it and reading it (a stale element)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    t0 = time.time()
+    while True:
+        table = _wait_for(driver, "table.rsia-hits", timeout)[0]
+        try:
+            rows = table.find_elements("css selector", "tbody tr")
+            return len(rows), len(table.find_elements("css selector", "img"))
+        except StaleElementReferenceException:
+            if time.time() - t0 > timeout:
+                raise
+            time.sleep(0.25)
+
+
 def test_speak_into_the_panel_in_a_browser(voila_panel, tmp_path):
     import os
 
@@ -230,9 +247,9 @@ def test_speak_into_the_panel_in_a_browser(voila_panel, tmp_path):
         next(
             b for b in driver.find_elements("css selector", "button") if b.text == "Search"
         ).click()
-        table = _wait_for(driver, "table.rsia-hits", 120)[0]
-        assert len(table.find_elements("css selector", "tbody tr")) == 3
-        assert len(table.find_elements("css selector", "img")) == 3  # chip thumbnails
+        rows, thumbnails = _hits_table(driver)
+        assert rows == 3
+        assert thumbnails == 3  # chip thumbnails
         assert len(driver.find_elements("css selector", ".leaflet-container path")) >= 3
         texts = [e.text for e in driver.find_elements("css selector", ".widget-html-content")]
         assert any(t.startswith('heard "') and "3 hits" in t for t in texts), texts
