@@ -307,6 +307,62 @@ def test_voice_pairs_train_on_two_voicings_of_each_caption(tmp_path, shared_data
 
 
 @needs_espeak
+def test_caption_term_shapes_the_image_side(tmp_path, shared_data):
+    from rsia_geo.training.train import TrainConfig, TrainingError, train
+
+    pytest.importorskip("ctranslate2")  # the sentence encoder's runtime (text extra)
+    caps = _captions(tmp_path, shared_data, n_train=3, n_val=1)
+    voiced = tmp_path / "voiced"
+    voice_captions(caps, voiced, engines=["espeak-ng"], progress=False)
+    manifest = str(voiced / "manifest.jsonl")
+    settings = dict(model="alac-tiny", allow_random_backbone=True, batch_size=3, views=1, seed=3)
+    with_term, without = tmp_path / "cap", tmp_path / "plain"
+    train(TrainConfig(manifest, str(with_term), epochs=1, caption_weight=2.0, **settings),
+          progress=False)  # fmt: skip
+    train(TrainConfig(manifest, str(without), epochs=1, **settings), progress=False)
+    log = [json.loads(x) for x in (with_term / "log.jsonl").read_text().splitlines()]
+    assert log[0]["caption"] > 0
+    parts = log[0]["triplet"] + 0.1 * log[0]["nce"] + 0.1 * log[0]["akt"] + 2.0 * log[0]["caption"]
+    assert log[0]["loss"] == pytest.approx(parts, rel=1e-3)
+    # every distinct training caption embedded once, cached in the run
+    rows = [json.loads(x) for x in Path(manifest).read_text().splitlines()]
+    captions = {r["caption"] for r in rows if r["split"] == "train"}
+    (cached,) = (with_term / "cache").glob("sentences_*.pt")
+    assert set(torch.load(cached, weights_only=True)) == captions
+    # the same draws otherwise: the term alone moves the image side's weights
+    a = torch.load(with_term / "last" / "state.pt", weights_only=True)
+    b = torch.load(without / "last" / "state.pt", weights_only=True)
+    assert "captions" in a and "captions" not in b
+    assert not torch.equal(a["model"]["image_proj.weight"], b["model"]["image_proj.weight"])
+    # a resumed run continues the caption head where it stopped
+    train(TrainConfig(manifest, str(with_term), epochs=2, caption_weight=2.0, **settings),
+          progress=False)  # fmt: skip
+    c = torch.load(with_term / "last" / "state.pt", weights_only=True)
+    assert c["epoch"] == 1 and len((with_term / "log.jsonl").read_text().splitlines()) == 2
+    assert c["captions"].keys() == a["captions"].keys()
+    assert not torch.equal(c["captions"]["skip.weight"], a["captions"]["skip.weight"])
+    # bad settings: a negative weight; a frozen image side; clips without their caption
+    with pytest.raises(TrainingError, match=r"caption_weight=-1\.0 is a loss weight"):
+        train(TrainConfig(manifest, str(tmp_path / "r1"), caption_weight=-1.0, **settings),
+              progress=False)  # fmt: skip
+    with pytest.raises(TrainingError, match="keeps it frozen: drop --caption-weight"):
+        frozen = TrainConfig(
+            manifest, str(tmp_path / "r2"), caption_weight=1.0, image_from=str(with_term / "best"),
+            **settings,
+        )  # fmt: skip
+        train(frozen, progress=False)
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("".join(json.dumps({**r, "caption": ""}) + "\n" for r in rows))
+    for r in rows:  # the clips stay where the manifest's folder says
+        (tmp_path / r["clip"]).parent.mkdir(parents=True, exist_ok=True)
+        if not (tmp_path / r["clip"]).exists():
+            shutil.copy(voiced / r["clip"], tmp_path / r["clip"])
+    with pytest.raises(DataError, match="has no 'caption' field"):
+        train(TrainConfig(str(bare), str(tmp_path / "r3"), caption_weight=1.0, **settings),
+              progress=False)  # fmt: skip
+
+
+@needs_espeak
 def test_training_data_errors(tmp_path, shared_data, capsys):
     caps = _captions(tmp_path, shared_data, n_train=2, n_val=1)
     out = tmp_path / "voices"

@@ -228,6 +228,14 @@ def _add_train(sub: Any) -> None:
         help="weight of a voice-invariance term: each caption's clip is pulled towards the "
         "same caption in another voice (0: off; needs --voices-per-caption > 1 voicing)",
     )
+    tr.add_argument(
+        "--caption-weight",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="weight of a caption term: each image is also pulled towards one of its captions "
+        "(frozen sentence encoder + a head trained with the run; the text extra) (0: off)",
+    )
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_cmd_train)
 
@@ -392,6 +400,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         image_from=args.image_from,
         continue_audio=args.continue_audio,
         voice_pairs=args.voice_pairs,
+        caption_weight=args.caption_weight,
     )
     if args.k_folds:
         cfg.k_folds = args.k_folds

@@ -26,7 +26,10 @@ Fixes relative to the reference code:
 An addition of ours, off unless a run asks for it (``rsia-geo train --voice-pairs W``):
 :meth:`ALACLoss.voice_pair_loss`, an audio-to-audio NT-Xent between two voicings of the same
 caption, which asks the audio embedding to forget who speaks (held-out voices otherwise land
-where every image scores them a little higher or lower than other voices).
+where every image scores them a little higher or lower than other voices). And
+:meth:`ALACLoss.caption_loss` (``rsia-geo train --caption-weight W``): an image-to-caption
+NT-Xent through a trained head over frozen sentence vectors, which shapes the image side with
+the captions' own words as well as with voices saying them.
 """
 
 from __future__ import annotations
@@ -88,6 +91,25 @@ class ALACLoss(nn.Module):
             return torch.full((b, b), 1.0 / b, device=self.p1.device)
         m = self.p1 * eye + self.p2 * (1.0 - eye)
         return m.softmax(dim=0)
+
+    def caption_loss(
+        self, v: torch.Tensor, captions: torch.Tensor, image_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """NT-Xent between images and their captions: ``captions[i]`` describes ``v[i]``.
+
+        Symmetric cross-entropy over the cosine matrix at the loss's temperature, with the
+        batch's other images as negatives (pairs of the same image are left out).
+
+        Args:
+            v: Raw image embeddings ``(B, D)``.
+            captions: Raw caption embeddings ``(B, D)`` (a caption head's output).
+            image_ids: ``(B,)`` image identity per pair, to mask false negatives.
+
+        Returns:
+            Scalar loss.
+        """
+        pos, neg = self._masks(image_ids, v.shape[0], v.device)
+        return self._nt_xent(v, captions, pos | neg, (0.5, 0.5))
 
     @staticmethod
     def _masks(

@@ -122,6 +122,15 @@ class TrainConfig:
             an audio-to-audio NT-Xent (:meth:`~rsia_geo.models.losses.ALACLoss.voice_pair_loss`)
             pulls the two voicings together against the batch's other captions. Needs a
             voicing with several voices per caption (``--voices-per-caption``).
+        caption_weight: Weight of a caption term (0: off): every step also draws one human
+            caption of each batch image (the manifest's ``caption`` field), embeds it with
+            the frozen sentence encoder (all-MiniLM-L6-v2, the ``text`` extra; each caption
+            once, cached in the run) through a head trained with the run, and an
+            image-to-caption NT-Xent (:meth:`~rsia_geo.models.losses.ALACLoss.caption_loss`)
+            shapes the image side with the captions' words as well as with the voices saying
+            them. The head only trains the image side: the checkpoint's text route is trained
+            afterwards against the final image side (``rsia-geo train-text``). Needs an image
+            side that trains (not ``image_from``).
     """
 
     manifest: str | list[str]
@@ -161,6 +170,7 @@ class TrainConfig:
     image_from: str | None = None
     continue_audio: bool = False
     voice_pairs: float = 0.0
+    caption_weight: float = 0.0
     seed: int = 0
     threads: int = 2
     val_every: int = 1
@@ -633,6 +643,21 @@ class _Data:
     n_train: int  # training clips
     n_val: int  # validation clips
     views: _Views | None = None  # full fine-tuning: training views drawn on the fly
+    captions: _Captions | None = None  # the caption term's captions and head
+
+
+@dataclass
+class _Captions:
+    """The caption term's material: each training image's captions, and their head."""
+
+    texts: list[list[str]]  # distinct captions of each training image
+    vectors: dict[str, torch.Tensor]  # the frozen sentence encoder's vector of each caption
+    head: Any  # PretrainedTextEncoder: sentence vectors -> raw embeddings in the joint space
+
+    def embed(self, texts: list[str], device: torch.device) -> torch.Tensor:
+        """Raw joint-space embeddings ``(B, D)`` of cached captions (with gradients)."""
+        out: torch.Tensor = self.head.head(torch.stack([self.vectors[t] for t in texts]).to(device))
+        return out
 
 
 @dataclass
@@ -690,11 +715,13 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         w_akt=cfg.loss_weights[2],
     )
     model.to(device)  # after the caches, which are built on the CPU
+    if data.captions is not None:
+        data.captions.head.to(device)
     loss_fn.to(device)
-    optim = _optimisers(cfg, model, loss_fn)
+    optim = _optimisers(cfg, model, loss_fn, data.captions)
     gen = torch.Generator().manual_seed(cfg.seed)
     state_path = out / "last" / "state.pt"
-    start_epoch, best = _resume(state_path, model, loss_fn, optim, gen)
+    start_epoch, best = _resume(state_path, model, loss_fn, optim, gen, data.captions)
     for epoch in range(start_epoch, cfg.epochs):
         lr = _lr_at(cfg, epoch)
         for g in optim.opt.param_groups:
@@ -721,7 +748,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
                     model, out / "best", cfg, mcfg, best, data.n_train, data.n_val, image_sha
                 )
         _log_epoch(out, row, progress)
-        _save_state(state_path, model, loss_fn, optim, gen, epoch, best)
+        _save_state(state_path, model, loss_fn, optim, gen, epoch, best, data.captions)
     return {"best": best, "out_dir": str(out), "best_checkpoint": str(out / "best")}
 
 
@@ -749,6 +776,16 @@ def _start_run(cfg: TrainConfig) -> Path:
     if not cfg.voice_pairs >= 0:
         raise TrainingError(
             f"voice_pairs={cfg.voice_pairs!r} is a loss weight; use 0 (off) or more, e.g. 0.1"
+        )
+    if not cfg.caption_weight >= 0:
+        raise TrainingError(
+            f"caption_weight={cfg.caption_weight!r} is a loss weight; use 0 (off) or more, e.g. 50"
+        )
+    if cfg.caption_weight > 0 and cfg.image_from is not None:
+        raise TrainingError(
+            f"caption_weight={cfg.caption_weight!r} shapes the image side, but "
+            f"image_from={cfg.image_from!r} keeps it frozen: drop --caption-weight (the text "
+            "route is trained against a frozen image side by `rsia-geo train-text`)"
         )
     if not 1 <= cfg.views <= 8:
         raise TrainingError(
@@ -870,6 +907,7 @@ def _load_data(
         cache / f"val_audio_{fe}_{_digest([r['clip'] for r in val_rows])}",
         progress=progress,
     )
+    captions = _caption_material(cfg, mcfg, train_rows, train_images, cache, progress)
     return _Data(
         train_tokens=tr_tokens,
         val_tokens=va_tokens,
@@ -881,7 +919,39 @@ def _load_data(
         n_train=len(train_rows),
         n_val=len(val_rows),
         views=views,
+        captions=captions,
     )
+
+
+def _caption_material(
+    cfg: TrainConfig,
+    mcfg: Any,
+    rows: Sequence[dict[str, Any]],
+    images: Sequence[str],
+    cache: Path,
+    progress: bool,
+) -> _Captions | None:
+    """The caption term's captions per image, their sentence vectors (cached) and a new head."""
+    if cfg.caption_weight <= 0:
+        return None
+    from rsia_geo.models.text import PretrainedTextEncoder, TextConfig
+    from rsia_geo.training.text_route import _SentenceVectors
+
+    texts: dict[str, list[str]] = {p: [] for p in images}
+    for r in rows:
+        caption = str(r.get("caption") or "").strip()
+        if not caption:
+            raise DataError(
+                f"caption_weight={cfg.caption_weight!r} needs each clip's caption, but the "
+                f"manifest row of clip {r.get('clip')!r} has no 'caption' field; voice the "
+                "captions with `rsia-geo data voice`, or train with caption_weight=0"
+            )
+        if caption not in texts[r["image"]]:
+            texts[r["image"]].append(caption)
+    head = PretrainedTextEncoder(TextConfig(kind="pretrained", embed_dim=mcfg.embed_dim))
+    cached = _SentenceVectors(head, cache)
+    cached.add([t for p in images for t in texts[p]], progress)
+    return _Captions(texts=[texts[p] for p in images], vectors=cached.vectors, head=head)
 
 
 def _voice_partners(rows: Sequence[dict[str, Any]]) -> list[list[int]]:
@@ -953,8 +1023,12 @@ def _image_caches(
     return tr_tokens, va_tokens, None
 
 
-def _optimisers(cfg: TrainConfig, model: ALACModel, loss_fn: ALACLoss) -> _Optim:
+def _optimisers(
+    cfg: TrainConfig, model: ALACModel, loss_fn: ALACLoss, captions: _Captions | None = None
+) -> _Optim:
     """Adam over the heads and fine-tuned stages, and the AKT weights' own Adam.
+
+    The caption term's head (``captions``) trains with the heads.
 
     The fine-tuned backbone stages (all of them with ``freeze_backbone=False``) train at
     ``backbone_lr`` times the rate; the rest of the backbone is frozen (with ``image_from``,
@@ -979,6 +1053,8 @@ def _optimisers(cfg: TrainConfig, model: ALACModel, loss_fn: ALACLoss) -> _Optim
             tail_params.append(p)
     tail_ids = {id(p) for p in tail_params}
     params = [p for p in model.parameters() if p.requires_grad]
+    if captions is not None:
+        params += list(captions.head.parameters())
     head_params = [p for p in params if id(p) not in tail_ids]
     groups: list[dict[str, Any]] = [{"params": head_params, "lr_scale": 1.0}]
     if tail_params:
@@ -1001,6 +1077,7 @@ def _resume(
     loss_fn: ALACLoss,
     optim: _Optim,
     gen: torch.Generator,
+    captions: _Captions | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Restore a killed run's last state: ``(first epoch to run, best so far)``."""
     if not state_path.exists():
@@ -1011,6 +1088,8 @@ def _resume(
     optim.opt.load_state_dict(state["opt"])
     optim.akt_opt.load_state_dict(state["akt_opt"])
     gen.set_state(state["gen"])
+    if captions is not None:
+        captions.head.load_state_dict(state["captions"])
     logger.info("resuming %s at epoch %d", state_path.parent.parent, int(state["epoch"]) + 1)
     return int(state["epoch"]) + 1, dict(state["best"])
 
@@ -1048,6 +1127,9 @@ def _train_one_epoch(
     sums = {"loss": 0.0, "triplet": 0.0, "nce": 0.0, "akt": 0.0}
     if cfg.voice_pairs > 0:
         sums["voice"] = 0.0
+    if data.captions is not None:
+        sums["caption"] = 0.0
+        data.captions.head.train()
     bar = tqdm(
         range(steps),
         desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -1081,6 +1163,10 @@ def _train_one_epoch(
         if cfg.voice_pairs > 0:
             res["voice"] = loss_fn.voice_pair_loss(a[:n], a[n:], ids)
             res["loss"] = res["loss"] + cfg.voice_pairs * res["voice"]
+        if data.captions is not None:
+            t = data.captions.embed(_draw_captions(data.captions, imgs, cfg.seed, epoch, s), dev)
+            res["caption"] = loss_fn.caption_loss(v, t, imgs.to(dev))
+            res["loss"] = res["loss"] + cfg.caption_weight * res["caption"]
         optim.opt.zero_grad()
         res["loss"].backward()
         if cfg.grad_clip > 0:
@@ -1111,6 +1197,22 @@ def _draw(
     )
     codes = data.views.codes if data.views is not None else data.train_tokens.shape[1]
     return clips, torch.randint(0, codes, (len(imgs),), generator=gen)
+
+
+def _draw_captions(
+    captions: _Captions, imgs: torch.Tensor, seed: int, epoch: int, step: int
+) -> list[str]:
+    """One caption of each batch image, drawn from its own stream (``seed``, epoch, step).
+
+    A stream apart from the run's generator leaves every other draw (clips, views, masks)
+    as a run without the caption term makes them.
+    """
+    gen = torch.Generator().manual_seed(int(_digest("captions", seed, epoch, step)[:12], 16))
+    out = []
+    for i in imgs.tolist():
+        texts = captions.texts[i]
+        out.append(texts[int(torch.randint(len(texts), (1,), generator=gen))])
+    return out
 
 
 def _partners(data: _Data, clips: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -1171,6 +1273,7 @@ def _save_state(
     gen: torch.Generator,
     epoch: int,
     best: dict[str, Any],
+    captions: _Captions | None = None,
 ) -> None:
     """Save everything a killed run needs to resume after ``epoch`` (atomically)."""
     state_path.parent.mkdir(parents=True, exist_ok=True)
@@ -1184,6 +1287,7 @@ def _save_state(
             "gen": gen.get_state(),
             "epoch": epoch,
             "best": best,
+            **({"captions": captions.head.state_dict()} if captions is not None else {}),
         },
         tmp,
     )
