@@ -295,8 +295,9 @@ class _SentenceVectors:
         tmp.replace(self.file)
 
     def __call__(self, texts: list[str]) -> torch.Tensor:
-        """Raw route embeddings of cached sentences (through the head, with gradients)."""
-        out: torch.Tensor = self.encoder.head(torch.stack([self.vectors[t] for t in texts]))
+        """Raw route embeddings of cached sentences (through the head, on its device)."""
+        vectors = torch.stack([self.vectors[t] for t in texts]).to(self.encoder.skip.weight.device)
+        out: torch.Tensor = self.encoder.head(vectors)
         return out
 
 

@@ -651,13 +651,12 @@ class _Captions:
     """The caption term's material: each training image's captions, and their head."""
 
     texts: list[list[str]]  # distinct captions of each training image
-    vectors: dict[str, torch.Tensor]  # the frozen sentence encoder's vector of each caption
-    head: Any  # PretrainedTextEncoder: sentence vectors -> raw embeddings in the joint space
+    embed: Any  # text_route._SentenceVectors: cached captions -> raw joint-space embeddings
 
-    def embed(self, texts: list[str], device: torch.device) -> torch.Tensor:
-        """Raw joint-space embeddings ``(B, D)`` of cached captions (with gradients)."""
-        out: torch.Tensor = self.head.head(torch.stack([self.vectors[t] for t in texts]).to(device))
-        return out
+    @property
+    def head(self) -> Any:
+        """The trained head (a PretrainedTextEncoder) the cached vectors go through."""
+        return self.embed.encoder
 
 
 @dataclass
@@ -951,7 +950,7 @@ def _caption_material(
     head = PretrainedTextEncoder(TextConfig(kind="pretrained", embed_dim=mcfg.embed_dim))
     cached = _SentenceVectors(head, cache)
     cached.add([t for p in images for t in texts[p]], progress)
-    return _Captions(texts=[texts[p] for p in images], vectors=cached.vectors, head=head)
+    return _Captions(texts=[texts[p] for p in images], embed=cached)
 
 
 def _voice_partners(rows: Sequence[dict[str, Any]]) -> list[list[int]]:
@@ -1164,7 +1163,7 @@ def _train_one_epoch(
             res["voice"] = loss_fn.voice_pair_loss(a[:n], a[n:], ids)
             res["loss"] = res["loss"] + cfg.voice_pairs * res["voice"]
         if data.captions is not None:
-            t = data.captions.embed(_draw_captions(data.captions, imgs, cfg.seed, epoch, s), dev)
+            t = data.captions.embed(_draw_captions(data.captions, imgs, cfg.seed, epoch, s))
             res["caption"] = loss_fn.caption_loss(v, t, imgs.to(dev))
             res["loss"] = res["loss"] + cfg.caption_weight * res["caption"]
         optim.opt.zero_grad()
