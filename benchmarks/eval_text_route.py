@@ -160,6 +160,7 @@ def evaluate_voicing(
     hub=None,
     feedback=0.0,
     hedge=False,
+    bank_above=None,
 ) -> dict:
     rows = _rows(manifest, split, per_image)
     name = Path(manifest).parent.name
@@ -178,6 +179,9 @@ def evaluate_voicing(
         t = encode_heard(encoder, [
             heard[r["clip"]].get("alternatives") or [(heard[r["clip"]]["text"], 1.0)] for r in rows
         ])  # fmt: skip
+    elif bank_above is not None:  # the bank only for a transcript heard with this confidence
+        sure = torch.from_numpy(conf >= bank_above)[:, None]
+        t = torch.where(sure, encoder.encode(texts), encoder.encode(texts, heard=True))
     else:
         t = encoder.encode(texts, heard=not as_typed)
     cos_a = cosine_scores(v, a).numpy()
@@ -189,6 +193,7 @@ def evaluate_voicing(
     out: dict = {
         "clips": len(rows),
         "confidence_mean": float(conf.mean()),
+        "bank_share": float((conf >= bank_above).mean()) if bank_above is not None else None,
         "audio": _pipeline(cos_a, ia, per_image, k, (units, feedback)),
         "text": _metrics_both(cos_t, cos_t, per_image),
         "fused": {},
@@ -257,6 +262,11 @@ def main() -> None:
         help="encode transcripts as typed text (the ensemble's caption bank included)",
     )  # fmt: skip
     p.add_argument(
+        "--bank-above", type=float, default=None,
+        help="encode a transcript as typed text (the caption bank included) when the "
+        "recogniser's confidence is at least this",
+    )  # fmt: skip
+    p.add_argument(
         "--audio-members", nargs="*", default=[],
         help="checkpoints trained with --image-from CHECKPOINT: the audio route is the mean "
         "of their raw audio embeddings and the checkpoint's",
@@ -307,6 +317,7 @@ def main() -> None:
         "whisper_window": model.config.frontend.whisper_window,
         "recogniser_prompt": encoder.recogniser_prompt,
         "bank_for_transcripts": a.bank_for_transcripts,
+        "bank_above": a.bank_above,
         "audio_members": a.audio_members,
         "image_views": a.image_views,
         "hubness": beta,
@@ -318,7 +329,7 @@ def main() -> None:
         r = evaluate_voicing(
             model, encoder, v, m, a.split, a.per_image, a.rescore_k, cache,
             as_typed=a.bank_for_transcripts, members=members, hub=hub,
-            feedback=a.feedback, hedge=a.hedge,
+            feedback=a.feedback, hedge=a.hedge, bank_above=a.bank_above,
         )  # fmt: skip
         report["voicings"][Path(m).parent.name] = r
         print(
@@ -332,7 +343,7 @@ def main() -> None:
         r = evaluate_voicing(
             model, encoder, v, a.manifests[0], a.split, a.per_image, a.rescore_k, cache, cond,
             as_typed=a.bank_for_transcripts, members=members, hub=hub,
-            feedback=a.feedback, hedge=a.hedge,
+            feedback=a.feedback, hedge=a.hedge, bank_above=a.bank_above,
         )  # fmt: skip
         report["conditions"][cond] = r
         print(
