@@ -46,9 +46,7 @@ def _member_scores(member, rows, name: str, condition: str) -> tuple[np.ndarray,
     a = _audio(model, rows, cache, name, condition)
     t = encoder.encode(texts, heard=True)
     cos_t = (torch.nn.functional.normalize(v, dim=-1) @ t.T).numpy()
-    return fused_scores(
-        cosine_scores(v, a).numpy(), ia_scores(v, a).numpy(), cos_t, cover[None, :]
-    )
+    return fused_scores(cosine_scores(v, a).numpy(), ia_scores(v, a).numpy(), cos_t, cover[None, :])
 
 
 def main() -> None:
