@@ -290,6 +290,13 @@ def main() -> None:
     )  # fmt: skip
     p.add_argument("--out", default=None, help="JSON report")
     a = p.parse_args()
+    if a.bank_above is not None and (a.bank_for_transcripts or a.hedge):
+        p.error(
+            "--bank-above decides which transcripts get the bank: "
+            "drop --bank-for-transcripts / --hedge"
+        )
+    if a.bank_above is not None and not 0.0 <= a.bank_above <= 1.0:
+        p.error(f"--bank-above {a.bank_above}: a confidence, in [0, 1]")
     torch.set_num_threads(a.threads)
     model = load_checkpoint(a.checkpoint)
     if a.whisper_window:
