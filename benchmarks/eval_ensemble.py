@@ -26,27 +26,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from eval_text_route import _a2i, _audio, _heard_under, _pipeline
+from eval_text_route import _a2i, _audio, _pipeline, heard_for, route_scores
 from eval_voices import _rows
 
 from rsia_geo.models import image_side_sha256, load_checkpoint
-from rsia_geo.models.alac import cosine_scores, ia_scores
 from rsia_geo.models.text import fused_scores, load_text_encoder
 from rsia_geo.pipeline import DEFAULT_FEEDBACK
 from rsia_geo.training.augment import CONDITIONS
 from rsia_geo.training.evaluate import encode_images
 
 
-def _member_scores(member, rows, name: str, condition: str) -> tuple[np.ndarray, np.ndarray]:
+def _member_scores(member, rows, manifest: str, condition: str) -> tuple[np.ndarray, np.ndarray]:
     """One member's served ``(first, second)`` stage scores, images x clips."""
     model, encoder, v, cache = member
-    heard = _heard_under(model, rows, condition, cache, name, encoder.recogniser_prompt)
+    heard = heard_for(model, encoder, rows, manifest, condition, cache)
     texts = [heard[r["clip"]]["text"] for r in rows]
     cover = np.array([encoder.weight_for(t, 1.0) for t in texts])
-    a = _audio(model, rows, cache, name, condition)
-    t = encoder.encode(texts, heard=True)
-    cos_t = (torch.nn.functional.normalize(v, dim=-1) @ t.T).numpy()
-    return fused_scores(cosine_scores(v, a).numpy(), ia_scores(v, a).numpy(), cos_t, cover[None, :])
+    a = _audio(model, rows, cache, Path(manifest).parent.name, condition)
+    cos_a, ia, cos_t = route_scores(v, a, encoder.encode(texts, heard=True))
+    return fused_scores(cos_a, ia, cos_t, cover[None, :])
 
 
 def main() -> None:
@@ -75,12 +73,16 @@ def main() -> None:
         [torch.nn.functional.normalize(m[2].double(), dim=-1).numpy() for m in members], axis=1
     ) / np.sqrt(len(members))
     jobs = [(m, "clean") for m in a.manifests] + [(a.manifests[0], c) for c in a.conditions]
-    report: dict = {"members": a.members, "feedback": DEFAULT_FEEDBACK, "voicings": {}}
-    report["conditions"] = {}
+    report: dict = {
+        "members": a.members,
+        "feedback": DEFAULT_FEEDBACK,
+        "voicings": {},
+        "conditions": {},
+    }
     for manifest, condition in jobs:
         rows = _rows(manifest, "val", 5)
         name = Path(manifest).parent.name
-        scores = [_member_scores(m, rows, name, condition) for m in members]
+        scores = [_member_scores(m, rows, manifest, condition) for m in members]
         first = np.mean([s[0] for s in scores], axis=0)
         second = np.mean([s[1] for s in scores], axis=0)
         r = _pipeline(first, second, 5, 50, (units, DEFAULT_FEEDBACK))

@@ -134,6 +134,27 @@ def _heard_under(
     return out
 
 
+def heard_for(model, encoder, rows, manifest, condition, cache, hedge=False) -> dict:
+    """What the recogniser heard for each clip, as the route serves it.
+
+    The manifest's transcript file where its settings are the served ones (clean, fixed
+    window, no prompt, no alternatives); else decoded under the condition with the route's
+    prompt (cached).
+    """
+    name = Path(manifest).parent.name
+    prompt = encoder.recogniser_prompt
+    if condition == "clean" and not _suffix(model) and not prompt and not hedge:
+        return read_transcripts(transcripts_path(manifest))  # the files' settings
+    return _heard_under(model, rows, condition, cache, name, prompt, alternatives=hedge)
+
+
+def route_scores(v, a, t) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(cosine, IA, text cosine)`` scores, images x clips, of raw image / audio vectors and
+    unit text vectors."""
+    cos_t = (torch.nn.functional.normalize(v, dim=-1) @ t.T).numpy()
+    return cosine_scores(v, a).numpy(), ia_scores(v, a).numpy(), cos_t
+
+
 def _audio_mean(model, members, rows, cache, name, condition) -> torch.Tensor:
     """Raw audio embeddings of the clips: the checkpoint's, or its and its members' mean."""
     a = _audio(model, rows, cache, name, condition)
@@ -164,11 +185,7 @@ def evaluate_voicing(
 ) -> dict:
     rows = _rows(manifest, split, per_image)
     name = Path(manifest).parent.name
-    prompt = encoder.recogniser_prompt
-    if condition == "clean" and not _suffix(model) and not prompt and not hedge:
-        heard = read_transcripts(transcripts_path(manifest))  # the files' settings
-    else:
-        heard = _heard_under(model, rows, condition, cache, name, prompt, alternatives=hedge)
+    heard = heard_for(model, encoder, rows, manifest, condition, cache, hedge)
     texts = [heard[r["clip"]]["text"] for r in rows]
     # the served weight per query at route weight 1 (scaled by each swept weight below)
     cover = np.array([encoder.weight_for(t, 1.0) for t in texts])
@@ -179,21 +196,19 @@ def evaluate_voicing(
         t = encode_heard(encoder, [
             heard[r["clip"]].get("alternatives") or [(heard[r["clip"]]["text"], 1.0)] for r in rows
         ])  # fmt: skip
-    elif bank_above is not None:  # the bank only for a transcript heard with this confidence
-        sure = torch.from_numpy(conf >= bank_above)[:, None]
-        t = torch.where(sure, encoder.encode(texts), encoder.encode(texts, heard=True))
     else:
         t = encoder.encode(texts, heard=not as_typed)
-    cos_a = cosine_scores(v, a).numpy()
-    ia = ia_scores(v, a).numpy()
+    sure = conf >= bank_above if bank_above is not None else None
+    if sure is not None and sure.any():  # the bank only for a transcript heard this surely
+        t[sure] = encoder.encode([x for x, s in zip(texts, sure, strict=True) if s])
+    cos_a, ia, cos_t = route_scores(v, a, t)
     if hub is not None:  # as search(hubness=...) serves it: the scores less the hubness share
         ia = ia - hub[:, None]
     units = torch.nn.functional.normalize(v.double(), dim=-1).numpy()
-    cos_t = (torch.nn.functional.normalize(v, dim=-1) @ t.T).numpy()
     out: dict = {
         "clips": len(rows),
         "confidence_mean": float(conf.mean()),
-        "bank_share": float((conf >= bank_above).mean()) if bank_above is not None else None,
+        "bank_share": float(sure.mean()) if sure is not None else None,
         "audio": _pipeline(cos_a, ia, per_image, k, (units, feedback)),
         "text": _metrics_both(cos_t, cos_t, per_image),
         "fused": {},
