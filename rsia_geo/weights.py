@@ -31,9 +31,10 @@ __all__ = [
 
 _WEIGHTS = Path(__file__).resolve().parent / "weights"
 STARTER = "alac-efficientnet-lite0-whisper-mix-ucm"
-"""Name of the starter checkpoint (v0.3.1: v0.3.0, trained on UCM-Captions train, voiced, with
-scene mixing, with its voice side fine-tuned; its image side is v0.3.0's, so indexes built
-with v0.3.0 stay valid; see docs/model_card.md)."""
+"""Name of the starter checkpoint (v0.3.2: trained on UCM-Captions train, voiced, with scene
+mixing and a caption term for its image side, then its voice side fine-tuned with voice pairs;
+its image side is new, so indexes built with v0.3.0 or v0.3.1 must be built again; see
+docs/model_card.md)."""
 
 PREVIOUS_STARTER = "alac-efficientnet-lite0-whisper-ucm"
 """The previous starter (v0.2.0, the same model trained without scene mixing), still shipped

@@ -60,7 +60,7 @@ def test_demo_main_job_end_to_end(tmp_path, capsys):
     from rsia_geo.pipeline import load_model
 
     index = index_folder(tmp_path, load_model(None))
-    assert index.name == "index-alac-efficientnet-lite0-whisper-0.3.1"
+    assert index.name == "index-alac-efficientnet-lite0-whisper-0.3.2"
     assert (index / "rsia_index.json").exists()
     # a demo run after a starter upgrade: the workdir holds the older demo's index (at the
     # path demos used before, built with another model); the new run neither fails on it nor
