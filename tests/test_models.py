@@ -8,7 +8,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rsia_geo.errors import CheckpointError, CheckpointNotFoundError, ModelConfigError  # noqa: E402
+from rsia_geo.errors import (  # noqa: E402
+    CheckpointError,
+    CheckpointNotFoundError,
+    InvalidArgumentError,
+    ModelConfigError,
+)
 from rsia_geo.models import (  # noqa: E402
     ALACConfig,
     ALACLoss,
@@ -321,6 +326,35 @@ def test_false_negatives_are_masked():
     out_plain = loss_fn(v, a, torch.arange(4))
     assert out_masked["triplet"] < out_plain["triplet"]
     assert out_masked["nce"] < out_plain["nce"]
+
+
+def test_excluded_pairs_are_neither_positives_nor_negatives():
+    loss_fn = ALACLoss(w_nce=0.0, w_akt=0.0)
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(5, 8, generator=g)
+    a = torch.randn(5, 8, generator=g)
+    a[3] = v[0] + 0.1 * torch.randn(8, generator=g)  # clip 3 also says what image 0 shows
+    # excluding (i, j) for every pair of one image is exactly the image-id mask
+    ids = torch.tensor([0, 0, 1, 2, 2])
+    same = ids[:, None] == ids[None, :]
+    by_ids = loss_fn(v, a, ids)["loss"].item()
+    assert loss_fn(v, a, None, same)["loss"].item() == pytest.approx(by_ids, rel=1e-6)
+    # one excluded pair (image 0, clip 3) drops exactly its two triplet costs
+    s = ia_scores(v, a)
+    d = s.diagonal()
+    exclude = torch.zeros(5, 5, dtype=torch.bool)
+    exclude[0, 3] = True
+    cost = float((0.2 + s[0, 3] - d[0]).clamp(min=0) + (0.2 + s[0, 3] - d[3]).clamp(min=0))
+    assert cost > 0  # a violating negative until excluded
+    plain = loss_fn(v, a)["loss"].item()
+    assert loss_fn(v, a, None, exclude)["loss"].item() == pytest.approx(plain - cost, abs=1e-4)
+    # the NT-Xent terms leave it out of their denominators too
+    full = ALACLoss()
+    assert full(v, a, None, exclude)["nce"] < full(v, a)["nce"]
+    assert full.caption_loss(v, a, None, exclude) < full.caption_loss(v, a)
+    assert full.voice_pair_loss(v, a, None, exclude) < full.voice_pair_loss(v, a)
+    with pytest.raises(InvalidArgumentError, match=r"exclude must be \(5, 5\)"):
+        full(v, a, None, torch.zeros(4, 4, dtype=torch.bool))
 
 
 def test_voice_pair_loss_rewards_voicings_that_agree():

@@ -362,6 +362,54 @@ def test_caption_term_shapes_the_image_side(tmp_path, shared_data):
               progress=False)  # fmt: skip
 
 
+def test_same_caption_pairs_are_found_word_for_word():
+    from rsia_geo.training.train import _said_material
+
+    rows = [  # image a says two sentences, b one of them (other case and spacing), c another
+        {"clip": "1", "image": "a", "caption": "There is a piece of farmland ."},
+        {"clip": "2", "image": "a", "caption": "Many trees ."},
+        {"clip": "3", "image": "b", "caption": "there is a  piece of Farmland."},
+        {"clip": "4", "image": "c", "caption": "Two tennis courts ."},
+    ]
+    said = _said_material(rows, {"a": 0, "b": 1, "c": 2})
+    assert said.clip[0] == said.clip[2] != said.clip[1]
+    images, clips = torch.tensor([0, 1, 2]), said.clip[torch.tensor([1, 2, 3])]
+    # rows: images a, b, c; columns: clips 2 (a), 3 (b), 4 (c)
+    expected = [[True, True, False], [False, True, False], [False, False, True]]
+    assert said.exclude(images, clips).tolist() == expected
+    # a caption no training image says excludes nothing
+    assert said.id_of("An unheard sentence .") == -1
+    assert not said.exclude(images, torch.tensor([-1, -1, -1])).any()
+    with pytest.raises(DataError, match="mask_same_caption needs each clip's caption"):
+        _said_material([{"clip": "9", "image": "a", "caption": " "}], {"a": 0})
+
+
+@needs_espeak
+def test_mask_same_caption_trains_without_word_for_word_negatives(tmp_path, shared_data):
+    from rsia_geo.training.train import TrainConfig, train
+
+    caps = _captions(tmp_path, shared_data, n_train=3, n_val=1)
+    meta = json.loads(caps.read_text())
+    for r in meta["images"]:  # every training image described by the same five sentences
+        if r["split"] == "train":
+            r["captions"] = [f"There is a piece of farmland number {i} ." for i in range(5)]
+    caps.write_text(json.dumps(meta))
+    voiced = tmp_path / "voiced"
+    voice_captions(caps, voiced, engines=["espeak-ng"], progress=False)
+    manifest = str(voiced / "manifest.jsonl")
+    settings = dict(model="alac-tiny", allow_random_backbone=True, batch_size=3, views=1, seed=3)
+    masked, plain = tmp_path / "masked", tmp_path / "plain"
+    args = ["train", manifest, "-o", str(masked), "--model", "alac-tiny", "--allow-random-backbone"]
+    args += ["--batch-size", "3", "--views", "1", "--seed", "3", "--epochs", "1"]
+    assert main([*args, "--mask-same-caption", "--no-progress"]) == 0
+    train(TrainConfig(manifest, str(plain), epochs=1, **settings), progress=False)
+    log = json.loads((masked / "log.jsonl").read_text().splitlines()[0])
+    # every other clip of the batch says one of each image's sentences: no negative is left
+    assert log["triplet"] == 0.0 and log["nce"] == pytest.approx(0.0, abs=1e-6)
+    assert json.loads((plain / "log.jsonl").read_text().splitlines()[0])["triplet"] > 0
+    assert json.loads((masked / "train_config.json").read_text())["mask_same_caption"] is True
+
+
 @needs_espeak
 def test_training_data_errors(tmp_path, shared_data, capsys):
     caps = _captions(tmp_path, shared_data, n_train=2, n_val=1)

@@ -236,6 +236,12 @@ def _add_train(sub: Any) -> None:
         help="weight of a caption term: each image is also pulled towards one of its captions "
         "(frozen sentence encoder + a head trained with the run; the text extra) (0: off)",
     )
+    tr.add_argument(
+        "--mask-same-caption",
+        action="store_true",
+        help="leave out of the negatives the pairs whose clip says, word for word, one of the "
+        "other image's own captions (the manifest's caption field)",
+    )
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_cmd_train)
 
@@ -401,6 +407,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         continue_audio=args.continue_audio,
         voice_pairs=args.voice_pairs,
         caption_weight=args.caption_weight,
+        mask_same_caption=args.mask_same_caption,
     )
     if args.k_folds:
         cfg.k_folds = args.k_folds

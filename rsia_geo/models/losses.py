@@ -15,7 +15,11 @@
 Fixes relative to the reference code:
 
 * **False negatives are masked.** Several clips of one image can share a batch; pairs whose
-  image ids match are neither negatives in the triplet nor in the NT-Xent denominators.
+  image ids match are neither negatives in the triplet nor in the NT-Xent denominators. An
+  ``exclude`` mask leaves out more pairs the same way: ``rsia-geo train --mask-same-caption``
+  passes the pairs whose clip says, word for word, one of the other image's own captions
+  (UCM-Captions repeats a sentence over many images of a class: about 49 of a 60-pair
+  batch's 3,540 off-diagonal pairs, 29 % of its pairs of one class).
 * **AKT weights adapt.** The reference builds ``M`` once from the initial ``p1 = p2 = 1``, so
   ``W`` is uniform (1/B) forever. Here ``W`` is rebuilt from ``p1, p2`` at every step, and
   ``p1, p2`` are trained on the reference's auxiliary objective
@@ -37,6 +41,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rsia_geo.errors import InvalidArgumentError
 from rsia_geo.models.alac import cosine_scores, ia_scores
 
 __all__ = ["ALACLoss"]
@@ -93,7 +98,11 @@ class ALACLoss(nn.Module):
         return m.softmax(dim=0)
 
     def caption_loss(
-        self, v: torch.Tensor, captions: torch.Tensor, image_ids: torch.Tensor | None = None
+        self,
+        v: torch.Tensor,
+        captions: torch.Tensor,
+        image_ids: torch.Tensor | None = None,
+        exclude: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """NT-Xent between images and their captions: ``captions[i]`` describes ``v[i]``.
 
@@ -104,25 +113,39 @@ class ALACLoss(nn.Module):
             v: Raw image embeddings ``(B, D)``.
             captions: Raw caption embeddings ``(B, D)`` (a caption head's output).
             image_ids: ``(B,)`` image identity per pair, to mask false negatives.
+            exclude: ``(B, B)`` bool, more pairs that are neither positives nor negatives
+                (row: image, column: caption).
 
         Returns:
             Scalar loss.
         """
-        pos, neg = self._masks(image_ids, v.shape[0], v.device)
+        pos, neg = self._masks(image_ids, v.shape[0], v.device, exclude)
         return self._nt_xent(v, captions, pos | neg, (0.5, 0.5))
 
     @staticmethod
     def _masks(
-        image_ids: torch.Tensor | None, b: int, device: torch.device
+        image_ids: torch.Tensor | None,
+        b: int,
+        device: torch.device,
+        exclude: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         eye = torch.eye(b, dtype=torch.bool, device=device)
-        if image_ids is None:
-            return eye, ~eye
-        same = image_ids[:, None] == image_ids[None, :]
-        return eye, ~same  # positives, true negatives
+        same = eye if image_ids is None else image_ids[:, None] == image_ids[None, :]
+        if exclude is not None:
+            if tuple(exclude.shape) != (b, b):
+                raise InvalidArgumentError(
+                    f"exclude must be ({b}, {b}) for a batch of {b} pairs; got "
+                    f"{tuple(exclude.shape)}: give one row per image and one column per clip"
+                )
+            same = same | exclude.to(device=device, dtype=torch.bool)
+        return eye, ~same & ~eye  # positives, true negatives
 
     def forward(
-        self, v: torch.Tensor, a: torch.Tensor, image_ids: torch.Tensor | None = None
+        self,
+        v: torch.Tensor,
+        a: torch.Tensor,
+        image_ids: torch.Tensor | None = None,
+        exclude: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Loss of a batch of matched pairs.
 
@@ -130,12 +153,14 @@ class ALACLoss(nn.Module):
             v: Raw image embeddings ``(B, D)``.
             a: Raw audio embeddings ``(B, D)``; ``a[i]`` describes ``v[i]``'s image.
             image_ids: ``(B,)`` image identity per pair, to mask false negatives.
+            exclude: ``(B, B)`` bool, more pairs that are neither positives nor negatives
+                (row: image, column: clip), e.g. a clip saying one of the image's captions.
 
         Returns:
             ``loss`` (total) and its parts ``triplet``, ``nce``, ``akt`` and ``scores`` (S).
         """
         b = v.shape[0]
-        pos, neg = self._masks(image_ids, b, v.device)
+        pos, neg = self._masks(image_ids, b, v.device, exclude)
         s = ia_scores(v, a, chunk=max(b, 1))
         diag = s.diagonal()
         # image anchor (row i): negatives are other clips; audio anchor (column j): other images
@@ -160,7 +185,11 @@ class ALACLoss(nn.Module):
         }
 
     def voice_pair_loss(
-        self, a: torch.Tensor, b: torch.Tensor, image_ids: torch.Tensor | None = None
+        self,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        image_ids: torch.Tensor | None = None,
+        exclude: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """NT-Xent between two voicings of each caption: ``b[i]`` says ``a[i]``'s words.
 
@@ -172,11 +201,13 @@ class ALACLoss(nn.Module):
             a: Raw audio embeddings ``(B, D)``.
             b: Raw audio embeddings ``(B, D)`` of the same captions in other voices.
             image_ids: ``(B,)`` image identity per pair, to mask false negatives.
+            exclude: ``(B, B)`` bool, more pairs that are neither positives nor negatives
+                (e.g. two clips saying the same words for different images).
 
         Returns:
             Scalar loss.
         """
-        pos, neg = self._masks(image_ids, a.shape[0], a.device)
+        pos, neg = self._masks(image_ids, a.shape[0], a.device, exclude)
         return self._nt_xent(a, b, pos | neg, (0.5, 0.5))
 
     def _nt_xent(

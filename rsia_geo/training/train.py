@@ -131,6 +131,11 @@ class TrainConfig:
             them. The head only trains the image side: the checkpoint's text route is trained
             afterwards against the final image side (``rsia-geo train-text``). Needs an image
             side that trains (not ``image_from``).
+        mask_same_caption: Leave out of every term's negatives the pairs whose clip (or
+            drawn caption) says, word for word, one of the other image's own captions: the
+            clip describes that image as well as its own (UCM-Captions repeats sentences
+            over many images of a class). Needs the manifest's ``caption`` field. Off by
+            default (the starters trained without it).
     """
 
     manifest: str | list[str]
@@ -171,6 +176,7 @@ class TrainConfig:
     continue_audio: bool = False
     voice_pairs: float = 0.0
     caption_weight: float = 0.0
+    mask_same_caption: bool = False
     seed: int = 0
     threads: int = 2
     val_every: int = 1
@@ -644,6 +650,54 @@ class _Data:
     n_val: int  # validation clips
     views: _Views | None = None  # full fine-tuning: training views drawn on the fly
     captions: _Captions | None = None  # the caption term's captions and head
+    said: _Said | None = None  # mask_same_caption: which captions each clip and image say
+
+
+@dataclass
+class _Said:
+    """The words of each training clip and image, for ``mask_same_caption``."""
+
+    ids: dict[str, int]  # normalised caption -> id
+    clip: torch.Tensor  # (clips,) caption id of each training clip
+    image: torch.Tensor  # (images, k) caption ids of each training image, -1 padded
+
+    def id_of(self, caption: str) -> int:
+        """The id of a caption (-1 for words no training image says)."""
+        return self.ids.get(_said_key(caption), -1)
+
+    def exclude(self, images: torch.Tensor, said: torch.Tensor) -> torch.Tensor:
+        """``(B, B)``: pair ``(i, j)`` when ``said[j]`` is one of image ``images[i]``'s captions."""
+        own = self.image[images.cpu()]  # (B, k)
+        ids = said.cpu()
+        return ((own[:, :, None] == ids[None, None, :]) & (ids >= 0)[None, None, :]).any(1)
+
+
+def _said_key(caption: str) -> str:
+    """A caption's words, lower-cased, without punctuation or extra spaces."""
+    return " ".join("".join(c if c.isalnum() else " " for c in caption.lower()).split())
+
+
+def _said_material(rows: Sequence[dict[str, Any]], img_index: dict[str, int]) -> _Said:
+    """Caption ids of the training clips and images (``mask_same_caption``)."""
+    ids: dict[str, int] = {}
+    clip = []
+    per_image: list[set[int]] = [set() for _ in img_index]
+    for r in rows:
+        caption = str(r.get("caption") or "").strip()
+        if not caption:
+            raise DataError(
+                f"mask_same_caption needs each clip's caption, but the manifest row of clip "
+                f"{r.get('clip')!r} has no 'caption' field; voice the captions with "
+                "`rsia-geo data voice`, or train with mask_same_caption=False"
+            )
+        cid = ids.setdefault(_said_key(caption), len(ids))
+        clip.append(cid)
+        per_image[img_index[r["image"]]].add(cid)
+    k = max(len(x) for x in per_image)
+    image = torch.full((len(per_image), k), -1, dtype=torch.long)
+    for i, x in enumerate(per_image):
+        image[i, : len(x)] = torch.tensor(sorted(x), dtype=torch.long)
+    return _Said(ids=ids, clip=torch.tensor(clip, dtype=torch.long), image=image)
 
 
 @dataclass
@@ -919,6 +973,7 @@ def _load_data(
         n_val=len(val_rows),
         views=views,
         captions=captions,
+        said=_said_material(train_rows, img_index) if cfg.mask_same_caption else None,
     )
 
 
@@ -1158,13 +1213,24 @@ def _train_one_epoch(
             a = model.forward_audio_features(feats)
         v, a = v.float(), a.float()  # the loss in float32, also under bfloat16 autocast
         ids = data.clip_image[clips[:n]].to(dev)
-        res = loss_fn(v, a[:n], ids)
+        said = data.said
+        excl = said.exclude(data.clip_image[clips[:n]], said.clip[clips[:n]]) if said else None
+        res = loss_fn(v, a[:n], ids, excl)
         if cfg.voice_pairs > 0:
-            res["voice"] = loss_fn.voice_pair_loss(a[:n], a[n:], ids)
+            same = None
+            if said is not None:  # two clips saying the same words
+                words = said.clip[clips[:n]]
+                same = words[:, None] == words[None, :]
+            res["voice"] = loss_fn.voice_pair_loss(a[:n], a[n:], ids, same)
             res["loss"] = res["loss"] + cfg.voice_pairs * res["voice"]
         if data.captions is not None:
-            t = data.captions.embed(_draw_captions(data.captions, imgs, cfg.seed, epoch, s))
-            res["caption"] = loss_fn.caption_loss(v, t, imgs.to(dev))
+            drawn_captions = _draw_captions(data.captions, imgs, cfg.seed, epoch, s)
+            t = data.captions.embed(drawn_captions)
+            excl_t = None
+            if said is not None:
+                drawn_ids = torch.tensor([said.id_of(c) for c in drawn_captions])
+                excl_t = said.exclude(imgs, drawn_ids)
+            res["caption"] = loss_fn.caption_loss(v, t, imgs.to(dev), excl_t)
             res["loss"] = res["loss"] + cfg.caption_weight * res["caption"]
         optim.opt.zero_grad()
         res["loss"].backward()
