@@ -15,7 +15,9 @@ route weight is reported for transparency; the shipped weight, 1.0, was fixed in
 ``--audio-members CK ...`` scores the audio route with the mean of the raw audio embeddings of
 the checkpoint and of these checkpoints (voice sides trained with ``--image-from`` it: the same
 image side), an ensemble of audio branches. The summary also gives the voice-to-image half of
-the fused mR (``:a2i``), the direction search serves.
+the fused mR (``:a2i``), the direction search serves. ``--heard-as-said`` replaces every
+transcript by the caption the clip says (a perfect recogniser): the ceiling of better
+recognition with this image side.
 
 Usage:
     python benchmarks/eval_text_route.py CHECKPOINT --text TEXT_FOLDER \
@@ -182,10 +184,14 @@ def evaluate_voicing(
     feedback=0.0,
     hedge=False,
     bank_above=None,
+    as_said=False,
 ) -> dict:
     rows = _rows(manifest, split, per_image)
     name = Path(manifest).parent.name
-    heard = heard_for(model, encoder, rows, manifest, condition, cache, hedge)
+    if as_said:  # a perfect recogniser: each clip heard as the caption it says
+        heard = {r["clip"]: {"text": r["caption"], "confidence": 1.0} for r in rows}
+    else:
+        heard = heard_for(model, encoder, rows, manifest, condition, cache, hedge)
     texts = [heard[r["clip"]]["text"] for r in rows]
     # the served weight per query at route weight 1 (scaled by each swept weight below)
     cover = np.array([encoder.weight_for(t, 1.0) for t in texts])
@@ -303,8 +309,15 @@ def main() -> None:
         help="embed an unsure query's distinct transcripts weighted by confidence "
         "(rsia_geo.models.text.encode_heard) instead of the likelier one alone",
     )  # fmt: skip
+    p.add_argument(
+        "--heard-as-said", action="store_true",
+        help="a perfect recogniser: each clip's transcript is the caption it says (a ceiling "
+        "for what better recognition could give)",
+    )  # fmt: skip
     p.add_argument("--out", default=None, help="JSON report")
     a = p.parse_args()
+    if a.heard_as_said and (a.hedge or a.bank_above is not None):
+        p.error("--heard-as-said has no recogniser confidences: drop --hedge / --bank-above")
     if a.bank_above is not None and (a.bank_for_transcripts or a.hedge):
         p.error(
             "--bank-above decides which transcripts get the bank: "
@@ -345,13 +358,14 @@ def main() -> None:
         "hubness": beta,
         "feedback": a.feedback,
         "hedge": a.hedge,
+        "heard_as_said": a.heard_as_said,
         "voicings": {},
     }
     for m in a.manifests:
         r = evaluate_voicing(
             model, encoder, v, m, a.split, a.per_image, a.rescore_k, cache,
             as_typed=a.bank_for_transcripts, members=members, hub=hub,
-            feedback=a.feedback, hedge=a.hedge, bank_above=a.bank_above,
+            feedback=a.feedback, hedge=a.hedge, bank_above=a.bank_above, as_said=a.heard_as_said,
         )  # fmt: skip
         report["voicings"][Path(m).parent.name] = r
         print(
@@ -365,7 +379,7 @@ def main() -> None:
         r = evaluate_voicing(
             model, encoder, v, a.manifests[0], a.split, a.per_image, a.rescore_k, cache, cond,
             as_typed=a.bank_for_transcripts, members=members, hub=hub,
-            feedback=a.feedback, hedge=a.hedge, bank_above=a.bank_above,
+            feedback=a.feedback, hedge=a.hedge, bank_above=a.bank_above, as_said=a.heard_as_said,
         )  # fmt: skip
         report["conditions"][cond] = r
         print(

@@ -139,6 +139,30 @@ def _manifest(folder: Path, shared_data: Path, split: str, n: int) -> Path:
     return folder / "manifest.jsonl"
 
 
+def test_text_route_mask_same_caption_leaves_word_for_word_negatives_out(tmp_path, shared_data):
+    torch.manual_seed(0)
+    model = build_model(get_config("alac-tiny"), pretrained=False).eval()
+    ckpt = save_checkpoint(model, tmp_path / "ckpt")
+    train = _manifest(tmp_path / "train", shared_data, "train", 4)
+    rows = [json.loads(x) for x in train.read_text().splitlines()]
+    for r in rows:  # every image described by the same five sentences (any case, any stop)
+        r["caption"] = f"There is a piece of farmland number {r['caption_index']} ."
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    heard = [{"clip": r["clip"], "text": r["caption"].lower().rstrip(" ."), "confidence": 0.9}
+             for r in rows]  # fmt: skip
+    (train.parent / "transcripts.jsonl").write_text("".join(json.dumps(h) + "\n" for h in heard))
+    losses = {}
+    for mask in (True, False):
+        out = tmp_path / f"text_{mask}"
+        settings = TextRouteSettings(epochs=3, batch_size=4, word_drop=0.0, mask_same_caption=mask)
+        train_text_route(ckpt, train, out, kind="hashed", settings=settings, progress=False)
+        log = [json.loads(x) for x in (out / "text_log.jsonl").read_text().splitlines()]
+        losses[mask] = [r["loss"] for r in log]
+    # every sentence of a step is also each other image's own: no negative is left
+    assert losses[True] == pytest.approx([0.0, 0.0, 0.0], abs=1e-6)
+    assert min(losses[False]) > 0.1
+
+
 @pytest.mark.parametrize("kind", ["pretrained", "hashed"])
 def test_train_text_route_tiny_fits_its_images(tmp_path, shared_data, kind):
     torch.manual_seed(0)

@@ -117,6 +117,12 @@ def _add_train_text(sub: Any) -> None:
     )
     tt.add_argument("--seed", type=int, default=0)
     tt.add_argument("--threads", type=int, default=2)
+    tt.add_argument(
+        "--mask-same-caption",
+        action="store_true",
+        help="leave out of a step's negatives the images of which another image's drawn "
+        "sentence is, word for word, one of their own captions",
+    )
     tt.add_argument("--no-progress", action="store_true")
     tt.set_defaults(func=_cmd_train_text)
 
@@ -349,6 +355,7 @@ def _cmd_train_text(args: argparse.Namespace) -> int:
         image_views=args.image_views,
         seed=args.seed,
         threads=args.threads,
+        mask_same_caption=args.mask_same_caption,
     )
     report = train_text_route(
         args.checkpoint,

@@ -461,3 +461,11 @@ def manifest_pairs(rows: Iterable[dict[str, Any]], split: str) -> list[dict[str,
         return (*num, r["caption_index"], r["voice_index"])
 
     return sorted((r for r in rows if r["split"] == split), key=key)
+
+
+def _caption_key(caption: str) -> str:
+    """A caption's words, lower-cased, without punctuation or extra spaces.
+
+    Two captions are the same words when their keys are equal (``mask_same_caption``).
+    """
+    return " ".join("".join(c if c.isalnum() else " " for c in caption.lower()).split())

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rsia_geo.training.dataset import DataError, load_split
+from rsia_geo.training.dataset import DataError, _caption_key, load_split
 
 __all__ = ["TextRouteSettings", "route_vocabulary", "text_route_metrics", "train_text_route"]
 
@@ -53,6 +53,9 @@ class TextRouteSettings:
             sentence vectors are cached); the hashed kind drops words afresh each step.
         seed: Random seed.
         threads: Torch CPU threads.
+        mask_same_caption: Leave out of a step's negatives the images of which the sentence
+            drawn for another image is, word for word, one of their own captions (as
+            ``rsia-geo train --mask-same-caption`` does for the image side).
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class TextRouteSettings:
         variants: int = 2,
         seed: int = 0,
         threads: int = 2,
+        mask_same_caption: bool = False,
     ) -> None:
         from rsia_geo.errors import InvalidArgumentError
         from rsia_geo.tiles import check_views
@@ -91,6 +95,7 @@ class TextRouteSettings:
         self.views = 1 if image_views == "d8" else views
         self.variants = variants
         self.seed, self.threads = seed, threads
+        self.mask_same_caption = mask_same_caption
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict."""
@@ -321,6 +326,7 @@ def _one_epoch(
     word_drop = 0.0 if s.variants and isinstance(embed, _SentenceVectors) else s.word_drop
     order = list(range(len(targets)))
     rng.shuffle(order)
+    keys = [{_caption_key(t) for t in texts} for texts in captions] if s.mask_same_caption else None
     losses = []
     for b in range(0, len(order) - 1, s.batch_size):
         batch = order[b : b + s.batch_size]
@@ -331,6 +337,10 @@ def _one_epoch(
         said = _batch_texts(batch, captions, spoken, s, rng, word_drop)
         t = nn.functional.normalize(embed(said), dim=-1)
         logits = scale.clamp(max=np.log(100.0)).exp() * t @ v.T
+        if keys is not None:  # sentence j also one of image i's own captions: no negative
+            words = [_caption_key(x) for x in said]
+            same = torch.tensor([[w in keys[i] for i in batch] for w in words])
+            logits = logits.masked_fill(same & ~torch.eye(len(batch), dtype=torch.bool), -1e4)
         labels = torch.arange(len(batch))
         loss = (nn.functional.cross_entropy(logits, labels)
                 + nn.functional.cross_entropy(logits.T, labels)) / 2  # fmt: skip

@@ -38,7 +38,7 @@ import torch
 from rsia_geo.errors import RsiaError
 from rsia_geo.models import ALACLoss, ALACModel, build_model, get_config, save_checkpoint
 from rsia_geo.models.alac import cosine_scores, ia_scores, resize_images
-from rsia_geo.training.dataset import DataError, load_split, manifest_pairs
+from rsia_geo.training.dataset import DataError, _caption_key, load_split, manifest_pairs
 from rsia_geo.training.metrics import retrieval_metrics
 
 __all__ = ["TrainConfig", "encode_split", "load_image", "train", "train_kfold"]
@@ -663,18 +663,13 @@ class _Said:
 
     def id_of(self, caption: str) -> int:
         """The id of a caption (-1 for words no training image says)."""
-        return self.ids.get(_said_key(caption), -1)
+        return self.ids.get(_caption_key(caption), -1)
 
     def exclude(self, images: torch.Tensor, said: torch.Tensor) -> torch.Tensor:
         """``(B, B)``: pair ``(i, j)`` when ``said[j]`` is one of image ``images[i]``'s captions."""
         own = self.image[images.cpu()]  # (B, k)
         ids = said.cpu()
         return ((own[:, :, None] == ids[None, None, :]) & (ids >= 0)[None, None, :]).any(1)
-
-
-def _said_key(caption: str) -> str:
-    """A caption's words, lower-cased, without punctuation or extra spaces."""
-    return " ".join("".join(c if c.isalnum() else " " for c in caption.lower()).split())
 
 
 def _said_material(rows: Sequence[dict[str, Any]], img_index: dict[str, int]) -> _Said:
@@ -690,7 +685,7 @@ def _said_material(rows: Sequence[dict[str, Any]], img_index: dict[str, int]) ->
                 f"{r.get('clip')!r} has no 'caption' field; voice the captions with "
                 "`rsia-geo data voice`, or train with mask_same_caption=False"
             )
-        cid = ids.setdefault(_said_key(caption), len(ids))
+        cid = ids.setdefault(_caption_key(caption), len(ids))
         clip.append(cid)
         per_image[img_index[r["image"]]].add(cid)
     k = max(len(x) for x in per_image)
