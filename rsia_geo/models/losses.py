@@ -138,7 +138,7 @@ class ALACLoss(nn.Module):
                     f"{tuple(exclude.shape)}: give one row per image and one column per clip"
                 )
             same = same | exclude.to(device=device, dtype=torch.bool)
-        return eye, ~same & ~eye  # positives, true negatives
+        return eye, ~same  # positives, true negatives (``same`` holds the diagonal)
 
     def forward(
         self,

@@ -672,19 +672,25 @@ class _Said:
         return ((own[:, :, None] == ids[None, None, :]) & (ids >= 0)[None, None, :]).any(1)
 
 
+def _clip_caption(row: dict[str, Any], option: str, off: str) -> str:
+    """A manifest row's caption, for an ``option`` that needs it (``off``: how to do without)."""
+    caption = str(row.get("caption") or "").strip()
+    if not caption:
+        raise DataError(
+            f"{option} needs each clip's caption, but the manifest row of clip "
+            f"{row.get('clip')!r} has no 'caption' field; voice the captions with "
+            f"`rsia-geo data voice`, or train with {off}"
+        )
+    return caption
+
+
 def _said_material(rows: Sequence[dict[str, Any]], img_index: dict[str, int]) -> _Said:
     """Caption ids of the training clips and images (``mask_same_caption``)."""
     ids: dict[str, int] = {}
     clip = []
     per_image: list[set[int]] = [set() for _ in img_index]
     for r in rows:
-        caption = str(r.get("caption") or "").strip()
-        if not caption:
-            raise DataError(
-                f"mask_same_caption needs each clip's caption, but the manifest row of clip "
-                f"{r.get('clip')!r} has no 'caption' field; voice the captions with "
-                "`rsia-geo data voice`, or train with mask_same_caption=False"
-            )
+        caption = _clip_caption(r, "mask_same_caption", "mask_same_caption=False")
         cid = ids.setdefault(_caption_key(caption), len(ids))
         clip.append(cid)
         per_image[img_index[r["image"]]].add(cid)
@@ -988,13 +994,7 @@ def _caption_material(
 
     texts: dict[str, list[str]] = {p: [] for p in images}
     for r in rows:
-        caption = str(r.get("caption") or "").strip()
-        if not caption:
-            raise DataError(
-                f"caption_weight={cfg.caption_weight!r} needs each clip's caption, but the "
-                f"manifest row of clip {r.get('clip')!r} has no 'caption' field; voice the "
-                "captions with `rsia-geo data voice`, or train with caption_weight=0"
-            )
+        caption = _clip_caption(r, f"caption_weight={cfg.caption_weight!r}", "caption_weight=0")
         if caption not in texts[r["image"]]:
             texts[r["image"]].append(caption)
     head = PretrainedTextEncoder(TextConfig(kind="pretrained", embed_dim=mcfg.embed_dim))
@@ -1207,15 +1207,18 @@ def _train_one_epoch(
             v = _head_from_cache(model, tokens, tail)
             a = model.forward_audio_features(feats)
         v, a = v.float(), a.float()  # the loss in float32, also under bfloat16 autocast
-        ids = data.clip_image[clips[:n]].to(dev)
+        of_image = data.clip_image[clips[:n]]
+        ids = of_image.to(dev)
+        words: torch.Tensor | None = None  # mask_same_caption: what each clip says
+        excl: torch.Tensor | None = None
         said = data.said
-        excl = said.exclude(data.clip_image[clips[:n]], said.clip[clips[:n]]) if said else None
+        if said is not None:
+            words = said.clip[clips[:n]]
+            excl = said.exclude(of_image, words)
         res = loss_fn(v, a[:n], ids, excl)
         if cfg.voice_pairs > 0:
-            same = None
-            if said is not None:  # two clips saying the same words
-                words = said.clip[clips[:n]]
-                same = words[:, None] == words[None, :]
+            # two clips saying the same words are no negatives of each other
+            same = words[:, None] == words[None, :] if words is not None else None
             res["voice"] = loss_fn.voice_pair_loss(a[:n], a[n:], ids, same)
             res["loss"] = res["loss"] + cfg.voice_pairs * res["voice"]
         if data.captions is not None:
