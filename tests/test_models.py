@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -457,6 +458,70 @@ def test_encoding_leaves_every_submodule_in_its_own_mode():
     assert {n: m.training for n, m in model.named_modules()} == before
     # dropout off inside: two calls agree even though the model is training
     torch.testing.assert_close(model.encode_audio(waves), model.encode_audio(waves))
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "norms"),
+    [
+        ("efficientnet_lite0", {"pretrained": False}, 49),  # stem, 16 blocks, head
+        ("torchgeo_resnet18", {}, 20),  # stem, 8 blocks x 2, 3 downsamples
+    ],
+)
+def test_folded_backbone_computes_the_same_tokens(name, options, norms):
+    from rsia_geo.models._fold import fold_batchnorm
+
+    net = build_backbone(BackboneConfig(name, 96, options=options))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # norms that are not the identity: affine and statistics of their own
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g))
+        net.train()
+        for _ in range(3):
+            net(torch.rand(4, 3, 96, 96, generator=g))
+    net.eval()
+    folded = copy.deepcopy(net)
+    assert fold_batchnorm(folded) == norms
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(3, 3, 96, 96, generator=g).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want, got = net(x), folded(x)
+    assert want.abs().max() > 0.1
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_image_vectors_follow_every_change_of_the_backbone():
+    """encode_images runs a batch-norm-folded copy of the backbone: never a stale one."""
+    model = _tiny()
+    images, _ = _batch(model, b=4)
+    keys = set(model.state_dict())
+
+    def plain():
+        with torch.no_grad():
+            model.eval()
+            return torch.nn.functional.normalize(model.forward_image(images), dim=-1)
+
+    first = model.encode_images(images)
+    torch.testing.assert_close(first, plain(), atol=1e-5, rtol=1e-5)
+    model.train()  # new batch-norm statistics (buffers written in place), no optimiser step
+    with torch.no_grad():
+        model.forward_image(torch.rand_like(images) * 3)
+    moved = model.encode_images(images)
+    assert not torch.allclose(moved, first, atol=1e-4)
+    torch.testing.assert_close(moved, plain(), atol=1e-5, rtol=1e-5)
+    opt = torch.optim.SGD(model.backbone.parameters(), lr=0.5)  # weights changed in place
+    model.train()
+    model.forward_image(images).square().mean().backward()
+    opt.step()
+    stepped = model.encode_images(images)
+    assert not torch.allclose(stepped, moved, atol=1e-4)
+    torch.testing.assert_close(stepped, plain(), atol=1e-5, rtol=1e-5)
+    moved_model = copy.deepcopy(model)  # another model's tensors
+    torch.testing.assert_close(moved_model.encode_images(images), stepped)
+    # the folded copy is no part of the model
+    assert set(model.state_dict()) == keys
+    assert not any("folded" in n for n, _ in model.named_modules())
 
 
 def test_checkpoint_round_trip_is_bit_identical(tmp_path):

@@ -24,6 +24,7 @@ it averages out the noise of any one view (measured in ``docs/benchmarks.md``, "
 
 from __future__ import annotations
 
+from copy import deepcopy
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -327,10 +328,35 @@ class ALACModel(nn.Module):
         """``f_v`` (float32) of preprocessed images, laid out channels-last for the backbone.
 
         Channels-last input runs the convolutions about twice as fast on CPU (docs/benchmarks.md,
-        "Image views"); the result equals the contiguous layout's up to float rounding.
+        "Image views"), and the backbone runs as its batch-norm-folded copy
+        (:meth:`_inference_backbone`); the result equals the plain forward's up to float rounding.
         """
         x = x.contiguous(memory_format=torch.channels_last)
-        return self.image_head(self.image_tokens(x)).float()
+        tokens: torch.Tensor = self._inference_backbone()(x)
+        return self.image_head(tokens).float()
+
+    def _inference_backbone(self) -> nn.Module:
+        """The backbone with its batch norms folded into its convolutions (eval mode only).
+
+        A copy, kept outside the module tree (not in ``state_dict``, not trained), rebuilt
+        whenever a backbone tensor has changed since: another tensor (a load, a move, a copy of
+        the model) or the same one written in place (an optimiser step bumps its version).
+        """
+        from rsia_geo.models._fold import fold_batchnorm
+
+        tensors = [*self.backbone.parameters(), *self.backbone.buffers()]
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        cached = self.__dict__.get("_folded_backbone")
+        if cached is not None and cached[0] == key:
+            folded: nn.Module = cached[1]
+            return folded
+        with torch.inference_mode(False), torch.no_grad():
+            copy = deepcopy(self.backbone).eval()
+            if not fold_batchnorm(copy):
+                copy = self.backbone  # nothing to fold (CrossFormer): no second copy
+        # a plain attribute, not a submodule: outside parameters(), state_dict() and train()
+        self.__dict__["_folded_backbone"] = (key, copy)
+        return copy
 
     @torch.no_grad()
     def encode_audio(
