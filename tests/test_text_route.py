@@ -246,6 +246,20 @@ def test_sentence_encoder_backends_give_the_same_vectors():
         SentenceEncoder(backend="ctranslate2", device="meta")
 
 
+def test_loading_the_sentence_encoder_prints_nothing(capfd):
+    """No "Loading weights" bar from transformers in the middle of a search or the demo."""
+    from transformers.utils import logging as hf_logging
+
+    from rsia_geo.models.sentence import SentenceEncoder
+
+    assert hf_logging.is_progress_bar_enabled()
+    for backend in ("ctranslate2", "transformers"):
+        SentenceEncoder(backend=backend, threads=1)
+        err = capfd.readouterr().err
+        assert "Loading weights" not in err and "%|" not in err, (backend, err)
+    assert hf_logging.is_progress_bar_enabled()  # the user's own setting, restored
+
+
 def test_sentence_backend_from_the_environment(monkeypatch):
     from rsia_geo.errors import InvalidArgumentError
     from rsia_geo.models.sentence import get_sentence_encoder

@@ -21,9 +21,11 @@ CTranslate2 cannot convert falls back to ``transformers``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -157,7 +159,8 @@ class SentenceEncoder:
         try:
             self._tok = Tokenizer.from_file(str(vocab))
             if self._ct2 is None:
-                self._model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+                with _quiet_transformers():
+                    self._model = AutoModel.from_pretrained(str(folder), local_files_only=True)
                 self._model.eval().requires_grad_(False).to(device)
         except (OSError, ValueError, RuntimeError) as exc:
             raise CheckpointError(
@@ -255,11 +258,12 @@ def _ct2_encoder(
             f"the CTranslate2 sentence encoder runs on 'cpu', not device={device!r}; use "
             "backend='transformers' (or 'auto') for it"
         )
-    quiet = logging.getLogger("transformers")
-    level = quiet.level
     try:
-        quiet.setLevel(logging.ERROR)  # the converter's own deprecation notices
-        with keeps_torch_threads(), tempfile.TemporaryDirectory(prefix="rsia-sentence-") as tmp:
+        with (
+            _quiet_transformers(),
+            keeps_torch_threads(),
+            tempfile.TemporaryDirectory(prefix="rsia-sentence-") as tmp,
+        ):
             TransformersConverter(str(folder)).convert(tmp, force=True)
             # one thread per batch, ``threads`` batches side by side (Encoder.num_encoders)
             model = ctranslate2.Encoder(
@@ -273,9 +277,28 @@ def _ct2_encoder(
             f"CTranslate2 cannot convert the sentence encoder in {str(folder)!r}: {exc}; use "
             "backend='transformers'"
         ) from exc
+    return model, width
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Load through transformers without its notices and its "Loading weights" progress bar.
+
+    A search or a demo prints what it found, not the bar of a model loading in the middle of
+    it; both settings are restored afterwards.
+    """
+    from transformers.utils import logging as hf_logging
+
+    quiet = logging.getLogger("transformers")
+    level, bars = quiet.level, hf_logging.is_progress_bar_enabled()
+    quiet.setLevel(logging.ERROR)  # the converter's own deprecation notices
+    hf_logging.disable_progress_bar()
+    try:
+        yield
     finally:
         quiet.setLevel(level)
-    return model, width
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _hidden_size(config: Path) -> int:
