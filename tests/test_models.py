@@ -522,6 +522,11 @@ def test_image_vectors_follow_every_change_of_the_backbone():
     # the folded copy is no part of the model
     assert set(model.state_dict()) == keys
     assert not any("folded" in n for n, _ in model.named_modules())
+    with torch.inference_mode():  # tensors without versions: the model's own backbone runs
+        built_there = _tiny()
+        built_there.load_state_dict(model.state_dict())
+        torch.testing.assert_close(built_there.encode_images(images), stepped)
+    torch.testing.assert_close(built_there.encode_images(images), stepped)
 
 
 def test_checkpoint_round_trip_is_bit_identical(tmp_path):

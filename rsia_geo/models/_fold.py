@@ -3,7 +3,7 @@
 In eval mode a batch-norm layer is an affine map per channel with fixed statistics, so it can be
 merged into the weights and bias of the convolution that feeds it: the network computes the
 same function (up to float rounding) without a separate pass over every activation map. On the
-starter's EfficientNet-Lite0 that pass is about a third of an image's encoding time on a CPU
+starter's EfficientNet-Lite0 that pass is about a quarter of an image's encoding time on a CPU
 (``docs/benchmarks.md``, "Batch norm folded at inference").
 
 Only copies are folded: a folded network has no batch-norm statistics left to train or to save.

@@ -340,11 +340,15 @@ class ALACModel(nn.Module):
 
         A copy, kept outside the module tree (not in ``state_dict``, not trained), rebuilt
         whenever a backbone tensor has changed since: another tensor (a load, a move, a copy of
-        the model) or the same one written in place (an optimiser step bumps its version).
+        the model) or the same one written in place (an optimiser step bumps its version). A
+        model built under ``torch.inference_mode`` has tensors without versions, whose in-place
+        changes nothing could see: its own backbone runs, unfolded.
         """
         from rsia_geo.models._fold import fold_batchnorm
 
         tensors = [*self.backbone.parameters(), *self.backbone.buffers()]
+        if any(t.is_inference() for t in tensors):
+            return self.backbone
         key = tuple((t.data_ptr(), t._version) for t in tensors)
         cached = self.__dict__.get("_folded_backbone")
         if cached is not None and cached[0] == key:
