@@ -26,7 +26,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -309,17 +309,26 @@ class Tile:
         """
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, footprint: bool = True) -> dict[str, Any]:
         """JSON-serialisable record (footprint as GeoJSON).
 
+        Args:
+            footprint: False leaves the footprint out (for a caller that stores it in a form of
+                its own, as index payloads do): the costly part of the record to build.
+
         Returns:
-            The record; :meth:`from_dict` restores the tile.
+            The record; :meth:`from_dict` restores the tile (given a footprint).
         """
         from shapely.geometry import mapping
 
-        d = asdict(self)
-        d["footprint"] = mapping(self.footprint)
-        out: dict[str, Any] = json.loads(json.dumps(d))
+        # fields read directly (``asdict`` would deep-copy the shapely footprint), nested
+        # records (sources, grid, scaling) turned into dicts by the encoder
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if footprint:
+            d["footprint"] = mapping(self.footprint)
+        else:
+            del d["footprint"]
+        out: dict[str, Any] = json.loads(json.dumps(d, default=asdict))
         return out
 
     @classmethod

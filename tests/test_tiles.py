@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from pathlib import Path
 
@@ -147,6 +148,12 @@ def test_tile_round_trips_through_dict(samples):
     again = Tile.from_dict(t.to_dict())
     assert again == t
     assert again.footprint.equals(t.footprint)
+    # without the footprint (index payloads store theirs apart): the rest, to the key
+    bare = t.to_dict(footprint=False)
+    assert bare == {k: v for k, v in t.to_dict().items() if k != "footprint"}
+    assert Tile.from_dict({**bare, "footprint": t.footprint}) == t
+    json.dumps(bare)  # plain JSON: sources, grid and scaling as dicts
+    assert isinstance(bare["grid"], dict) and isinstance(bare["sources"][0], dict)
     gdf = ts.to_geodataframe()
     assert gdf.crs.to_epsg() == 4326 and len(gdf) == len(ts)
 

@@ -147,11 +147,10 @@ def tile_to_payload(
     """
     from shapely.geometry import mapping
 
-    record = tile.to_dict()
+    record = tile.to_dict(footprint=False)
     # the footprint is stored once, simplified (densified edges that stay straight after
     # reprojection collapse to their corners; 1e-7 degrees is about 1 cm)
     footprint = tile.footprint.simplify(1e-7, preserve_topology=True)
-    record.pop("footprint")
     minx, miny, maxx, maxy = _unwrapped_bounds(tile.footprint)
     payload = {
         "tile_id": tile.id,
